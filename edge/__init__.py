@@ -1,0 +1,1 @@
+"""firstwords device runtime: numpy + onnxruntime only (never torch)."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the Debian packages firstwords' demo and tests use, when we can (root + apt-get).
+#   espeak-ng       speaks the sample session's soundtrack
+#   libportaudio2   the PortAudio library sounddevice needs for live audio
+#   sox             audio conversion used by tests
+#   dataset-fashion-mnist  full source for tools/build_sample_corpus.py (a subset ships in data/)
+# Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
+set -u
+pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >/tmp/firstwords-apt.log 2>&1 \
+    || echo "warning: apt-get failed (see /tmp/firstwords-apt.log); continuing without: ${missing[*]}"
+else
+  echo "note: optional system packages missing: ${missing[*]} (e.g. sudo apt-get install ${missing[*]}); continuing"
+fi
+exit 0
