@@ -1,0 +1,516 @@
+"""Training and evaluation data readers: CVCL's metadata format, its raw transcript CSV, eval sets, pairs.
+
+Formats (compatible with wkvong/multimodal-baby, so SAYCam users can point firstwords at CVCL's files):
+- metadata `{"data": [{"utterance": "...", "frame_filenames": [...], "timestamps": [...], ...}]}`;
+- raw transcript CSV with columns `Time, Video Name, Utterance, Speaker`;
+- eval sets either `{"data": [{"category": "shoe", "frame_filename": "eval_frames/000001.jpg"}]}` (ours) or
+  CVCL's pre-generated trials `{"data": [{"target_category", "target_img_filename", "foil_categories",
+  "foil_img_filenames", "trial_num"}]}`.
+
+Bad records are counted by kind and skipped with one log line per kind (never a silent drop of the whole set,
+never a crash deep inside a batch). torch is imported only by `PairDataset` (through `export.require_torch`),
+so the readers work on an install without the train extra.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import DataError, MissingExtraError
+from edge.evaluate import Trial
+from edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare_images
+from edge.tokenize import Vocab
+
+log = logging.getLogger(__name__)
+
+# Keys CVCL's preprocessing writes, plus the ones our sample corpus adds. Others are kept in `meta` but
+# reported once (a typo such as "frame_filename" would otherwise go unnoticed).
+KNOWN_RECORD_KEYS = frozenset({
+    "utterance", "frame_filenames", "timestamps",                                   # required
+    "utterance_num", "num_frames", "transcript_filename", "video_filename",          # CVCL
+    "video", "start_time", "end_time", "categories_in_view", "named", "speaker",   # sample corpus
+})
+_EXAMPLES_PER_KIND = 3
+_SURROGATES = re.compile("[\ud800-\udfff]")  # what undecodable bytes become under surrogateescape
+
+
+@dataclass
+class UtteranceRecord:
+    utterance: str
+    frame_paths: list[Path]
+    timestamps: list[float]
+    meta: dict = field(default_factory=dict)  # the record's other keys, kept as read
+
+
+@dataclass
+class LoadReport:
+    records: list[UtteranceRecord]
+    problems: collections.Counter = field(default_factory=collections.Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    source: str = ""
+    n_read: int = 0
+
+    def note(self, kind: str, example: str, count: int = 1) -> None:
+        self.problems[kind] += count
+        ex = self.examples.setdefault(kind, [])
+        if len(ex) < _EXAMPLES_PER_KIND:
+            ex.append(example)
+
+    def summary(self) -> str:
+        head = f"{self.source}: {len(self.records)} of {self.n_read} records usable"
+        if not self.problems:
+            return head
+        lines = [head + "; problems:"]
+        for kind, n in sorted(self.problems.items()):
+            lines.append(f"  {kind}: {n} (e.g. {'; '.join(self.examples.get(kind, []))})")
+        return "\n".join(lines)
+
+
+@dataclass
+class TranscriptRow:
+    time: float | None  # seconds from the start of the video; None when the Time cell is not a time
+    video: str
+    utterance: str
+    speaker: str
+    raw_time: str = ""
+
+
+@dataclass
+class EvalSet:
+    """Labelled held-out images; `trials` is set when the file held CVCL's pre-generated trials.
+
+    For a trial file, `labels` / `frame_paths` list each distinct image once and `trials` index into them
+    (target first, as in CVCL), ready for `edge.evaluate.score_trials`."""
+
+    labels: list[str]
+    frame_paths: list[Path]
+    trials: list[Trial] | None = None
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(set(self.labels))
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _read_json(path: Path, what: str) -> object:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: {what} file not found; build the sample corpus with "
+                        f"`python tools/build_sample_corpus.py --out work/corpus` or check the path") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the {what} file ({e})") from e
+    # surrogateescape: a record with bad bytes becomes a record with lone surrogates, which we count and
+    # skip, rather than one bad byte making the whole file unreadable.
+    text = raw.decode("utf-8", errors="surrogateescape")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno}); "
+                        f"the {what} file must be JSON of the form {{\"data\": [...]}}") from e
+
+
+def _data_list(obj: object, path: Path, what: str) -> list:
+    if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+        return obj["data"]
+    if isinstance(obj, list):  # a bare list of records is accepted too
+        return obj
+    raise DataError(f"{path}: expected a JSON object {{\"data\": [...]}} holding the {what} records; "
+                    f"got {type(obj).__name__}"
+                    + (f" with keys {sorted(obj)[:8]}" if isinstance(obj, dict) else ""))
+
+
+def _resolve(name: str, root: Path) -> Path:
+    p = Path(name)
+    if p.is_absolute():
+        if p.exists():
+            return p
+        # CVCL's files hold absolute paths from their cluster; try the same file name under our root.
+        for cand in (root / p.name, root / p.parent.name / p.name):
+            if cand.exists():
+                return cand
+        return p
+    return root / p
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def load_cvcl_metadata(json_path: str | Path, frames_root: str | Path | None = None, *,
+                       strict_frames: bool = True) -> LoadReport:
+    """Read CVCL-format metadata. Frame paths are relative to `frames_root` (default: the JSON's folder).
+
+    strict_frames=True checks every frame file exists (a missing one is dropped and counted; a record left
+    without frames is dropped and counted). strict_frames=False skips the existence check (fast, for huge
+    sets on slow disks; a missing file then fails in `load_frame` with the file's name).
+    Raises DataError when no record is usable, saying why."""
+    path = Path(json_path)
+    root = Path(frames_root) if frames_root is not None else path.parent
+    items = _data_list(_read_json(path, "metadata"), path, "utterance")
+    report = LoadReport(records=[], source=str(path), n_read=len(items))
+    unknown_seen: collections.Counter = collections.Counter()
+    for i, item in enumerate(items):
+        where = f"record {i}"
+        if not isinstance(item, dict):
+            report.note("not_an_object", f"{where} is {type(item).__name__}")
+            continue
+        unknown = set(item) - KNOWN_RECORD_KEYS
+        if unknown:  # kept: CVCL-derived files may carry extra fields; reported so typos are seen
+            unknown_seen.update(unknown)
+            report.note("unknown_keys", f"{where}: {', '.join(sorted(unknown))}")
+        utt = item.get("utterance")
+        if "utterance" not in item:
+            report.note("missing_utterance", where)
+            continue
+        if not isinstance(utt, str):
+            report.note("bad_utterance", f"{where}: utterance is {type(utt).__name__} {utt!r:.40}")
+            continue
+        if _SURROGATES.search(utt):
+            shown = utt.encode("utf-8", errors="backslashreplace").decode("ascii", errors="replace")
+            report.note("undecodable_text", f"{where}: {shown[:40]!r} is not UTF-8")
+            continue
+        if not utt.strip():
+            report.note("empty_utterance", where)
+            continue
+        names = item.get("frame_filenames")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            report.note("bad_frame_filenames", f"{where}: frame_filenames must be a list of file names")
+            continue
+        if not names:
+            report.note("no_frames", f"{where}: {utt[:30]!r} lists no frames")
+            continue
+        stamps = item.get("timestamps")
+        if stamps is None:
+            stamps_f = [float("nan")] * len(names)
+        elif (not isinstance(stamps, list) or len(stamps) != len(names)
+              or not all(_is_number(t) for t in stamps)):
+            report.note("bad_timestamps", f"{where}: {len(stamps) if isinstance(stamps, list) else stamps!r}"
+                        f" timestamps for {len(names)} frames")
+            stamps_f = [float("nan")] * len(names)  # the pair is still usable without times
+        else:
+            stamps_f = [float(t) for t in stamps]
+        paths, kept_t = [], []
+        for name, t in zip(names, stamps_f):
+            p = _resolve(name, root)
+            if strict_frames and not p.is_file():
+                report.note("missing_frame", str(p))
+                continue
+            paths.append(p)
+            kept_t.append(t)
+        if not paths:
+            report.note("no_frames_left", f"{where}: all {len(names)} frames missing")
+            continue
+        meta = {k: v for k, v in item.items() if k not in ("utterance", "frame_filenames", "timestamps")}
+        report.records.append(UtteranceRecord(utt, paths, kept_t, meta))
+    for kind, n in sorted(report.problems.items()):
+        log.warning("%s: %s: %d (e.g. %s)%s", path, kind, n, "; ".join(report.examples[kind]),
+                    " - kept" if kind == "unknown_keys" else " - skipped")
+    if not report.records:
+        raise DataError(f"{path}: none of the {len(items)} utterance records is usable. "
+                        + (report.summary() if report.problems else "The file's data list is empty.")
+                        + ("" if frames_root is not None else
+                           f"\nFrame paths were resolved under {root}; pass frames_root if they live "
+                           "elsewhere."))
+    return report
+
+
+_TIME_SPLIT = re.compile(r"[:.,;]")
+
+
+def parse_transcript_time(cell: str) -> float | None:
+    """SAYCam's Time cells: seconds ("12.5"), "m:ss", "h:mm:ss", or a range "m:ss-m:ss" (its start)."""
+    s = cell.strip().split("-")[0].strip()
+    if not s:
+        return None
+    try:
+        return float(s) if ":" not in s else _clock(s)
+    except ValueError:
+        return None
+
+
+def _clock(s: str) -> float:
+    parts = s.split(":")
+    if len(parts) > 3 or not all(parts):
+        raise ValueError(s)
+    secs = 0.0
+    for p in parts:
+        secs = secs * 60 + float(p)
+    return secs
+
+
+def load_transcript_csv(csv_path: str | Path) -> list[TranscriptRow]:
+    """CVCL's raw transcript CSV (`Time, Video Name, Utterance, Speaker`; header names matched loosely).
+    Rows with an empty utterance are skipped with a log line; unparseable times become None (counted)."""
+    path = Path(csv_path)
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: transcript CSV not found") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the transcript as UTF-8") from e
+    reader = csv.DictReader(text.splitlines())
+    norm = {re.sub(r"[^a-z]", "", (h or "").lower()): h for h in (reader.fieldnames or [])}
+    need = {"time": "Time", "videoname": "Video Name", "utterance": "Utterance", "speaker": "Speaker"}
+    missing = [v for k, v in need.items() if k not in norm]
+    if missing:
+        raise DataError(f"{path}: transcript CSV lacks column(s) {', '.join(missing)}; CVCL's columns are "
+                        f"Time, Video Name, Utterance, Speaker (found: {', '.join(reader.fieldnames or [])})")
+    rows, empty, bad_time = [], 0, 0
+    for r in reader:
+        utt = (r.get(norm["utterance"]) or "").strip()
+        if not utt:
+            empty += 1
+            continue
+        raw = (r.get(norm["time"]) or "").strip()
+        t = parse_transcript_time(raw)
+        bad_time += t is None
+        rows.append(TranscriptRow(t, (r.get(norm["videoname"]) or "").strip(), utt,
+                                  (r.get(norm["speaker"]) or "").strip(), raw))
+    if empty or bad_time:
+        log.warning("%s: %d rows without an utterance skipped, %d rows with an unreadable Time", path, empty,
+                    bad_time)
+    if not rows:
+        raise DataError(f"{path}: the transcript has no rows with an utterance")
+    return rows
+
+
+def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) -> EvalSet:
+    """Our eval format or CVCL's pre-generated trial format (detected from the first record's keys)."""
+    path = Path(json_path)
+    root = Path(frames_root) if frames_root is not None else path.parent
+    items = _data_list(_read_json(path, "evaluation"), path, "evaluation")
+    if not items:
+        raise DataError(f"{path}: the evaluation set is empty")
+    first = items[0] if isinstance(items[0], dict) else {}
+    if "target_img_filename" in first:
+        return _load_trials(items, path, root)
+    labels, paths, missing, bad = [], [], [], 0
+    for i, it in enumerate(items):
+        if not (isinstance(it, dict) and isinstance(it.get("category"), str) and it["category"].strip()
+                and isinstance(it.get("frame_filename"), str)):
+            bad += 1
+            continue
+        p = _resolve(it["frame_filename"], root)
+        if not p.is_file():
+            missing.append(str(p))
+            continue
+        labels.append(it["category"].strip())
+        paths.append(p)
+    if bad or missing:
+        log.warning("%s: %d malformed records and %d missing frames skipped (e.g. %s)", path, bad,
+                    len(missing), "; ".join(missing[:3]))
+    if not paths:
+        raise DataError(f"{path}: no usable evaluation images ({bad} malformed records, {len(missing)} missing "
+                        f"frames, e.g. {'; '.join(missing[:3])}); records need \"category\" and "
+                        "\"frame_filename\"")
+    return EvalSet(labels, paths)
+
+
+def _load_trials(items: list, path: Path, root: Path) -> EvalSet:
+    index: dict[Path, int] = {}
+    labels: list[str] = []
+    paths: list[Path] = []
+    trials: list[Trial] = []
+    skipped: list[str] = []
+
+    def idx(name: str, cat: str) -> int:
+        p = _resolve(name, root)
+        if p not in index:
+            index[p] = len(paths)
+            paths.append(p)
+            labels.append(cat)
+        return index[p]
+
+    for i, it in enumerate(items):
+        try:
+            cats = [it["target_category"], *it["foil_categories"]]
+            names = [it["target_img_filename"], *it["foil_img_filenames"]]
+            if len(cats) != len(names) or not all(isinstance(x, str) for x in cats + names):
+                raise TypeError("categories and file names must be matching lists of strings")
+        except (KeyError, TypeError) as e:
+            skipped.append(f"trial {i}: {e}")
+            continue
+        gone = [n for n in names if not _resolve(n, root).is_file()]
+        if gone:
+            skipped.append(f"trial {i}: missing {gone[0]}")
+            continue
+        trials.append(Trial(cats[0], tuple(idx(n, c) for n, c in zip(names, cats)), 0))
+    if skipped:
+        log.warning("%s: %d of %d trials skipped (e.g. %s)", path, len(skipped), len(items),
+                    "; ".join(skipped[:3]))
+    if not trials:
+        raise DataError(f"{path}: none of the {len(items)} CVCL trials is usable (e.g. {'; '.join(skipped[:3])});"
+                        " check frames_root points at the folder holding the trial images")
+    widths = {len(t.image_indices) for t in trials}
+    if len(widths) != 1:
+        raise DataError(f"{path}: trials have different numbers of images {sorted(widths)}; one n-way per file")
+    return EvalSet(labels, paths, trials)
+
+
+def split_records(records: Sequence, fractions: tuple[float, float, float] = (0.9, 0.05, 0.05),
+                  seed: int = 0) -> tuple[list, list, list]:
+    """Shuffle (fixed per seed) and split by utterance, as CVCL does: train gets the remainder."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(len(records))
+    n_val = int(len(records) * fractions[1])
+    n_test = int(len(records) * fractions[2])
+    n_train = len(records) - n_val - n_test
+    pick = [records[i] for i in order]
+    return pick[:n_train], pick[n_train:n_train + n_val], pick[n_train + n_val:]
+
+
+def load_frame(path: str | Path) -> np.ndarray:
+    """uint8 RGB H x W x 3; DataError naming the file when it is missing or not an image."""
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise MissingExtraError("reading frames needs Pillow: pip install 'firstwords[train]'") from e
+    p = Path(path)
+    try:
+        with Image.open(p) as im:
+            arr = np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy)
+    except FileNotFoundError as e:
+        raise DataError(f"{p}: frame file not found") from e
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"{p}: cannot decode the frame as an image ({e}); delete or replace the file") from e
+    return arr
+
+
+# ------------------------------------------------------------------------------------------------- pairs
+
+
+def pad_tokens(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
+    ids = vocab.encode(text)
+    out = np.zeros(vocab.max_tokens, dtype=np.int64)
+    out[: len(ids)] = ids
+    return out, len(ids)
+
+
+try:  # torch is optional for the readers above; PairDataset needs it (a clear error if missing)
+    import torch as _torch
+    _DatasetBase = _torch.utils.data.Dataset
+except ImportError:  # pragma: no cover - exercised only on installs without the train extra
+    _torch = None
+    _DatasetBase = object
+
+
+def _require_torch():
+    from export import require_torch
+    return require_torch()
+
+
+class PairDataset(_DatasetBase):
+    """(image, tokens, n_tokens) pairs for InfoNCE training, one per utterance.
+
+    train=True: a random frame of the utterance's window on each draw (CVCL), RandomResizedCrop(scale 0.2-1,
+    ratio 3/4-4/3), Gaussian blur (sigma 0.1-2.0 at 224 px, scaled to image_size) with p=0.5, horizontal flip
+    p=0.5, in torch ops. train=False or single_frame=True: the first frame, no augmentation, preprocessed by
+    `edge.preprocess.prepare_images` (the device's function). shuffle_pairs=True: each utterance is paired with
+    the frames of another utterance (a random derangement fixed by `seed`), CVCL's shuffled control.
+    """
+
+    def __init__(self, records: Sequence[UtteranceRecord], vocab: Vocab, image_size: int,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
+                 train: bool = True, single_frame: bool = False, shuffle_pairs: bool = False,
+                 seed: int = 0) -> None:
+        if not records:
+            raise DataError("PairDataset got no records; check the metadata file loaded any")
+        if image_size < 8:
+            raise DataError(f"image_size must be at least 8 pixels, got {image_size}")
+        _require_torch()  # a clear MissingExtraError when torch is absent
+        self.records = list(records)
+        self.vocab = vocab
+        self.image_size = int(image_size)
+        self.mean = tuple(float(m) for m in mean)
+        self.std = tuple(float(s) for s in std)
+        self.train = train
+        self.single_frame = single_frame or not train
+        self.shuffle_pairs = shuffle_pairs
+        n = len(self.records)
+        if shuffle_pairs and n > 1:
+            order = np.random.default_rng(seed).permutation(n)
+            self.frame_source = np.empty(n, dtype=np.int64)
+            self.frame_source[order] = np.roll(order, -1)  # a random cycle: nobody keeps their own frames
+        else:
+            self.frame_source = np.arange(n, dtype=np.int64)
+        self.tokens = [pad_tokens(vocab, r.utterance) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int):
+        torch = _torch
+        rec = self.records[int(self.frame_source[i])]
+        k = 0 if self.single_frame else int(torch.randint(len(rec.frame_paths), (1,)).item())
+        frame = load_frame(rec.frame_paths[k])
+        if not self.single_frame:
+            image = self._augment(torch.from_numpy(frame))
+        else:
+            image = torch.from_numpy(prepare_images([frame], self.image_size, self.mean, self.std)[0])
+        tokens, n = self.tokens[i]
+        return image, torch.from_numpy(tokens.copy()), n
+
+    def _augment(self, frame):
+        """uint8 HxWx3 tensor -> normalised float32 [3, S, S] with CVCL's training augmentation."""
+        torch = _torch
+        F = torch.nn.functional
+        h, w = frame.shape[:2]
+        top, left, ch, cw = random_resized_crop_box(h, w, torch)
+        x = frame[top:top + ch, left:left + cw].permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                          antialias=True)
+        if torch.rand(()) < 0.5:
+            sigma = float(torch.empty(()).uniform_(0.1, 2.0)) * self.image_size / 224
+            x = gaussian_blur(x, sigma, torch)
+        if torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.std).view(1, 3, 1, 1)
+        return ((x.clamp(0, 1) - mean) / std)[0].contiguous()
+
+
+def random_resized_crop_box(h: int, w: int, torch, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+    """torchvision's RandomResizedCrop box sampling: (top, left, height, width)."""
+    area = h * w
+    log_r = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * float(torch.empty(()).uniform_(*scale))
+        ar = math.exp(float(torch.empty(()).uniform_(*log_r)))
+        cw = int(round(math.sqrt(target * ar)))
+        ch = int(round(math.sqrt(target / ar)))
+        if 0 < cw <= w and 0 < ch <= h:
+            top = int(torch.randint(0, h - ch + 1, (1,)).item())
+            left = int(torch.randint(0, w - cw + 1, (1,)).item())
+            return top, left, ch, cw
+    side = min(h, w)  # fallback: a centre crop
+    return (h - side) // 2, (w - side) // 2, side, side
+
+
+def gaussian_blur(x, sigma: float, torch):
+    """Separable Gaussian blur of [N, C, H, W] with reflect padding; kernel radius 3 sigma."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = min(radius, x.shape[-1] // 2 - 1, x.shape[-2] // 2 - 1)
+    if radius < 1:
+        return x
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    F = torch.nn.functional
+    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
