@@ -1,0 +1,93 @@
+"""firstwords demo: the whole chain on the embedded sample corpus, each step a real command.
+
+sample corpus -> train (compact, a few minutes) -> evaluate -> export an int8 bundle (parity gate) ->
+record a sample session -> replay it through the device runtime into a fresh memory -> print what was learned.
+Steps whose output already exists are skipped, so a second run goes straight to the replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edge.errors import FirstwordsError
+
+HELP = "run the whole chain on the embedded sample corpus: train, export, replay, show what was learned"
+EXAMPLE = "firstwords demo --workdir work --train-minutes 3"
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workdir", default="work", help="where corpus, checkpoint, bundle, session and memory go "
+                        "(default: work)")
+    parser.add_argument("--train-minutes", type=float, default=3.0,
+                        help="training budget in minutes on this machine (default: 3)")
+    parser.add_argument("--device-config", default=str(REPO / "device_configs" / "laptop.toml"),
+                        help="device config for export and replay (default: device_configs/laptop.toml)")
+    parser.add_argument("--fresh", action="store_true", help="delete the workdir first and redo every step")
+
+
+def _step(title: str, cmd: list[str], done: Path | None) -> None:
+    if done is not None and done.exists():
+        print(f"\n== {title}: already done ({done}); skipping", flush=True)
+        return
+    print(f"\n== {title}\n$ {' '.join(cmd)}", flush=True)
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, cwd=REPO)
+    if proc.returncode != 0:
+        raise FirstwordsError(f"demo step '{title}' failed (exit {proc.returncode}); the command is shown above — "
+                              "run it by hand to see the whole error, or rerun 'firstwords demo --fresh'")
+    print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    work = Path(args.workdir).resolve()
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    py = sys.executable
+    fw = [py, "-m", "edge.cli"]
+    corpus, ckpt, bundle = work / "corpus", work / "ckpt", work / "bundle"
+    session, memory = work / "session", work / "memory.db"
+    t0 = time.monotonic()
+
+    _step("1/6 build the sample corpus (real Fashion-MNIST objects on real photos)",
+          [py, "tools/build_sample_corpus.py", "--out", str(corpus)], corpus / "corpus_info.json")
+    _step("2/6 train the compact dual encoder (frozen pretrained EfficientNet-Lite0 + projection)",
+          fw + ["train", "--config", "compact", "--data", str(corpus / "train.json"), "-o", str(ckpt),
+                "--max-minutes", str(args.train_minutes)], ckpt / "DONE")
+    _step("3/6 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
+          fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot", str(work / "eval_4way.png")], None)
+    _step("4/6 export an int8 ONNX bundle for the device (parity gate included)",
+          fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
+                "--eval-data", str(corpus / "eval.json")], bundle / "manifest.json")
+    _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
+          [py, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session)],
+          session / "session.json")
+    if memory.exists():
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(memory) + suffix).unlink(missing_ok=True)
+    _step("6/6 replay the session through the device runtime into a fresh memory",
+          fw + ["replay", str(session), "--bundle", str(bundle), "--memory", str(memory), "--speed", "max",
+                "--config", args.device_config], None)
+
+    print("\n== what the device learned")
+    eval_set = json.loads((corpus / "eval.json").read_text())["data"]
+    shown: set[str] = set()
+    for item in eval_set:
+        if item["category"] in shown:
+            continue
+        shown.add(item["category"])
+        print(f"-- a never-seen {item['category']!r}: {item['frame_filename']}", flush=True)
+        subprocess.run(fw + ["ask", "--memory", str(memory), "--bundle", str(bundle),
+                             "--image", str(corpus / item["frame_filename"]), "-k", "3"], cwd=REPO, check=False)
+        if len(shown) >= 4:
+            break
+    print(f"\ndemo finished in {time.monotonic() - t0:.0f} s; everything is in {work}")
+    return 0
