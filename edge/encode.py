@@ -1,0 +1,124 @@
+"""The device encoder: one onnxruntime session per tower of a bundle (numpy + onnxruntime only).
+
+    enc = Encoder(load_bundle("work/bundle"), threads=2)
+    enc.encode_image(frames)        # uint8 H x W x 3 frames -> float32 [N, D], unit norm
+    enc.encode_utterance(texts)     # list[str] -> float32 [N, D], unit norm
+    enc.word_embedding("ball")      # encode_utterance(["ball"])[0]
+
+The same names exist on the torch model (export.model.DualEncoder), over tensors instead of frames / text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle, load_bundle
+from edge.errors import BundleError, InputError
+from edge.preprocess import prepare_images
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation memory on a Pi
+
+
+def make_session(path: str | Path, threads: int | None = None, optimize: bool = True):
+    """An onnxruntime CPU session: `threads` intra-op threads (None = onnxruntime's default), one inter-op
+    thread, sequential execution, full graph optimisation (constant folding, fusions of QDQ pairs)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads is not None:
+        if type(threads) is not int or threads < 1:
+            raise InputError(f"threads must be a positive integer, got {threads!r}")
+        opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
+        raise BundleError(f"{path}: onnxruntime cannot load this model ({e}); re-export the bundle with "
+                          "`firstwords export`, or upgrade onnxruntime if the model uses a newer opset") from e
+
+
+class Encoder:
+    """Both towers of a bundle behind `encode_image` / `encode_utterance`."""
+
+    def __init__(self, bundle: Bundle | str | Path, threads: int | None = None,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.threads = threads
+        self.max_batch = max_batch
+        self.dim = self.bundle.embedding_dim
+        self.vocab = self.bundle.vocab
+        self.input_size = self.bundle.image.input_size
+        self._image = make_session(self.bundle.image.path, threads)
+        self._utterance = make_session(self.bundle.utterance.path, threads)
+
+    # -- images ---------------------------------------------------------------------------------------------
+    def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """uint8 H x W x 3 frames -> the normalised float32 [N, 3, S, S] the image tower takes."""
+        spec = self.bundle.image
+        return prepare_images(frames, spec.input_size, spec.mean, spec.std)
+
+    def encode_image(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Frames (a list of uint8 H x W x 3, or an array [N, H, W, 3] / [H, W, 3]) -> float32 [N, D]."""
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            frames = list(frames)
+        return self.encode_image_array(self.prepare(frames))
+
+    def encode_image_array(self, x: np.ndarray) -> np.ndarray:
+        """Already-normalised float32 [N, 3, S, S] -> float32 [N, D] (the parity gate feeds torch the same x)."""
+        s = self.input_size
+        if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise InputError(f"image input must be a float32 array [N, 3, {s}, {s}], got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        spec = self.bundle.image
+        outs = [self._image.run([spec.output], {spec.input: x[i:i + self.max_batch]})[0]
+                for i in range(0, len(x), self.max_batch)]
+        return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.zeros((0, self.dim), np.float32)
+
+    # -- utterances -----------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> np.ndarray:
+        if isinstance(texts, str):
+            raise InputError("encode_utterance takes a list of utterances; wrap a single one: [text]")
+        texts = list(texts)
+        if not texts:
+            raise InputError("no utterances given")
+        for t in texts:
+            if not isinstance(t, str):
+                raise InputError(f"utterances must be strings, got {type(t).__name__} {t!r}")
+        return self.vocab.encode_batch(texts)
+
+    def encode_utterance(self, texts: Sequence[str]) -> np.ndarray:
+        """Utterances -> float32 [N, D] (CVCL tokenisation; unknown words become <unk>)."""
+        return self.encode_tokens(self.tokenize(texts))
+
+    def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """int64 [N, L] token ids (right-padded with 0) -> float32 [N, D]."""
+        if not isinstance(tokens, np.ndarray) or tokens.ndim != 2 or tokens.shape[1] < 1:
+            raise InputError(f"tokens must be an int array [N, L], got {getattr(tokens, 'shape', type(tokens))}")
+        if tokens.size and (tokens.min() < 0 or tokens.max() >= len(self.vocab)):
+            raise InputError(f"token ids must lie in 0..{len(self.vocab) - 1}")
+        tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+        spec = self.bundle.utterance
+        outs = [self._utterance.run([spec.output], {spec.input: tokens[i:i + self.max_batch]})[0]
+                for i in range(0, len(tokens), self.max_batch)]
+        return np.concatenate(outs).astype(np.float32, copy=False)
+
+    def word_embedding(self, word: str) -> np.ndarray:
+        """The embedding of a one-word utterance, float32 [D]."""
+        if not isinstance(word, str) or not word.strip():
+            raise InputError(f"a word must be a non-empty string, got {word!r}")
+        return self.encode_utterance([word])[0]
+
+    def knows(self, word: str) -> bool:
+        """Whether the word is in the encoder's vocabulary (otherwise it encodes as <unk>)."""
+        return word.lower() in self.vocab

@@ -1,0 +1,167 @@
+"""The model bundle writer (the reader and the format live in edge/bundle.py; see docs/CONTRACTS.md).
+
+Writing is atomic: the files go to a temporary folder beside the target, are fsynced and validated with
+`edge.bundle.load_bundle`, and only then replace the old bundle by rename. A power cut before the swap leaves
+the old bundle untouched; one between the two renames of the swap leaves it at `.NAME.old-*`, which the next
+`write_bundle` (and `load_bundle`'s error message) puts back. A path ending in .zip gets one zip file written
+to a temporary name and renamed over the old one.
+
+The output is deterministic: no timestamps; JSON with sorted keys; zip entries with a fixed date.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    IMAGE_FILE,
+    MANIFEST,
+    UTTERANCE_FILE,
+    VOCAB_FILE,
+    load_bundle,
+    sha256_file,
+)
+from edge.errors import BundleError
+from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+
+log = logging.getLogger(__name__)
+
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def firstwords_version() -> str:
+    try:
+        return metadata.version("firstwords")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def default_tokenizer() -> dict[str, Any]:
+    return {"lowercase": True, "strip_punctuation": True, "max_tokens": MAX_TOKENS, "add_sos_eos": True,
+            "special_tokens": dict(SPECIAL_TOKENS)}
+
+
+def vocab_json(vocab: Vocab | Mapping[str, int]) -> bytes:
+    ids = vocab.ids if isinstance(vocab, Vocab) else dict(vocab)
+    Vocab(dict(ids))  # validates CVCL's layout (specials at 0..3, no gaps)
+    ordered = dict(sorted(ids.items(), key=lambda kv: kv[1]))
+    return (json.dumps(ordered, indent=0, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def build_manifest(files: Mapping[str, Path], manifest_fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest: required fields filled in, caller's fields merged, checksums of `files` added."""
+    fields = json.loads(json.dumps(dict(manifest_fields)))  # deep copy; also proves it is JSON-able
+    for reserved in ("format", "format_version", "files"):
+        fields.pop(reserved, None)
+    if "embedding_dim" not in fields:
+        raise ValueError("manifest_fields must give embedding_dim")
+    image = {"file": IMAGE_FILE, "input": "image", "output": "embedding", **fields.pop("image", {})}
+    for key in ("input_size", "mean", "std"):
+        if key not in image:
+            raise ValueError(f"manifest_fields['image'] must give {key}")
+    utterance = {"file": UTTERANCE_FILE, "input": "tokens", "output": "embedding", **fields.pop("utterance", {})}
+    manifest: dict[str, Any] = {
+        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+        "image": image, "utterance": utterance,
+        "tokenizer": {**default_tokenizer(), **fields.pop("tokenizer", {})},
+        "quantization": "none", "parity": {}, "created_by": f"firstwords {firstwords_version()}",
+        **fields,
+    }
+    manifest["files"] = {name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                         for name, p in sorted(files.items())}
+    return manifest
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_replaceable(path: Path) -> bool:
+    """Only replace an empty folder or a previous bundle, never some unrelated folder full of files."""
+    return not any(path.iterdir()) or (path / MANIFEST).is_file()
+
+
+def _restore_interrupted(out: Path) -> None:
+    backups = sorted(out.parent.glob(f".{out.name}.old-*"))
+    if backups and not out.exists():
+        log.warning("restoring %s from %s (a previous export was interrupted mid-swap)", out, backups[-1])
+        os.rename(backups[-1], out)
+        backups = backups[:-1]
+    for b in backups:
+        shutil.rmtree(b, ignore_errors=True) if b.is_dir() else b.unlink(missing_ok=True)
+
+
+def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onnx_path: str | Path,
+                 vocab: Vocab | Mapping[str, int], manifest_fields: Mapping[str, Any]) -> Path:
+    """Write a validated bundle at `out_dir` (a folder, or a .zip file if the name ends in .zip).
+
+    manifest_fields: embedding_dim, image {input_size, mean, std}, quantization, opset, model_config,
+    training_data, parity, ... (see docs/CONTRACTS.md); format, version and checksums are filled in here.
+    Returns the bundle's path.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    as_zip = out.suffix.lower() == ".zip"
+    if not as_zip:
+        _restore_interrupted(out)
+        if out.exists() and (not out.is_dir() or not _is_replaceable(out)):
+            raise BundleError(f"{out}: exists and is not a firstwords bundle; refusing to replace it — choose "
+                              "another output path or remove it")
+    for p in (image_onnx_path, utterance_onnx_path):
+        if not Path(p).is_file():
+            raise BundleError(f"{p}: the ONNX file to bundle does not exist")
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        shutil.copyfile(image_onnx_path, tmp / IMAGE_FILE)
+        shutil.copyfile(utterance_onnx_path, tmp / UTTERANCE_FILE)
+        (tmp / VOCAB_FILE).write_bytes(vocab_json(vocab))
+        files = {n: tmp / n for n in (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)}
+        manifest = build_manifest(files, manifest_fields)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        for p in tmp.iterdir():
+            _fsync(p)
+        _fsync(tmp)
+        check = load_bundle(tmp)  # refuse to publish a bundle edge would refuse
+        check.close()
+
+        if as_zip:
+            tmp_zip = tmp / (out.name + ".partial")
+            with zipfile.ZipFile(tmp_zip, "w") as zf:
+                for name in sorted([MANIFEST, *files]):
+                    info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+                    info.compress_type = zipfile.ZIP_STORED if name.endswith(".onnx") else zipfile.ZIP_DEFLATED
+                    info.external_attr = 0o644 << 16
+                    zf.writestr(info, (tmp / name).read_bytes())
+            _fsync(tmp_zip)
+            os.replace(tmp_zip, out)
+        else:
+            backup = None
+            if out.exists():
+                backup = out.parent / f".{out.name}.old-{os.getpid()}"
+                os.rename(out, backup)
+            os.rename(tmp, out)
+            tmp = None  # now the bundle
+            if backup is not None:
+                shutil.rmtree(backup, ignore_errors=True)
+        _fsync(out.parent)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("wrote bundle %s", out)
+    return out
