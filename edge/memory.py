@@ -1,0 +1,586 @@
+"""The online associative memory: words heard <-> what was seen, learned one utterance at a time.
+
+Open vocabulary: every word heard gets a visual prototype in the bundle's joint embedding space (dim D).
+
+Update rule (cross-situational, in the spirit of Fazly, Alishahi & Stevenson 2010 and Yu & Smith 2007). For an
+utterance with words w_1..w_m and the frame embeddings f_1..f_K of its window:
+  * association   A[w, k] = s_w * v_w . (f_k - g)     (g: running mean of all frames seen, the background;
+                                                       v_w the word's unit vector, s_w its naming strength)
+  * re-entrance   the window's frames are weighted by how strongly the words heard already predict them,
+                  omega = K * ((1 - floor) * softmax_k(beta_sel * max_w A[w, k]) + floor / K); off -> omega = 1
+  * credit        each frame's unit of credit is shared among the words, softmax_w(beta * A[w, k]) mixed with a
+                  uniform share that decays as the memory hears more; words that already explain a frame take
+                  it, a new word takes what nobody explains (mutual exclusivity falls out of this)
+  * prototype     sum_w += sum_k omega_k C[w, k] f_k; weight_w += its credit (frames' worth); the prototype is
+                  the credit-weighted mean m_w = sum_w / weight_w
+The word's vector is its contrast with the background, c_w = m_w - g. Its naming strength is the contrast's
+length relative to the spread of the world, |c_w| / sigma (sigma^2 = 1 - |g|^2), ramped by the effective number of
+utterances behind it: a function word ("the", "look", "you") co-occurs with everything, its mean drifts to the
+background and its strength to ~0 -- learned from diffuse co-occurrence, no stop list. For an in-vocabulary word
+the encoder's utterance embedding is the prior: v_w = normalise(a p_w + (1 - a) c_w / |c_w|) and
+s_w = a * prior_strength + (1 - a) * s_learned with a = n0 / (n0 + weight_w); the memory takes over with
+exposure. Words outside the vocabulary start from scratch (a = 0).
+
+Queries: name(frame) = top-k of s_w v_w . (x - g), one matrix-vector product and an argpartition;
+find(word) streams the episodes from disk; word_vectors() feeds edge.evaluate.score_trials.
+Storage: edge.memory_store (SQLite, WAL, one transaction per learn / learn_batch call).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import InputError, MemoryStoreError
+from edge.memory_store import Background, EpisodeRow, MemoryStore, WordRow, set_aside
+
+log = logging.getLogger(__name__)
+
+MAX_FRAMES = 1024  # frames per utterance window
+MAX_WORDS = 256  # words per utterance
+MAX_WORD_CHARS = 100
+MAX_TEXT_CHARS = 10_000
+_TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class LearningParams:
+    credit_beta: float = 10.0  # sharpness of the credit softmax over an utterance's words
+    uniform_start: float = 0.5  # uniform share of credit when the memory is new ...
+    uniform_floor: float = 0.05  # ... decaying to this ...
+    uniform_halflife: float = 200.0  # ... halfway after this many utterances
+    prior_frames: float = 20.0  # n0: weight of the encoder's prior, in frames' worth of credit
+    prior_strength: float = 0.5  # naming strength of a prior before any exposure
+    confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
+    select_beta: float = 10.0  # re-entrance: sharpness of the frame selection
+    select_floor: float = 0.1  # re-entrance: share of attention kept uniform (never ignore a frame fully)
+
+    def uniform_share(self, utterances: int) -> float:
+        h = self.uniform_halflife
+        return self.uniform_floor + (self.uniform_start - self.uniform_floor) * h / (h + utterances)
+
+
+@dataclass
+class Utterance:
+    """One learning event: the words heard, the frame embeddings of its window [K, D], its time and text."""
+
+    words: Sequence[str]
+    frame_embeddings: np.ndarray
+    t: float
+    text: str
+    prior: Mapping[str, np.ndarray] | None = None
+    media: bytes | None = None
+
+
+@dataclass
+class LearnReport:
+    episode_id: int
+    credit: dict[str, float]  # share of the window's (attended) frames each word took; sums to 1
+    frame_weights: list[float]  # re-entrant attention over the window's frames, mean 1
+    new_words: list[str]
+    evicted_words: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Episode:
+    id: int
+    t: float
+    text: str
+    score: float
+    words: tuple[str, ...]
+
+
+# ---------------------------------------------------------------------------------------------- validation
+def _check_vectors(x, dim: int, what: str, max_rows: int) -> np.ndarray:
+    try:
+        arr = np.asarray(x, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} must be a float array of shape [K, {dim}]: {e}") from e
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InputError(f"{what} must have shape [K, {dim}] (the bundle's embedding dim), got {arr.shape}; "
+                         f"did the memory and the encoder come from different bundles?")
+    if not 1 <= arr.shape[0] <= max_rows:
+        raise InputError(f"{what} must hold 1..{max_rows} vectors, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{what} contains NaN or Inf; the encoder output is broken (check the frames and the "
+                         f"bundle) -- nothing was learned from it")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    if np.any(norms < 1e-6):
+        raise InputError(f"{what} contains an all-zero vector; nothing was learned from it")
+    return (arr / norms).astype(np.float32)
+
+
+def _check_words(words) -> list[str]:
+    if isinstance(words, str) or not isinstance(words, Sequence):
+        raise InputError(f"words must be a list of words (edge.tokenize.words(text)), got {type(words).__name__}")
+    out: list[str] = []
+    for w in words:
+        if not isinstance(w, str) or not w or w != w.strip() or any(c.isspace() for c in w):
+            raise InputError(f"each word must be a non-empty string without whitespace, got {w!r}; pass "
+                             f"edge.tokenize.words(text)")
+        if len(w) > MAX_WORD_CHARS:
+            raise InputError(f"word of {len(w)} characters is too long (max {MAX_WORD_CHARS})")
+        w = str(w)  # (numpy str_ -> str)
+        if w not in out:
+            out.append(w)
+    if not out:
+        raise InputError("an utterance needs at least one word; nothing was learned")
+    if len(out) > MAX_WORDS:
+        raise InputError(f"an utterance may hold at most {MAX_WORDS} distinct words, got {len(out)}")
+    return out
+
+
+def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, float, str, dict, bytes | None]:
+    words = _check_words(u.words)
+    frames = _check_vectors(u.frame_embeddings, dim, "frame_embeddings", MAX_FRAMES)
+    try:
+        t = float(u.t)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"t must be a number (seconds), got {u.t!r}") from e
+    if not math.isfinite(t):
+        raise InputError(f"t must be finite, got {t}")
+    if not isinstance(u.text, str) or len(u.text) > MAX_TEXT_CHARS:
+        raise InputError(f"utterance_text must be a string of at most {MAX_TEXT_CHARS} characters")
+    prior: dict[str, np.ndarray] = {}
+    if u.prior is not None:
+        if not isinstance(u.prior, Mapping):
+            raise InputError("prior must be a mapping word -> embedding vector")
+        for w in words:
+            if w in u.prior:
+                prior[w] = _check_vectors(u.prior[w], dim, f"prior of {w!r}", 1)[0]
+    if u.media is not None and not isinstance(u.media, (bytes, bytearray)):
+        raise InputError("media must be bytes (e.g. an encoded JPEG) or None")
+    return words, frames, t, u.text, prior, (bytes(u.media) if u.media is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- maths
+def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, prior: np.ndarray,
+           has_prior: np.ndarray, g: np.ndarray, params: LearningParams) -> tuple[np.ndarray, np.ndarray]:
+    """Unit word vectors v [n, D] and naming strengths s [n] from the raw sums (see the module doc)."""
+    sigma = math.sqrt(max(1.0 - float(g @ g), 1e-6))
+    learned = weight > _TINY
+    m = proto_sum / np.maximum(weight, _TINY)[:, None]
+    c = np.where(learned[:, None], m - g[None, :], 0.0)
+    cn = np.linalg.norm(c, axis=1)
+    direction = c / np.maximum(cn, _TINY)[:, None]
+    n_eff = weight * weight / np.maximum(weight_sq, _TINY)
+    s_learned = np.where(learned, (cn / sigma) * n_eff / (n_eff + params.confidence_utterances), 0.0)
+    a = np.where(has_prior, params.prior_frames / (params.prior_frames + weight), 0.0)
+    v = a[:, None] * prior + (1.0 - a)[:, None] * direction
+    v = v / np.maximum(np.linalg.norm(v, axis=1), _TINY)[:, None]
+    s = a * params.prior_strength + (1.0 - a) * s_learned
+    return v.astype(np.float32), s.astype(np.float32)
+
+
+def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+class _WordTable:
+    """The words in RAM: raw sums as growable numpy arrays, a name index, and a lazily derived query matrix."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.words: list[str] = []
+        self.index: dict[str, int] = {}
+        cap = 64
+        self.proto_sum = np.zeros((cap, dim), np.float32)
+        self.prior = np.zeros((cap, dim), np.float32)
+        self.has_prior = np.zeros(cap, bool)
+        self.weight = np.zeros(cap, np.float64)
+        self.weight_sq = np.zeros(cap, np.float64)
+        self.exposures = np.zeros(cap, np.int64)
+        self.first_seen = np.zeros(cap, np.float64)
+        self.last_seen = np.zeros(cap, np.float64)
+        self.last_utt = np.zeros(cap, np.int64)
+        self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "exposures", "first_seen",
+                        "last_seen", "last_utt"]
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def _grow(self) -> None:
+        for name in self._arrays:
+            a = getattr(self, name)
+            b = np.zeros((2 * a.shape[0],) + a.shape[1:], a.dtype)
+            b[: a.shape[0]] = a
+            setattr(self, name, b)
+
+    def row(self, word: str) -> WordRow | None:
+        i = self.index.get(word)
+        if i is None:
+            return None
+        return WordRow(word, self.proto_sum[i].copy(), float(self.weight[i]), float(self.weight_sq[i]),
+                       int(self.exposures[i]), self.prior[i].copy() if self.has_prior[i] else None,
+                       float(self.first_seen[i]), float(self.last_seen[i]), int(self.last_utt[i]))
+
+    def put(self, r: WordRow) -> None:
+        i = self.index.get(r.word)
+        if i is None:
+            if len(self.words) == self.proto_sum.shape[0]:
+                self._grow()
+            i = len(self.words)
+            self.words.append(r.word)
+            self.index[r.word] = i
+        self.proto_sum[i] = r.proto_sum
+        self.weight[i], self.weight_sq[i], self.exposures[i] = r.weight, r.weight_sq, r.exposures
+        self.has_prior[i] = r.prior is not None
+        self.prior[i] = r.prior if r.prior is not None else 0.0
+        self.first_seen[i], self.last_seen[i], self.last_utt[i] = r.first_seen, r.last_seen, r.last_utt
+
+    def remove(self, word: str) -> None:
+        i = self.index.pop(word, None)
+        if i is None:
+            return
+        last = len(self.words) - 1
+        if i != last:  # swap the last row into the hole
+            moved = self.words[last]
+            self.words[i] = moved
+            self.index[moved] = i
+            for name in self._arrays:
+                a = getattr(self, name)
+                a[i] = a[last]
+        self.words.pop()
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, n).nbytes for n in self._arrays)
+
+
+# ---------------------------------------------------------------------------------------------- the memory
+class AssociativeMemory:
+    """Online, open-vocabulary word <-> vision memory stored in SQLite (see the module doc for the rule).
+
+    path: a file (created if missing) or ':memory:'. fresh=True: if the file is damaged it is moved aside as
+    `<name>.corrupt-<timestamp>` and a new memory started (logged); by default a damaged file is an error.
+    """
+
+    def __init__(self, path: str | Path, dim: int, *, capacity_words: int = 10_000,
+                 capacity_episodes: int = 50_000, reentrance: bool = True, keep_media: bool = False,
+                 learning: LearningParams | None = None, fresh: bool = False, synchronous: str = "FULL"):
+        if not isinstance(dim, int) or dim < 1:
+            raise InputError(f"dim must be a positive integer (the bundle's embedding dim), got {dim!r}")
+        if capacity_words < 1 or capacity_episodes < 1:
+            raise InputError(f"capacities must be at least 1, got words={capacity_words} "
+                             f"episodes={capacity_episodes}; check the device config's [memory] table")
+        if synchronous not in ("FULL", "NORMAL", "OFF"):
+            raise InputError(f"synchronous must be FULL, NORMAL or OFF, got {synchronous!r}")
+        self.dim = dim
+        self.capacity_words = int(capacity_words)
+        self.capacity_episodes = int(capacity_episodes)
+        self.reentrance = bool(reentrance)
+        self.keep_media = bool(keep_media)
+        self.params = learning if learning is not None else LearningParams()
+        self._lock = threading.RLock()
+        try:
+            self._store = MemoryStore(path, dim, synchronous=synchronous)
+        except MemoryStoreError as e:
+            if not fresh or "damaged" not in str(e):
+                raise
+            moved = set_aside(path)
+            log.warning("memory %s was damaged (%s); moved aside to %s and starting fresh", path, e, moved)
+            self._store = MemoryStore(path, dim, synchronous=synchronous)
+        self.path = self._store.path
+        self._table = _WordTable(dim)
+        for r in self._store.load_words():
+            self._table.put(r)
+        self._bg = self._store.load_background()
+        self._dirty = True
+        self._v = np.zeros((0, dim), np.float32)
+        self._s = np.zeros(0, np.float32)
+        self._name_mat = np.zeros((0, dim), np.float32)
+        self._name_bias = np.zeros(0, np.float32)
+        self._closed = False
+        if len(self._table) > self.capacity_words:
+            log.warning("memory %s holds %d words, above capacity %d; the weakest go at the next update",
+                        self.path, len(self._table), self.capacity_words)
+
+    # ------------------------------------------------------------------ context
+    def __enter__(self) -> AssociativeMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._store.close()
+                self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MemoryStoreError("the memory is closed; open it again with AssociativeMemory(path, dim)")
+
+    # ------------------------------------------------------------------ learning
+    def _background_mean(self, bg: Background) -> np.ndarray:
+        return (bg.total / bg.count).astype(np.float32) if bg.count > 0 else np.zeros(self.dim, np.float32)
+
+    def learn(self, words: Sequence[str], frame_embeddings: np.ndarray, t: float, utterance_text: str,
+              prior: Mapping[str, np.ndarray] | None = None, *, media: bytes | None = None) -> LearnReport:
+        """Learn from one utterance (one transaction). Raises InputError for bad input (nothing learned) and
+        MemoryStoreError when the database cannot be written (nothing learned, previous state intact)."""
+        return self.learn_batch([Utterance(words, frame_embeddings, t, utterance_text, prior, media)])[0]
+
+    def learn_batch(self, utterances: Sequence[Utterance]) -> list[LearnReport]:
+        """Learn from several utterances, in order, in ONE transaction (all or nothing)."""
+        checked = [_check_utterance(u, self.dim) for u in utterances]  # all validated before anything changes
+        if not checked:
+            return []
+        with self._lock:
+            self._check_open()
+            staged: dict[str, WordRow] = {}
+            bg = Background(self._bg.total.astype(np.float64), self._bg.count, self._bg.utterances,
+                            self._bg.evicted_through)
+            episodes: list[EpisodeRow] = []
+            reports: list[LearnReport] = []
+            for words, frames, t, text, prior, media in checked:
+                ep, rep = self._learn_one(words, frames, t, text, prior, media, staged, bg)
+                episodes.append(ep)
+                reports.append(rep)
+            bg.total = bg.total.astype(np.float32)
+            result = self._store.write_batch(list(staged.values()), episodes, bg, self.capacity_words,
+                                             self.capacity_episodes, protect=set(staged))
+            # Committed: now (and only now) bring RAM in line.
+            for r in staged.values():
+                self._table.put(r)
+            for w in result.evicted_words:
+                self._table.remove(w)
+            self._bg = bg
+            self._dirty = True
+        for rep, eid in zip(reports, result.episode_ids, strict=True):
+            rep.episode_id = eid
+        if result.evicted_words:
+            reports[-1].evicted_words = result.evicted_words
+            log.info("memory full: evicted %d weakest words (%s ...)", len(result.evicted_words),
+                     ", ".join(result.evicted_words[:5]))
+        return reports
+
+    def _learn_one(self, words: list[str], frames: np.ndarray, t: float, text: str, prior: dict,
+                   media: bytes | None, staged: dict[str, WordRow], bg: Background) -> tuple[EpisodeRow, LearnReport]:
+        p = self.params
+        k = frames.shape[0]
+        bg.total = bg.total + frames.sum(axis=0, dtype=np.float64)
+        bg.count += k
+        bg.utterances += 1
+        g = (bg.total / bg.count).astype(np.float32)
+        rows: list[WordRow] = []
+        new_words = []
+        for w in words:
+            r = staged.get(w) or self._table.row(w)
+            if r is None:
+                r = WordRow(w, np.zeros(self.dim, np.float32), 0.0, 0.0, 0, prior.get(w), t, t, bg.utterances)
+                new_words.append(w)
+            elif r.prior is None and w in prior:
+                r.prior = prior[w]
+            rows.append(r)
+        v, s = derive(np.stack([r.proto_sum for r in rows]), np.array([r.weight for r in rows]),
+                      np.array([r.weight_sq for r in rows]),
+                      np.stack([r.prior if r.prior is not None else np.zeros(self.dim, np.float32) for r in rows]),
+                      np.array([r.prior is not None for r in rows]), g, p)
+        assoc = s[:, None] * (v @ (frames - g).T)  # [m, K]
+        if self.reentrance:
+            attention = _softmax(p.select_beta * assoc.max(axis=0), axis=0)
+            omega = k * ((1.0 - p.select_floor) * attention + p.select_floor / k)
+        else:
+            omega = np.ones(k, np.float32)
+        eps = p.uniform_share(bg.utterances)
+        credit = (1.0 - eps) * _softmax(p.credit_beta * assoc, axis=0) + eps / len(words)
+        taken = credit * omega[None, :]  # [m, K] frames' worth each word takes
+        contrib = taken @ frames  # [m, D]
+        per_word = taken.sum(axis=1)
+        for i, r in enumerate(rows):
+            u = float(per_word[i])
+            r.proto_sum = (r.proto_sum + contrib[i]).astype(np.float32)
+            r.weight += u
+            r.weight_sq += u * u
+            r.exposures += 1
+            r.first_seen = min(r.first_seen, t)
+            r.last_seen = max(r.last_seen, t)
+            r.last_utt = bg.utterances
+            staged[r.word] = r
+        emb = (omega @ frames) / float(omega.sum())
+        ep = EpisodeRow(t, text, emb.astype(np.float32), {w: float(u) for w, u in zip(words, per_word)},
+                        media if self.keep_media else None)
+        total = float(per_word.sum())
+        rep = LearnReport(-1, {w: float(u) / total for w, u in zip(words, per_word)},
+                          [float(x) for x in omega], new_words)
+        return ep, rep
+
+    # ------------------------------------------------------------------ queries
+    def _ensure_derived(self) -> None:
+        if not self._dirty:
+            return
+        n = len(self._table)
+        tb = self._table
+        g = self._background_mean(self._bg)
+        v, s = derive(tb.proto_sum[:n], tb.weight[:n], tb.weight_sq[:n], tb.prior[:n], tb.has_prior[:n], g,
+                      self.params)
+        self._v, self._s = v, s
+        self._name_mat = np.ascontiguousarray(s[:, None] * v, dtype=np.float32)
+        self._name_bias = (-(self._name_mat @ g)).astype(np.float32)
+        self._dirty = False
+
+    def name(self, frame_embedding: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
+        """Top-k words for a frame embedding [D], best first, with scores (strength x contrast cosine)."""
+        x = _check_vectors(frame_embedding, self.dim, "frame_embedding", 1)[0]
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        with self._lock:
+            self._check_open()
+            self._ensure_derived()
+            n = len(self._table)
+            if n == 0:
+                return []
+            scores = self._name_mat @ x + self._name_bias
+            words = self._table.words
+        k = min(k, n)
+        top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(words[i], float(scores[i])) for i in top]
+
+    def word_vectors(self, words: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """Unit vectors of the words (all, or those asked for that the memory knows), for edge.evaluate."""
+        with self._lock:
+            self._check_open()
+            self._ensure_derived()
+            idx = self._table.index
+            wanted = self._table.words if words is None else [w for w in words if w in idx]
+            return {w: self._v[idx[w]].copy() for w in wanted}
+
+    def strength(self, word: str) -> float:
+        """Naming strength of a word (0 for unknown words); low for diffuse words such as 'the'."""
+        with self._lock:
+            self._ensure_derived()
+            i = self._table.index.get(word)
+            return 0.0 if i is None else float(self._s[i])
+
+    def find(self, word: str, k: int = 5, *, heard_only: bool = False) -> list[Episode]:
+        """The remembered moments that best match a word (cosine of its vector with each episode's attended
+        frames, contrasted with the background), best first. heard_only: only moments where it was said."""
+        if not isinstance(word, str) or not word:
+            raise InputError(f"find needs a word, got {word!r}")
+        if k < 1:
+            raise InputError(f"k must be at least 1, got {k}")
+        with self._lock:
+            self._check_open()
+            self._ensure_derived()
+            i = self._table.index.get(word)
+            if i is None:
+                return []
+            v = self._v[i].copy()
+            g = self._background_mean(self._bg)
+        best: list[tuple[float, int, float, str]] = []
+        for ids, ts, texts, emb in self._store.iter_episodes(word=word if heard_only else None):
+            c = emb - g
+            sc = (c @ v) / np.maximum(np.linalg.norm(c, axis=1), _TINY)
+            top = np.argsort(-sc)[:k]
+            best.extend((float(sc[j]), int(ids[j]), float(ts[j]), texts[j]) for j in top)
+            best = sorted(best, key=lambda b: -b[0])[:k]
+        words = self._store.episode_words(b[1] for b in best)
+        return [Episode(eid, t, text, score, tuple(words[eid])) for score, eid, t, text in best]
+
+    def stats(self) -> dict:
+        with self._lock:
+            self._check_open()
+            n_words, n_eps = self._store.counts()
+            tb = self._table
+            n = len(tb)
+            return {"path": self.path, "dim": self.dim, "words": n_words, "episodes": n_eps,
+                    "utterances_learned": self._bg.utterances, "frames_learned": int(self._bg.count),
+                    "capacity_words": self.capacity_words, "capacity_episodes": self.capacity_episodes,
+                    "words_with_prior": int(tb.has_prior[:n].sum()), "reentrance": self.reentrance,
+                    "keep_media": self.keep_media, "bytes_on_disk": self._store.bytes_on_disk(),
+                    "ram_bytes": tb.nbytes() + self._name_mat.nbytes + self._v.nbytes}
+
+    def words(self) -> list[str]:
+        with self._lock:
+            return list(self._table.words)
+
+    def exposures(self, word: str) -> int:
+        with self._lock:
+            i = self._table.index.get(word)
+            return 0 if i is None else int(self._table.exposures[i])
+
+    def episode_times(self) -> list[float]:
+        """Times of every stored episode, oldest first (tests and tools)."""
+        with self._lock:
+            self._check_open()
+            return self._store.episode_times()
+
+    # ------------------------------------------------------------------ forgetting (privacy)
+    def _undo_episodes(self, ids: list[int], drop: set[str], floor_time: float | None) -> None:
+        """Remove episodes, subtract the credit they gave every other word (approximately: the word's share of
+        the episode's attended mean), delete the words in `drop` and those left with no exposure; VACUUM."""
+        rows: dict[str, WordRow] = {}
+        for _eid, w, credit, emb in self._store.credits_of_episodes(ids):
+            if w in drop:
+                continue
+            r = rows.get(w) or self._table.row(w)
+            if r is None:
+                continue
+            r.proto_sum = (r.proto_sum - credit * emb).astype(np.float32)
+            r.weight -= credit
+            r.weight_sq = max(r.weight_sq - credit * credit, 0.0)
+            r.exposures -= 1
+            if floor_time is not None:
+                r.last_seen = min(r.last_seen, floor_time)
+            rows[w] = r
+        gone = set(drop) | {w for w, r in rows.items() if r.exposures <= 0 or r.weight <= 1e-6}
+        keep = [r for w, r in rows.items() if w not in gone]
+        self._store.forget(sorted(gone), keep, ids, self._bg)
+        for w in gone:
+            self._table.remove(w)
+        for r in keep:
+            self._table.put(r)
+        self._dirty = True
+
+    def forget_word(self, word: str) -> dict:
+        """Forget a word: its prototype, and every episode in which it was heard (with what those episodes
+        taught other words). The file is vacuumed so the removed text is gone from disk."""
+        if not isinstance(word, str) or not word:
+            raise InputError(f"forget_word needs a word, got {word!r}")
+        with self._lock:
+            self._check_open()
+            ids = [eid for eid, _ in self._store.episodes_of_word(word)]
+            known = word in self._table.index
+            self._undo_episodes(ids, {word}, None)
+        log.info("forgot %r and %d episodes", word, len(ids))
+        return {"word": word, "known": known, "episodes_removed": len(ids)}
+
+    def forget_since(self, t: float) -> dict:
+        """Forget everything learned at or after time t: those episodes, the words first heard since, and
+        the credit the episodes gave older words. If episodes after t were already evicted (capacity), the
+        words heard since t are removed entirely, since their share cannot be undone."""
+        try:
+            t = float(t)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"forget_since needs a time in seconds, got {t!r}") from e
+        if math.isnan(t):
+            raise InputError("forget_since needs a time, got NaN")
+        with self._lock:
+            self._check_open()
+            ids = [eid for eid, _ in self._store.episodes_since(t)]
+            tb = self._table
+            n = len(tb)
+            drop = {tb.words[i] for i in range(n) if tb.first_seen[i] >= t}
+            if self._bg.evicted_through >= t:
+                drop |= {tb.words[i] for i in range(n) if tb.last_seen[i] >= t}
+            self._undo_episodes(ids, drop, t)
+        log.info("forgot since t=%s: %d episodes, %d words", t, len(ids), len(drop))
+        return {"since": t, "episodes_removed": len(ids), "words_removed": len(drop)}
+
+
+def reset_memory(path: str | Path) -> Path | None:
+    """Start fresh: move the memory file (damaged or not) aside as `<name>.corrupt-<timestamp>`; never
+    deletes. Returns where it went (None if there was no file)."""
+    return set_aside(path)
