@@ -1,0 +1,233 @@
+"""The learner loop with real parts: an ONNX bundle from our exporter, the SQLite memory, the energy VAD,
+pocketsphinx. Only the hardware edge is faked: a camera and a microphone fed from memory IN REAL TIME through
+the same adapters (ResilientCamera's reader, MicrophoneSource's PortAudio callback)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge.capture import ResilientCamera
+from edge.encode import Encoder
+from edge.hear import SAMPLE_RATE, MicrophoneSource, read_audio
+from edge.learner import Learner, LearnerOptions, StageLatencies
+from edge.memory import AssociativeMemory
+from edge.pair import Utterance
+from edge.vad import EnergyVAD
+from tests.tiny_dual import DIM, make_bundle
+
+pytest.importorskip("torch")  # the bundle is made by our torch exporter
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("b") / "bundle")
+
+
+@pytest.fixture
+def encoder(bundle):
+    return Encoder(bundle, threads=1)
+
+
+def frame(i):
+    f = np.zeros((48, 64, 3), np.uint8)
+    f[..., i % 3] = 40 + (i * 37) % 200
+    return f
+
+
+class ListFrames:
+    """A file-like frame source: (t, frame) at 10 fps, as fast as read."""
+
+    def __init__(self, n, fps=10.0):
+        self.items = [(i / fps, frame(i)) for i in range(n)]
+
+    def __iter__(self):
+        return iter(self.items)
+
+    def close(self):
+        pass
+
+
+def test_stage_latencies_summary():
+    lat = StageLatencies()
+    for ms in (1, 2, 3, 4, 100):
+        lat.record("vad", ms / 1000, audio_seconds=0.032)
+    s = lat.summary()["vad"]
+    assert s["calls"] == 5 and s["median_ms"] == pytest.approx(3.0)
+    assert s["realtime_factor"] == pytest.approx(0.110 / 0.160, rel=1e-3)
+
+
+def test_transcript_replay_learns_every_utterance_without_dropping(encoder, tmp_path):
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    utts = [Utterance(0.0, 0.6, "look a ball"), Utterance(2.0, 2.5, "the dog"),
+            Utterance(4.0, 4.4, "a cat"), Utterance(9.0, 9.5, "ball")]
+    learned = []
+    lr = Learner(encoder, mem, ListFrames(100), transcript=utts,
+                 options=LearnerOptions(realtime=False, frame_queue=4),
+                 on_learned=lambda p, ws: learned.append((p.utterance.text, len(p.items))))
+    rep = lr.run(install_signal_handlers=False)
+    # CVCL windows at 5 fps: [0, 2) -> 10 frames, [2, 4) -> 10, [4, 9) -> 25, [9, 10) -> the 5 left
+    assert learned == [("look a ball", 10), ("the dog", 10), ("a cat", 25), ("ball", 5)]
+    assert rep.stats["frames_dropped"] == 0 and rep.stats["frames_encoded"] == 50
+    assert rep.stats["utterances"] == 4 and dict(rep.top_words)["ball"] == 2
+    for stage in ("frame_preprocess", "image_encode", "utterance_encode", "pairing", "memory_update"):
+        assert rep.latency[stage]["calls"] > 0
+    assert rep.media_seconds == pytest.approx(9.8)  # the last frame kept at 5 fps
+    st = mem.stats()
+    assert st["utterances_learned"] == 4 and st["words"] == 6
+    mem.close()
+
+
+def test_utterance_without_frames_is_reported(encoder, tmp_path):
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(encoder, mem, ListFrames(10), transcript=[Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")],
+                 options=LearnerOptions(realtime=False))
+    rep = lr.run(install_signal_handlers=False)
+    assert rep.stats["utterances"] == 1 and rep.stats["utterances_without_frames"] == 1
+    assert rep.stats["pairing"]["without_frames"] == 1
+    mem.close()
+
+
+# ------------------------------------------------------------------ live loop, fake hardware in real time
+
+class PacedReader:
+    """Hardware edge: a camera delivering `fps` frames a second, in real time."""
+
+    def __init__(self, fps, n):
+        self.period, self.n, self.i = 1.0 / fps, n, 0
+        self.next = time.monotonic()
+
+    def read(self):
+        if self.i >= self.n:
+            time.sleep(self.period)
+            return None  # the camera stops delivering (the loop retries; the test stops it)
+        self.next += self.period
+        time.sleep(max(0.0, self.next - time.monotonic()))
+        self.i += 1
+        return frame(self.i)
+
+    def release(self):
+        pass
+
+
+class FileFedMicrophone(MicrophoneSource):
+    """Hardware edge: instead of PortAudio, a thread calls the same callback with blocks of a recording, at
+    the pace a sound card would (block_ms per block)."""
+
+    def __init__(self, audio, **kw):
+        super().__init__(**kw)
+        self.audio = audio
+        self.fed_blocks = 0
+        self.finished = threading.Event()
+
+    def start(self):
+        if self._stream is not None:
+            return
+        self.rate = SAMPLE_RATE
+        self.t0 = time.monotonic()
+        self._stream = threading.Thread(target=self._feed, daemon=True)
+        self._stream.start()
+
+    def _feed(self):
+        n = int(SAMPLE_RATE * self.block_ms / 1000)
+        nxt = self.t0
+        for i in range(0, len(self.audio), n):
+            if self._closed:
+                break
+            nxt += n / SAMPLE_RATE
+            time.sleep(max(0.0, nxt - time.monotonic()))
+            block = self.audio[i:i + n].reshape(-1, 1)
+            self._callback(block, len(block), None, None)
+            self.fed_blocks += 1
+        self.finished.set()
+
+    def close(self):
+        self._closed = True
+        self._stream = None
+
+
+class SlowEncoder(Encoder):
+    """The real encoder, deliberately slowed down: a device whose CPU cannot keep up with the camera."""
+
+    delay = 0.5
+
+    def encode_image_array(self, x):
+        time.sleep(self.delay * len(x))
+        return super().encode_image_array(x)
+
+
+def speech(tmp_path):
+    if shutil.which("espeak-ng") is None:
+        # No speech synthesiser: tone bursts still exercise capture, VAD and the recogniser.
+        t = np.arange(int(0.8 * SAMPLE_RATE)) / SAMPLE_RATE
+        burst = 0.3 * np.sin(2 * np.pi * 220 * t).astype(np.float32)
+        return [burst, burst], False
+    parts = []
+    for i, text in enumerate(("look at the ball", "a dog")):
+        p = tmp_path / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(p), text], check=True)
+        parts.append(read_audio(p))
+    return parts, True
+
+
+def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
+    from edge.asr import PocketSphinxRecognizer
+
+    parts, spoken = speech(tmp_path)
+    gap = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
+    audio = np.concatenate([gap, parts[0], gap, parts[1], gap])
+    block_ms = 32
+    mic = FileFedMicrophone(audio, block_ms=block_ms, queue_blocks=64)
+    cam = ResilientCamera(lambda: PacedReader(fps=10, n=1000), fps=10, name="fake", epoch=0.0)  # monotonic clock
+    enc = SlowEncoder(bundle, threads=1)
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    rec = PocketSphinxRecognizer(vocabulary=["look", "at", "the", "ball", "a", "dog", "cat", "shoe"])
+    lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec, audio_overflows=lambda: mic.overflows,
+                 options=LearnerOptions(realtime=True, fps=5, frame_queue=2, encode_batch=1, grace=0.5,
+                                        clock_origin=None, status_interval=0.1))
+    threading.Thread(target=lambda: (mic.finished.wait(10), time.sleep(0.3), lr.stop()), daemon=True).start()
+    rep = lr.run(install_signal_handlers=False)
+    s = rep.stats
+    n_blocks = -(-len(audio) // int(SAMPLE_RATE * block_ms / 1000))
+    # no audio lost: every block the "sound card" produced was queued, read, and fed to the VAD
+    assert mic.fed_blocks == n_blocks and mic.overflows == 0 and s["audio_overflows"] == 0
+    assert mic.blocks_captured == n_blocks
+    assert s["audio_blocks"] >= n_blocks - 1  # the resampler-free path yields one AudioBlock per block
+    assert s["audio_seconds"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=block_ms / 1000)
+    assert s["speech_segments"] == 2
+    # the encoder (0.5 s / frame) cannot keep up with 5 fps: frames were dropped, and all are accounted for
+    assert s["frames_dropped"] > 0
+    assert s["frames_captured"] == s["frames_encoded"] + s["frames_dropped"]
+    if spoken:
+        assert s["utterances"] >= 1 and mem.stats()["utterances_learned"] == s["utterances"]
+    mem.close()
+
+
+def test_ctrl_c_flushes_what_was_heard_and_exits_cleanly(encoder, tmp_path):
+    """SIGINT in the middle of a paced session: run() returns, the memory holds every utterance heard."""
+    path = tmp_path / "m.db"
+    mem = AssociativeMemory(path, DIM)
+
+    class Paced(ListFrames):
+        def __iter__(self):
+            t0 = time.monotonic()
+            for t, f in self.items:
+                time.sleep(max(0.0, t0 + t - time.monotonic()))
+                yield t, f
+
+    utts = [Utterance(0.0, 0.3, "ball"), Utterance(0.5, 0.8, "the dog"), Utterance(20.0, 20.5, "never said")]
+    lr = Learner(encoder, mem, Paced(400), transcript=utts, transcript_paced=1.0,
+                 options=LearnerOptions(realtime=True, status_interval=0.05))
+    threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    rep = lr.run()
+    assert rep.interrupted
+    assert rep.stats["utterances"] == 2 and rep.wall_seconds < 10
+    mem.close()
+    again = AssociativeMemory(path, DIM)
+    assert again.stats()["utterances_learned"] == 2 and set(again.words()) == {"ball", "the", "dog"}
+    again.close()
