@@ -1,0 +1,478 @@
+"""Audio sources: the microphone (sounddevice / PortAudio) and audio files for replay, behind one interface.
+
+Every source is an iterator of `AudioBlock`s — float32 mono samples at 16 kHz (`SAMPLE_RATE`) with the time in
+seconds of the block's first sample — plus `close()`. Times are on the source's clock:
+- `MicrophoneSource`: `time.monotonic()` seconds (the clock camera capture should stamp frames with), taken at
+  stream start and advanced by the sample count, so dropped blocks show up as a jump, never as drift.
+- `AudioFileSource`: seconds from the start of the file (the clock of a replayed video / transcript).
+
+Live capture as in sherpa-onnx's microphone examples: `sounddevice.InputStream`, the callback only copies the
+block into a bounded queue (never blocks; a full queue drops the block and counts it), the consumer resamples.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import queue
+import threading
+import time
+import wave
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edge.errors import DataError, DeviceError, InputError, MissingExtraError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000  # Hz: what VAD and ASR expect
+DEVICE_ENV = "FIRSTWORDS_AUDIO_DEVICE"
+SOUNDDEVICE_HINT = ("pip install 'firstwords[audio]' (sounddevice); it also needs the PortAudio library: "
+                    "sudo apt-get install libportaudio2")
+
+
+@dataclass(frozen=True)
+class AudioBlock:
+    """`samples`: float32 mono at 16 kHz, shape [n]; `t`: seconds of samples[0] on the source's clock."""
+
+    t: float
+    samples: np.ndarray
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+class AudioSource(Protocol):
+    """What the learner loop consumes. Iterating blocks until the source ends (file) or `close()` (mic)."""
+
+    def __iter__(self) -> Iterator[AudioBlock]: ...
+
+    def close(self) -> None: ...
+
+
+def check_audio(samples: np.ndarray, what: str = "audio") -> np.ndarray:
+    """Validate a mono float block: 1-D (or [n, 1]) floating point, finite. Returns float32 [n]."""
+    a = np.asarray(samples)
+    if a.ndim == 2 and a.shape[1] == 1:
+        a = a[:, 0]
+    if a.ndim != 1:
+        raise InputError(f"{what}: expected mono samples of shape [n], got shape {a.shape}; mix channels first "
+                         "(samples.mean(axis=1))")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InputError(f"{what}: expected float samples in [-1, 1], got dtype {a.dtype}; convert int16 with "
+                         "samples.astype(np.float32) / 32768")
+    a = a.astype(np.float32, copy=False)
+    if a.size and not np.isfinite(a).all():
+        bad = int(np.count_nonzero(~np.isfinite(a)))
+        raise InputError(f"{what}: {bad} of {a.size} samples are NaN or Inf; the source is broken or the buffer "
+                         "uninitialised — drop this block or fix the capture")
+    return a
+
+
+# ----------------------------------------------------------------------------------------------- resampling
+
+class Resampler:
+    """Streaming band-limited resampler (windowed sinc, polyphase for the rational ratio sr_out/sr_in).
+
+    Zero delay: output sample n is the signal at time n / sr_out, so timestamps stay aligned. `process` may
+    return fewer samples than the ratio suggests until `half_width` input samples of look-ahead have arrived;
+    `flush` emits the rest (the signal is taken as zero after the end).
+    """
+
+    def __init__(self, sr_in: int, sr_out: int = SAMPLE_RATE, half_width: int = 16, rolloff: float = 0.94):
+        if sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out:
+            raise InputError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
+        g = math.gcd(int(sr_in), int(sr_out))
+        self.up, self.down = int(sr_out) // g, int(sr_in) // g  # output n sits at input position n*down/up
+        self.identity = self.up == self.down
+        cutoff = min(1.0, self.up / self.down) * rolloff  # fraction of the input Nyquist kept
+        self.width = int(math.ceil(half_width / cutoff))  # input samples each side of the output position
+        # Kernel table: one row per phase p (output at fractional input offset p/up), taps at offsets
+        # k - width + 1 for k in [0, 2*width): distance d = k - width + 1 - p/up.
+        k = np.arange(2 * self.width)
+        phase = np.arange(self.up)[:, None] / self.up
+        d = (k[None, :] - self.width + 1) - phase
+        window = np.kaiser(2 * self.width + 1, 8.0)  # sampled window, evaluated by interpolation below
+        win = np.interp(d, np.linspace(-self.width, self.width, 2 * self.width + 1), window, left=0, right=0)
+        self.table = (cutoff * np.sinc(cutoff * d) * win).astype(np.float64)
+        self.buf = np.zeros(self.width, dtype=np.float64)  # zero history before the first sample
+        self.buf_start = -self.width  # absolute input index of buf[0]
+        self.n_in = 0  # input samples received
+        self.n_out = 0  # next output index
+
+    def _available(self, final: bool) -> int:
+        """Number of outputs computable now (each needs input up to index i + width)."""
+        if final:
+            total = -(-self.n_in * self.up // self.down)  # ceil(n_in * up / down)
+            return max(0, total - self.n_out)
+        last = self.n_in - 1 - self.width  # the highest centre index i with all its look-ahead in hand
+        if last < 0:
+            return 0
+        # outputs n with floor(n*down/up) <= last  <=>  n <= ((last+1)*up - 1) // down
+        return max(0, ((last + 1) * self.up - 1) // self.down + 1 - self.n_out)
+
+    def _emit(self, count: int) -> np.ndarray:
+        n = self.n_out + np.arange(count, dtype=np.int64)
+        pos = n * self.down
+        centre, ph = pos // self.up, pos % self.up
+        idx = (centre - self.buf_start - self.width + 1)[:, None] + np.arange(2 * self.width)[None, :]
+        y = np.einsum("ij,ij->i", self.buf[idx], self.table[ph])
+        self.n_out += count
+        # keep only the input still needed by the next output
+        keep_from = (self.n_out * self.down) // self.up - self.width + 1 - self.buf_start
+        if keep_from > 0:
+            self.buf = self.buf[keep_from:]
+            self.buf_start += keep_from
+        return y.astype(np.float32)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.identity:
+            self.n_in += len(x)
+            self.n_out += len(x)
+            return x.astype(np.float32)
+        self.buf = np.concatenate([self.buf, x])
+        self.n_in += len(x)
+        return self._emit(self._available(final=False))
+
+    def flush(self) -> np.ndarray:
+        if self.identity:
+            return np.zeros(0, np.float32)
+        count = self._available(final=True)
+        self.buf = np.concatenate([self.buf, np.zeros(2 * self.width + 2)])
+        return self._emit(count) if count else np.zeros(0, np.float32)
+
+
+def resample(x: np.ndarray, sr_in: int, sr_out: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample a whole signal (float [n]); len(out) == ceil(n * sr_out / sr_in)."""
+    if sr_in == sr_out:
+        return np.asarray(x, dtype=np.float32)
+    r = Resampler(sr_in, sr_out)
+    return np.concatenate([r.process(x), r.flush()])
+
+
+def _to_mono(x: np.ndarray) -> np.ndarray:
+    return x if x.ndim == 1 else x.mean(axis=1)
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+class _WavReader:
+    """Integer PCM wav via the stdlib: 8-bit unsigned, 16/24/32-bit signed -> float32 [frames, channels]."""
+
+    def __init__(self, path: Path):
+        try:
+            self.w = wave.open(str(path), "rb")
+        except (wave.Error, EOFError, OSError) as e:
+            raise DataError(f"{path}: not a readable PCM wav file ({e}); convert it with "
+                            f"`sox {path.name} -b 16 -e signed-integer out.wav` or ffmpeg") from e
+        self.rate = self.w.getframerate()
+        self.channels = self.w.getnchannels()
+        self.width = self.w.getsampwidth()
+        self.frames = self.w.getnframes()
+        if self.width not in (1, 2, 3, 4) or self.channels < 1 or self.rate <= 0:
+            self.w.close()
+            raise DataError(f"{path}: unsupported wav layout ({self.width * 8}-bit, {self.channels} channels, "
+                            f"{self.rate} Hz); convert with sox to 16-bit PCM")
+
+    def read(self, n: int) -> np.ndarray:
+        raw = self.w.readframes(n)
+        usable = len(raw) - len(raw) % (self.width * self.channels)
+        raw = raw[:usable]
+        if self.width == 1:
+            a = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+        elif self.width == 2:
+            a = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
+        elif self.width == 3:
+            b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+            a = (np.where(v >= 1 << 23, v - (1 << 24), v)).astype(np.float32) / float(1 << 23)
+        else:
+            a = np.frombuffer(raw, "<i4").astype(np.float32) / float(1 << 31)
+        return a.reshape(-1, self.channels)
+
+    def close(self) -> None:
+        self.w.close()
+
+
+class _SoundfileReader:
+    """flac / float wav / anything libsndfile reads, when the `soundfile` package is installed."""
+
+    def __init__(self, path: Path):
+        try:
+            import soundfile  # optional: only for flac and non-PCM wav
+        except (ImportError, OSError) as e:
+            raise MissingExtraError(
+                f"{path}: reading {path.suffix or 'this'} audio needs the soundfile package (pip install soundfile); "
+                f"or convert it to 16-bit wav: `sox {path.name} -b 16 out.wav` / `ffmpeg -i {path.name} out.wav`"
+            ) from e
+        try:
+            self.f = soundfile.SoundFile(str(path))
+        except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
+            raise DataError(f"{path}: cannot decode audio ({e}); convert it to 16-bit wav with sox or ffmpeg") from e
+        self.rate, self.channels, self.frames = self.f.samplerate, self.f.channels, self.f.frames
+
+    def read(self, n: int) -> np.ndarray:
+        return self.f.read(n, dtype="float32", always_2d=True)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _open_audio(path: Path):
+    if not path.is_file():
+        raise DataError(f"{path}: no such audio file")
+    if path.suffix.lower() in (".wav", ".wave"):
+        try:
+            return _WavReader(path)
+        except DataError:
+            if not _has_soundfile():
+                raise
+        # float / extensible wav: libsndfile reads those when present
+    return _SoundfileReader(path)
+
+
+def _has_soundfile() -> bool:
+    try:
+        import soundfile  # noqa: F401
+    except (ImportError, OSError):
+        return False
+    return True
+
+
+class AudioFileSource:
+    """Replay a wav (stdlib) or flac (soundfile) file as 16 kHz mono blocks.
+
+    speed: None -> as fast as the consumer takes them; 1.0 -> real time; 2.0 -> twice real time.
+    block: samples per output block at 16 kHz (512 = 32 ms, the Silero VAD chunk).
+    """
+
+    def __init__(self, path: str | Path, speed: float | None = None, block: int = 512):
+        if speed is not None and not (speed > 0 and math.isfinite(speed)):
+            raise InputError(f"speed must be a positive number or None (as fast as possible), got {speed!r}")
+        if block <= 0:
+            raise InputError(f"block must be a positive number of samples, got {block}")
+        self.path = Path(path)
+        self.speed = speed
+        self.block = int(block)
+        self._reader = _open_audio(self.path)
+        self.source_rate = self._reader.rate
+        self.duration = self._reader.frames / self._reader.rate
+        self._closed = False
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        reader = self._reader
+        rs = Resampler(reader.rate, SAMPLE_RATE)
+        in_block = max(1, int(round(self.block * reader.rate / SAMPLE_RATE)))
+        pending = np.zeros(0, np.float32)
+        emitted = 0  # samples at 16 kHz already yielded
+        t_wall0 = time.monotonic()
+        done = False
+        while not self._closed:
+            if not done:
+                chunk = reader.read(in_block)
+                if len(chunk) == 0:
+                    done = True
+                    out = rs.flush()
+                else:
+                    out = rs.process(_to_mono(chunk))
+                pending = np.concatenate([pending, out]) if len(pending) else out
+            while len(pending) >= self.block or (done and len(pending)):
+                samples, pending = pending[: self.block], pending[self.block:]
+                t = emitted / SAMPLE_RATE
+                if self.speed is not None:
+                    delay = t_wall0 + t / self.speed - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                emitted += len(samples)
+                yield AudioBlock(t, np.ascontiguousarray(samples, dtype=np.float32))
+            if done:
+                break
+        self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._reader.close()
+
+
+def read_audio(path: str | Path) -> np.ndarray:
+    """Whole file as float32 mono 16 kHz (for tests, tools and short clips)."""
+    src = AudioFileSource(path, speed=None, block=SAMPLE_RATE)
+    try:
+        parts = [b.samples for b in src]
+    finally:
+        src.close()
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM mono wav (clipped to [-1, 1])."""
+    a = np.clip(np.asarray(samples, dtype=np.float64), -1.0, 1.0)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(rate))
+        w.writeframes((np.round(a * 32767)).astype("<i2").tobytes())
+
+
+# ----------------------------------------------------------------------------------------------- microphone
+
+def _import_sounddevice():
+    try:
+        import sounddevice
+    except ImportError as e:
+        raise MissingExtraError(f"live audio needs sounddevice: {SOUNDDEVICE_HINT}") from e
+    except OSError as e:  # sounddevice raises OSError('PortAudio library not found')
+        raise MissingExtraError(f"sounddevice cannot load PortAudio ({e}): sudo apt-get install libportaudio2") from e
+    return sounddevice
+
+
+def list_input_devices() -> list[dict]:
+    """Input-capable devices as [{index, name, channels, default_samplerate, hostapi}] (for `firstwords doctor`)."""
+    sd = _import_sounddevice()
+    out = []
+    for i, d in enumerate(sd.query_devices()):
+        if d.get("max_input_channels", 0) > 0:
+            out.append({"index": i, "name": d["name"], "channels": int(d["max_input_channels"]),
+                        "default_samplerate": float(d["default_samplerate"]),
+                        "hostapi": sd.query_hostapis(d["hostapi"])["name"]})
+    return out
+
+
+def resolve_device(device: int | str | None) -> int | str | None:
+    """Flag beats environment (FIRSTWORDS_AUDIO_DEVICE) beats the system default (None).
+
+    A string of digits is a device index; any other string is a (sub)name PortAudio matches.
+    """
+    if device is None or device == "":
+        device = os.environ.get(DEVICE_ENV) or None
+    if isinstance(device, str):
+        device = device.strip()
+        if device.lstrip("-").isdigit():
+            return int(device)
+    return device
+
+
+class MicrophoneSource:
+    """Live microphone via `sounddevice.InputStream` (opened in `start()` / on first iteration, never at import).
+
+    device: index or name; None -> $FIRSTWORDS_AUDIO_DEVICE, else the system default input.
+    device_rate: capture rate; None -> 16 kHz if the device accepts it, else its default rate (then resampled).
+    queue_blocks: bounded queue length between the PortAudio thread and the consumer (~32 ms blocks).
+    stall_timeout: seconds without a block before iteration raises DeviceError (microphone gone).
+    Counters: `overflows` = blocks dropped because the queue was full; `input_overflows` = PortAudio's own
+    input-overflow flags (samples lost inside the driver).
+    """
+
+    def __init__(self, device: int | str | None = None, device_rate: int | None = None, channels: int = 1,
+                 block_ms: float = 32.0, queue_blocks: int = 256, stall_timeout: float = 5.0):
+        if queue_blocks < 1 or block_ms <= 0 or channels < 1:
+            raise InputError("queue_blocks, block_ms and channels must be positive")
+        self.device = resolve_device(device)
+        self.device_rate = device_rate
+        self.channels = channels
+        self.block_ms = block_ms
+        self.stall_timeout = stall_timeout
+        self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
+        self._lock = threading.Lock()
+        self.overflows = 0
+        self.input_overflows = 0
+        self.blocks_captured = 0
+        self._frames_seen = 0  # device-rate frames delivered by PortAudio, dropped ones included
+        self._stream = None
+        self._closed = False
+        self.t0 = 0.0
+        self.rate = 0
+
+    # -- PortAudio thread: copy and return, never block --
+    def _callback(self, indata, frames, time_info, status) -> None:
+        start = self._frames_seen
+        self._frames_seen += frames
+        if status and status.input_overflow:
+            self.input_overflows += 1
+        try:
+            self._queue.put_nowait((start, indata.copy()))
+            self.blocks_captured += 1
+        except queue.Full:
+            self.overflows += 1
+
+    def start(self) -> None:
+        if self._stream is not None:
+            return
+        if self._closed:
+            raise DeviceError("this MicrophoneSource was closed; make a new one")
+        sd = _import_sounddevice()
+        try:
+            info = sd.query_devices(self.device, "input")
+        except (ValueError, sd.PortAudioError) as e:
+            names = ", ".join(f"{d['index']}: {d['name']}" for d in list_input_devices()) or "none found"
+            raise DeviceError(f"no audio input device {self.device!r} ({e}); input devices: {names}. "
+                              f"Choose one with --audio-device or {DEVICE_ENV}") from e
+        rate = self.device_rate
+        if rate is None:
+            try:
+                sd.check_input_settings(device=self.device, samplerate=SAMPLE_RATE, channels=self.channels,
+                                        dtype="float32")
+                rate = SAMPLE_RATE
+            except Exception:  # device does not do 16 kHz: capture at its rate and resample
+                rate = int(info["default_samplerate"])
+        self.rate = int(rate)
+        blocksize = max(1, int(round(self.rate * self.block_ms / 1000)))
+        try:
+            stream = sd.InputStream(device=self.device, channels=self.channels, samplerate=self.rate,
+                                    dtype="float32", blocksize=blocksize, callback=self._callback)
+            self.t0 = time.monotonic()
+            stream.start()
+        except Exception as e:  # PortAudioError, ValueError: bad device / rate / channels
+            raise DeviceError(f"cannot open audio input {info['name']!r} at {self.rate} Hz, {self.channels} ch "
+                              f"({e}); try another --audio-device or device rate") from e
+        self._stream = stream
+        log.info("microphone %r open at %d Hz (block %d frames)", info["name"], self.rate, blocksize)
+
+    def __iter__(self) -> Iterator[AudioBlock]:
+        self.start()
+        rs = Resampler(self.rate, SAMPLE_RATE)
+        expected = 0  # next device frame index
+        out_origin = 0  # 16 kHz sample index where the current resampler run started
+        last_block = time.monotonic()
+        while not self._closed:
+            try:
+                start, data = self._queue.get(timeout=min(0.1, self.stall_timeout))
+            except queue.Empty:
+                if self._closed:
+                    break
+                if time.monotonic() - last_block > self.stall_timeout:
+                    raise DeviceError(f"the microphone delivered nothing for {self.stall_timeout:.1f} s "
+                                      "(unplugged?); check the device and restart")
+                continue
+            last_block = time.monotonic()
+            if start != expected:  # blocks were dropped: restart resampling at the new position
+                rs = Resampler(self.rate, SAMPLE_RATE)
+                out_origin = int(round(start * SAMPLE_RATE / self.rate))
+            n_before = rs.n_out
+            y = rs.process(_to_mono(data))
+            expected = start + len(data)
+            if len(y):
+                t = self.t0 + (out_origin + n_before) / SAMPLE_RATE
+                yield AudioBlock(t, y)
+
+    def stats(self) -> dict:
+        return {"blocks_captured": self.blocks_captured, "overflows": self.overflows,
+                "input_overflows": self.input_overflows, "queued": self._queue.qsize()}
+
+    def close(self) -> None:
+        self._closed = True
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.stop()
+                stream.close()
+            except Exception as e:  # closing a vanished device must not mask the caller's error
+                log.warning("closing the audio stream failed: %s", e)
