@@ -490,8 +490,8 @@ def random_resized_crop_box(h: int, w: int, torch, scale=(0.2, 1.0), ratio=(3 / 
     for _ in range(10):
         target = area * float(torch.empty(()).uniform_(*scale))
         ar = math.exp(float(torch.empty(()).uniform_(*log_r)))
-        cw = int(round(math.sqrt(target * ar)))
-        ch = int(round(math.sqrt(target / ar)))
+        cw = round(math.sqrt(target * ar))
+        ch = round(math.sqrt(target / ar))
         if 0 < cw <= w and 0 < ch <= h:
             top = int(torch.randint(0, h - ch + 1, (1,)).item())
             left = int(torch.randint(0, w - cw + 1, (1,)).item())
@@ -502,7 +502,7 @@ def random_resized_crop_box(h: int, w: int, torch, scale=(0.2, 1.0), ratio=(3 / 
 
 def gaussian_blur(x, sigma: float, torch):
     """Separable Gaussian blur of [N, C, H, W] with reflect padding; kernel radius 3 sigma."""
-    radius = max(1, int(math.ceil(3 * sigma)))
+    radius = max(1, math.ceil(3 * sigma))
     radius = min(radius, x.shape[-1] // 2 - 1, x.shape[-2] // 2 - 1)
     if radius < 1:
         return x

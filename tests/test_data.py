@@ -15,7 +15,7 @@ from edge.tokenize import Vocab, build_vocab
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from export import data  # noqa: E402
+from export import data
 
 
 def _png(path: Path, colour=(200, 30, 30), size=(40, 32)) -> str:
@@ -160,7 +160,7 @@ def test_eval_set_ours_and_cvcl_trials(corpus):
     es = data.load_eval_set(ours)
     assert es.labels == ["shoe", "bag"] and es.trials is None and es.categories == ["bag", "shoe"]
 
-    f = lambda i: str(corpus / f"frames/{i:06d}.png")  # noqa: E731 - CVCL stores absolute paths
+    f = lambda i: str(corpus / f"frames/{i:06d}.png")  # CVCL stores absolute paths
     trials = corpus / "eval_dev.json"
     trials.write_text(json.dumps({"data": [
         {"trial_num": 0, "target_category": "ball", "target_img_filename": f(0),
@@ -231,7 +231,7 @@ def test_shuffled_pairs_control_pairs_other_frames(corpus):
 
 
 def test_bad_frame_inside_dataset_names_the_file(corpus):
-    recs, vocab, ds = _dataset(corpus, train=False)
+    recs, _, ds = _dataset(corpus, train=False)
     Path(recs[1].frame_paths[0]).write_bytes(b"garbage")
     with pytest.raises(DataError, match="000003.png"):
         ds[1]

@@ -1,0 +1,186 @@
+"""tools/build_sample_corpus.py: layout, CVCL format, held-out and novel splits, statistics, determinism."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.tokenize import build_vocab, words
+
+REPO = Path(__file__).resolve().parents[1]
+TOOL = REPO / "tools" / "build_sample_corpus.py"
+SUBSET = REPO / "data" / "fashion_mnist_subset.npz"
+
+pytest.importorskip("cv2")
+pytest.importorskip("skimage")
+
+
+def _build(out: Path, *extra: str) -> dict:
+    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--source", "subset", "--no-progress",
+                           *extra], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("corpus")
+    return out, _build(out, "--tiny")
+
+
+def _load(p: Path) -> dict:
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def test_layout_and_summary_line(tiny):
+    out, figures = tiny
+    for name in ("train.json", "val.json", "test.json", "eval.json", "novel.json", "novel_exposures.json",
+                 "transcript.csv", "timeline.json", "corpus_info.json"):
+        assert (out / name).is_file(), name
+    info = _load(out / "corpus_info.json")
+    assert figures["train"] + figures["val"] + figures["test"] == figures["utterances"] == \
+        info["counts"]["utterances"]
+    assert figures["train"] >= 0.85 * figures["utterances"] and figures["val"] >= 1 and figures["test"] >= 1
+    assert 80 <= figures["utterances"] <= 300  # --tiny is about 150 utterances
+    assert info["frame_size"] == 128 and info["fps"] == 5.0 and info["seed"] == 0
+    assert len(info["categories"]) >= 4 and info["novel_category"] == "bag"
+    assert info["bytes"] == figures["bytes"] > 0
+
+
+def test_training_metadata_is_cvcl_format_and_clean(tiny):
+    from export.data import load_cvcl_metadata, load_frame
+    out, figures = tiny
+    for split in ("train", "val", "test"):
+        rep = load_cvcl_metadata(out / f"{split}.json")
+        assert not rep.problems, rep.summary()  # every frame exists, every key known
+        assert len(rep.records) == figures[split]
+        for r in rep.records:
+            assert 1 <= len(r.frame_paths) <= 32
+            assert np.allclose(np.diff(r.timestamps), 0.2)  # consecutive frames at 5 fps
+            assert r.timestamps[0] >= r.meta["start_time"] - 1e-6 and r.meta["num_frames"] == len(r.frame_paths)
+            assert r.meta["video"] == "session_000"
+    frame = load_frame(rep.records[0].frame_paths[0])
+    assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 5
+
+
+def test_novel_category_is_absent_from_training(tiny):
+    out, _ = tiny
+    info = _load(out / "corpus_info.json")
+    novel = info["novel_category"]
+    assert novel not in info["categories"] and novel not in info["word_frequencies"]
+    timeline = _load(out / "timeline.json")
+    assert all(novel not in f["in_view"] for f in timeline["frames"])
+    for split in ("train", "val", "test"):
+        for rec in _load(out / f"{split}.json")["data"]:
+            assert novel not in words(rec["utterance"]) and novel not in rec["categories_in_view"]
+    assert novel not in build_vocab(r["utterance"] for r in _load(out / "train.json")["data"])
+    # its own held-out images and its exposures: distinct instances, all files present, each names it
+    evals = _load(out / "novel.json")["data"]
+    exposures = _load(out / "novel_exposures.json")["data"]
+    assert len(evals) >= 20 and len(exposures) >= 8
+    assert {e["category"] for e in evals} == {novel}
+    assert not {e["instance"] for e in evals} & {e["instance"] for e in exposures}
+    for e in exposures:
+        assert novel in words(e["utterance"]) and (out / e["frame_filename"]).is_file()
+        assert e["frame_filename"] == e["frame_filenames"][0] and all((out / f).is_file() for f in e["frame_filenames"])
+
+
+def test_eval_instances_are_never_seen_in_training(tiny):
+    from export.data import load_eval_set
+    out, _ = tiny
+    info = _load(out / "corpus_info.json")
+    es = load_eval_set(out / "eval.json")
+    assert sorted(set(es.labels)) == sorted(info["categories"])
+    assert all(es.labels.count(c) == 20 for c in info["categories"])
+    eval_items = _load(out / "eval.json")["data"]
+    seen = {i for e in _load(out / "timeline.json")["episodes"] for i in e["instances"]}
+    assert seen and all(i.startswith("train:") for i in seen)
+    assert all(e["instance"].startswith("test:") for e in eval_items)
+    assert not seen & {e["instance"] for e in eval_items}
+    assert len({e["frame_filename"] for e in eval_items}) == len(eval_items)
+
+
+def test_speech_statistics(tiny):
+    out, _ = tiny
+    info = _load(out / "corpus_info.json")
+    k = info["utterance_kinds"]
+    assert k["names_in_view"] < 0.5  # most utterances name nothing in view ...
+    assert k["names_absent"] > 0.02  # ... and some name what is not there
+    assert abs(k["names_in_view"] + k["names_absent"] + k["names_nothing"] - 1) < 0.01
+    freq = info["word_frequencies"]
+    top = sorted(freq, key=lambda w: -freq[w])[:5]
+    assert "the" in top  # function words are the most frequent
+    assert -2.0 < info["zipf_slope"] < -0.6
+    # named-in-view utterances really name a category whose object is in view
+    timeline = _load(out / "timeline.json")
+    for u in timeline["utterances"]:
+        if u["kind"] == "in_view":
+            assert u["named"][0] in u["in_view"] and u["named"][0] in words(u["text"])
+        elif u["kind"] == "absent":
+            assert u["named"][0] not in u["in_view"]
+
+
+def test_timeline_and_transcript_agree(tiny):
+    from export.data import load_transcript_csv
+    out, _ = tiny
+    tl = _load(out / "timeline.json")
+    times = [f["t"] for f in tl["frames"]]
+    assert np.allclose(np.diff(times), 0.2) and times[0] == 0.0  # continuous at 5 fps
+    assert all((out / f["file"]).is_file() for f in tl["frames"][::50])
+    starts = [u["start"] for u in tl["utterances"]]
+    assert starts == sorted(starts) and all(u["end"] > u["start"] for u in tl["utterances"])
+    assert all(a["end"] <= b["start"] for a, b in zip(tl["utterances"], tl["utterances"][1:]))  # no overlap
+    assert tl["duration"] >= tl["utterances"][-1]["end"]
+    rows = load_transcript_csv(out / "transcript.csv")
+    assert [r.utterance for r in rows] == [u["text"] for u in tl["utterances"]]
+    assert np.allclose([r.time for r in rows], starts, atol=0.06)
+    assert {r.video for r in rows} == {"session_000.mp4"}
+
+
+def _digest(out: Path) -> str:
+    h = hashlib.sha256()
+    for name in ("train.json", "eval.json", "timeline.json"):
+        h.update((out / name).read_bytes())
+    for f in sorted((out / "frames").glob("*.jpg"))[::25]:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def test_deterministic_for_a_seed(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    _build(a, "--tiny", "--minutes", "0.5")
+    _build(b, "--tiny", "--minutes", "0.5")
+    _build(c, "--tiny", "--minutes", "0.5", "--seed", "1")
+    assert _digest(a) == _digest(b)
+    assert _digest(a) != _digest(c)
+
+
+def test_committed_subset():
+    assert SUBSET.stat().st_size <= 3_000_000
+    with np.load(SUBSET, allow_pickle=False) as z:
+        assert z["train_x"].dtype == np.uint8 and z["train_x"].shape[1:] == (28, 28)
+        assert z["train_x"].shape[0] == z["train_y"].shape[0] == z["train_idx"].shape[0]
+        assert set(np.unique(z["train_y"])) == set(np.unique(z["test_y"])) == {0, 1, 2, 3, 4, 5, 7, 8, 9}
+        debian = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+        if debian.is_file():  # the subset is exactly the source's images at the recorded indices
+            sys.path.insert(0, str(REPO / "tools"))
+            from build_sample_corpus import read_idx
+            full = read_idx(debian)
+            assert np.array_equal(full[z["test_idx"]], z["test_x"])
+
+
+def test_bad_source_is_a_clear_error(tmp_path, monkeypatch):
+    sys.path.insert(0, str(REPO / "tools"))
+    import build_sample_corpus as bsc
+    monkeypatch.setattr(bsc, "DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(SystemExit, match="dataset-fashion-mnist"):
+        bsc.load_source("debian")
+    _, name = bsc.load_source("auto")  # falls back to the committed subset
+    assert name.startswith("subset:")
