@@ -115,3 +115,91 @@ def export_towers(model, out_dir: str | Path, input_size: int, opset: int = DEFA
     _fix_output_dim(utt_path, dim)
     log.info("exported %s and %s (opset %d, D=%d)", img_path, utt_path, got, dim)
     return ExportedTowers(img_path, utt_path, got, dim)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# checkpoint -> bundle: export, quantise, parity gate, write
+
+
+@dataclass
+class ExportResult:
+    bundle: Path
+    parity: object  # export.parity.ParityReport or None when skipped
+    sizes: dict[str, int]  # bytes per bundle file
+    quantization: str
+
+    @property
+    def towers_bytes(self) -> int:
+        return self.sizes["image.onnx"] + self.sizes["utterance.onnx"]
+
+
+def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, quantization: str,
+                  model_config: str, training_data: str, calibration_images=None, eval_images=None,
+                  eval_labels=None, eval_trials=None, threads: int | None = None, skip_parity: bool = False,
+                  n_way: int = 4, trials_per_category: int = 50, extra_manifest: dict | None = None,
+                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> ExportResult:
+    """Export `model` to a bundle at `out`: fp32 ONNX, int8 per `quantization`, parity gate, atomic write.
+
+    The gate compares torch, ONNX fp32 and int8 on eval_images (normalised [N, 3, S, S]) and, with labels,
+    on n-way trials; a miss raises export.parity.ParityError and nothing is written (an old bundle stays).
+    """
+    import tempfile
+
+    from edge.bundle import QUANTIZATIONS
+    from export.bundle import write_bundle
+    from export.parity import gate, measure_parity
+    from export.quantize import STATIC_FORMATS, quantize_image_tower, quantize_utterance_tower
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization in STATIC_FORMATS and (calibration_images is None or len(calibration_images) == 0):
+        raise ValueError(f"{quantization} needs calibration frames (training frames)")
+    if not skip_parity and (eval_images is None or len(eval_images) < 2):
+        raise ValueError("the parity gate needs evaluation images (or skip_parity=True)")
+    with tempfile.TemporaryDirectory(prefix="firstwords-export-") as tmp:
+        towers = export_towers(model, Path(tmp) / "fp32", input_size, opset=opset, exporter=exporter)
+        img, utt = towers.image, towers.utterance
+        int8 = None
+        if quantization != "none":
+            qdir = Path(tmp) / "int8"
+            qdir.mkdir()
+            img = quantize_image_tower(towers.image, qdir / "image.onnx", quantization, calibration_images)
+            utt = quantize_utterance_tower(towers.utterance, qdir / "utterance.onnx", quantization)
+            int8 = (img, utt)
+        report = None
+        if skip_parity:
+            log.warning("PARITY GATE SKIPPED: the exported bundle's accuracy is not checked")
+        else:
+            report = measure_parity(model, eval_images, eval_labels, vocab, (towers.image, towers.utterance),
+                                    int8, quantization=quantization, trials=eval_trials, n_way=n_way,
+                                    trials_per_category=trials_per_category, threads=threads)
+            log.info("%s", report.table())
+            gate(report)
+        fields = {
+            "embedding_dim": towers.embedding_dim,
+            "image": {"input_size": int(input_size), "mean": [float(x) for x in mean],
+                      "std": [float(x) for x in std]},
+            "tokenizer": {"max_tokens": int(vocab.max_tokens)},
+            "quantization": quantization,
+            "quantization_detail": {
+                "image": {"none": "fp32", "dynamic": "dynamic int8 (ConvInteger / MatMulInteger)",
+                          "qdq_u8s8": "static QDQ, uint8 activations, int8 per-channel weights, MinMax",
+                          "qdq_s8s8": "static QDQ, int8 activations, int8 per-channel weights, MinMax"}[quantization],
+                "utterance": "fp32" if quantization == "none" else "dynamic int8 weights",
+                "calibration_frames": 0 if calibration_images is None or quantization not in STATIC_FORMATS
+                else len(calibration_images)},
+            "opset": towers.opset,
+            "exporter": exporter,
+            "model_config": model_config,
+            "training_data": training_data,
+            "parity": report.to_dict() if report is not None else {},
+            "parity_skipped": bool(skip_parity),
+            **(extra_manifest or {}),
+        }
+        path = write_bundle(out, img, utt, vocab, fields)
+    from edge.bundle import load_bundle
+
+    b = load_bundle(path, check_checksums=False)
+    sizes = b.file_bytes()
+    b.close()
+    return ExportResult(path, report, sizes, quantization)

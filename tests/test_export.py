@@ -1,0 +1,229 @@
+"""Export: towers to ONNX, int8 quantisation, the parity gate, determinism, and the `export` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.encode import Encoder
+from edge.preprocess import prepare_images
+
+torch = pytest.importorskip("torch")
+from tiny_dual import CATEGORIES, SIZE, VOCAB, make_corpus, tiny_model, train_tiny
+
+from edge.tokenize import Vocab
+from export.parity import ParityError, centred_cosine
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.set_num_threads(1)
+    return train_tiny(tiny_model(seed=2))
+
+
+def _eval(corpus: Path):
+    from export.data import load_eval_set, load_frame
+
+    ev = load_eval_set(corpus / "eval.json")
+    return prepare_images([load_frame(p) for p in ev.frame_paths], SIZE), ev.labels
+
+
+def _calib(corpus: Path):
+    from export.data import load_frame
+
+    frames = sorted((corpus / "frames").glob("*.png"))
+    return prepare_images([load_frame(p) for p in frames], SIZE)
+
+
+def _export(model, out, corpus, quantization="qdq_u8s8", calib=None, **kw):
+    from export.onnx_export import export_bundle
+
+    images, labels = _eval(corpus)
+    return export_bundle(model, Vocab(dict(VOCAB)), out, input_size=SIZE, mean=(0.485, 0.456, 0.406),
+                         std=(0.229, 0.224, 0.225), quantization=quantization, model_config="tiny",
+                         training_data="tiny synthetic", calibration_images=_calib(corpus) if calib is None else calib,
+                         eval_images=images, eval_labels=labels, threads=1, **kw)
+
+
+def test_centred_cosine_sees_what_plain_cosine_hides():
+    """Untrained-net trap: all embeddings near one vector; unrelated noise looks 'perfect' uncentred."""
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(32)
+    a = base + 0.01 * rng.standard_normal((50, 32))
+    b = base + 0.01 * rng.standard_normal((50, 32))
+    plain = np.mean(np.sum(a * b, 1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1))
+    assert plain > 0.999
+    assert centred_cosine(a, b)[0] < 0.5
+    assert centred_cosine(a, a)[0] == pytest.approx(1.0)
+
+
+def test_int8_export_passes_gate_and_records_figures(trained, corpus, tmp_path):
+    res = _export(trained, tmp_path / "b", corpus)
+    p = res.parity
+    assert p.passed, p.table()
+    assert p.accuracy["torch"] >= 0.9  # the model learned the task, so parity is judged on something real
+    assert abs(p.accuracy["onnx_fp32"] - p.accuracy["torch"]) <= 0.005
+    assert p.accuracy["torch"] - p.accuracy["onnx_int8"] <= 0.015
+    b = load_bundle(res.bundle)
+    m = b.manifest
+    assert m["quantization"] == "qdq_u8s8" and m["parity_skipped"] is False
+    assert m["parity"]["passed"] is True and m["parity"]["accuracy"]["onnx_int8"] is not None
+    assert m["parity"]["centred_cosine"]["onnx_int8/image (onnx_fp32)"]["mean"] >= 0.99
+    assert m["quantization_detail"]["calibration_frames"] == 40
+    # int8 image graph really is quantised
+    assert b"QuantizeLinear" in b.image.path.read_bytes()
+    # and the bundle runs on the device path with the same answers as the gate measured
+    enc = Encoder(b, threads=1)
+    images, labels = _eval(corpus)
+    img = enc.encode_image_array(images)
+    words = {c: enc.word_embedding(c) for c in CATEGORIES}
+    pred = [max(CATEGORIES, key=lambda c: float(img[i] @ words[c])) for i in range(len(labels))]
+    assert np.mean([p == lab for p, lab in zip(pred, labels, strict=True)]) >= 0.9
+
+
+def test_export_is_deterministic(trained, corpus, tmp_path):
+    a = _export(trained, tmp_path / "a", corpus).bundle
+    b = _export(trained, tmp_path / "b", corpus).bundle
+    for name in ("image.onnx", "utterance.onnx", "vocab.json", "manifest.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+
+
+def test_gate_fails_bad_int8_and_keeps_old_bundle(trained, corpus, tmp_path):
+    """Calibrating on blank frames clips every real activation: the gate must catch it, write nothing."""
+    out = tmp_path / "b"
+    _export(trained, out, corpus, quantization="none")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    blank = np.zeros((8, 3, SIZE, SIZE), np.float32)
+    with pytest.raises(ParityError, match=r"parity gate: .*int8.*The bundle was not written"):
+        _export(trained, out, corpus, calib=blank)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_skip_parity_is_recorded(trained, corpus, tmp_path):
+    res = _export(trained, tmp_path / "b", corpus, quantization="none", skip_parity=True)
+    m = load_bundle(res.bundle).manifest
+    assert m["parity_skipped"] is True and m["parity"] == {}
+    assert res.parity is None
+
+
+# ---------------------------------------------------------------------------------------------- the command
+
+
+def main(argv: list[str]) -> int:
+    """`firstwords export ...` as edge.cli runs it (errors -> `error: ...` on stderr, exit 2)."""
+    import argparse
+    import sys
+
+    from edge.errors import FirstwordsError
+    from export.commands import export as cmd
+
+    parser = argparse.ArgumentParser(prog="firstwords export")
+    cmd.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return cmd.run(args)
+    except FirstwordsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A real firstwords checkpoint (compact architecture at 32 px, small dim, random weights)."""
+    from export.checkpoint import save_checkpoint
+    from export.config import config_from_dict, load_model_config
+    from export.model import build_model
+
+    d = load_model_config("compact").to_dict()
+    d["image"].update(input_size=SIZE, pretrained="none")
+    d["embedding_dim"] = 16
+    cfg = config_from_dict(d)
+    torch.manual_seed(0)
+    model = build_model(cfg, len(VOCAB))
+    # Random BatchNorm statistics collapse every image to one embedding; estimate them on some frames so
+    # that the embeddings differ (as a trained model's do) and parity means something.
+    from export.data import load_frame
+
+    corpus = make_corpus(tmp_path_factory.mktemp("bn"), n_train=16, n_eval=1, seed=5)
+    x = torch.from_numpy(prepare_images([load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))], SIZE))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+    model.image_encoder.backbone.train()  # (a frozen backbone stays in eval mode under model.train())
+    with torch.no_grad():
+        model.image_encoder.backbone(x)
+    model.eval()
+    return save_checkpoint(tmp_path_factory.mktemp("ck") / "ckpt", model, Vocab(dict(VOCAB)),
+                           meta={"training_data": "tiny synthetic"})
+
+
+def test_export_command_fp32(checkpoint, corpus, tmp_path, capsys):
+    out = tmp_path / "bundle"
+    rc = main(["export", str(checkpoint), "-o", str(out), "--quantization", "none",
+               "--eval-data", str(corpus / "eval.json"), "--threads", "1"])
+    cap = capsys.readouterr()
+    text = cap.out
+    assert rc == 0, cap.err
+    assert "parity on" in text and "PASSED" in text
+    last = json.loads(text.strip().splitlines()[-1])
+    assert last["quantization"] == "none" and last["parity"]["passed"]
+    b = load_bundle(out)
+    assert b.model_config == "compact" and b.training_data == "tiny synthetic"
+    assert len(b.manifest["checkpoint_sha256"]) == 64
+
+
+def test_export_command_takes_quantization_from_device_config(checkpoint, corpus, tmp_path, capsys):
+    cfg = Path(__file__).resolve().parents[1] / "device_configs" / "laptop.toml"
+    text = cfg.read_text().replace("input_size = 128", f"input_size = {SIZE}")
+    dev = tmp_path / "dev.toml"
+    dev.write_text(text)
+    out = tmp_path / "bundle.zip"
+    rc = main(["export", str(checkpoint), "-o", str(out), "--config", str(dev), "--skip-parity", "--calib-frames", "8",
+               "--eval-data", str(corpus / "eval.json")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "SKIPPED" in text
+    b = load_bundle(out)
+    assert b.quantization == "qdq_u8s8" and b.manifest["device"] == "laptop"
+    assert b.manifest["parity_skipped"] is True
+    b.close()
+
+
+def test_export_command_errors_are_clear(checkpoint, tmp_path, capsys):
+    rc = main(["export", str(checkpoint), "-o", str(tmp_path / "b"), "--quantization", "none",
+               "--eval-data", str(tmp_path / "nope.json")])
+    assert rc == 2
+    assert "evaluation set not found" in capsys.readouterr().err
+    rc = main(["export", str(checkpoint), "-o", str(tmp_path / "b"), "--eval-data", str(tmp_path / "nope.json")])
+    assert rc == 2
+    assert "say which quantization" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_compact_int8_bundle_is_small(tmp_path):
+    """Acceptance: the compact bundle (EfficientNet-Lite0 + projection, embedding utterance encoder) in int8
+    is <= 6 MB."""
+    from export.config import load_model_config
+    from export.model import build_model
+    from export.onnx_export import export_bundle
+
+    cfg = load_model_config("compact")
+    vocab = {**VOCAB, **{f"w{i}": 8 + i for i in range(1000)}}
+    model = build_model(cfg, len(vocab)).eval()
+    calib = np.random.default_rng(0).uniform(-1, 1, (16, 3, 128, 128)).astype(np.float32)
+    res = export_bundle(model, Vocab(vocab), tmp_path / "b", input_size=128, mean=cfg.image.mean,
+                        std=cfg.image.std, quantization="qdq_u8s8", model_config="compact", training_data="none",
+                        calibration_images=calib, skip_parity=True)
+    assert res.towers_bytes <= 6_000_000
+    shutil.rmtree(res.bundle)
