@@ -60,6 +60,8 @@ class LearningParams:
     confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
     select_beta: float = 10.0  # re-entrance: sharpness of the frame selection
     select_floor: float = 0.1  # re-entrance: share of attention kept uniform (never ignore a frame fully)
+    select_competitors: bool = True  # re-entrance also turns away from frames the memory names as other words
+    prior_maturity: float = 0.5  # how far an encoder prior alone may steer re-entrant selection
 
     def uniform_share(self, utterances: int) -> float:
         h = self.uniform_halflife
@@ -162,22 +164,29 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
 
 
 # ---------------------------------------------------------------------------------------------- maths
-def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, prior: np.ndarray,
-           has_prior: np.ndarray, g: np.ndarray, params: LearningParams) -> tuple[np.ndarray, np.ndarray]:
-    """Unit word vectors v [n, D] and naming strengths s [n] from the raw sums (see the module doc)."""
+def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, cooc_sum: np.ndarray,
+           cooc_count: np.ndarray, prior: np.ndarray, has_prior: np.ndarray, g: np.ndarray,
+           params: LearningParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit word vectors v [n, D], naming strengths s [n] and maturities [n] (0..1, how much evidence is behind
+    the word) from the raw sums (see the module doc)."""
     sigma = math.sqrt(max(1.0 - float(g @ g), 1e-6))
     learned = weight > _TINY
-    m = proto_sum / np.maximum(weight, _TINY)[:, None]
-    c = np.where(learned[:, None], m - g[None, :], 0.0)
-    cn = np.linalg.norm(c, axis=1)
-    direction = c / np.maximum(cn, _TINY)[:, None]
-    n_eff = weight * weight / np.maximum(weight_sq, _TINY)
-    s_learned = np.where(learned, (cn / sigma) * n_eff / (n_eff + params.confidence_utterances), 0.0)
+    # direction: the credited prototype's contrast with the background
+    c = np.where(learned[:, None], proto_sum / np.maximum(weight, _TINY)[:, None] - g[None, :], 0.0)
+    direction = c / np.maximum(np.linalg.norm(c, axis=1), _TINY)[:, None]
+    # strength: how far the PLAIN co-occurrence mean (every frame of every window the word was heard in) sits
+    # from the background. A word heard whatever is in view ("the") has its co-occurrence mean at the
+    # background, however its credit was spent; a referring word ("ball") does not.
+    cc = np.where((cooc_count > 0)[:, None], cooc_sum / np.maximum(cooc_count, _TINY)[:, None] - g[None, :], 0.0)
+    n_eff = weight * weight / np.maximum(weight_sq, _TINY)  # effective number of utterances behind the word
+    maturity = np.where(learned, n_eff / (n_eff + params.confidence_utterances), 0.0)
+    s_learned = (np.linalg.norm(cc, axis=1) / sigma) * maturity
     a = np.where(has_prior, params.prior_frames / (params.prior_frames + weight), 0.0)
     v = a[:, None] * prior + (1.0 - a)[:, None] * direction
     v = v / np.maximum(np.linalg.norm(v, axis=1), _TINY)[:, None]
     s = a * params.prior_strength + (1.0 - a) * s_learned
-    return v.astype(np.float32), s.astype(np.float32)
+    maturity = np.maximum(maturity, a * params.prior_maturity)
+    return v.astype(np.float32), s.astype(np.float32), maturity.astype(np.float32)
 
 
 def _softmax(z: np.ndarray, axis: int) -> np.ndarray:
@@ -199,12 +208,14 @@ class _WordTable:
         self.has_prior = np.zeros(cap, bool)
         self.weight = np.zeros(cap, np.float64)
         self.weight_sq = np.zeros(cap, np.float64)
+        self.cooc_sum = np.zeros((cap, dim), np.float32)
+        self.cooc_count = np.zeros(cap, np.float64)
         self.exposures = np.zeros(cap, np.int64)
         self.first_seen = np.zeros(cap, np.float64)
         self.last_seen = np.zeros(cap, np.float64)
         self.last_utt = np.zeros(cap, np.int64)
-        self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "exposures", "first_seen",
-                        "last_seen", "last_utt"]
+        self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "cooc_sum", "cooc_count",
+                        "exposures", "first_seen", "last_seen", "last_utt"]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -221,7 +232,7 @@ class _WordTable:
         if i is None:
             return None
         return WordRow(word, self.proto_sum[i].copy(), float(self.weight[i]), float(self.weight_sq[i]),
-                       int(self.exposures[i]), self.prior[i].copy() if self.has_prior[i] else None,
+                       self.cooc_sum[i].copy(), float(self.cooc_count[i]), int(self.exposures[i]), self.prior[i].copy() if self.has_prior[i] else None,
                        float(self.first_seen[i]), float(self.last_seen[i]), int(self.last_utt[i]))
 
     def put(self, r: WordRow) -> None:
@@ -234,6 +245,7 @@ class _WordTable:
             self.index[r.word] = i
         self.proto_sum[i] = r.proto_sum
         self.weight[i], self.weight_sq[i], self.exposures[i] = r.weight, r.weight_sq, r.exposures
+        self.cooc_sum[i], self.cooc_count[i] = r.cooc_sum, r.cooc_count
         self.has_prior[i] = r.prior is not None
         self.prior[i] = r.prior if r.prior is not None else 0.0
         self.first_seen[i], self.last_seen[i], self.last_utt[i] = r.first_seen, r.last_seen, r.last_utt
@@ -378,43 +390,72 @@ class AssociativeMemory:
         for w in words:
             r = staged.get(w) or self._table.row(w)
             if r is None:
-                r = WordRow(w, np.zeros(self.dim, np.float32), 0.0, 0.0, 0, prior.get(w), t, t, bg.utterances)
+                r = WordRow(w, np.zeros(self.dim, np.float32), 0.0, 0.0, np.zeros(self.dim, np.float32), 0.0, 0,
+                            prior.get(w), t, t, bg.utterances)
                 new_words.append(w)
             elif r.prior is None and w in prior:
                 r.prior = prior[w]
             rows.append(r)
-        v, s = derive(np.stack([r.proto_sum for r in rows]), np.array([r.weight for r in rows]),
-                      np.array([r.weight_sq for r in rows]),
-                      np.stack([r.prior if r.prior is not None else np.zeros(self.dim, np.float32) for r in rows]),
-                      np.array([r.prior is not None for r in rows]), g, p)
-        assoc = s[:, None] * (v @ (frames - g).T)  # [m, K]
+        v, s, maturity = derive(
+            np.stack([r.proto_sum for r in rows]), np.array([r.weight for r in rows]),
+            np.array([r.weight_sq for r in rows]), np.stack([r.cooc_sum for r in rows]),
+            np.array([r.cooc_count for r in rows]),
+            np.stack([r.prior if r.prior is not None else np.zeros(self.dim, np.float32) for r in rows]),
+            np.array([r.prior is not None for r in rows]), g, p)
+        # association, clipped at 0: a word may claim a frame, but a (possibly wrong) hypothesis never makes it
+        # refuse a frame nobody else claims -- no lock-in on a first impression
+        assoc = np.maximum(s[:, None] * (v @ (frames - g).T), 0.0)  # [m, K]
         if self.reentrance:
-            attention = _softmax(p.select_beta * assoc.max(axis=0), axis=0)
-            omega = k * ((1.0 - p.select_floor) * attention + p.select_floor / k)
+            # The memory's state picks the frames: those the words heard claim, away from those it already
+            # names as something not said. Each word follows that choice as far as it has evidence behind it
+            # (lam_w = 0 for a new word: it learns from the whole window -- no lock-in on a first impression).
+            logit = assoc.max(axis=0)
+            if p.select_competitors:
+                logit = logit - self._competitor_claims(frames, set(words))
+            attention = _softmax(p.select_beta * logit, axis=0)  # [K], sums to 1
+            lam = (1.0 - p.select_floor) * maturity  # [m]
+            omega_w = k * (lam[:, None] * attention[None, :] + (1.0 - lam[:, None]) / k)  # [m, K], rows mean 1
+            omega = k * (float(lam.max()) * attention + (1.0 - float(lam.max())) / k)  # the episode's view
         else:
             omega = np.ones(k, np.float32)
+            omega_w = np.ones((len(words), k), np.float32)
         eps = p.uniform_share(bg.utterances)
         credit = (1.0 - eps) * _softmax(p.credit_beta * assoc, axis=0) + eps / len(words)
-        taken = credit * omega[None, :]  # [m, K] frames' worth each word takes
+        taken = credit * omega_w  # [m, K] frames' worth each word takes
         contrib = taken @ frames  # [m, D]
         per_word = taken.sum(axis=1)
+        frame_sum = frames.sum(axis=0, dtype=np.float64).astype(np.float32)
         for i, r in enumerate(rows):
             u = float(per_word[i])
             r.proto_sum = (r.proto_sum + contrib[i]).astype(np.float32)
             r.weight += u
             r.weight_sq += u * u
+            r.cooc_sum = (r.cooc_sum + frame_sum).astype(np.float32)
+            r.cooc_count += k
             r.exposures += 1
             r.first_seen = min(r.first_seen, t)
             r.last_seen = max(r.last_seen, t)
             r.last_utt = bg.utterances
             staged[r.word] = r
         emb = (omega @ frames) / float(omega.sum())
-        ep = EpisodeRow(t, text, emb.astype(np.float32), {w: float(u) for w, u in zip(words, per_word)},
-                        media if self.keep_media else None)
+        ep = EpisodeRow(t, text, emb.astype(np.float32), frame_sum, k,
+                        {w: float(u) for w, u in zip(words, per_word)}, media if self.keep_media else None)
         total = float(per_word.sum())
         rep = LearnReport(-1, {w: float(u) / total for w, u in zip(words, per_word)},
                           [float(x) for x in omega], new_words)
         return ep, rep
+
+    def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> np.ndarray:
+        """Per frame, the strongest (clipped) claim of a word NOT heard in this utterance, from the committed
+        state: a frame the memory already names as something else is probably not what is being talked about."""
+        self._ensure_derived()
+        if len(self._table) == 0:
+            return np.zeros(frames.shape[0], np.float32)
+        scores = self._name_mat @ frames.T + self._name_bias[:, None]  # [N, K]
+        idx = [self._table.index[w] for w in heard if w in self._table.index]
+        if idx:
+            scores[idx] = 0.0
+        return np.maximum(scores.max(axis=0), 0.0)
 
     # ------------------------------------------------------------------ queries
     def _ensure_derived(self) -> None:
@@ -423,8 +464,8 @@ class AssociativeMemory:
         n = len(self._table)
         tb = self._table
         g = self._background_mean(self._bg)
-        v, s = derive(tb.proto_sum[:n], tb.weight[:n], tb.weight_sq[:n], tb.prior[:n], tb.has_prior[:n], g,
-                      self.params)
+        v, s, _ = derive(tb.proto_sum[:n], tb.weight[:n], tb.weight_sq[:n], tb.cooc_sum[:n], tb.cooc_count[:n],
+                         tb.prior[:n], tb.has_prior[:n], g, self.params)
         self._v, self._s = v, s
         self._name_mat = np.ascontiguousarray(s[:, None] * v, dtype=np.float32)
         self._name_bias = (-(self._name_mat @ g)).astype(np.float32)
@@ -522,7 +563,7 @@ class AssociativeMemory:
         """Remove episodes, subtract the credit they gave every other word (approximately: the word's share of
         the episode's attended mean), delete the words in `drop` and those left with no exposure; VACUUM."""
         rows: dict[str, WordRow] = {}
-        for _eid, w, credit, emb in self._store.credits_of_episodes(ids):
+        for w, credit, emb, frame_sum, n_frames in self._store.credits_of_episodes(ids):
             if w in drop:
                 continue
             r = rows.get(w) or self._table.row(w)
@@ -531,6 +572,8 @@ class AssociativeMemory:
             r.proto_sum = (r.proto_sum - credit * emb).astype(np.float32)
             r.weight -= credit
             r.weight_sq = max(r.weight_sq - credit * credit, 0.0)
+            r.cooc_sum = (r.cooc_sum - frame_sum).astype(np.float32)
+            r.cooc_count = max(r.cooc_count - n_frames, 0.0)
             r.exposures -= 1
             if floor_time is not None:
                 r.last_seen = min(r.last_seen, floor_time)

@@ -38,6 +38,8 @@ CREATE TABLE words (
     proto_sum BLOB NOT NULL,      -- float32 [D]: sum of credit-weighted frame embeddings
     weight REAL NOT NULL,         -- sum of credit (frames' worth)
     weight_sq REAL NOT NULL,      -- sum over utterances of (credit per utterance)^2, for the effective count
+    cooc_sum BLOB NOT NULL,       -- float32 [D]: plain sum of every frame of the windows it was heard in
+    cooc_count REAL NOT NULL,     -- number of those frames
     exposures INTEGER NOT NULL,   -- utterances in which the word was heard
     prior BLOB,                   -- float32 [D]: the encoder's utterance embedding, NULL if out of vocabulary
     first_seen REAL NOT NULL,
@@ -49,6 +51,8 @@ CREATE TABLE episodes (
     t REAL NOT NULL,
     text TEXT NOT NULL,
     embedding BLOB NOT NULL,      -- float32 [D]: attention-weighted mean of the window's frame embeddings
+    frame_sum BLOB NOT NULL,      -- float32 [D]: plain sum of the window's frame embeddings
+    n_frames INTEGER NOT NULL,
     media BLOB                    -- raw media, only with keep_media
 );
 CREATE INDEX episodes_t ON episodes(t);
@@ -68,6 +72,8 @@ class WordRow:
     proto_sum: np.ndarray  # float32 [D]
     weight: float
     weight_sq: float
+    cooc_sum: np.ndarray  # float32 [D]
+    cooc_count: float
     exposures: int
     prior: np.ndarray | None
     first_seen: float
@@ -80,6 +86,8 @@ class EpisodeRow:
     t: float
     text: str
     embedding: np.ndarray  # float32 [D]
+    frame_sum: np.ndarray  # float32 [D]
+    n_frames: int
     credits: dict[str, float]  # word -> credit taken
     media: bytes | None = None
 
@@ -232,13 +240,14 @@ class MemoryStore:
     def load_words(self) -> list[WordRow]:
         with self._lock:
             try:
-                rows = self._db.execute("SELECT word, proto_sum, weight, weight_sq, exposures, prior, first_seen, "
-                                        "last_seen, last_utt FROM words").fetchall()
+                rows = self._db.execute("SELECT word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, "
+                                        "prior, first_seen, last_seen, last_utt FROM words").fetchall()
             except sqlite3.DatabaseError as e:
                 raise self._damaged(str(e)) from e
         out = []
-        for w, s, wt, wsq, n, p, f, last, lu in rows:
-            out.append(WordRow(w, self._vec(s, f"word {w!r}"), float(wt), float(wsq), int(n),
+        for w, s, wt, wsq, cs, cc, n, p, f, last, lu in rows:
+            out.append(WordRow(w, self._vec(s, f"word {w!r}"), float(wt), float(wsq),
+                               self._vec(cs, f"co-occurrence of {w!r}"), float(cc), int(n),
                                None if p is None else self._vec(p, f"prior of {w!r}"), float(f), float(last),
                                int(lu)))
         return out
@@ -330,18 +339,19 @@ class MemoryStore:
             try:
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany(
-                    "INSERT INTO words(word, proto_sum, weight, weight_sq, exposures, prior, first_seen, last_seen, "
-                    "last_utt) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(word) DO UPDATE SET "
+                    "INSERT INTO words(word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, prior, "
+                    "first_seen, last_seen, last_utt) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(word) DO UPDATE SET "
                     "proto_sum=excluded.proto_sum, weight=excluded.weight, weight_sq=excluded.weight_sq, "
-                    "exposures=excluded.exposures, prior=excluded.prior, first_seen=excluded.first_seen, "
+                    "cooc_sum=excluded.cooc_sum, cooc_count=excluded.cooc_count, exposures=excluded.exposures, prior=excluded.prior, first_seen=excluded.first_seen, "
                     "last_seen=excluded.last_seen, last_utt=excluded.last_utt",
-                    [(r.word, _blob(r.proto_sum), r.weight, r.weight_sq, r.exposures,
+                    [(r.word, _blob(r.proto_sum), r.weight, r.weight_sq, _blob(r.cooc_sum), r.cooc_count, r.exposures,
                       None if r.prior is None else _blob(r.prior), r.first_seen, r.last_seen, r.last_utt)
                      for r in words])
                 ids = []
                 for ep in episodes:
-                    cur = db.execute("INSERT INTO episodes(t, text, embedding, media) VALUES (?,?,?,?)",
-                                     (ep.t, ep.text, _blob(ep.embedding), ep.media))
+                    cur = db.execute("INSERT INTO episodes(t, text, embedding, frame_sum, n_frames, media) "
+                                     "VALUES (?,?,?,?,?,?)", (ep.t, ep.text, _blob(ep.embedding),
+                                                              _blob(ep.frame_sum), ep.n_frames, ep.media))
                     ids.append(int(cur.lastrowid))
                     db.executemany("INSERT OR REPLACE INTO episode_words(word, episode_id, credit) VALUES (?,?,?)",
                                    [(w, cur.lastrowid, float(c)) for w, c in ep.credits.items()])
@@ -403,9 +413,10 @@ class MemoryStore:
                 db.executemany("DELETE FROM words WHERE word = ?", [(w,) for w in delete_words])
                 db.executemany("DELETE FROM episode_words WHERE word = ?", [(w,) for w in delete_words])
                 for r in update_words:
-                    db.execute("UPDATE words SET proto_sum=?, weight=?, weight_sq=?, exposures=?, last_seen=? "
-                               "WHERE word=?", (_blob(r.proto_sum), r.weight, r.weight_sq, r.exposures,
-                                                r.last_seen, r.word))
+                    db.execute("UPDATE words SET proto_sum=?, weight=?, weight_sq=?, cooc_sum=?, cooc_count=?, "
+                               "exposures=?, last_seen=? WHERE word=?",
+                               (_blob(r.proto_sum), r.weight, r.weight_sq, _blob(r.cooc_sum), r.cooc_count,
+                                r.exposures, r.last_seen, r.word))
                 self._delete_episodes(episode_ids)
                 self._write_background(background)
                 db.execute("COMMIT")
@@ -432,14 +443,16 @@ class MemoryStore:
         with self._lock:
             return self._db.execute("SELECT id, t FROM episodes WHERE t >= ?", (t,)).fetchall()
 
-    def credits_of_episodes(self, ids: list[int]) -> list[tuple[int, str, float, np.ndarray]]:
-        """(episode id, word, credit, episode embedding) for every word link of the given episodes."""
+    def credits_of_episodes(self, ids: list[int]) -> list[tuple[str, float, np.ndarray, np.ndarray, int]]:
+        """(word, credit, attended mean, frame sum, frame count) for every word link of the given episodes."""
         out = []
         with self._lock:
             for i in ids:
-                rows = self._db.execute("SELECT w.word, w.credit, e.embedding FROM episode_words w JOIN episodes e "
-                                        "ON e.id = w.episode_id WHERE w.episode_id = ?", (i,)).fetchall()
-                out.extend((i, w, float(c), self._vec(emb, f"episode {i}")) for w, c, emb in rows)
+                rows = self._db.execute("SELECT w.word, w.credit, e.embedding, e.frame_sum, e.n_frames FROM "
+                                        "episode_words w JOIN episodes e ON e.id = w.episode_id "
+                                        "WHERE w.episode_id = ?", (i,)).fetchall()
+                out.extend((w, float(c), self._vec(emb, f"episode {i}"), self._vec(fs, f"episode {i}"), int(n))
+                           for w, c, emb, fs, n in rows)
         return out
 
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:

@@ -82,17 +82,23 @@ def test_in_vocab_prior_is_used_then_overtaken():
 
 
 def test_out_of_vocabulary_word_learned_from_scratch_with_mutual_exclusivity():
-    world = World(seed=4)
+    world = World(seed=4, n_cat=8)
     with AssociativeMemory(":memory:", D) as mem:
         teach(mem, world, 200)
-        novel = world.frames(7, 6)
-        rep = mem.learn(["look", "at", "the", "dax"], novel, 1000.0, "look at the dax")
-        assert rep.new_words == ["dax"]
-        # A new word takes what the known (diffuse) words do not explain.
-        assert rep.credit["dax"] == max(rep.credit.values())
-        v = mem.word_vectors(["dax"])["dax"]
-        sims = world.mu @ v
-        assert int(np.argmax(sims)) == 7
+        rep = mem.learn(["look", "at", "the", "dax"], world.frames(7, 6), 1000.0, "look at the dax")
+        assert rep.new_words == ["dax"] and "dax" not in mem.word_vectors(world.cats)
+        assert int(np.argmax(world.mu @ mem.word_vectors(["dax"])["dax"])) == 7
+    with AssociativeMemory(":memory:", D) as mem:
+        for i in range(200):  # thing7 is never seen nor named here
+            words, fr = world.utterance(c=i % 7)
+            mem.learn(words, fr, float(i), " ".join(words))
+        # half the window shows a known thing, half the new one: the known word claims its frames, the new
+        # word is left the rest (mutual exclusivity falls out of the credit rule)
+        fr = np.concatenate([world.frames(2, 3), world.frames(7, 3)])
+        rep = mem.learn(["look", "thing2", "blicket"], fr, 1000.0, "look thing2 blicket")
+        assert rep.credit["thing2"] > rep.credit["blicket"]
+        v = mem.word_vectors(["blicket"])["blicket"]
+        assert float(v @ world.mu[7]) > float(v @ world.mu[2])
 
 
 def test_reentrance_weights_frames_the_words_predict():

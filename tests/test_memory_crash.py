@@ -43,13 +43,17 @@ while True:
 
 def _trial(path: Path, start: int, rng: random.Random) -> tuple[set[int], int]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(start)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    err = path.with_name("child.stderr")
+    with open(err, "w") as errf:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(start)], stdout=subprocess.PIPE,
+                                stderr=errf, text=True, env=env, cwd=str(ROOT))
     try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        assert proc.stdout.readline().strip() == "ready", err.read_text()
         time.sleep(rng.uniform(0.0, 0.25))  # a random moment in the middle of updates
         proc.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=30)
+        # read through the same buffered reader as readline() (communicate() would skip what it buffered)
+        out = proc.stdout.read()
+        proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Benchmark the online associative memory (edge.memory).
+
+    python tools/bench_memory.py --bundle work/bundle --corpus work/corpus [--seeds 3] [--out work/bench_memory]
+    python tools/bench_memory.py --synthetic [--seeds 3]          # no bundle needed: clustered embeddings
+
+Measures, side by side in one run:
+  * a learning curve: held-out 4-way accuracy (edge.evaluate, CVCL's protocol) against utterances heard, for
+    (a) the encoder only (a word = the bundle's utterance embedding), (b) the memory without re-entrance,
+    (c) the memory with re-entrance; seeds averaged (a seed permutes the session in blocks of utterances and
+    draws the trials); area under each curve with its spread over seeds. A word the memory has not heard yet
+    falls back to the encoder's embedding, so all three start at the same point.
+  * few-shot: a category kept out of training entirely (the corpus's novel.json / novel_exposures.json), its
+    4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream);
+  * name() latency at 10k words (median, p90) and learn() latency on a file database (synchronous FULL vs
+    NORMAL, as a ratio).
+Human-readable lines first, a PNG plot in --out, and the LAST line is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.evaluate import make_trials, score_trials  # noqa: E402
+from edge.memory import AssociativeMemory, Utterance  # noqa: E402
+from edge.tokenize import words as split_words  # noqa: E402
+
+SHOTS = (1, 2, 5, 10)
+
+
+@dataclass
+class BenchData:
+    source: str
+    dim: int
+    stream: list[Utterance]  # training utterances in session order (frame embeddings already encoded)
+    prior: dict[str, np.ndarray]  # in-vocabulary word -> the encoder's utterance embedding
+    categories: list[str]
+    eval_labels: list[str]
+    eval_emb: np.ndarray
+    novel_word: str
+    novel_emb: np.ndarray  # [M, D] held-out images of the novel category
+    novel_exposures: list[Utterance]
+
+
+# ------------------------------------------------------------------------------------------ synthetic data
+def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0) -> BenchData:
+    """Embeddings shaped like the sample corpus: a shared component (anisotropy), a cluster per category, a
+    per-scene offset shared by a window's frames, frame noise; scenes with a distractor; utterances that name
+    what is in view (42 %), something absent (10 %) or nothing (chatter); Zipfian templates full of function
+    words; an imperfect encoder prior for in-vocabulary words; a novel category kept out of training."""
+    rng = np.random.default_rng(seed)
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    common = unit(rng.normal(size=dim))
+    cats = ["shirt", "pants", "sweater", "dress", "coat", "sandal", "shoe", "boot", "hat"][:n_cat]
+    novel = "bag"
+    mu = {c: unit(unit(rng.normal(size=dim)) + 1.2 * common) for c in cats + [novel]}
+    clutter = unit(rng.normal(size=dim) * 0.5 + common)
+
+    def frames(primary, distractor, n, scene):
+        out = []
+        for _ in range(n):
+            r = rng.random()
+            base = mu[primary] if primary and r < 0.75 else (mu[distractor] if distractor and r < 0.9 else clutter)
+            out.append(unit(base + scene + 0.9 * rng.normal(size=dim) / np.sqrt(dim)))
+        return np.array(out, np.float32)
+
+    naming = ["look at the {w}", "where's the {w}", "that's a {w}", "see the {w}", "the {w}", "you want the {w}",
+              "here's your {w}", "{w}", "it's a {w}", "can you find the {w}"]
+    chatter = ["look at that", "all done", "you want more", "good job", "what's that", "okay", "here you go",
+               "oh my", "can you see it", "let's go", "what do you see", "look", "yes", "there you go"]
+    zipf = lambda items: items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]  # noqa: E731
+    cat_w = 1.0 / np.arange(1, n_cat + 1) ** 0.6
+    cat_w /= cat_w.sum()
+    stream: list[Utterance] = []
+    t = 0.0
+    while t < minutes * 60:
+        primary = cats[rng.choice(n_cat, p=cat_w)] if rng.random() > 0.12 else None
+        distractor = cats[rng.choice(n_cat, p=cat_w)] if primary and rng.random() < 0.35 else None
+        distractor = None if distractor == primary else distractor
+        scene = 0.35 * rng.normal(size=dim) / np.sqrt(dim)
+        for _ in range(int(rng.integers(1, 5))):
+            r = rng.random()
+            if primary and r < 0.42:
+                text = zipf(naming).format(w=primary)
+            elif r < 0.52:
+                text = zipf(naming).format(w=cats[rng.choice(n_cat, p=cat_w)])
+            else:
+                text = zipf(chatter)
+            n = int(rng.integers(5, 20))
+            stream.append(Utterance(split_words(text), frames(primary, distractor, n, scene), t, text))
+            t += n / 5.0
+    vocab_words = {w for u in stream for w in u.words}
+    prior = {}
+    for w in sorted(vocab_words):  # the encoder: right direction for objects, but noisy; arbitrary for the rest
+        base = mu[w] if w in mu else unit(rng.normal(size=dim) * 0.4 + 0.6 * common)
+        prior[w] = unit(base + 1.1 * rng.normal(size=dim) / np.sqrt(dim)).astype(np.float32)
+    eval_labels = [c for c in cats for _ in range(60)]
+    scene = lambda: 0.35 * rng.normal(size=dim) / np.sqrt(dim)  # noqa: E731  (each held-out image: a new scene)
+    eval_emb = np.concatenate([frames(c, None, 1, scene()) for c in cats for _ in range(60)])
+    novel_emb = np.concatenate([frames(novel, None, 1, scene()) for _ in range(60)])
+    exposures = []
+    for j in range(24):
+        text = zipf(naming).format(w=novel)
+        exposures.append(Utterance(split_words(text), frames(novel, None, 5, 0.35 * rng.normal(size=dim) /
+                                                             np.sqrt(dim)), 1e6 + j, text))
+    return BenchData(f"synthetic (seed {seed}, dim {dim}, {n_cat} categories)", dim, stream, prior, cats,
+                     eval_labels, eval_emb, novel, novel_emb, exposures)
+
+
+# ------------------------------------------------------------------------------------------ real data
+def _read_rgb(path: Path, cv2) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SystemExit(f"error: cannot read image {path}; rebuild the corpus with tools/build_sample_corpus.py")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int) -> BenchData:
+    from edge.bundle import load_bundle
+    from edge.capture import import_cv2
+    from edge.encode import Encoder
+
+    cv2 = import_cv2()
+    bundle = load_bundle(bundle_path)
+    enc = Encoder(bundle, threads=threads)
+
+    def load(name):
+        path = corpus / name
+        if not path.exists():
+            raise SystemExit(f"error: {path} is missing; build the corpus with tools/build_sample_corpus.py")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    train = sorted(load("train.json")["data"], key=lambda r: (r.get("start_time", 0.0), r.get("utterance_num", 0)))
+    ev = load("eval.json")["data"]
+    nov = load("novel.json")["data"]
+    exp = load("novel_exposures.json")["data"]
+    files = sorted({f for r in train for f in r["frame_filenames"]} | {e["frame_filename"] for e in ev + nov}
+                   | {f for e in exp for f in e["frame_filenames"]})
+    sig = hashlib.sha256(json.dumps([str(bundle_path.resolve()), bundle.manifest.get("files", {}),
+                                     str(corpus.resolve()), len(files), files[:3], files[-3:]],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    cache = cache_dir / f"embeddings-{sig}.npz"
+    if cache.exists():
+        with np.load(cache, allow_pickle=False) as z:
+            names, emb = list(z["names"]), z["emb"]
+        print(f"  frame embeddings from cache {cache}")
+    else:
+        t0 = time.perf_counter()
+        chunks = []
+        for i in range(0, len(files), 64):
+            chunks.append(enc.encode_image([_read_rgb(corpus / f, cv2) for f in files[i:i + 64]]))
+            if i % 2048 == 0:
+                print(f"  encoding frames {i}/{len(files)}", flush=True)
+        emb = np.concatenate(chunks).astype(np.float32)
+        names = files
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, names=np.array(names), emb=emb)
+        print(f"  encoded {len(files)} frames in {time.perf_counter() - t0:.0f} s (cached in {cache})")
+    row = {n: i for i, n in enumerate(names)}
+    stream = []
+    for r in train:
+        ws = split_words(r["utterance"])
+        if ws:
+            stream.append(Utterance(ws, emb[[row[f] for f in r["frame_filenames"]]],
+                                    float(r.get("start_time", len(stream))), r["utterance"]))
+    known = sorted({w for u in stream for w in u.words if enc.knows(w)})
+    prior = dict(zip(known, enc.encode_utterance(known), strict=True)) if known else {}
+    info = load("corpus_info.json")
+    novel = info.get("novel_category", nov[0]["category"])
+    exposures = []
+    for j, e in enumerate(exp):
+        ws = split_words(e["utterance"])
+        exposures.append(Utterance(ws, emb[[row[f] for f in e["frame_filenames"]]], 1e9 + j, e["utterance"],
+                                   {w: prior[w] for w in ws if w in prior}))
+    cats = sorted({e["category"] for e in ev})
+    return BenchData(f"bundle {bundle_path} on corpus {corpus}", enc.dim, stream, prior, cats,
+                     [e["category"] for e in ev], emb[[row[e["frame_filename"]] for e in ev]], novel,
+                     emb[[row[e["frame_filename"]] for e in nov]], exposures)
+
+
+# ------------------------------------------------------------------------------------------ measuring
+def block_permutation(n: int, seed: int, block: int = 20) -> list[int]:
+    """Seed 0: the session as recorded; other seeds: blocks of `block` consecutive utterances reordered."""
+    idx = list(range(n))
+    if seed == 0:
+        return idx
+    blocks = [idx[i:i + block] for i in range(0, n, block)]
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    return [i for b in order for i in blocks[b]]
+
+
+def accuracy(vectors: dict[str, np.ndarray], trials, emb) -> float:
+    return score_trials(trials, emb, vectors).overall
+
+
+def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_per_cat: int) -> dict:
+    order = block_permutation(len(data.stream), seed)
+    trials = make_trials(data.eval_labels, 4, trials_per_cat, seed)
+    prior_vecs = {c: data.prior[c] for c in data.categories if c in data.prior}
+    enc_acc = accuracy(prior_vecs, trials, data.eval_emb) if prior_vecs else 0.25
+    curves = {"encoder": [enc_acc] * len(checkpoints)}
+    few = {}
+    for name, re in (("memory", False), ("memory_reentrant", True)):
+        accs = []
+        with AssociativeMemory(":memory:", data.dim, reentrance=re) as mem:
+            done = 0
+            for cp in checkpoints:
+                for i in order[done:cp]:  # one utterance at a time, as on the device
+                    u = data.stream[i]
+                    mem.learn(u.words, u.frame_embeddings, u.t, u.text,
+                              {w: data.prior[w] for w in u.words if w in data.prior})
+                done = cp
+                vecs = dict(prior_vecs)
+                vecs.update(mem.word_vectors(data.categories))
+                for c in data.categories:  # a category never heard and not in the vocabulary: chance
+                    vecs.setdefault(c, np.zeros(data.dim, np.float32))
+                accs.append(accuracy(vecs, trials, data.eval_emb))
+            few[name] = few_shot(mem, data, seed)
+        curves[name] = accs
+    return {"curves": curves, "few_shot": few}
+
+
+def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat: int = 200) -> dict[int, float]:
+    """Teach the held-out word after the training stream; 4-way accuracy of its vector after k exposures:
+    its never-seen images against foils from the training categories' held-out images."""
+    labels = data.eval_labels + [data.novel_word] * len(data.novel_emb)
+    emb = np.concatenate([data.eval_emb, data.novel_emb])
+    trials = [t for t in make_trials(labels, 4, trials_per_cat, seed) if t.category == data.novel_word]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.novel_exposures))
+    out = {}
+    heard = 0
+    for k in SHOTS:
+        while heard < k and heard < len(order):
+            u = data.novel_exposures[order[heard]]
+            mem.learn(u.words, u.frame_embeddings, 1e9 + heard + seed * 100, u.text, u.prior)
+            heard += 1
+        vec = mem.word_vectors([data.novel_word])
+        out[k] = accuracy(vec, trials, emb) if vec else 0.25
+    return out
+
+
+def auc(xs: list[int], ys: list[float]) -> float:
+    """Area under the curve over utterances heard, normalised to [0, 1] (mean accuracy over the session)."""
+    x = np.asarray(xs, float)
+    y = np.asarray(ys, float)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+
+
+def name_latency(dim: int, n_words: int = 10_000, queries: int = 2000, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    with AssociativeMemory(":memory:", dim, capacity_words=n_words) as mem:
+        batch = []
+        for i in range(0, n_words, 10):
+            ws = [f"w{j}" for j in range(i, min(i + 10, n_words))]
+            batch.append(Utterance(ws, rng.normal(size=(4, dim)).astype(np.float32), float(i), " ".join(ws)))
+        for j in range(0, len(batch), 200):
+            mem.learn_batch(batch[j:j + 200])
+        assert len(mem.words()) == n_words
+        qs = rng.normal(size=(queries, dim)).astype(np.float32)
+        mem.name(qs[0])  # builds the query matrix once
+        times = []
+        for q in qs:
+            t0 = time.perf_counter()
+            mem.name(q, k=5)
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return {"words": n_words, "median_ms": 1e3 * times[len(times) // 2], "p90_ms": 1e3 * times[int(0.9 * len(times))]}
+
+
+def learn_latency(dim: int, n: int = 60, seed: int = 0) -> dict:
+    """learn() on a file database, one transaction each: synchronous FULL (the default; survives power cuts)
+    versus NORMAL (survives a process crash only), measured side by side."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for sync in ("FULL", "NORMAL"):
+            times = []
+            with AssociativeMemory(Path(tmp) / f"{sync}.sqlite", dim, synchronous=sync) as mem:
+                for i in range(n):
+                    fr = rng.normal(size=(16, dim)).astype(np.float32)
+                    t0 = time.perf_counter()
+                    mem.learn(["look", "at", "the", f"w{i % 20}"], fr, float(i), f"look at the w{i % 20}")
+                    times.append(time.perf_counter() - t0)
+            out[sync] = 1e3 * statistics.median(times)
+    return {"learn_median_ms_full": out["FULL"], "learn_median_ms_normal": out["NORMAL"],
+            "full_over_normal": out["FULL"] / max(out["NORMAL"], 1e-9)}
+
+
+def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bool:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("  (matplotlib missing: pip install 'firstwords[plot]' for the PNG)")
+        return False
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance"}
+    for k, lab in labels.items():
+        m, s = np.array(mean_curves[k]), np.array(sd_curves[k])
+        ax.plot(checkpoints, m, marker="o", ms=3, label=lab)
+        ax.fill_between(checkpoints, m - s, m + s, alpha=0.15)
+    ax.axhline(0.25, color="grey", ls=":", label="chance")
+    ax.set_xlabel("utterances heard")
+    ax.set_ylabel("held-out 4-way accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title("learning curve")
+    for k in ("memory", "memory_reentrant"):
+        bx.plot(list(SHOTS), [few[k][s] for s in SHOTS], marker="o", label=labels[k])
+    bx.axhline(0.25, color="grey", ls=":")
+    bx.axhline(0.60, color="red", ls="--", lw=0.8, label="target 0.60")
+    bx.set_xscale("log")
+    bx.set_xticks(list(SHOTS), [str(s) for s in SHOTS])
+    bx.set_xlabel("exposures to the novel word")
+    bx.set_ylim(0, 1)
+    bx.set_title("few-shot (category kept out of training)")
+    bx.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, help="a model bundle (firstwords export)")
+    ap.add_argument("--corpus", type=Path, help="the sample corpus (tools/build_sample_corpus.py)")
+    ap.add_argument("--synthetic", action="store_true", help="clustered synthetic embeddings instead")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--points", type=int, default=10, help="checkpoints on the learning curve (plus early ones)")
+    ap.add_argument("--trials", type=int, default=50, help="4-way trials per category at each checkpoint")
+    ap.add_argument("--max-utterances", type=int, default=0, help="use only the first N (0: all)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
+    args = ap.parse_args(argv)
+    if not args.synthetic and (args.bundle is None or args.corpus is None):
+        ap.error("give --bundle and --corpus, or --synthetic")
+    args.out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    print("firstwords memory benchmark")
+    if args.synthetic:
+        data = synthetic_data()
+    else:
+        data = corpus_data(args.bundle, args.corpus, args.out / "cache", args.threads)
+    if args.max_utterances:
+        data.stream = data.stream[: args.max_utterances]
+    n = len(data.stream)
+    print(f"  data: {data.source}; {n} training utterances, {len(data.categories)} categories, dim {data.dim}, "
+          f"{len(data.prior)} words with an encoder prior; novel word {data.novel_word!r} "
+          f"({len(data.novel_exposures)} exposures available)")
+    checkpoints = sorted({0, *[c for c in (10, 25, 50, 100) if c < n],
+                          *[int(round(x)) for x in np.linspace(0, n, args.points + 1)]})
+    runs = []
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        runs.append(learning_curve(data, seed, checkpoints, args.trials))
+        print(f"  seed {seed}: done in {time.perf_counter() - t0:.1f} s", flush=True)
+    kinds = ["encoder", "memory", "memory_reentrant"]
+    mean_c = {k: np.mean([r["curves"][k] for r in runs], axis=0).tolist() for k in kinds}
+    sd_c = {k: np.std([r["curves"][k] for r in runs], axis=0).tolist() for k in kinds}
+    aucs = {k: [auc(checkpoints, r["curves"][k]) for r in runs] for k in kinds}
+    few = {k: {s: float(np.mean([r["few_shot"][k][s] for r in runs])) for s in SHOTS}
+           for k in ("memory", "memory_reentrant")}
+    few_sd = {k: {s: float(np.std([r["few_shot"][k][s] for r in runs])) for s in SHOTS}
+              for k in ("memory", "memory_reentrant")}
+
+    print("\nlearning curve: held-out 4-way accuracy (mean over seeds) vs utterances heard")
+    print(f"  {'heard':>7} " + " ".join(f"{k:>17}" for k in kinds))
+    for i, cp in enumerate(checkpoints):
+        print(f"  {cp:>7} " + " ".join(f"{mean_c[k][i]:>10.3f} ± {sd_c[k][i]:.3f}" for k in kinds))
+    print("\narea under the learning curve (mean accuracy over the session), mean ± sd over "
+          f"{args.seeds} seeds:")
+    for k, lab in zip(kinds, ["(a) encoder only", "(b) memory", "(c) memory + re-entrance"]):
+        print(f"  {lab:<26} {np.mean(aucs[k]):.4f} ± {np.std(aucs[k]):.4f}")
+    diff = np.array(aucs["memory_reentrant"]) - np.array(aucs["memory"])
+    reentrance_ok = bool(np.mean(diff) >= 0)
+    print(f"  (c) - (b): {np.mean(diff):+.4f} ± {np.std(diff):.4f} per seed -> "
+          f"{'(c) >= (b): PASS' if reentrance_ok else '(c) < (b): FAIL'}")
+    print(f"\nfew-shot: 4-way accuracy of {data.novel_word!r} (never in training) after k exposures")
+    for k in ("memory", "memory_reentrant"):
+        print(f"  {k:<17} " + "  ".join(f"k={s}: {few[k][s]:.3f}±{few_sd[k][s]:.3f}" for s in SHOTS))
+    few_ok = max(few["memory_reentrant"][s] for s in SHOTS) >= 0.60
+    print(f"  reaches >= 0.60 within 10 exposures: {'PASS' if few_ok else 'FAIL'}")
+
+    lat = name_latency(data.dim)
+    print(f"\nname() at {lat['words']} words: median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms")
+    ll = learn_latency(data.dim)
+    print(f"learn() on a file database: median {ll['learn_median_ms_full']:.2f} ms (synchronous FULL) vs "
+          f"{ll['learn_median_ms_normal']:.2f} ms (NORMAL): FULL/NORMAL = {ll['full_over_normal']:.2f}x")
+
+    png = args.out / "memory_learning_curve.png"
+    if plot(png, checkpoints, mean_c, sd_c, few, data.source):
+        print(f"plot: {png}")
+    result = {
+        "source": data.source, "utterances": n, "seeds": args.seeds, "checkpoints": checkpoints,
+        "curves_mean": {k: [round(x, 4) for x in v] for k, v in mean_c.items()},
+        "auc_mean": {k: round(float(np.mean(v)), 4) for k, v in aucs.items()},
+        "auc_sd": {k: round(float(np.std(v)), 4) for k, v in aucs.items()},
+        "reentrance_minus_plain_auc": round(float(np.mean(diff)), 4), "reentrance_ge_plain": reentrance_ok,
+        "novel_word": data.novel_word,
+        "few_shot": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in few.items()},
+        "few_shot_reaches_0_60": few_ok,
+        "name_median_ms_10k": round(lat["median_ms"], 4), "name_p90_ms_10k": round(lat["p90_ms"], 4),
+        "learn_median_ms_full": round(ll["learn_median_ms_full"], 3),
+        "learn_median_ms_normal": round(ll["learn_median_ms_normal"], 3),
+        "learn_full_over_normal": round(ll["full_over_normal"], 2),
+        "plot": str(png), "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
