@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import InputError, MemoryStoreError
-from edge.memory_store import Background, EpisodeRow, MemoryStore, WordRow, set_aside
+from edge.memory_store import RESET_HINT, Background, EpisodeRow, MemoryStore, WordRow, describe_meta, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +315,20 @@ class AssociativeMemory:
         if len(self._table) > self.capacity_words:
             log.warning("memory %s holds %d words, above capacity %d; the weakest go at the next update",
                         self.path, len(self._table), self.capacity_words)
+
+    @classmethod
+    def open_existing(cls, path: str | Path, **kwargs) -> AssociativeMemory:
+        """Open a memory file whose dim is read from the file itself (for tools such as `firstwords forget`)."""
+        p = Path(path)
+        if not p.is_file():
+            raise MemoryStoreError(f"no memory database at {p}; check the path")
+        meta = describe_meta(p)
+        try:
+            dim = int(meta["dim"])
+        except (KeyError, ValueError) as e:
+            raise MemoryStoreError(f"{p} is damaged or not a firstwords memory (no dim in its meta table); "
+                                   + RESET_HINT.format(path=p, name=p.name)) from e
+        return cls(p, dim, **kwargs)
 
     # ------------------------------------------------------------------ context
     def __enter__(self) -> AssociativeMemory:

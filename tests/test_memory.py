@@ -333,3 +333,31 @@ def test_learning_params_are_data():
     p = LearningParams()
     assert p.uniform_share(0) == pytest.approx(p.uniform_start)
     assert p.uniform_floor < p.uniform_share(10_000) < p.uniform_share(10)
+
+
+def test_forget_command_word_since_and_reset(tmp_path, capsys):
+    import argparse
+
+    from edge.commands import forget
+
+    path = tmp_path / "mem.sqlite"
+    world = World(seed=15)
+    with AssociativeMemory(path, D) as mem:
+        teach(mem, world, 20)
+        mem.learn(["the", "privateword"], world.frames(0, 3), 50.0, "the privateword")
+
+    def run(*argv):
+        p = argparse.ArgumentParser()
+        forget.add_arguments(p)
+        return forget.run(p.parse_args(list(argv)))
+
+    assert run("--word", "privateword", "--memory", str(path)) == 0
+    assert b"privateword" not in _file_bytes(path)
+    assert run("--since", "10", "--memory", str(path)) == 0
+    with AssociativeMemory(path, D) as mem:
+        assert max(mem.episode_times()) < 10.0
+    with pytest.raises(InputError, match="ISO date-time"):
+        run("--since", "yesterday", "--memory", str(path))
+    assert run("--reset", "--memory", str(path)) == 0
+    assert not path.exists() and len(list(tmp_path.glob("mem.sqlite.corrupt-*"))) == 1
+    assert "moved" in capsys.readouterr().out
