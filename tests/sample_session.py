@@ -1,0 +1,63 @@
+"""A sample session and a bundle, made with the project's own tools, for the reliability / privacy tests and
+tools/soak.py: tools/build_sample_corpus.py --tiny (1 minute), tools/make_sample_session.py (video, espeak-ng
+soundtrack when installed, SRT), and the tiny exported dual encoder of tiny_dual.py (32 px, dim 16).
+
+Use the `sample` fixture (session-scoped: built once per test run, ~15 s) by importing it into a test module:
+    from sample_session import sample  # noqa: F401
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Sample:
+    corpus: Path
+    session: Path  # session.json, session.avi, session.srt, session.wav (if espeak-ng is installed)
+    bundle: Path
+
+    @property
+    def has_audio(self) -> bool:
+        return (self.session / "session.wav").is_file()
+
+
+def _run(cmd: list[str]) -> None:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def build_sample(root: Path, minutes: float = 1.0, speech: bool = True) -> Sample:
+    """Build corpus, session and bundle under `root` (skips what exists)."""
+    root.mkdir(parents=True, exist_ok=True)
+    corpus, session, bundle = root / "corpus", root / "session", root / "bundle"
+    if not (corpus / "timeline.json").is_file():
+        _run([sys.executable, "tools/build_sample_corpus.py", "--tiny", "--minutes", str(minutes), "--out",
+              str(corpus), "--no-progress"])
+    if not (session / "session.json").is_file():
+        _run([sys.executable, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session)]
+             + ([] if speech else ["--no-speech"]))
+    if not (bundle / "manifest.json").is_file():
+        sys.path.insert(0, str(Path(__file__).parent))
+        import torch
+        from tiny_dual import make_bundle
+
+        torch.set_num_threads(1)
+        make_bundle(bundle)
+    return Sample(corpus, session, bundle)
+
+
+@pytest.fixture(scope="session")
+def sample(tmp_path_factory) -> Sample:
+    pytest.importorskip("torch")  # the bundle is made by our torch exporter
+    pytest.importorskip("cv2")  # the session video
+    return build_sample(tmp_path_factory.mktemp("sample"))
