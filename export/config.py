@@ -42,13 +42,6 @@ class UtteranceConfig:
 
 
 @dataclass
-class AugmentConfig:
-    crop_scale: list[float]  # RandomResizedCrop area range (CVCL: 0.2-1.0); [1, 1] = off
-    blur_p: float  # probability of a Gaussian blur (CVCL: 0.5)
-    flip_p: float  # probability of a horizontal flip (CVCL: 0.5)
-
-
-@dataclass
 class TrainConfig:
     batch_size: int
     lr: float  # AdamW learning rate of the trainable parts
@@ -59,7 +52,10 @@ class TrainConfig:
     plateau_factor: float
     epochs: int  # upper bound; --steps / --max-minutes may stop sooner
     eval_every: int  # steps between validation passes (0: once per epoch)
-    augment: AugmentConfig
+    cache_features: bool  # frozen backbone: compute its features once per frame, train the rest on them
+    max_frames_per_utterance: int  # cached features: evenly spaced frames kept per utterance (0: all)
+    # Image-mode training (cache_features false) uses export.data.PairDataset's augmentation, CVCL's:
+    # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's preprocessing.
 
 
 @dataclass
@@ -142,11 +138,12 @@ def _check_values(cfg: ModelConfig, origin: str) -> None:
         bad("utterance.max_tokens", cfg.utterance.max_tokens, "3..512")
     if cfg.temperature <= 0:
         bad("temperature", cfg.temperature, "> 0")
+    if cfg.train.cache_features and not cfg.image.frozen:
+        bad("train.cache_features", True, "false when image.frozen is false (features change as it trains)")
+    if cfg.train.max_frames_per_utterance < 0:
+        bad("train.max_frames_per_utterance", cfg.train.max_frames_per_utterance, "an integer >= 0")
     if cfg.train.batch_size < 2:
         bad("train.batch_size", cfg.train.batch_size, ">= 2 (the contrastive loss needs negatives)")
-    lo, hi = (cfg.train.augment.crop_scale + [0, 0])[:2]
-    if len(cfg.train.augment.crop_scale) != 2 or not 0 < lo <= hi <= 1:
-        bad("train.augment.crop_scale", cfg.train.augment.crop_scale, "[min, max] with 0 < min <= max <= 1")
 
 
 def config_from_dict(data: dict, origin: str = "<dict>") -> ModelConfig:
