@@ -61,7 +61,8 @@ class LearningParams:
     select_beta: float = 10.0  # re-entrance: sharpness of the frame selection
     select_floor: float = 0.1  # re-entrance: share of attention kept uniform (never ignore a frame fully)
     select_competitors: bool = True  # re-entrance also turns away from frames the memory names as other words
-    prior_maturity: float = 0.5  # how far an encoder prior alone may steer re-entrant selection
+    prior_maturity: float = 0.5
+    competitors: int = 256  # re-entrance consults the strongest this many words for competing claims  # how far an encoder prior alone may steer re-entrant selection
 
     def uniform_share(self, utterances: int) -> float:
         h = self.uniform_halflife
@@ -83,8 +84,10 @@ class Utterance:
 @dataclass
 class LearnReport:
     episode_id: int
-    credit: dict[str, float]  # share of the window's (attended) frames each word took; sums to 1
-    frame_weights: list[float]  # re-entrant attention over the window's frames, mean 1
+    credit: dict[str, float]  # share of what was learned from this window that each word took; sums to 1
+    frames_taken: dict[str, float]  # frames' worth each word learned from (re-entrance lowers it for a known
+    #                                 word in a window the memory judges to be about something else)
+    frame_weights: list[float]  # re-entrant relevance of each frame of the window (1: neutral; 0..2)
     new_words: list[str]
     evicted_words: list[str] = field(default_factory=list)
 
@@ -214,8 +217,15 @@ class _WordTable:
         self.first_seen = np.zeros(cap, np.float64)
         self.last_seen = np.zeros(cap, np.float64)
         self.last_utt = np.zeros(cap, np.int64)
+        # derived, for queries (kept aligned with the rows by _grow / remove): unit vector, strength, and the
+        # name() matrix s * v with its bias -s * v.g
+        self.vec = np.zeros((cap, dim), np.float32)
+        self.strength = np.zeros(cap, np.float32)
+        self.name_mat = np.zeros((cap, dim), np.float32)
+        self.name_bias = np.zeros(cap, np.float32)
         self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "cooc_sum", "cooc_count",
-                        "exposures", "first_seen", "last_seen", "last_utt"]
+                        "exposures", "first_seen", "last_seen", "last_utt", "vec", "strength", "name_mat",
+                        "name_bias"]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -267,6 +277,16 @@ class _WordTable:
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in self._arrays)
 
+    def rederive(self, rows: np.ndarray | slice, g: np.ndarray, params: LearningParams) -> None:
+        """Recompute the derived query arrays of some rows against the background mean g."""
+        v, s, _ = derive(self.proto_sum[rows], self.weight[rows], self.weight_sq[rows], self.cooc_sum[rows],
+                         self.cooc_count[rows], self.prior[rows], self.has_prior[rows], g, params)
+        self.vec[rows] = v
+        self.strength[rows] = s
+        nm = s[:, None] * v
+        self.name_mat[rows] = nm
+        self.name_bias[rows] = -(nm @ g)
+
 
 # ---------------------------------------------------------------------------------------------- the memory
 class AssociativeMemory:
@@ -306,11 +326,12 @@ class AssociativeMemory:
         for r in self._store.load_words():
             self._table.put(r)
         self._bg = self._store.load_background()
-        self._dirty = True
-        self._v = np.zeros((0, dim), np.float32)
-        self._s = np.zeros(0, np.float32)
-        self._name_mat = np.zeros((0, dim), np.float32)
-        self._name_bias = np.zeros(0, np.float32)
+        # The query arrays are derived against a cached background mean g; rows that change are re-derived at
+        # the next query, and everything is re-derived when the memory has grown by ~10 % since (g drifts ~1/n).
+        self._stale_words: set[str] = set()
+        self._full_rebuild = True
+        self._g_cached = np.zeros(dim, np.float32)
+        self._rebuilt_at = 0
         self._closed = False
         if len(self._table) > self.capacity_words:
             log.warning("memory %s holds %d words, above capacity %d; the weakest go at the next update",
@@ -381,8 +402,9 @@ class AssociativeMemory:
                 self._table.put(r)
             for w in result.evicted_words:
                 self._table.remove(w)
+                self._stale_words.discard(w)
             self._bg = bg
-            self._dirty = True
+            self._stale_words.update(w for w in staged if w in self._table.index)
         for rep, eid in zip(reports, result.episode_ids, strict=True):
             rep.episode_id = eid
         if result.evicted_words:
@@ -420,16 +442,18 @@ class AssociativeMemory:
         # refuse a frame nobody else claims -- no lock-in on a first impression
         assoc = np.maximum(s[:, None] * (v @ (frames - g).T), 0.0)  # [m, K]
         if self.reentrance:
-            # The memory's state picks the frames: those the words heard claim, away from those it already
-            # names as something not said. Each word follows that choice as far as it has evidence behind it
-            # (lam_w = 0 for a new word: it learns from the whole window -- no lock-in on a first impression).
-            logit = assoc.max(axis=0)
-            if p.select_competitors:
-                logit = logit - self._competitor_claims(frames, set(words))
-            attention = _softmax(p.select_beta * logit, axis=0)  # [K], sums to 1
+            # The memory's state picks what it learns from. A frame is relevant when the words heard claim it
+            # and irrelevant when the memory already names it as a word NOT said (a displaced reference -- "where's
+            # the shoe?" with a dress in view -- or the other object in the scene): relevance rho in (0, 2),
+            # 1 when nobody claims it. A word follows that judgement as far as it has evidence behind it
+            # (lam_w = 0 for a new word: it learns from the whole window; no lock-in on a first impression), so
+            # a known word learns less from a window that is about something else.
+            heard = assoc.max(axis=0)
+            other = self._competitor_claims(frames, set(words)) if p.select_competitors else 0.0
+            rho = 2.0 / (1.0 + np.exp(-p.select_beta * (heard - other)))  # [K]
             lam = (1.0 - p.select_floor) * maturity  # [m]
-            omega_w = k * (lam[:, None] * attention[None, :] + (1.0 - lam[:, None]) / k)  # [m, K], rows mean 1
-            omega = k * (float(lam.max()) * attention + (1.0 - float(lam.max())) / k)  # the episode's view
+            omega_w = (1.0 - lam[:, None]) + lam[:, None] * rho[None, :]  # [m, K]
+            omega = rho  # the episode's view of its frames
         else:
             omega = np.ones(k, np.float32)
             omega_w = np.ones((len(words), k), np.float32)
@@ -451,39 +475,51 @@ class AssociativeMemory:
             r.last_seen = max(r.last_seen, t)
             r.last_utt = bg.utterances
             staged[r.word] = r
-        emb = (omega @ frames) / float(omega.sum())
+        emb = (omega @ frames) / max(float(omega.sum()), _TINY)
         ep = EpisodeRow(t, text, emb.astype(np.float32), frame_sum, k,
                         {w: float(u) for w, u in zip(words, per_word)}, media if self.keep_media else None)
         total = float(per_word.sum())
         rep = LearnReport(-1, {w: float(u) / total for w, u in zip(words, per_word)},
-                          [float(x) for x in omega], new_words)
+                          {w: float(u) for w, u in zip(words, per_word)}, [float(x) for x in omega], new_words)
         return ep, rep
 
     def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> np.ndarray:
         """Per frame, the strongest (clipped) claim of a word NOT heard in this utterance, from the committed
         state: a frame the memory already names as something else is probably not what is being talked about."""
         self._ensure_derived()
-        if len(self._table) == 0:
+        tb = self._table
+        n = len(tb)
+        if n == 0:
             return np.zeros(frames.shape[0], np.float32)
-        scores = self._name_mat @ frames.T + self._name_bias[:, None]  # [N, K]
-        idx = [self._table.index[w] for w in heard if w in self._table.index]
-        if idx:
-            scores[idx] = 0.0
+        rows = np.arange(n)
+        if n > self.params.competitors:  # only strong words can make strong claims (claim <= strength * |f - g|)
+            rows = np.argpartition(-tb.strength[:n], self.params.competitors)[: self.params.competitors]
+        heard_rows = {tb.index[w] for w in heard if w in tb.index}
+        rows = np.array([r for r in rows if r not in heard_rows], dtype=np.int64)
+        if rows.size == 0:
+            return np.zeros(frames.shape[0], np.float32)
+        scores = tb.name_mat[rows] @ frames.T + tb.name_bias[rows, None]  # [M, K]
         return np.maximum(scores.max(axis=0), 0.0)
 
     # ------------------------------------------------------------------ queries
     def _ensure_derived(self) -> None:
-        if not self._dirty:
-            return
-        n = len(self._table)
         tb = self._table
-        g = self._background_mean(self._bg)
-        v, s, _ = derive(tb.proto_sum[:n], tb.weight[:n], tb.weight_sq[:n], tb.cooc_sum[:n], tb.cooc_count[:n],
-                         tb.prior[:n], tb.has_prior[:n], g, self.params)
-        self._v, self._s = v, s
-        self._name_mat = np.ascontiguousarray(s[:, None] * v, dtype=np.float32)
-        self._name_bias = (-(self._name_mat @ g)).astype(np.float32)
-        self._dirty = False
+        n = len(tb)
+        moved = self._bg.utterances != self._rebuilt_at
+        grown = self._bg.utterances - self._rebuilt_at >= max(16, self._rebuilt_at // 10)
+        small = n * self.dim <= 65_536  # (~1k words at D = 64: re-deriving all is as cheap as a few rows)
+        if self._full_rebuild or grown or (small and moved):
+            self._g_cached = self._background_mean(self._bg)
+            if n:
+                tb.rederive(slice(0, n), self._g_cached, self.params)
+            self._rebuilt_at = self._bg.utterances
+            self._full_rebuild = False
+            self._stale_words.clear()
+        elif self._stale_words:
+            rows = np.array(sorted(tb.index[w] for w in self._stale_words if w in tb.index), dtype=np.int64)
+            if rows.size:
+                tb.rederive(rows, self._g_cached, self.params)
+            self._stale_words.clear()
 
     def name(self, frame_embedding: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """Top-k words for a frame embedding [D], best first, with scores (strength x contrast cosine)."""
@@ -493,11 +529,12 @@ class AssociativeMemory:
         with self._lock:
             self._check_open()
             self._ensure_derived()
-            n = len(self._table)
+            tb = self._table
+            n = len(tb)
             if n == 0:
                 return []
-            scores = self._name_mat @ x + self._name_bias
-            words = self._table.words
+            scores = tb.name_mat[:n] @ x + tb.name_bias[:n]
+            words = tb.words
         k = min(k, n)
         top = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
         top = top[np.argsort(-scores[top], kind="stable")]
@@ -510,14 +547,14 @@ class AssociativeMemory:
             self._ensure_derived()
             idx = self._table.index
             wanted = self._table.words if words is None else [w for w in words if w in idx]
-            return {w: self._v[idx[w]].copy() for w in wanted}
+            return {w: self._table.vec[idx[w]].copy() for w in wanted}
 
     def strength(self, word: str) -> float:
         """Naming strength of a word (0 for unknown words); low for diffuse words such as 'the'."""
         with self._lock:
             self._ensure_derived()
             i = self._table.index.get(word)
-            return 0.0 if i is None else float(self._s[i])
+            return 0.0 if i is None else float(self._table.strength[i])
 
     def find(self, word: str, k: int = 5, *, heard_only: bool = False) -> list[Episode]:
         """The remembered moments that best match a word (cosine of its vector with each episode's attended
@@ -532,8 +569,8 @@ class AssociativeMemory:
             i = self._table.index.get(word)
             if i is None:
                 return []
-            v = self._v[i].copy()
-            g = self._background_mean(self._bg)
+            v = self._table.vec[i].copy()
+            g = self._g_cached.copy()
         best: list[tuple[float, int, float, str]] = []
         for ids, ts, texts, emb in self._store.iter_episodes(word=word if heard_only else None):
             c = emb - g
@@ -555,7 +592,7 @@ class AssociativeMemory:
                     "capacity_words": self.capacity_words, "capacity_episodes": self.capacity_episodes,
                     "words_with_prior": int(tb.has_prior[:n].sum()), "reentrance": self.reentrance,
                     "keep_media": self.keep_media, "bytes_on_disk": self._store.bytes_on_disk(),
-                    "ram_bytes": tb.nbytes() + self._name_mat.nbytes + self._v.nbytes}
+                    "ram_bytes": tb.nbytes()}
 
     def words(self) -> list[str]:
         with self._lock:
@@ -599,7 +636,7 @@ class AssociativeMemory:
             self._table.remove(w)
         for r in keep:
             self._table.put(r)
-        self._dirty = True
+        self._full_rebuild = True
 
     def forget_word(self, word: str) -> dict:
         """Forget a word: its prototype, and every episode in which it was heard (with what those episodes
