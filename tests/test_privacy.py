@@ -1,0 +1,309 @@
+"""Privacy by default: nothing leaves the device, raw frames and audio are not kept, and forgetting is real.
+
+- No network code in edge/ (syntax-tree scan), and a replay of the sample session run in a subprocess whose
+  every socket / URL / HTTP event is refused by an audit hook completes, having tried none.
+- The same replay writes no media: the only files it opens for writing are the memory database's, no image or
+  audio file appears in its work or temp folders, and no BLOB in the database is larger than an embedding.
+- `firstwords forget --word W` / `--since T` on a memory learned from the sample session: the word's text is
+  gone from the raw bytes of the database file and its -wal (vacuumed, secure_delete).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sample_session import sample  # noqa: F401  (the session-scoped fixture)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+NETWORK_MODULES = {"socket", "ssl", "urllib", "urllib2", "urllib3", "http", "requests", "httpx", "aiohttp",
+                   "ftplib", "smtplib", "poplib", "imaplib", "nntplib", "telnetlib", "xmlrpc", "websocket",
+                   "websockets", "paramiko", "grpc", "socketserver", "webbrowser", "zmq", "paho"}
+NETWORK_PROGRAMS = ("curl", "wget", "ssh", "scp", "rsync", "nc", "ncat", "ftp")
+MEDIA_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".gif", ".tif", ".tiff", ".npy", ".npz",
+                  ".wav", ".flac", ".mp3", ".ogg", ".opus", ".raw", ".pcm", ".avi", ".mp4", ".mkv", ".mov",
+                  ".webm", ".h264"}
+
+
+def network_uses(source: str, filename: str = "<src>") -> list[str]:
+    tree = ast.parse(source, filename)
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    found = []
+    for node in ast.walk(tree):
+        mods = []
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            mods = [node.module or ""]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
+            mods = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        found += [f"{filename}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in NETWORK_MODULES]
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            v = node.value
+            if "://" in v and any(s in v for s in ("http://", "https://", "ftp://", "ws://", "wss://")):
+                found.append(f"{filename}:{node.lineno}: URL in code {v[:60]!r}")
+            if v.strip() in NETWORK_PROGRAMS:
+                found.append(f"{filename}:{node.lineno}: runs network program {v!r}")
+    return found
+
+
+def test_edge_has_no_network_code():
+    files = sorted((ROOT / "edge").rglob("*.py"))
+    assert len(files) > 15
+    found = [f for p in files for f in network_uses(p.read_text(encoding="utf-8"), str(p.relative_to(ROOT)))]
+    assert not found, "network code in the device runtime:\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize("snippet", ["import socket", "from urllib.request import urlopen", "import requests",
+                                     "import http.client", "from ftplib import FTP", "import smtplib",
+                                     "x = __import__('socket')", "u = 'https://example.com/model.onnx'",
+                                     "subprocess.run(['curl', u])"])
+def test_network_scanner_catches(snippet):
+    assert network_uses(snippet), snippet
+
+
+def test_network_scanner_ignores_docstrings_and_lookalikes():
+    src = '"""See https://example.com for the paper."""\nimport sockets_of_feet_is_not_socket\nx = "curly"\n'
+    assert network_uses(src) == []
+
+
+# ------------------------------------------------------------------ a replay with the network cut off
+
+HOOK = r"""
+import json, os, sys
+attempts, writes, programs = [], [], []
+NET = ("socket.", "urllib.", "http.client.", "ftplib.", "smtplib.", "poplib.", "imaplib.", "nntplib.",
+       "telnetlib.", "webbrowser.")
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
+
+def hook(event, args):
+    if event.startswith(NET):
+        attempts.append(event)
+        raise PermissionError(f"network access blocked by the privacy test: {event}")
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
+        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+            writes.append(os.fsdecode(args[0]))
+    if event == "subprocess.Popen":
+        programs.append(os.fsdecode(args[0]))
+
+sys.addaudithook(hook)
+import socket
+def _refuse(*a, **k):
+    attempts.append("socket call")
+    raise PermissionError("network access blocked by the privacy test")
+socket.socket.connect = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+REPLAY = HOOK + r"""
+session_dir, bundle_dir, memory_path, words_from = sys.argv[1:5]
+from edge.encode import Encoder
+from edge.memory import AssociativeMemory
+from edge.replay import discover_session, replay
+enc = Encoder(bundle_dir, threads=1)
+mem = AssociativeMemory(memory_path, enc.dim, capacity_words=200, capacity_episodes=1000)
+kw = {}
+if words_from == "audio":
+    from edge.asr import make_recognizer
+    from edge.vad import make_vad
+    sess_meta = json.load(open(os.path.join(session_dir, "session.json")))
+    vocab = sess_meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where"]
+    kw = dict(vad=make_vad("energy"), recognizer=make_recognizer("pocketsphinx", vocabulary=vocab))
+rep = replay(discover_session(session_dir), enc, mem, words_from=words_from, speed=None,
+             install_signal_handlers=False, **kw)
+st = mem.stats()
+mem.close()
+print(json.dumps({"stats": rep.stats, "memory": {k: st[k] for k in ("words", "episodes", "utterances_learned")},
+                  "attempts": attempts, "writes": writes, "programs": programs}))
+"""
+
+
+def test_the_network_guard_catches_a_connection_attempt():
+    code = HOOK + r"""
+import urllib.request
+for attempt in (lambda: socket.socket(), lambda: urllib.request.urlopen("http://127.0.0.1:9/")):
+    try:
+        attempt()
+    except Exception:
+        pass
+open(os.devnull, "w").close()
+print(json.dumps({"attempts": attempts, "writes": writes}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "socket.__new__" in res["attempts"] and len(res["attempts"]) >= 2
+    assert os.devnull in res["writes"]
+
+
+def _files(folder: Path) -> set[Path]:
+    return {p for p in folder.rglob("*") if p.is_file()}
+
+
+def _replay_offline(sample, tmp_path: Path, words_from: str) -> tuple[dict, Path, Path]:  # noqa: F811
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    memory = work / "memory.sqlite"
+    before = _files(sample.session) | _files(sample.bundle)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp), HOME=str(tmp), http_proxy="http://127.0.0.1:9",
+               https_proxy="http://127.0.0.1:9")
+    proc = subprocess.run([sys.executable, "-c", REPLAY, str(sample.session), str(sample.bundle), str(memory),
+                           words_from], cwd=work, env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert _files(sample.session) | _files(sample.bundle) == before  # inputs untouched, nothing added beside them
+    return out, work, tmp
+
+
+def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) -> None:
+    # only the memory database is written (SQLite writes its -wal/-shm in C, not through Python's open)
+    writes = {Path(w).resolve() for w in out["writes"]}
+    allowed = {memory.resolve()}
+    others = [w for w in writes if w not in allowed and not str(w).startswith(str(tmp.resolve()))]
+    assert not others, f"files written besides the memory: {others}"
+    in_tmp = [w for w in writes if str(w).startswith(str(tmp.resolve()))]
+    assert not [w for w in in_tmp if w.suffix.lower() in MEDIA_SUFFIXES], in_tmp
+    for folder in (work, tmp):
+        media = [p for p in _files(folder) if p.suffix.lower() in MEDIA_SUFFIXES]
+        assert not media, f"media files written: {media}"
+    assert {p.name for p in _files(work)} <= {memory.name, memory.name + "-wal", memory.name + "-shm"}
+    # no BLOB in the database larger than an embedding (float32 [dim]), and no media column filled
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    try:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
+            cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
+            for c in cols:
+                n = db.execute(f"SELECT MAX(LENGTH({c})) FROM {table} WHERE TYPEOF({c}) = 'blob'").fetchone()[0]
+                assert n is None or n <= 4 * dim, f"{table}.{c} holds a {n}-byte blob (an embedding is {4 * dim})"
+        assert db.execute("SELECT COUNT(*) FROM episodes WHERE media IS NOT NULL").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > 0
+    finally:
+        db.close()
+
+
+def test_transcript_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):  # noqa: F811
+    out, work, tmp = _replay_offline(sample, tmp_path, "transcript")
+    assert out["attempts"] == [], f"network access tried: {out['attempts']}"
+    assert out["stats"]["errors"] == [] and out["memory"]["utterances_learned"] > 10
+    assert not any(Path(p).name in {"curl", "wget", "ssh"} for p in out["programs"])
+    _check_no_media(out, work, tmp, work / "memory.sqlite", 16)
+
+
+@pytest.mark.slow
+def test_audio_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):  # noqa: F811
+    if not sample.has_audio:
+        pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
+    pytest.importorskip("pocketsphinx")
+    out, work, tmp = _replay_offline(sample, tmp_path, "audio")
+    assert out["attempts"] == [], f"network access tried: {out['attempts']}"
+    assert out["stats"]["errors"] == [] and out["stats"]["speech_segments"] > 5
+    assert out["memory"]["utterances_learned"] > 0
+    _check_no_media(out, work, tmp, work / "memory.sqlite", 16)
+
+
+def test_media_is_kept_only_when_asked(tmp_path):
+    from edge.memory import AssociativeMemory
+
+    rng = np.random.default_rng(0)
+    frames = rng.normal(size=(4, 16)).astype(np.float32)
+    jpeg = b"\xff\xd8\xff\xe0" + b"pretend-jpeg" * 100
+    for keep in (False, True):
+        path = tmp_path / f"m{keep}.sqlite"
+        with AssociativeMemory(path, 16, keep_media=keep) as mem:
+            mem.learn(["ball"], frames, 1.0, "a ball", media=jpeg)
+        db = sqlite3.connect(path)
+        (stored,) = db.execute("SELECT media FROM episodes").fetchone()
+        db.close()
+        assert (stored == jpeg) if keep else (stored is None)
+        assert (b"pretend-jpeg" in _raw(path)) == keep
+
+
+# ------------------------------------------------------------------ forgetting is real (CLI)
+
+def _raw(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+@pytest.fixture
+def learned_memory(sample, tmp_path):  # noqa: F811
+    out, work, _ = _replay_offline(sample, tmp_path, "transcript")
+    return work / "memory.sqlite", out
+
+
+# The command module run as `firstwords forget` runs it (its parser and run()), without needing every other
+# command of the dispatcher to be importable.
+FORGET = ("import argparse, sys\nfrom edge.commands import forget\np = argparse.ArgumentParser()\n"
+          "forget.add_arguments(p)\nsys.exit(forget.run(p.parse_args(sys.argv[1:])))")
+
+
+def _forget(memory: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FORGET, "--memory", str(memory), *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          check=False)
+
+
+def _words(memory: Path) -> dict[str, int]:
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    try:
+        return dict(db.execute("SELECT word, exposures FROM words"))
+    finally:
+        db.close()
+
+
+def test_forget_word_cli_removes_every_trace_from_the_file(learned_memory):
+    memory, _ = learned_memory
+    words = _words(memory)
+    # an object word of the sample session that the memory kept (capacity 200 keeps them all)
+    word = next(w for w in ("shoe", "boot", "shirt", "pants", "bag") if w in words)
+    assert word.encode() in _raw(memory)
+    proc = _forget(memory, "--word", word)
+    assert proc.returncode == 0, proc.stderr
+    assert word not in _words(memory)
+    raw = _raw(memory)
+    assert word.encode() not in raw, "the forgotten word's text is still in the database file or its -wal"
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM episodes WHERE text LIKE ?", (f"%{word}%",)).fetchone()[0] == 0
+        assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > 0  # the rest is still there
+    finally:
+        db.close()
+
+
+def test_forget_since_cli_removes_the_recent_moments_from_the_file(learned_memory):
+    memory, _ = learned_memory
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    late = db.execute("SELECT t, text FROM episodes WHERE t >= 30 ORDER BY t").fetchall()
+    early = db.execute("SELECT COUNT(*) FROM episodes WHERE t < 30").fetchone()[0]
+    db.close()
+    assert late and early
+    # text only said after t=30 (not also said earlier): must vanish from the file
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    early_texts = {t for (t,) in db.execute("SELECT text FROM episodes WHERE t < 30")}
+    db.close()
+    only_late = [text for _, text in late if text not in early_texts and len(text) >= 8]
+    assert only_late
+    proc = _forget(memory, "--since", "30")
+    assert proc.returncode == 0, proc.stderr
+    db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM episodes WHERE t >= 30").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] == early
+    finally:
+        db.close()
+    raw = _raw(memory)
+    left = [text for text in only_late if text.encode() in raw]
+    assert not left, f"forgotten utterances still in the file: {left[:3]}"
