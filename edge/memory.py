@@ -61,6 +61,8 @@ class LearningParams:
     select_beta: float = 10.0  # re-entrance: sharpness of the frame selection
     select_floor: float = 0.1  # re-entrance: share of attention kept uniform (never ignore a frame fully)
     select_competitors: bool = True  # re-entrance also turns away from frames the memory names as other words
+    select_margin: float = 0.0  # re-entrance: how much more a word not said must claim a frame to turn from it
+    select_upweight: bool = True  # re-entrance: frames the words heard claim count more (else only less)
     prior_maturity: float = 0.5
     competitors: int = 256  # re-entrance consults the strongest this many words for competing claims  # how far an encoder prior alone may steer re-entrant selection
 
@@ -450,7 +452,9 @@ class AssociativeMemory:
             # a known word learns less from a window that is about something else.
             heard = assoc.max(axis=0)
             other = self._competitor_claims(frames, set(words)) if p.select_competitors else 0.0
-            rho = 2.0 / (1.0 + np.exp(-p.select_beta * (heard - other)))  # [K]
+            rho = 2.0 / (1.0 + np.exp(-p.select_beta * (heard - other + p.select_margin)))  # [K]
+            if not p.select_upweight:
+                rho = np.minimum(rho, 1.0)
             lam = (1.0 - p.select_floor) * maturity  # [m]
             omega_w = (1.0 - lam[:, None]) + lam[:, None] * rho[None, :]  # [m, K]
             omega = rho  # the episode's view of its frames

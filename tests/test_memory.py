@@ -363,3 +363,43 @@ def test_forget_command_word_since_and_reset(tmp_path, capsys):
     assert run("--reset", "--memory", str(path)) == 0
     assert not path.exists() and len(list(tmp_path.glob("mem.sqlite.corrupt-*"))) == 1
     assert "moved" in capsys.readouterr().out
+
+
+def test_property_arbitrary_input_never_corrupts(tmp_path):
+    """Whatever arrives (any shape, NaN/Inf, odd words, times), learn() either learns or raises InputError, and
+    the database still opens with exactly the committed state."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from hypothesis.extra.numpy import arrays
+
+    path = tmp_path / "prop.sqlite"
+    mem = AssociativeMemory(path, 4, synchronous="OFF")
+    committed = {"n": 0}
+    floats = st.floats(allow_nan=True, allow_infinity=True, width=32)
+    shapes = st.sampled_from([(2, 4), (1, 4), (4,), (3, 5), (0, 4), (2, 3, 4), (1, 1)])
+    word = st.one_of(st.text(max_size=8), st.integers(), st.none())
+
+    @settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(words=st.one_of(st.lists(word, max_size=4), st.text(max_size=5)),
+           frames=shapes.flatmap(lambda s: arrays(np.float32, s, elements=floats)),
+           t=st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3)),
+           text=st.one_of(st.text(max_size=10), st.integers()))
+    def check(words, frames, t, text):
+        try:
+            mem.learn(words, frames, t, text)
+        except InputError:
+            return
+        committed["n"] += 1
+
+    check()
+    # a few valid utterances too, so both paths ran
+    for i in range(3):
+        mem.learn(["ok", f"w{i}"], np.ones((2, 4), np.float32), float(i), "ok")
+        committed["n"] += 1
+    n_words = len(mem.words())
+    mem.close()
+    with AssociativeMemory(path, 4) as again:
+        assert again.stats()["episodes"] == committed["n"]
+        assert len(again.words()) == n_words
+        for v in again.word_vectors().values():
+            assert np.all(np.isfinite(v))

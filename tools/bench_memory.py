@@ -63,25 +63,25 @@ class BenchData:
 
 # ------------------------------------------------------------------------------------------ synthetic data
 def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0) -> BenchData:
-    """Embeddings shaped like the sample corpus: a shared component (anisotropy), a cluster per category, a
-    per-scene offset shared by a window's frames, frame noise; scenes with a distractor; utterances that name
-    what is in view (42 %), something absent (10 %) or nothing (chatter); Zipfian templates full of function
-    words; an imperfect encoder prior for in-vocabulary words; a novel category kept out of training."""
+    """Embeddings shaped like the sample corpus. A frame embeds its scene: a shared component (embedding spaces
+    are anisotropic) + the primary object + maybe a smaller distractor + one of 16 backgrounds + camera jitter,
+    so a window's frames are near-duplicates of one scene. Utterances name what is in view (42 %), something
+    absent (10 %) or nothing (chatter), from Zipfian templates full of function words; an imperfect encoder
+    prior for in-vocabulary words; a novel category kept out of training, as in the corpus."""
     rng = np.random.default_rng(seed)
     unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
     common = unit(rng.normal(size=dim))
     cats = ["shirt", "pants", "sweater", "dress", "coat", "sandal", "shoe", "boot", "hat"][:n_cat]
     novel = "bag"
-    mu = {c: unit(unit(rng.normal(size=dim)) + 1.2 * common) for c in cats + [novel]}
-    clutter = unit(rng.normal(size=dim) * 0.5 + common)
+    mu = {c: unit(rng.normal(size=dim)) for c in cats + [novel]}
+    backgrounds = unit(rng.normal(size=(16, dim)))
 
-    def frames(primary, distractor, n, scene):
-        out = []
-        for _ in range(n):
-            r = rng.random()
-            base = mu[primary] if primary and r < 0.75 else (mu[distractor] if distractor and r < 0.9 else clutter)
-            out.append(unit(base + scene + 0.9 * rng.normal(size=dim) / np.sqrt(dim)))
-        return np.array(out, np.float32)
+    def frames(primary, distractor, n, background=None):
+        bg = backgrounds[rng.integers(16)] if background is None else background
+        inst = 0.35 * rng.normal(size=dim) / np.sqrt(dim)  # this instance of the object
+        x = 1.5 * common + 1.0 * bg + (0.4 * mu[primary] + inst if primary else 0.0)
+        x = x + (0.25 * mu[distractor] if distractor else 0.0)
+        return unit(x + 0.25 * rng.normal(size=(n, dim)) / np.sqrt(dim)).astype(np.float32)
 
     naming = ["look at the {w}", "where's the {w}", "that's a {w}", "see the {w}", "the {w}", "you want the {w}",
               "here's your {w}", "{w}", "it's a {w}", "can you find the {w}"]
@@ -96,7 +96,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
         primary = cats[rng.choice(n_cat, p=cat_w)] if rng.random() > 0.12 else None
         distractor = cats[rng.choice(n_cat, p=cat_w)] if primary and rng.random() < 0.35 else None
         distractor = None if distractor == primary else distractor
-        scene = 0.35 * rng.normal(size=dim) / np.sqrt(dim)
+        background = backgrounds[rng.integers(16)]
         for _ in range(int(rng.integers(1, 5))):
             r = rng.random()
             if primary and r < 0.42:
@@ -105,23 +105,22 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
                 text = zipf(naming).format(w=cats[rng.choice(n_cat, p=cat_w)])
             else:
                 text = zipf(chatter)
-            n = int(rng.integers(5, 20))
-            stream.append(Utterance(split_words(text), frames(primary, distractor, n, scene), t, text))
+            n = int(rng.integers(3, 16))
+            stream.append(Utterance(split_words(text), frames(primary, distractor, n, background), t, text))
             t += n / 5.0
     vocab_words = {w for u in stream for w in u.words}
     prior = {}
     for w in sorted(vocab_words):  # the encoder: right direction for objects, but noisy; arbitrary for the rest
-        base = mu[w] if w in mu else unit(rng.normal(size=dim) * 0.4 + 0.6 * common)
-        prior[w] = unit(base + 1.1 * rng.normal(size=dim) / np.sqrt(dim)).astype(np.float32)
+        base = unit(common + mu[w]) if w in mu else unit(rng.normal(size=dim) * 0.4 + 0.6 * common)
+        prior[w] = unit(base + 1.5 * rng.normal(size=dim) / np.sqrt(dim)).astype(np.float32)
+    held_out = lambda c: frames(c, cats[rng.integers(n_cat)] if rng.random() < 0.25 else None, 1)  # noqa: E731
     eval_labels = [c for c in cats for _ in range(60)]
-    scene = lambda: 0.35 * rng.normal(size=dim) / np.sqrt(dim)  # noqa: E731  (each held-out image: a new scene)
-    eval_emb = np.concatenate([frames(c, None, 1, scene()) for c in cats for _ in range(60)])
-    novel_emb = np.concatenate([frames(novel, None, 1, scene()) for _ in range(60)])
+    eval_emb = np.concatenate([held_out(c) for c in eval_labels])
+    novel_emb = np.concatenate([held_out(novel) for _ in range(60)])
     exposures = []
     for j in range(24):
         text = zipf(naming).format(w=novel)
-        exposures.append(Utterance(split_words(text), frames(novel, None, 5, 0.35 * rng.normal(size=dim) /
-                                                             np.sqrt(dim)), 1e6 + j, text))
+        exposures.append(Utterance(split_words(text), frames(novel, None, 5), 1e6 + j, text))
     return BenchData(f"synthetic (seed {seed}, dim {dim}, {n_cat} categories)", dim, stream, prior, cats,
                      eval_labels, eval_emb, novel, novel_emb, exposures)
 
