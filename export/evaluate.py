@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from edge.errors import DataError, InputError
-from edge.evaluate import EvalResult, make_trials, score_trials
+from edge.evaluate import EvalResult, Trial, make_trials, score_trials
 from edge.preprocess import prepare_images
 from edge.tokenize import Vocab
 from export.data import load_eval_set, load_frame
@@ -100,19 +100,16 @@ def evaluate_model(model, vocab: Vocab, eval_json: str | Path, size: int, mean, 
     model.eval()
     emb, bad = embed_images(model, es.frame_paths, size, mean, std, progress=progress)
     labels = list(es.labels)
-    if bad:  # unreadable eval frames: relabel so no trial picks them
+    if bad:  # unreadable eval frames: no trial may pick them
         log.warning("%d of %d eval frames could not be read and are left out", len(bad), len(labels))
-        for i in bad:
-            labels[i] = "\0unreadable"
     if es.trials is not None:
         trial_list = [t for t in es.trials if not set(t.image_indices) & set(bad)]
         if n_way != len(trial_list[0].image_indices):
             log.info("the eval file holds pre-generated %d-way trials; using them", len(trial_list[0].image_indices))
     else:
-        keep = [i for i in range(len(labels)) if i not in set(bad)]
+        bad_set = set(bad)
+        keep = [i for i in range(len(labels)) if i not in bad_set]
         sub_trials = make_trials([labels[i] for i in keep], n_way, trials, seed)
-        # map back to indices of the full set
-        from edge.evaluate import Trial
         trial_list = [Trial(t.category, tuple(keep[j] for j in t.image_indices), t.target_position)
                       for t in sub_trials]
     words = word_vectors(model, vocab, cats)
@@ -143,13 +140,13 @@ def plot_per_category(result: EvalResult, out_png: str | Path, title: str = "") 
     for c in cats:
         n = result.per_category_n[c]
         lo, hi = wilson_interval(round(result.per_category[c] * n), n)
-        errs.append((result.per_category[c] - lo, hi - result.per_category[c]))
+        errs.append((max(0.0, result.per_category[c] - lo), max(0.0, hi - result.per_category[c])))
     fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(cats) + 2), 3.6), dpi=120)
     xs = np.arange(len(cats))
     ax.bar(xs, accs, color="#4C72B0", yerr=np.array(errs).T, capsize=2, ecolor="#333")
     lo, hi = result.ci95
     ax.bar([len(cats) + 0.5], [result.overall], color="#DD8452",
-           yerr=[[result.overall - lo], [hi - result.overall]], capsize=3)
+           yerr=[[max(0.0, result.overall - lo)], [max(0.0, hi - result.overall)]], capsize=3)
     ax.axhline(result.chance, ls="--", color="k", lw=1, label=f"chance ({result.chance:.2f})")
     ax.set_xticks(list(xs) + [len(cats) + 0.5], cats + ["overall"], rotation=60, ha="right")
     ax.set_ylim(0, 1)

@@ -107,8 +107,7 @@ def init_distributed() -> tuple[int, int]:
 
 def _gather_cat(x: torch.Tensor) -> torch.Tensor:
     """All-gather along dim 0 keeping gradients (their backward sums the ranks' gradients)."""
-    rank, world = _dist_info()
-    if world == 1:
+    if _dist_info()[1] == 1:
         return x
     from torch.distributed.nn.functional import all_gather
     return torch.cat(all_gather(x), dim=0)
@@ -152,28 +151,92 @@ def _cache_key(cfg: ModelConfig, paths: list[Path]) -> str:
 
 
 def cached_features(model: DualEncoder, cfg: ModelConfig, paths: list[Path], cache_dir: Path,
-                    progress: bool) -> tuple[np.ndarray, list[int]]:
-    """Backbone features [N, F] of frame files, cached in cache_dir (np.save, no pickle). Rank 0 computes,
-    the other ranks wait and read."""
+                    progress: bool, deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features [N, F] of frame files and a mask [N] of the rows computed and readable.
+
+    Cached in cache_dir (np.save, no pickle) and filled incrementally in the order of `paths`: with a
+    deadline, extraction stops when it passes and a later run (or --resume) continues where it stopped.
+    Rank 0 computes; the other ranks wait and read."""
     rank, world = _dist_info()
     key = _cache_key(cfg, paths)
     feat_file = cache_dir / f"features-{key}.npy"
-    bad_file = cache_dir / f"features-{key}.bad.json"
-    if rank == 0 and not feat_file.is_file():
+    done_file = cache_dir / f"features-{key}.done.npy"  # int8: 0 to do, 1 done, -1 unreadable
+    if rank == 0:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.time()
-        feats, bad = embed_images(model, paths, cfg.image.input_size, cfg.image.mean, cfg.image.std,
-                                  progress=progress, features=True)
-        tmp = feat_file.with_suffix(".tmp.npy")
-        np.save(tmp, feats.astype(np.float32), allow_pickle=False)
-        bad_file.write_text(json.dumps(bad))
-        os.replace(tmp, feat_file)
-        log.info("backbone features of %d frames in %.1f s -> %s", len(paths), time.time() - t0, feat_file)
+        if feat_file.is_file() and done_file.is_file():
+            feats = np.load(feat_file, allow_pickle=False)
+            done = np.load(done_file, allow_pickle=False)
+        else:
+            feats = np.zeros((len(paths), model.image_encoder.backbone.out_dim), dtype=np.float32)
+            done = np.zeros(len(paths), dtype=np.int8)
+        todo = np.flatnonzero(done == 0)
+        if len(todo):
+            t0 = time.time()
+            fused = fold_batchnorm(model.image_encoder.backbone)
+            bar = None
+            if progress:
+                from tqdm import tqdm
+                bar = tqdm(total=len(paths), initial=len(paths) - len(todo), desc="backbone features",
+                           unit="frame", dynamic_ncols=True)
+            chunk = 128
+            for s in range(0, len(todo), chunk):
+                if deadline is not None and time.time() > deadline:
+                    log.warning("feature budget spent: %d of %d frames have features; training on those "
+                                "(a later run continues the cache)", int((done != 0).sum()), len(paths))
+                    break
+                ids = todo[s:s + chunk]
+                try:
+                    f, bad = embed_images(fused, [paths[i] for i in ids], cfg.image.input_size, cfg.image.mean,
+                                          cfg.image.std, features=True, batch_size=chunk)
+                except DataError:  # not one frame of the chunk decodes (each was logged)
+                    done[ids] = -1
+                    continue
+                feats[ids] = f
+                done[ids] = 1
+                done[ids[bad]] = -1
+                if bar is not None:
+                    bar.update(len(ids))
+            if bar is not None:
+                bar.close()
+            log.info("backbone features of %d frames in %.1f s -> %s", int((done != 0).sum()) - (len(paths) - len(todo)),
+                     time.time() - t0, feat_file)
+            for arr, dst in ((feats, feat_file), (done, done_file)):
+                tmp = dst.with_suffix(".tmp.npy")
+                np.save(tmp, arr, allow_pickle=False)
+                os.replace(tmp, dst)
     if world > 1:
         dist.barrier()
     feats = np.load(feat_file, allow_pickle=False)
-    bad = json.loads(bad_file.read_text()) if bad_file.is_file() else []
-    return feats, bad
+    done = np.load(done_file, allow_pickle=False)
+    return feats, done == 1
+
+
+def fold_batchnorm(backbone: nn.Module) -> nn.Module:
+    """A copy of `backbone` (eval mode) with each Conv2d -> BatchNorm2d pair fused into one Conv2d."""
+    import copy
+
+    fused = copy.deepcopy(backbone).eval()
+    for mod in fused.modules():
+        conv, bn = getattr(mod, "conv", None), getattr(mod, "bn", None)
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            groups=conv.groups, bias=True)
+            with torch.no_grad():
+                new.weight.copy_(conv.weight * scale[:, None, None, None])
+                b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                new.bias.copy_((b - bn.running_mean) * scale + bn.bias)
+            mod.conv, mod.bn = new, nn.Identity()
+    return _ImageOnly(fused)
+
+
+class _ImageOnly(nn.Module):
+    """Quacks like a DualEncoder for embed_images(features=True): .image_encoder.backbone."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.image_encoder = nn.Module()
+        self.image_encoder.backbone = backbone
 
 
 def _sibling(data: Path, name: str) -> Path | None:
@@ -204,7 +267,8 @@ def _epoch_plan(n: int, batch: int, seed: int, epoch: int) -> list[np.ndarray]:
 def _frame_choice(frame_ids: list[np.ndarray], seed: int, epoch: int, single: bool) -> np.ndarray:
     """One frame (global feature row) per utterance for this epoch, fixed by seed and epoch."""
     rng = np.random.default_rng([seed, epoch, 1])
-    return np.array([ids[0] if single else ids[rng.integers(len(ids))] for ids in frame_ids], dtype=np.int64)
+    return np.array([-1 if len(ids) == 0 else ids[0] if single else ids[rng.integers(len(ids))]
+                     for ids in frame_ids], dtype=np.int64)
 
 
 def _trim(tokens: torch.Tensor) -> torch.Tensor:
@@ -343,31 +407,38 @@ def train(opts: TrainOptions) -> TrainResult:
 
     # inputs: cached backbone features, or the PairDataset
     eval_state = None
+    usable = np.arange(train_pairs.n)
     if cached:
         src = train_pairs.ds.frame_source  # shuffled control: utterance i sees record src[i]'s frames
         per_rec = [_frames_of(r, tc.max_frames_per_utterance) for r in train_recs]
-        all_paths = sorted({p for ps in per_rec for p in ps})
         val_paths = [r.frame_paths[0] for r in val_recs] if val_pairs else []
         eval_set = load_eval_set(eval_path, opts.frames_root) if eval_path else None
-        extra = val_paths + (list(eval_set.frame_paths) if eval_set else [])
-        feats, bad = cached_features(model, cfg, all_paths + extra, cache_dir, opts.progress and rank == 0)
-        bad = set(bad)
-        row = {p: i for i, p in enumerate(all_paths)}
+        head = val_paths + (list(eval_set.frame_paths) if eval_set else [])
+        # frames in round-robin order over utterances (every utterance's 1st frame, then every 2nd, ...) so
+        # that a budget cut still leaves each utterance its first frames
+        order, seen = [], set(head)
+        for k in range(max(len(ps) for ps in per_rec)):
+            for ps in per_rec:
+                if k < len(ps) and ps[k] not in seen:
+                    seen.add(ps[k])
+                    order.append(ps[k])
+        paths = head + order
+        budget_end = t_start + 0.6 * opts.max_minutes * 60 if opts.max_minutes else None
+        feats, ok = cached_features(model, cfg, paths, cache_dir, opts.progress and rank == 0, budget_end)
+        row = {p: i for i, p in enumerate(paths)}
         frame_ids = []
-        dropped = 0
         for i in range(len(train_recs)):
-            ids = np.array([row[p] for p in per_rec[src[i]] if row[p] not in bad], dtype=np.int64)
-            if len(ids) == 0:  # every frame unreadable: fall back to the mean of nothing -> skip
-                dropped += 1
-                ids = np.array([0], dtype=np.int64)
-            frame_ids.append(ids)
-        if dropped:
-            problems["unreadable_frames_utterances"] = dropped
+            frame_ids.append(np.array([row[p] for p in per_rec[src[i]] if ok[row[p]]], dtype=np.int64))
+        usable = np.array([i for i in range(len(train_recs)) if len(frame_ids[i])], dtype=np.int64)
+        if len(usable) < len(train_recs):
+            problems["utterances_without_frame_features"] = len(train_recs) - len(usable)
+        if len(usable) < batch:
+            raise DataError(f"only {len(usable)} utterances have readable frames (features); need a batch of "
+                            f"{batch}. Give more time (--max-minutes) or check the frame files.")
         features = torch.from_numpy(feats)
-        val_x = features[len(all_paths):len(all_paths) + len(val_paths)]
+        val_x = features[:len(val_paths)]
         if eval_set is not None:
-            ev_feats = features[len(all_paths) + len(val_paths):]
-            eval_state = (eval_set, ev_feats)
+            eval_state = (eval_set, features[len(val_paths):len(head)])
     else:
         features = None
         val_x = None
@@ -381,7 +452,7 @@ def train(opts: TrainOptions) -> TrainResult:
     ddp_model = _StepModule(model, cached)
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(ddp_model, broadcast_buffers=False)
-    steps_per_epoch = train_pairs.n // batch
+    steps_per_epoch = len(usable) // batch
     total_steps = min(opts.steps or 10**12, epochs * steps_per_epoch)
     metrics_file = out / "metrics.jsonl"
     local = batch // world
@@ -467,7 +538,7 @@ def train(opts: TrainOptions) -> TrainResult:
     val_loss, acc = None, None
     eval_every = tc.eval_every or steps_per_epoch
     while step < total_steps:
-        plan = _epoch_plan(train_pairs.n, batch, opts.seed, epoch)
+        plan = [usable[b] for b in _epoch_plan(len(usable), batch, opts.seed, epoch)]
         choice = _frame_choice(frame_ids, opts.seed, epoch, opts.single_frame) if cached else None
         loader = None
         if not cached:
@@ -525,7 +596,7 @@ def train(opts: TrainOptions) -> TrainResult:
     return TrainResult(out=out, steps=step, epochs=round(step / max(steps_per_epoch, 1), 2),
                        seconds=round(time.time() - t_start, 1), stopped_by=stopped_by, train_loss=last_loss,
                        val_loss=val_loss, best_val_loss=None if best_val == math.inf else best_val,
-                       eval_acc=acc, n_train=train_pairs.n, n_val=val_pairs.n if val_pairs else 0,
+                       eval_acc=acc, n_train=len(usable), n_val=val_pairs.n if val_pairs else 0,
                        data_problems=problems)
 
 
@@ -550,7 +621,7 @@ class _SafePairs(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------- torchrun
 
 
-from export.train_args import add_train_arguments, train_argv  # noqa: E402  (argparse only)
+from export.train_args import add_train_arguments
 
 
 def options_from_args(a: argparse.Namespace) -> TrainOptions:
@@ -562,8 +633,8 @@ def options_from_args(a: argparse.Namespace) -> TrainOptions:
 
 
 def describe(result: TrainResult) -> str:
-    lines = [f"trained {result.steps} steps ({result.epochs} epochs) in {result.seconds:.0f} s, "
-             f"stopped by {result.stopped_by}; {result.n_train} train / {result.n_val} val utterances",
+    lines = [(f"trained {result.steps} steps ({result.epochs} epochs) in {result.seconds:.0f} s, "
+              f"stopped by {result.stopped_by}; {result.n_train} train / {result.n_val} val utterances"),
              f"train loss {result.train_loss:.4f}"
              + (f", val loss {result.val_loss:.4f}" if result.val_loss is not None else "")
              + (f", best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else "")

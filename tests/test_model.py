@@ -10,8 +10,15 @@ from edge.errors import ConfigError, DataError
 from edge.tokenize import SPECIAL_TOKENS, Vocab
 from export.checkpoint import load_checkpoint, save_checkpoint
 from export.config import available_configs, config_from_dict, load_model_config
-from export.model import (DualEncoder, ImageTower, ResNeXt50, UtteranceTower, build_model, count_parameters,
-                          load_cvcl_state_dict)
+from export.model import (
+    DualEncoder,
+    ImageTower,
+    ResNeXt50,
+    UtteranceTower,
+    build_model,
+    count_parameters,
+    load_cvcl_state_dict,
+)
 
 torch.set_num_threads(1)
 
