@@ -142,6 +142,8 @@ class LearnerOptions:
     status_interval: float = 1.0  # s between status callbacks
     clock_origin: float | None = 0.0  # media time of the session start (files: 0); None = the first time seen
     min_word_chars: int = 1
+    keep_media: bool = False  # keep a thumbnail of each utterance's middle frame with its memory episode
+    media_size: int = 96  # px, longest side of that thumbnail
 
 
 @dataclass
@@ -184,6 +186,29 @@ class _End:
 
 
 _END = _End()
+
+
+def thumbnail(frame: np.ndarray, size: int) -> np.ndarray:
+    """A small copy of a frame (nearest-neighbour; longest side `size` px) for keep_media."""
+    h, w = frame.shape[:2]
+    scale = min(1.0, size / max(h, w))
+    ys = (np.arange(max(1, int(h * scale))) / scale).astype(np.int64)
+    xs = (np.arange(max(1, int(w * scale))) / scale).astype(np.int64)
+    return np.ascontiguousarray(frame[ys][:, xs])
+
+
+def encode_media(rgb: np.ndarray) -> bytes:
+    """JPEG bytes (OpenCV) or, without OpenCV, a binary PPM: readable by any image viewer."""
+    try:
+        import cv2
+
+        ok, buf = cv2.imencode(".jpg", rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+        if ok:
+            return buf.tobytes()
+    except ImportError:
+        pass
+    h, w = rgb.shape[:2]
+    return f"P6\n{w} {h}\n255\n".encode() + rgb.astype(np.uint8).tobytes()
 
 
 def recognised_text(result: Any) -> str:
@@ -425,7 +450,9 @@ class Learner:
             with self.latency.time("image_encode", items=len(batch)):
                 emb = self.encoder.encode_image_array(x)
             self.stats.frames_encoded += len(batch)
-            self._events.put(("frames", times, emb))
+            thumbs = ([thumbnail(f, self.options.media_size) for _, f in batch] if self.options.keep_media
+                      else [None] * len(batch))
+            self._events.put(("frames", times, emb, thumbs))
         self._events.put(("frames_end",))
 
     # -- audio -> VAD -> speech queue -> ASR -> utterances -------------------------------------------------
@@ -535,8 +562,8 @@ class Learner:
                     ev = ("tick",)
                 kind = ev[0]
                 if kind == "frames":
-                    for t, e in zip(ev[1], ev[2], strict=True):
-                        self.pairer.add_frame(t, e)
+                    for t, e, th in zip(ev[1], ev[2], ev[3], strict=True):
+                        self.pairer.add_frame(t, (e, th))
                     self._seen_time(ev[1][-1])
                 elif kind == "utterance":
                     self.pairer.add_utterance(ev[1])
@@ -585,7 +612,12 @@ class Learner:
         if p.empty:
             self.stats.utterances_without_frames += 1
             return
-        frames = np.asarray(p.stacked(), dtype=np.float32)
+        frames = np.stack([e for e, _ in p.items]).astype(np.float32, copy=False)
+        kw = {}
+        if self.options.keep_media:
+            thumb = p.items[len(p.items) // 2][1]
+            if thumb is not None:
+                kw["media"] = encode_media(thumb)
         known = sorted({w for w in ws if self.encoder.knows(w)})
         prior = None
         if known:
@@ -593,7 +625,7 @@ class Learner:
                 vecs = self.encoder.encode_utterance(known)
             prior = dict(zip(known, vecs, strict=True))
         with self.latency.time("memory_update"):
-            self.memory.learn(ws, frames, u.start, u.text, prior=prior)
+            self.memory.learn(ws, frames, u.start, u.text, prior=prior, **kw)
         self.stats.utterances += 1
         for w in ws:
             if w not in self.word_counts:

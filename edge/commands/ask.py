@@ -1,0 +1,82 @@
+"""firstwords ask: query a memory — which words for this image, which moments for this word."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers for a word (--word)"
+EXAMPLE = "firstwords ask --memory work/memory.db --bundle work/bundle --image work/corpus/eval_frames/000001.jpg -k 5"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--memory", required=True, help="memory file written by run / replay")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="an image file: print the top-k words with scores (needs --bundle)")
+    what.add_argument("--word", help="a word: print the best-matching remembered moments")
+    parser.add_argument("--bundle", help="model bundle (needed for --image)")
+    parser.add_argument("-k", type=int, default=5, help="how many answers (default: 5)")
+    parser.add_argument("--json", action="store_true", help="print the answers as one JSON line")
+
+
+def read_image(path: str):
+    from edge.capture import import_cv2
+    from edge.errors import InputError
+
+    cv2 = import_cv2()
+    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InputError(f"{path}: not a readable image (png, jpg, bmp, ...)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge.errors import InputError, MemoryStoreError
+    from edge.memory import AssociativeMemory
+    from edge.memory_store import describe_meta
+
+    if args.k < 1:
+        raise InputError(f"-k must be at least 1, got {args.k}")
+    if not Path(args.memory).is_file():
+        raise MemoryStoreError(f"{args.memory}: no such memory; make one with `firstwords replay` or `firstwords run`")
+    meta = describe_meta(args.memory)
+    if "dim" not in meta:
+        raise MemoryStoreError(f"{args.memory} is not a firstwords memory (or is damaged)")
+    dim = int(meta["dim"])
+    if args.image:
+        if not args.bundle:
+            raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
+        from edge.bundle import load_bundle
+        from edge.encode import Encoder
+
+        enc = Encoder(load_bundle(args.bundle), threads=1)
+        if enc.dim != dim:
+            raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's ({dim}); use the "
+                             "bundle the memory was made with")
+        emb = enc.encode_image([read_image(args.image)])[0]
+        with AssociativeMemory(args.memory, dim) as mem:
+            answers = mem.name(emb, k=args.k)
+        if args.json:
+            print(json.dumps({"image": args.image, "words": [[w, round(s, 4)] for w, s in answers]}))
+        elif not answers:
+            print("the memory knows no words yet")
+        else:
+            for w, s in answers:
+                print(f"{w:<16} {s:7.3f}")
+        return 0
+    word = args.word.strip().lower()
+    with AssociativeMemory(args.memory, dim) as mem:
+        episodes = mem.find(word, k=args.k)
+        exposures = mem.exposures(word)
+    if args.json:
+        print(json.dumps({"word": word, "exposures": exposures,
+                          "moments": [{"t": e.t, "text": e.text, "score": round(e.score, 4), "words": e.words}
+                                      for e in episodes]}))
+    elif not episodes:
+        print(f"the memory has no moments for {word!r} (heard {exposures} times)")
+    else:
+        print(f"{word!r}: heard {exposures} times; best-matching moments:")
+        for e in episodes:
+            print(f"  t={e.t:8.2f} s  score {e.score:6.3f}  \"{e.text}\"")
+    return 0
