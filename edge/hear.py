@@ -368,7 +368,8 @@ class MicrophoneSource:
     queue_blocks: bounded queue length between the PortAudio thread and the consumer (~32 ms blocks).
     stall_timeout: seconds without a block before iteration raises DeviceError (microphone gone).
     Counters: `overflows` = blocks dropped because the queue was full; `input_overflows` = PortAudio's own
-    input-overflow flags (samples lost inside the driver).
+    input-overflow flags (samples lost inside the driver); `bad_blocks` = blocks with NaN/Inf, dropped.
+    A drop shows as a jump in block times (times come from the sample count, dropped blocks included).
     """
 
     def __init__(self, device: int | str | None = None, device_rate: int | None = None, channels: int = 1,
@@ -385,6 +386,7 @@ class MicrophoneSource:
         self.overflows = 0
         self.input_overflows = 0
         self.blocks_captured = 0
+        self.bad_blocks = 0  # blocks with NaN/Inf samples, dropped
         self._frames_seen = 0  # device-rate frames delivered by PortAudio, dropped ones included
         self._stream = None
         self._closed = False
@@ -453,6 +455,9 @@ class MicrophoneSource:
                                       "(unplugged?); check the device and restart")
                 continue
             last_block = time.monotonic()
+            if not np.isfinite(data).all():  # a broken driver buffer: drop it (counted), never pass NaN on
+                self.bad_blocks += 1
+                continue
             if start != expected:  # blocks were dropped: restart resampling at the new position
                 rs = Resampler(self.rate, SAMPLE_RATE)
                 out_origin = int(round(start * SAMPLE_RATE / self.rate))
@@ -465,7 +470,8 @@ class MicrophoneSource:
 
     def stats(self) -> dict:
         return {"blocks_captured": self.blocks_captured, "overflows": self.overflows,
-                "input_overflows": self.input_overflows, "queued": self._queue.qsize()}
+                "input_overflows": self.input_overflows, "bad_blocks": self.bad_blocks,
+                "queued": self._queue.qsize()}
 
     def close(self) -> None:
         self._closed = True

@@ -78,6 +78,12 @@ class _Segmenter:
         """Forget the stream (and model state): call between unrelated recordings."""
         self._reset_stream()
 
+    @property
+    def open_start(self) -> float | None:
+        """Start (padding included) of the utterance still being heard, or None in silence. Pairing waits for
+        it: frames after this time may still belong to an utterance not yet emitted."""
+        return self._speech[0][0] if self._speech else None
+
     # -- streaming --
     def feed(self, t: float, samples: np.ndarray) -> list[SpeechSegment]:
         """Add a block starting at time t (s); returns the utterances that ended inside it."""

@@ -112,6 +112,18 @@ def test_short_click_is_not_an_utterance_and_long_speech_is_cut():
     assert len(segs) >= 3 and all(s.duration <= 2.0 + 1e-6 for s in segs)
 
 
+def test_open_start_tracks_speech_in_progress():
+    rng = np.random.default_rng(3)
+    vad = EnergyVAD(pad_ms=64)
+    vad.feed(0.0, rng.standard_normal(SAMPLE_RATE).astype(np.float32) * 1e-3)
+    assert vad.open_start is None
+    vad.feed(1.0, rng.standard_normal(SAMPLE_RATE // 4).astype(np.float32) * 0.3)
+    assert vad.open_start == pytest.approx(1.0 - 0.064, abs=0.033)
+    segs = vad.feed(1.25, rng.standard_normal(SAMPLE_RATE).astype(np.float32) * 1e-3)
+    assert vad.open_start is None and len(segs) == 1
+    assert segs[0].start == pytest.approx(1.0 - 0.064, abs=0.033) and segs[0].end > 1.25
+
+
 def test_time_gap_closes_the_open_utterance():
     rng = np.random.default_rng(2)
     vad = EnergyVAD()

@@ -6,7 +6,7 @@
 #   dataset-fashion-mnist  full source for tools/build_sample_corpus.py (a subset ships in data/)
 # Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
 set -u
-pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist)
+pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
