@@ -236,6 +236,7 @@ class Learner:
                  transcript: Iterable | None = None, options: LearnerOptions | None = None,
                  on_status: Callable[[LearnerStats], None] | None = None,
                  on_learned: Callable[[Paired, list[str]], None] | None = None,
+                 on_utterance: Callable[[Utterance], None] | None = None,
                  audio_overflows: Callable[[], int] | None = None, transcript_paced: float | None = None) -> None:
         if audio is not None and (vad is None or recognizer is None):
             raise ValueError("an audio source needs a vad and a recognizer")
@@ -244,7 +245,7 @@ class Learner:
         self.encoder, self.memory, self.frames = encoder, memory, frames
         self.audio, self.vad, self.recognizer, self.transcript = audio, vad, recognizer, transcript
         self.options = options if options is not None else LearnerOptions()
-        self.on_status, self.on_learned = on_status, on_learned
+        self.on_status, self.on_learned, self.on_utterance = on_status, on_learned, on_utterance
         self._audio_overflows = audio_overflows
         self.transcript_paced = transcript_paced  # speed for a transcript in paced replay (None: at once)
         self.stats = LearnerStats()
@@ -567,6 +568,8 @@ class Learner:
                     self._seen_time(ev[1][-1])
                 elif kind == "utterance":
                     self.pairer.add_utterance(ev[1])
+                    if self.on_utterance is not None:
+                        self.on_utterance(ev[1])
                     self._seen_time(ev[1].end)
                 elif kind == "frames_end":
                     frames_done = True

@@ -197,7 +197,8 @@ def session_duration(session: Session) -> float | None:
 def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "auto", speed: float | None = None,
            options: LearnerOptions | None = None, vad: Any = None, recognizer: Any = None,
            recognizer_name: str = "pocketsphinx", on_status: Callable[[LearnerStats], None] | None = None,
-           on_learned: Callable | None = None, install_signal_handlers: bool = True) -> LearnerReport:
+           on_learned: Callable | None = None, on_utterance: Callable | None = None,
+           install_signal_handlers: bool = True) -> LearnerReport:
     """Run a session through the learner into `memory`. vad / recognizer: built by the caller for the audio
     path (edge.vad.make_vad, edge.asr.make_recognizer); ignored for a transcript."""
     if speed is not None and not speed > 0:
@@ -221,7 +222,8 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
         kw.update(audio=AudioFileSource(session.audio, speed=speed), vad=vad, recognizer=recognizer)
     else:
         kw.update(transcript=load_utterances(session.transcript), transcript_paced=speed)
-    learner = Learner(encoder, memory, frames, options=opts, on_status=on_status, on_learned=on_learned, **kw)
+    learner = Learner(encoder, memory, frames, options=opts, on_status=on_status, on_learned=on_learned,
+                      on_utterance=on_utterance, **kw)
     learner.words_source = source  # type: ignore[attr-defined]
     try:
         return learner.run(install_signal_handlers=install_signal_handlers)

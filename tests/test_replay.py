@@ -1,0 +1,200 @@
+"""Replay: session discovery, the sample-session maker, the replay driver and the run / replay / ask commands,
+with real parts (our exporter's bundle, the SQLite memory, OpenCV video, espeak-ng + pocketsphinx)."""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import DataError, InputError
+from edge.pair import Utterance
+from edge.replay import choose_words_source, discover_session, object_word_recovery
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from sample_session import sample  # noqa: E402,F401
+
+
+def cli(module, argv):
+    import importlib
+
+    mod = importlib.import_module(f"edge.commands.{module}")
+    p = argparse.ArgumentParser()
+    mod.add_arguments(p)
+    return mod.run(p.parse_args(argv))
+
+
+def touch(p, data=b"x"):
+    p.write_bytes(data)
+    return p
+
+
+def test_discovery_of_folders_and_files_beside(tmp_path):
+    d = tmp_path / "rec"
+    d.mkdir()
+    v, w, s = touch(d / "day1.avi"), touch(d / "day1.wav"), touch(d / "day1.srt")
+    got = discover_session(d)
+    assert (got.frames, got.audio, got.transcript) == (v, w, s)
+    got = discover_session(v)
+    assert (got.frames, got.audio, got.transcript) == (v, w, s)
+    got = discover_session(s, audio=None)
+    assert got.frames == v and got.transcript == s
+    # an override wins; a missing override is named
+    got = discover_session(d, transcript=touch(tmp_path / "other.vtt"))
+    assert got.transcript.name == "other.vtt"
+    with pytest.raises(DataError, match="no such audio"):
+        discover_session(d, audio=tmp_path / "gone.wav")
+
+
+def test_discovery_errors_say_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="no such session"):
+        discover_session(tmp_path / "nothing")
+    d = tmp_path / "only_video"
+    d.mkdir()
+    touch(d / "a.avi")
+    with pytest.raises(DataError, match="--audio WAV or --transcript SRT"):
+        discover_session(d)
+    e = tmp_path / "only_srt"
+    e.mkdir()
+    touch(e / "a.srt")
+    with pytest.raises(DataError, match="--frames"):
+        discover_session(e)
+    with pytest.raises(DataError, match="not a session"):
+        discover_session(touch(tmp_path / "notes.txt"))
+
+
+def test_words_source_choice(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    touch(d / "a.avi"), touch(d / "a.srt")
+    s = discover_session(d)
+    assert choose_words_source(s, "auto") == "transcript"
+    with pytest.raises(DataError, match="no soundtrack"):
+        choose_words_source(s, "audio")
+    touch(d / "a.wav")
+    s = discover_session(d)
+    assert choose_words_source(s, "auto") == "audio"
+    assert choose_words_source(s, "auto", recognizer_name="transcript") == "transcript"
+    with pytest.raises(InputError):
+        choose_words_source(s, "ears")
+
+
+def test_object_word_recovery_counts_hits_misses_and_false_alarms():
+    spoken = [Utterance(0, 1, "look at the shoe"), Utterance(2, 3, "a boot and a shoe"), Utterance(5, 6, "hi")]
+    heard = [Utterance(0.1, 1.1, "look the shoe"), Utterance(2.0, 3.1, "a boot"), Utterance(5, 6, "bag")]
+    r = object_word_recovery(heard, spoken, ["shoe", "boot", "bag"])
+    assert (r["object_words_said"], r["object_words_recovered"], r["false_alarms"]) == (3, 2, 1)
+    assert r["per_word"] == {"boot": 1.0, "shoe": 0.5}
+
+
+def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
+    meta = json.loads((sample.session / "session.json").read_text())
+    assert meta["video"] == "session.avi" and meta["transcript"] == "session.srt" and meta["fps"] == 5.0
+    timeline = json.loads((sample.corpus / "timeline.json").read_text())
+    from edge.capture import VideoFileSource
+    from edge.transcripts import load_transcript
+
+    n = sum(1 for _ in VideoFileSource(sample.session / "session.avi"))
+    assert n == meta["frames"] == len(timeline["frames"])
+    srt = load_transcript(sample.session / "session.srt")
+    assert [u.text for u in srt] == [" ".join(u["text"].split()) for u in timeline["utterances"]]
+    assert all(b.start >= a.end for a, b in zip(srt, srt[1:]))  # spoken utterances stay apart
+    if sample.has_audio:
+        from edge.hear import read_audio
+
+        audio = read_audio(sample.session / "session.wav")
+        assert meta["audio"] == "session.wav" and len(audio) / 16000 >= srt[-1].end
+        # speech where the SRT says, silence well between utterances
+        u = srt[len(srt) // 2]
+        inside = audio[int(u.start * 16000):int(u.end * 16000)]
+        assert np.sqrt(np.mean(inside ** 2)) > 0.01
+
+
+def test_session_without_espeak_is_transcript_only(sample, tmp_path):  # noqa: F811
+    out = tmp_path / "s"
+    subprocess.run([sys.executable, "tools/make_sample_session.py", "--corpus", str(sample.corpus), "--out",
+                    str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True, capture_output=True)
+    meta = json.loads((out / "session.json").read_text())
+    assert meta["audio"] is None and not (out / "session.wav").exists()
+    s = discover_session(out)
+    assert s.audio is None and choose_words_source(s, "auto") == "transcript"
+
+
+def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: F811
+    mem = tmp_path / "m.db"
+    rc = cli("replay", [str(sample.session), "--bundle", str(sample.bundle), "--memory", str(mem),
+                        "--words-from", "transcript", "--json", "-q"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    n_utts = len(json.loads((sample.corpus / "timeline.json").read_text())["utterances"])
+    assert summary["utterances"] == n_utts and summary["frames_dropped"] == 0
+    assert summary["words_in_memory"] >= 5 and summary["realtime_factor"] > 0
+    assert "frame_preprocess" in summary["median_ms"] and "memory_update" in summary["median_ms"]
+
+    eval_item = json.loads((sample.corpus / "eval.json").read_text())["data"][0]
+    rc = cli("ask", ["--memory", str(mem), "--bundle", str(sample.bundle), "--image",
+                     str(sample.corpus / eval_item["frame_filename"]), "-k", "3", "--json"])
+    assert rc == 0
+    words = json.loads(capsys.readouterr().out)["words"]
+    assert len(words) == 3 and words[0][1] >= words[1][1] >= words[2][1]
+    top = summary["top_words"][0][0]
+    assert cli("ask", ["--memory", str(mem), "--word", top, "-k", "2", "--json"]) == 0
+    moments = json.loads(capsys.readouterr().out)
+    assert moments["exposures"] > 0 and len(moments["moments"]) == 2
+    assert cli("ask", ["--memory", str(mem), "--word", "zyzzyva"]) == 0
+    assert "no moments" in capsys.readouterr().out
+
+
+def test_ask_errors_are_clear(tmp_path):
+    from edge.errors import MemoryStoreError
+
+    with pytest.raises(MemoryStoreError, match="firstwords replay"):
+        cli("ask", ["--memory", str(tmp_path / "none.db"), "--word", "ball"])
+
+
+def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
+    """--speed: the sources are paced and the loop runs as live (frames may be dropped, never audio)."""
+    from edge.encode import Encoder
+    from edge.learner import LearnerOptions
+    from edge.memory import AssociativeMemory
+    from edge.replay import replay
+
+    enc = Encoder(sample.bundle, threads=1)
+    with AssociativeMemory(tmp_path / "m.db", enc.dim) as mem:
+        s = discover_session(sample.session)
+        # 40x real time: a minute of session in ~1.5 s of wall time
+        rep = replay(s, enc, mem, words_from="transcript", speed=40.0, options=LearnerOptions(),
+                     install_signal_handlers=False)
+        assert rep.stats["utterances"] > 0
+        assert rep.stats["frames_captured"] == rep.stats["frames_encoded"] + rep.stats["frames_dropped"]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to hear")
+def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
+    """The soundtrack -> energy VAD -> pocketsphinx (biased to the bundle's words) -> words -> memory."""
+    from edge.encode import Encoder
+    from edge.memory import AssociativeMemory
+    from edge.replay import load_utterances, make_speech, replay
+
+    enc = Encoder(sample.bundle, threads=1)
+    s = discover_session(sample.session, audio=None)
+    spoken = load_utterances(s.transcript)
+    objects = ["ball", "dog", "cat", "shoe"]  # the tiny bundle's words (tests/tiny_dual.py)
+    words = sorted({w for u in spoken for w in u.text.lower().replace("?", " ").replace("!", " ").split()}
+                   | set(objects))
+    vad, rec = make_speech("energy", words, bias="lm")
+    heard = []
+    with AssociativeMemory(tmp_path / "m.db", enc.dim) as mem:
+        rep = replay(s, enc, mem, words_from="audio", speed=None, vad=vad, recognizer=rec,
+                     on_utterance=heard.append, install_signal_handlers=False)
+        assert mem.stats()["utterances_learned"] == rep.stats["utterances"] > 0
+    corpus_objects = json.loads((sample.session / "session.json").read_text())["object_words"]
+    r = object_word_recovery(heard, spoken, corpus_objects)
+    assert r["object_words_said"] > 0 and r["recovery_rate"] >= 0.5, r
+    assert rep.stats["audio_overflows"] == 0 and rep.stats["frames_dropped"] == 0
