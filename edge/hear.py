@@ -92,7 +92,7 @@ class Resampler:
         self.up, self.down = int(sr_out) // g, int(sr_in) // g  # output n sits at input position n*down/up
         self.identity = self.up == self.down
         cutoff = min(1.0, self.up / self.down) * rolloff  # fraction of the input Nyquist kept
-        self.width = int(math.ceil(half_width / cutoff))  # input samples each side of the output position
+        self.width = math.ceil(half_width / cutoff)  # input samples each side of the output position
         # Kernel table: one row per phase p (output at fractional input offset p/up), taps at offsets
         # k - width + 1 for k in [0, 2*width): distance d = k - width + 1 - p/up.
         k = np.arange(2 * self.width)
@@ -168,7 +168,7 @@ class _WavReader:
 
     def __init__(self, path: Path):
         try:
-            self.w = wave.open(str(path), "rb")
+            self.w = wave.open(str(path), "rb")  # noqa: SIM115 - kept open for streaming; close() closes it
         except (wave.Error, EOFError, OSError) as e:
             raise DataError(f"{path}: not a readable PCM wav file ({e}); convert it with "
                             f"`sox {path.name} -b 16 -e signed-integer out.wav` or ffmpeg") from e
@@ -269,7 +269,7 @@ class AudioFileSource:
     def __iter__(self) -> Iterator[AudioBlock]:
         reader = self._reader
         rs = Resampler(reader.rate, SAMPLE_RATE)
-        in_block = max(1, int(round(self.block * reader.rate / SAMPLE_RATE)))
+        in_block = max(1, round(self.block * reader.rate / SAMPLE_RATE))
         pending = np.zeros(0, np.float32)
         emitted = 0  # samples at 16 kHz already yielded
         t_wall0 = time.monotonic()
@@ -423,10 +423,10 @@ class MicrophoneSource:
                 sd.check_input_settings(device=self.device, samplerate=SAMPLE_RATE, channels=self.channels,
                                         dtype="float32")
                 rate = SAMPLE_RATE
-            except Exception:  # device does not do 16 kHz: capture at its rate and resample
+            except (ValueError, sd.PortAudioError):  # no 16 kHz here: capture at its rate and resample
                 rate = int(info["default_samplerate"])
         self.rate = int(rate)
-        blocksize = max(1, int(round(self.rate * self.block_ms / 1000)))
+        blocksize = max(1, round(self.rate * self.block_ms / 1000))
         try:
             stream = sd.InputStream(device=self.device, channels=self.channels, samplerate=self.rate,
                                     dtype="float32", blocksize=blocksize, callback=self._callback)
@@ -460,7 +460,7 @@ class MicrophoneSource:
                 continue
             if start != expected:  # blocks were dropped: restart resampling at the new position
                 rs = Resampler(self.rate, SAMPLE_RATE)
-                out_origin = int(round(start * SAMPLE_RATE / self.rate))
+                out_origin = round(start * SAMPLE_RATE / self.rate)
             n_before = rs.n_out
             y = rs.process(_to_mono(data))
             expected = start + len(data)
@@ -480,5 +480,5 @@ class MicrophoneSource:
             try:
                 stream.stop()
                 stream.close()
-            except Exception as e:  # closing a vanished device must not mask the caller's error
+            except Exception as e:  # noqa: BLE001 - closing a vanished device must not mask the caller's error
                 log.warning("closing the audio stream failed: %s", e)

@@ -192,6 +192,10 @@ def _saycam_time(s: str) -> float | None:
     return float(secs) if secs <= 2000 else None  # CVCL drops out-of-range stamps
 
 
+def _cells(row: list[str]):
+    return lambda i: row[i].strip() if i is not None and i < len(row) else ""
+
+
 def _parse_time_cell(s: str, time_format: str) -> tuple[float | None, float | None]:
     if time_format == "saycam":
         return _saycam_time(s), None
@@ -229,7 +233,7 @@ def parse_cvcl_csv(data: str | bytes, encoding: str = "utf-8-sig", time_format: 
             lineno = reader.line_num
             if not any(c.strip() for c in row):
                 continue
-            cell = lambda i: row[i].strip() if i is not None and i < len(row) else ""  # noqa: E731
+            cell = _cells(row)
             vid = cell(iv) or None
             if video is not None and vid != video:
                 continue
@@ -278,7 +282,7 @@ def load_transcript(path: str | Path, **kwargs) -> list[TimedUtterance]:
 def _stamp(t: float, sep: str) -> str:
     if not (math.isfinite(t) and t >= 0):
         raise DataError(f"cannot write time {t!r}: times must be finite and >= 0")
-    ms = int(round(t * 1000))
+    ms = round(t * 1000)
     h, rem = divmod(ms, 3_600_000)
     m, rem = divmod(rem, 60_000)
     s, ms = divmod(rem, 1000)

@@ -9,8 +9,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from edge.asr import (RECOGNIZERS, PocketSphinxRecognizer, Transcript, Word, available_recognizers,
-                      make_recognizer, register_recognizer)
+from edge.asr import (
+    RECOGNIZERS,
+    PocketSphinxRecognizer,
+    Transcript,
+    Word,
+    available_recognizers,
+    make_recognizer,
+    register_recognizer,
+)
 from edge.errors import InputError
 from edge.hear import SAMPLE_RATE, read_audio
 from edge.tokenize import words
@@ -48,7 +55,7 @@ def lm_recognizer():
 @needs_espeak
 def test_vad_then_biased_pocketsphinx_recovers_object_words(clips, lm_recognizer):
     rng = np.random.default_rng(0)
-    noise = lambda s: (rng.standard_normal(int(s * SAMPLE_RATE)) * 0.003).astype(np.float32)  # noqa: E731
+    noise = lambda s: (rng.standard_normal(int(s * SAMPLE_RATE)) * 0.003).astype(np.float32)
     session = np.concatenate([noise(0.8)] + [p for c in clips for p in (c + noise(len(c) / SAMPLE_RATE),
                                                                         noise(1.0))])
     segs = make_vad("silero").segment(session)

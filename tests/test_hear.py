@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 
 from edge.errors import DataError, InputError, MissingExtraError
-from edge.hear import (SAMPLE_RATE, AudioFileSource, MicrophoneSource, Resampler, check_audio, read_audio,
-                       resample, resolve_device, write_wav)
+from edge.hear import (
+    SAMPLE_RATE,
+    AudioFileSource,
+    MicrophoneSource,
+    Resampler,
+    check_audio,
+    read_audio,
+    resample,
+    resolve_device,
+    write_wav,
+)
 
 
 def _sine(freq, rate, seconds, amp=0.5):
@@ -169,3 +178,9 @@ def test_microphone_callback_never_blocks_and_counts_drops():
     assert all(b.samples.dtype == np.float32 for b in got)
     mic._stream = None
     mic.close()
+
+
+def test_resampler_rejects_bad_rates():
+    for a, b in ((0, 16000), (-8000, 16000), (16000, 0), (44100.5, 16000)):
+        with pytest.raises(InputError, match="sample rates"):
+            Resampler(a, b)

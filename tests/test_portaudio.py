@@ -79,7 +79,8 @@ def pulse_home(tmp_path_factory):
                     "give PortAudio a capture device on a machine without a sound card")
     if not _pulse_plugin():
         pytest.skip("the ALSA pulse plugin is missing (sudo apt-get install libasound2-plugins)")
-    probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True)
+    probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True,
+                           check=False)
     if probe.returncode != 0:
         pytest.skip(f"sounddevice cannot be imported: {probe.stderr.strip().splitlines()[-1]} "
                     "(pip install 'firstwords[audio]'; sudo apt-get install libportaudio2)")
@@ -119,7 +120,7 @@ def record(home: Path, *args: str) -> dict:
     env = dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(home), PYTHONPATH=str(REPO))
     env.pop("FIRSTWORDS_AUDIO_DEVICE", None)
     proc = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True,
-                          timeout=60, cwd=REPO)
+                          timeout=60, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

@@ -7,8 +7,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.errors import DataError
-from edge.transcripts import (TimedUtterance, format_srt, format_webvtt, load_transcript, parse_cvcl_csv,
-                              parse_srt, parse_webvtt)
+from edge.transcripts import (
+    TimedUtterance,
+    format_srt,
+    format_webvtt,
+    load_transcript,
+    parse_cvcl_csv,
+    parse_srt,
+    parse_webvtt,
+)
 
 SRT = """1
 00:00:01,000 --> 00:00:02,500
@@ -114,8 +121,8 @@ PARSERS = [parse_srt, parse_webvtt, parse_cvcl_csv,
            lambda d: parse_cvcl_csv(d, time_format="saycam")]
 # text made of the characters that matter to these formats, so that near-valid files are common
 fragments = st.sampled_from(["\n", "\n\n", "\r\n", " --> ", "00:", "01", ":", ",", ".", "-", "WEBVTT", "NOTE",
-                             "<v Mom>", "</v>", "<i>", "&amp;", "1", "99999999999", "Time,Video Name,Utterance,"
-                             "Speaker\n", '"', "ball", "\ufeff", "\x00", "é", "12.5"])
+                             "<v Mom>", "</v>", "<i>", "&amp;", "1", "99999999999",
+                             ("Time,Video Name,Utterance,Speaker\n"), '"', "ball", "\ufeff", "\x00", "é", "12.5"])
 near_valid = st.lists(fragments, max_size=40).map("".join)
 
 

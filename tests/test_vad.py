@@ -36,7 +36,7 @@ def session(tmp_path_factory):
         pytest.skip("espeak-ng not installed")
     d = tmp_path_factory.mktemp("speech")
     rng = np.random.default_rng(0)
-    noise = lambda n: (rng.standard_normal(n) * 0.005).astype(np.float32)  # noqa: E731  ~ -46 dBFS room
+    noise = lambda n: (rng.standard_normal(n) * 0.005).astype(np.float32)
     parts, truth, t = [noise(SAMPLE_RATE)], [], 1.0
     for i, text in enumerate(PHRASES):
         clip = speak(text, d / f"{i}.wav")
@@ -67,7 +67,7 @@ def test_vad_cuts_spoken_phrases_at_the_right_times(session, name):
 @needs_espeak
 @pytest.mark.parametrize("name", ["energy", "silero"])
 def test_vad_streaming_from_a_file_source_matches(session, name):
-    x, truth, path = session
+    _, truth, path = session
     vad = make_vad(name)
     streamed = list(vad.segments(AudioFileSource(path, block=700)))  # blocks not a multiple of the frame
     assert_found(streamed, truth)
@@ -150,3 +150,22 @@ def test_unknown_vad_and_bad_settings():
         make_vad("webrtc")
     with pytest.raises(InputError):
         EnergyVAD(threshold=1.5)
+
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(np.float32, st.integers(0, 4000), elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+       st.floats(-1e6, 1e6))
+def test_energy_vad_on_arbitrary_samples_raises_only_input_error(x, t):
+    vad = EnergyVAD(min_speech_ms=0, min_silence_ms=32)
+    try:
+        segs = vad.feed(t, x) + vad.flush()
+    except InputError:
+        assert not np.isfinite(x).all()
+        return
+    for s in segs:
+        assert s.end > s.start and np.isfinite(s.audio).all() and s.audio.dtype == np.float32

@@ -27,14 +27,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.asr import PocketSphinxRecognizer  # noqa: E402
-from edge.hear import SAMPLE_RATE, read_audio, write_wav  # noqa: E402
-from edge.tokenize import words as tokenize_words  # noqa: E402
-from edge.vad import make_vad  # noqa: E402
+from edge.asr import PocketSphinxRecognizer
+from edge.hear import SAMPLE_RATE, read_audio, write_wav
+from edge.tokenize import words as tokenize_words
+from edge.vad import make_vad
 
 try:  # the sample corpus' own phrases, so the bench measures what the demo hears
     sys.path.insert(0, str(REPO / "tools"))
-    from build_sample_corpus import CHATTER, CLASS_WORDS, NAMING  # noqa: E402
+    from build_sample_corpus import CHATTER, CLASS_WORDS, NAMING
 
     OBJECTS = sorted(set(CLASS_WORDS.values()))
 except ImportError:  # pragma: no cover - the corpus tool is optional here
