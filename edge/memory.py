@@ -3,23 +3,27 @@
 Open vocabulary: every word heard gets a visual prototype in the bundle's joint embedding space (dim D).
 
 Update rule (cross-situational, in the spirit of Fazly, Alishahi & Stevenson 2010 and Yu & Smith 2007). For an
-utterance with words w_1..w_m and the frame embeddings f_1..f_K of its window:
-  * association   A[w, k] = s_w * v_w . (f_k - g)     (g: running mean of all frames seen, the background;
-                                                       v_w the word's unit vector, s_w its naming strength)
-  * re-entrance   the window's frames are weighted by how strongly the words heard already predict them,
-                  omega = K * ((1 - floor) * softmax_k(beta_sel * max_w A[w, k]) + floor / K); off -> omega = 1
+utterance with words w_1..w_m and the frame embeddings f_1..f_K of its window (g: the running mean of every
+frame seen, the background; v_w a word's unit vector, s_w its naming strength):
+  * association   A[w, k] = max(0, s_w * v_w . (f_k - g)); clipped, so a (possibly wrong) hypothesis makes a
+                  word claim frames but never refuse one that nobody claims -- no lock-in on a first impression
   * credit        each frame's unit of credit is shared among the words, softmax_w(beta * A[w, k]) mixed with a
-                  uniform share that decays as the memory hears more; words that already explain a frame take
-                  it, a new word takes what nobody explains (mutual exclusivity falls out of this)
-  * prototype     sum_w += sum_k omega_k C[w, k] f_k; weight_w += its credit (frames' worth); the prototype is
-                  the credit-weighted mean m_w = sum_w / weight_w
-The word's vector is its contrast with the background, c_w = m_w - g. Its naming strength is the contrast's
-length relative to the spread of the world, |c_w| / sigma (sigma^2 = 1 - |g|^2), ramped by the effective number of
-utterances behind it: a function word ("the", "look", "you") co-occurs with everything, its mean drifts to the
-background and its strength to ~0 -- learned from diffuse co-occurrence, no stop list. For an in-vocabulary word
-the encoder's utterance embedding is the prior: v_w = normalise(a p_w + (1 - a) c_w / |c_w|) and
-s_w = a * prior_strength + (1 - a) * s_learned with a = n0 / (n0 + weight_w); the memory takes over with
-exposure. Words outside the vocabulary start from scratch (a = 0).
+                  uniform share that decays as the memory hears more: words that already explain a frame take
+                  it, a new word is left what nobody explains (mutual exclusivity falls out of this)
+  * re-entrance   the memory's state decides what in the window is news: per frame, the strongest claim of a
+                  word in memory that was NOT said (the other object in the scene, the dress in view while
+                  "shoe" is heard) is explained away -- its projection is taken out of the frame before the
+                  words heard learn from it (mode "explain"; "gate" instead discounts such frames for mature
+                  words). reentrance=False learns from the frames as they are.
+  * prototype     sum_w += sum_k C[w, k] f'_k; weight_w += its credit (frames' worth); the prototype is the
+                  credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g gives the direction.
+Naming strength: how far the PLAIN co-occurrence mean of the word (every frame of every window it was heard in)
+sits from the background, relative to the spread of the world (sigma^2 = 1 - |g|^2), ramped by the effective
+number of utterances behind it. A function word ("the", "look", "you") is heard whatever is in view: its
+co-occurrence mean is the background and its strength ~0 -- learned from diffuse co-occurrence, no stop list.
+For an in-vocabulary word the encoder's utterance embedding p_w is the prior: v_w = normalise(a p_w +
+(1 - a) c_w / |c_w|), s_w = a * prior_strength + (1 - a) * s_learned, a = n0 / (n0 + weight_w): the memory
+takes over with exposure. Words outside the vocabulary start from scratch (a = 0).
 
 Queries: name(frame) = top-k of s_w v_w . (x - g), one matrix-vector product and an argpartition;
 find(word) streams the episodes from disk; word_vectors() feeds edge.evaluate.score_trials.
@@ -34,11 +38,20 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
 from edge.errors import InputError, MemoryStoreError
-from edge.memory_store import RESET_HINT, Background, EpisodeRow, MemoryStore, WordRow, describe_meta, set_aside
+from edge.memory_store import (
+    RESET_HINT,
+    Background,
+    EpisodeRow,
+    MemoryStore,
+    WordRow,
+    describe_meta,
+    set_aside,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +68,14 @@ class LearningParams:
     uniform_start: float = 0.5  # uniform share of credit when the memory is new ...
     uniform_floor: float = 0.05  # ... decaying to this ...
     uniform_halflife: float = 200.0  # ... halfway after this many utterances
-    prior_frames: float = 20.0  # n0: weight of the encoder's prior, in frames' worth of credit
+    prior_frames: float = 100.0  # n0: weight of the encoder's prior, in frames' worth of credit
     prior_strength: float = 0.5  # naming strength of a prior before any exposure
     confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
-    select_beta: float = 10.0  # re-entrance: sharpness of the frame selection
-    select_floor: float = 0.1  # re-entrance: share of attention kept uniform (never ignore a frame fully)
-    select_competitors: bool = True  # re-entrance also turns away from frames the memory names as other words
-    select_margin: float = 0.0  # re-entrance: how much more a word not said must claim a frame to turn from it
-    select_upweight: bool = True  # re-entrance: frames the words heard claim count more (else only less)
+    select_mode: str = "explain"  # re-entrance: "explain" (explain away) or "gate" (see _learn_one)
+    explain: float = 1.0  # explain: share of a rival word's projection taken out of a frame
+    select_beta: float = 10.0  # gate: sharpness of the relevance judgement
+    select_floor: float = 0.1  # gate: a mature word still learns this share from an irrelevant frame
+    select_margin: float = 0.0  # gate: how much more a word not said must claim a frame to turn from it
     prior_maturity: float = 0.5
     competitors: int = 256  # re-entrance consults the strongest this many words for competing claims  # how far an encoder prior alone may steer re-entrant selection
 
@@ -354,7 +367,7 @@ class AssociativeMemory:
         return cls(p, dim, **kwargs)
 
     # ------------------------------------------------------------------ context
-    def __enter__(self) -> AssociativeMemory:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -443,28 +456,30 @@ class AssociativeMemory:
         # association, clipped at 0: a word may claim a frame, but a (possibly wrong) hypothesis never makes it
         # refuse a frame nobody else claims -- no lock-in on a first impression
         assoc = np.maximum(s[:, None] * (v @ (frames - g).T), 0.0)  # [m, K]
+        learn_frames = frames  # what the words learn from
+        omega = np.ones(k, np.float32)  # how much of each frame is learned from (reported; 1 = all)
+        omega_w = np.ones((len(words), k), np.float32)  # per word: how much each frame counts
         if self.reentrance:
-            # The memory's state picks what it learns from. A frame is relevant when the words heard claim it
-            # and irrelevant when the memory already names it as a word NOT said (a displaced reference -- "where's
-            # the shoe?" with a dress in view -- or the other object in the scene): relevance rho in (0, 2),
-            # 1 when nobody claims it. A word follows that judgement as far as it has evidence behind it
-            # (lam_w = 0 for a new word: it learns from the whole window; no lock-in on a first impression), so
-            # a known word learns less from a window that is about something else.
-            heard = assoc.max(axis=0)
-            other = self._competitor_claims(frames, set(words)) if p.select_competitors else 0.0
-            rho = 2.0 / (1.0 + np.exp(-p.select_beta * (heard - other + p.select_margin)))  # [K]
-            if not p.select_upweight:
-                rho = np.minimum(rho, 1.0)
-            lam = (1.0 - p.select_floor) * maturity  # [m]
-            omega_w = (1.0 - lam[:, None]) + lam[:, None] * rho[None, :]  # [m, K]
-            omega = rho  # the episode's view of its frames
-        else:
-            omega = np.ones(k, np.float32)
-            omega_w = np.ones((len(words), k), np.float32)
+            # The memory's current state decides what in the window is news. Per frame, the strongest claim
+            # of a word NOT said (the dress in view while "shoe" is heard: the other object of the scene, or a
+            # displaced reference) is looked up among the strongest words in memory.
+            other, rival = self._competitor_claims(frames, set(words))  # [K], [K, D]
+            fc = frames - g
+            if p.select_mode == "explain":
+                # explain away: what the memory already attributes to a word not said is taken out of the frame
+                # before the words heard learn from it -- they learn from the unexplained (surprising) rest
+                proj = np.maximum(np.sum(rival * fc, axis=1), 0.0) * (other > 0)  # [K]
+                learn_frames = frames - p.explain * proj[:, None] * rival
+                omega = 1.0 - p.explain * proj ** 2 / np.maximum(np.sum(fc * fc, axis=1), _TINY)
+            else:  # "gate": frames claimed by words not said count less, as far as the word heard is mature
+                heard = assoc.max(axis=0)
+                omega = np.minimum(2.0 / (1.0 + np.exp(-p.select_beta * (heard - other + p.select_margin))), 1.0)
+                lam = (1.0 - p.select_floor) * maturity  # [m]; 0 for a new word: no lock-in
+                omega_w = (1.0 - lam[:, None]) + lam[:, None] * omega[None, :]
         eps = p.uniform_share(bg.utterances)
         credit = (1.0 - eps) * _softmax(p.credit_beta * assoc, axis=0) + eps / len(words)
         taken = credit * omega_w  # [m, K] frames' worth each word takes
-        contrib = taken @ frames  # [m, D]
+        contrib = taken @ learn_frames  # [m, D]
         per_word = taken.sum(axis=1)
         frame_sum = frames.sum(axis=0, dtype=np.float64).astype(np.float32)
         for i, r in enumerate(rows):
@@ -480,30 +495,31 @@ class AssociativeMemory:
             r.last_utt = bg.utterances
             staged[r.word] = r
         emb = (omega @ frames) / max(float(omega.sum()), _TINY)
-        ep = EpisodeRow(t, text, emb.astype(np.float32), frame_sum, k,
+        ep = EpisodeRow(t, text, emb.astype(np.float32), frame_sum,
+                        learn_frames.mean(axis=0).astype(np.float32), k,
                         {w: float(u) for w, u in zip(words, per_word)}, media if self.keep_media else None)
         total = float(per_word.sum())
         rep = LearnReport(-1, {w: float(u) / total for w, u in zip(words, per_word)},
                           {w: float(u) for w, u in zip(words, per_word)}, [float(x) for x in omega], new_words)
         return ep, rep
 
-    def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> np.ndarray:
-        """Per frame, the strongest (clipped) claim of a word NOT heard in this utterance, from the committed
-        state: a frame the memory already names as something else is probably not what is being talked about."""
+    def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, the strongest (clipped at 0) claim of a word NOT heard in this utterance and that word's
+        unit vector ([K], [K, D]), from the committed state."""
         self._ensure_derived()
         tb = self._table
         n = len(tb)
-        if n == 0:
-            return np.zeros(frames.shape[0], np.float32)
+        k = frames.shape[0]
         rows = np.arange(n)
         if n > self.params.competitors:  # only strong words can make strong claims (claim <= strength * |f - g|)
             rows = np.argpartition(-tb.strength[:n], self.params.competitors)[: self.params.competitors]
         heard_rows = {tb.index[w] for w in heard if w in tb.index}
         rows = np.array([r for r in rows if r not in heard_rows], dtype=np.int64)
         if rows.size == 0:
-            return np.zeros(frames.shape[0], np.float32)
+            return np.zeros(k, np.float32), np.zeros((k, self.dim), np.float32)
         scores = tb.name_mat[rows] @ frames.T + tb.name_bias[rows, None]  # [M, K]
-        return np.maximum(scores.max(axis=0), 0.0)
+        best = np.argmax(scores, axis=0)
+        return np.maximum(scores[best, np.arange(k)], 0.0), tb.vec[rows[best]]
 
     # ------------------------------------------------------------------ queries
     def _ensure_derived(self) -> None:
@@ -615,8 +631,8 @@ class AssociativeMemory:
 
     # ------------------------------------------------------------------ forgetting (privacy)
     def _undo_episodes(self, ids: list[int], drop: set[str], floor_time: float | None) -> None:
-        """Remove episodes, subtract the credit they gave every other word (approximately: the word's share of
-        the episode's attended mean), delete the words in `drop` and those left with no exposure; VACUUM."""
+        """Remove episodes, subtract the credit they gave every other word (approximately: the word's credit times
+        the mean of what was learned from the episode's frames), delete the words in `drop` and those left with no exposure; VACUUM."""
         rows: dict[str, WordRow] = {}
         for w, credit, emb, frame_sum, n_frames in self._store.credits_of_episodes(ids):
             if w in drop:

@@ -52,6 +52,7 @@ CREATE TABLE episodes (
     text TEXT NOT NULL,
     embedding BLOB NOT NULL,      -- float32 [D]: attention-weighted mean of the window's frame embeddings
     frame_sum BLOB NOT NULL,      -- float32 [D]: plain sum of the window's frame embeddings
+    learned_mean BLOB NOT NULL,   -- float32 [D]: mean of what the words learned from (after explaining away)
     n_frames INTEGER NOT NULL,
     media BLOB                    -- raw media, only with keep_media
 );
@@ -87,6 +88,7 @@ class EpisodeRow:
     text: str
     embedding: np.ndarray  # float32 [D]
     frame_sum: np.ndarray  # float32 [D]
+    learned_mean: np.ndarray  # float32 [D]
     n_frames: int
     credits: dict[str, float]  # word -> credit taken
     media: bytes | None = None
@@ -349,9 +351,10 @@ class MemoryStore:
                      for r in words])
                 ids = []
                 for ep in episodes:
-                    cur = db.execute("INSERT INTO episodes(t, text, embedding, frame_sum, n_frames, media) "
-                                     "VALUES (?,?,?,?,?,?)", (ep.t, ep.text, _blob(ep.embedding),
-                                                              _blob(ep.frame_sum), ep.n_frames, ep.media))
+                    cur = db.execute("INSERT INTO episodes(t, text, embedding, frame_sum, learned_mean, n_frames, "
+                                     "media) VALUES (?,?,?,?,?,?,?)",
+                                     (ep.t, ep.text, _blob(ep.embedding), _blob(ep.frame_sum),
+                                      _blob(ep.learned_mean), ep.n_frames, ep.media))
                     ids.append(int(cur.lastrowid))
                     db.executemany("INSERT OR REPLACE INTO episode_words(word, episode_id, credit) VALUES (?,?,?)",
                                    [(w, cur.lastrowid, float(c)) for w, c in ep.credits.items()])
@@ -445,11 +448,11 @@ class MemoryStore:
             return self._db.execute("SELECT id, t FROM episodes WHERE t >= ?", (t,)).fetchall()
 
     def credits_of_episodes(self, ids: list[int]) -> list[tuple[str, float, np.ndarray, np.ndarray, int]]:
-        """(word, credit, attended mean, frame sum, frame count) for every word link of the given episodes."""
+        """(word, credit, learned mean, frame sum, frame count) for every word link of the given episodes."""
         out = []
         with self._lock:
             for i in ids:
-                rows = self._db.execute("SELECT w.word, w.credit, e.embedding, e.frame_sum, e.n_frames FROM "
+                rows = self._db.execute("SELECT w.word, w.credit, e.learned_mean, e.frame_sum, e.n_frames FROM "
                                         "episode_words w JOIN episodes e ON e.id = w.episode_id "
                                         "WHERE w.episode_id = ?", (i,)).fetchall()
                 out.extend((w, float(c), self._vec(emb, f"episode {i}"), self._vec(fs, f"episode {i}"), int(n))
@@ -483,5 +486,13 @@ def describe_meta(path: str | Path) -> dict:
         return {}
 
 
-__all__ = ["MemoryStore", "WordRow", "EpisodeRow", "Background", "BatchResult", "set_aside", "SCHEMA_VERSION",
-           "describe_meta"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Background",
+    "BatchResult",
+    "EpisodeRow",
+    "MemoryStore",
+    "WordRow",
+    "describe_meta",
+    "set_aside",
+]

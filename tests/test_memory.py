@@ -83,15 +83,19 @@ def test_in_vocab_prior_is_used_then_overtaken():
 
 def test_out_of_vocabulary_word_learned_from_scratch_with_mutual_exclusivity():
     world = World(seed=4, n_cat=8)
-    with AssociativeMemory(":memory:", D) as mem:
-        teach(mem, world, 200)
+
+    def known_world():  # thing7 is never seen nor named
+        mem = AssociativeMemory(":memory:", D)
+        for i in range(200):
+            words, fr = world.utterance(c=i % 7)
+            mem.learn(words, fr, float(i), " ".join(words))
+        return mem
+
+    with known_world() as mem:
         rep = mem.learn(["look", "at", "the", "dax"], world.frames(7, 6), 1000.0, "look at the dax")
         assert rep.new_words == ["dax"] and "dax" not in mem.word_vectors(world.cats)
         assert int(np.argmax(world.mu @ mem.word_vectors(["dax"])["dax"])) == 7
-    with AssociativeMemory(":memory:", D) as mem:
-        for i in range(200):  # thing7 is never seen nor named here
-            words, fr = world.utterance(c=i % 7)
-            mem.learn(words, fr, float(i), " ".join(words))
+    with known_world() as mem:
         # half the window shows a known thing, half the new one: the known word claims its frames, the new
         # word is left the rest (mutual exclusivity falls out of the credit rule)
         fr = np.concatenate([world.frames(2, 3), world.frames(7, 3)])
@@ -101,20 +105,37 @@ def test_out_of_vocabulary_word_learned_from_scratch_with_mutual_exclusivity():
         assert float(v @ world.mu[7]) > float(v @ world.mu[2])
 
 
-def test_reentrance_weights_frames_the_words_predict():
-    world = World(seed=5)
-    with AssociativeMemory(":memory:", D) as mem:
-        teach(mem, world, 200)
-        fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # frames 0-2 show thing1
-        rep = mem.learn(["look", "thing1"], fr, 500.0, "look thing1")
-        w = np.array(rep.frame_weights)
-        assert w[:3].min() > 1.0 > w[3:].max()  # claimed by the word heard vs named as another word
-        # a known word learns less from a window that is about something else ("thing1" with thing4 in view)
+def _taught(seed: int, **kw) -> tuple[AssociativeMemory, World]:
+    world = World(seed=seed)
+    mem = AssociativeMemory(":memory:", D, **kw)
+    teach(mem, world, 200)
+    return mem, world
+
+
+def test_reentrance_explains_away_what_the_memory_names_as_unsaid_words():
+    mixed_reports = []
+    contamination = []
+    for reentrance in (True, False):
+        mem, world = _taught(5, reentrance=reentrance)
+        with mem:
+            fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # frames 3-5 show thing4
+            mixed_reports.append(mem.learn(["look", "thing1"], fr, 500.0, "look thing1"))
+            for i in range(10):  # "thing1" said while thing4 is in view (a displaced reference)
+                mem.learn(["look", "thing1"], world.frames(4, 6), 501.0 + i, "look thing1")
+            contamination.append(float(mem.word_vectors(["thing1"])["thing1"] @ world.mu[4]))
+    w = np.array(mixed_reports[0].frame_weights)
+    assert w[3:].max() < 0.8 < w[:3].min()  # thing4's frames are mostly explained by "thing4", not said
+    assert mixed_reports[1].frame_weights == [1.0] * 6
+    assert contamination[0] < contamination[1] - 0.05  # what was explained away did not leak into "thing1"
+
+
+def test_reentrance_gate_mode_discounts_windows_about_something_else():
+    mem, world = _taught(5, learning=LearningParams(select_mode="gate"))
+    with mem:
+        on = mem.learn(["look", "thing1"], world.frames(1, 6), 500.0, "look thing1")
         off = mem.learn(["look", "thing1"], world.frames(4, 6), 501.0, "look thing1")
-        assert off.frames_taken["thing1"] < 0.7 * rep.frames_taken["thing1"]
-    with AssociativeMemory(":memory:", D, reentrance=False) as mem:
-        rep = mem.learn(["look", "thing1"], fr, 500.0, "look thing1")
-        assert rep.frame_weights == [1.0] * 6
+        assert max(off.frame_weights) < 1.0
+        assert off.frames_taken["thing1"] < 0.7 * on.frames_taken["thing1"]
 
 
 def test_persistence_round_trip(tmp_path):

@@ -35,14 +35,14 @@ from pathlib import Path
 # runtime should do the same.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.evaluate import make_trials, score_trials  # noqa: E402
-from edge.memory import AssociativeMemory, Utterance  # noqa: E402
-from edge.tokenize import words as split_words  # noqa: E402
+from edge.evaluate import make_trials, score_trials
+from edge.memory import AssociativeMemory, Utterance
+from edge.tokenize import words as split_words
 
 SHOTS = (1, 2, 5, 10)
 
@@ -69,7 +69,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
     absent (10 %) or nothing (chatter), from Zipfian templates full of function words; an imperfect encoder
     prior for in-vocabulary words; a novel category kept out of training, as in the corpus."""
     rng = np.random.default_rng(seed)
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
     common = unit(rng.normal(size=dim))
     cats = ["shirt", "pants", "sweater", "dress", "coat", "sandal", "shoe", "boot", "hat"][:n_cat]
     novel = "bag"
@@ -87,7 +87,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
               "here's your {w}", "{w}", "it's a {w}", "can you find the {w}"]
     chatter = ["look at that", "all done", "you want more", "good job", "what's that", "okay", "here you go",
                "oh my", "can you see it", "let's go", "what do you see", "look", "yes", "there you go"]
-    zipf = lambda items: items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]  # noqa: E731
+    zipf = lambda items: items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]
     cat_w = 1.0 / np.arange(1, n_cat + 1) ** 0.6
     cat_w /= cat_w.sum()
     stream: list[Utterance] = []
@@ -113,7 +113,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
     for w in sorted(vocab_words):  # the encoder: right direction for objects, but noisy; arbitrary for the rest
         base = unit(common + mu[w]) if w in mu else unit(rng.normal(size=dim) * 0.4 + 0.6 * common)
         prior[w] = unit(base + 1.5 * rng.normal(size=dim) / np.sqrt(dim)).astype(np.float32)
-    held_out = lambda c: frames(c, cats[rng.integers(n_cat)] if rng.random() < 0.25 else None, 1)  # noqa: E731
+    held_out = lambda c: frames(c, cats[rng.integers(n_cat)] if rng.random() < 0.25 else None, 1)
     eval_labels = [c for c in cats for _ in range(60)]
     eval_emb = np.concatenate([held_out(c) for c in eval_labels])
     novel_emb = np.concatenate([held_out(novel) for _ in range(60)])
@@ -378,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(data.prior)} words with an encoder prior; novel word {data.novel_word!r} "
           f"({len(data.novel_exposures)} exposures available)")
     checkpoints = sorted({0, *[c for c in (10, 25, 50, 100) if c < n],
-                          *[int(round(x)) for x in np.linspace(0, n, args.points + 1)]})
+                          *[round(x) for x in np.linspace(0, n, args.points + 1)]})
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
