@@ -133,7 +133,7 @@ def _read_rgb(path: Path, cv2) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int) -> BenchData:
+def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, max_utterances: int = 0) -> BenchData:
     from edge.bundle import load_bundle
     from edge.capture import import_cv2
     from edge.encode import Encoder
@@ -149,6 +149,8 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int) 
         return json.loads(path.read_text(encoding="utf-8"))
 
     train = sorted(load("train.json")["data"], key=lambda r: (r.get("start_time", 0.0), r.get("utterance_num", 0)))
+    if max_utterances:
+        train = train[:max_utterances]
     ev = load("eval.json")["data"]
     nov = load("novel.json")["data"]
     exp = load("novel_exposures.json")["data"]
@@ -230,7 +232,7 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
                 done = cp
                 vecs = dict(prior_vecs)
                 vecs.update(mem.word_vectors(data.categories))
-                for c in data.categories:  # a category never heard and not in the vocabulary: chance
+                for c in data.categories:  # never heard and not in the vocabulary: a zero vector (counted wrong)
                     vecs.setdefault(c, np.zeros(data.dim, np.float32))
                 accs.append(accuracy(vecs, trials, data.eval_emb))
             few[name] = few_shot(mem, data, seed)
@@ -322,10 +324,11 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
         return False
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance"}
+    colours = {"encoder": "tab:blue", "memory": "tab:orange", "memory_reentrant": "tab:green"}
     for k, lab in labels.items():
         m, s = np.array(mean_curves[k]), np.array(sd_curves[k])
-        ax.plot(checkpoints, m, marker="o", ms=3, label=lab)
-        ax.fill_between(checkpoints, m - s, m + s, alpha=0.15)
+        ax.plot(checkpoints, m, marker="o", ms=3, label=lab, color=colours[k])
+        ax.fill_between(checkpoints, m - s, m + s, alpha=0.15, color=colours[k])
     ax.axhline(0.25, color="grey", ls=":", label="chance")
     ax.set_xlabel("utterances heard")
     ax.set_ylabel("held-out 4-way accuracy")
@@ -333,7 +336,7 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("learning curve")
     for k in ("memory", "memory_reentrant"):
-        bx.plot(list(SHOTS), [few[k][s] for s in SHOTS], marker="o", label=labels[k])
+        bx.plot(list(SHOTS), [few[k][s] for s in SHOTS], marker="o", label=labels[k], color=colours[k])
     bx.axhline(0.25, color="grey", ls=":")
     bx.axhline(0.60, color="red", ls="--", lw=0.8, label="target 0.60")
     bx.set_xscale("log")
@@ -370,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.synthetic:
         data = synthetic_data()
     else:
-        data = corpus_data(args.bundle, args.corpus, args.out / "cache", args.threads)
+        data = corpus_data(args.bundle, args.corpus, args.out / "cache", args.threads, args.max_utterances)
     if args.max_utterances:
         data.stream = data.stream[: args.max_utterances]
     n = len(data.stream)
