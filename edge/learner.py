@@ -458,13 +458,8 @@ class Learner:
 
     # -- audio -> VAD -> speech queue -> ASR -> utterances -------------------------------------------------
     def _vad_open_start(self) -> float | None:
-        v = self.vad
-        start = getattr(v, "open_start", None)
-        if start is None:
-            speech = getattr(v, "_speech", None)  # edge.vad keeps the open utterance's frames here
-            if speech:
-                start = speech[0][0]
-        return start
+        """Start of the speech the VAD is still hearing (edge.vad's `open_start`), None in silence."""
+        return getattr(self.vad, "open_start", None)
 
     def _audio_loop(self) -> None:
         assert self.vad is not None and self.audio is not None

@@ -198,3 +198,23 @@ def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
     r = object_word_recovery(heard, spoken, corpus_objects)
     assert r["object_words_said"] > 0 and r["recovery_rate"] >= 0.5, r
     assert rep.stats["audio_overflows"] == 0 and rep.stats["frames_dropped"] == 0
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install ffmpeg): "
+                    "a video's own soundtrack cannot be extracted")
+def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):  # noqa: F811
+    if not sample.has_audio:
+        pytest.skip("espeak-ng not installed: the sample session has no soundtrack to mux")
+    from edge.hear import read_audio
+
+    mkv = tmp_path / "recording.mkv"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"), "-i",
+                    str(sample.session / "session.wav"), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv)], check=True)
+    s = discover_session(mkv)
+    try:
+        assert s.frames == mkv and s.transcript is None and s.audio is not None and s.audio.suffix == ".wav"
+        got, want = read_audio(s.audio), read_audio(sample.session / "session.wav")
+        assert abs(len(got) - len(want)) < 1600 and choose_words_source(s, "auto") == "audio"
+    finally:
+        s.cleanup()
+    assert not s.audio.exists()  # the extracted soundtrack lived in a temp folder

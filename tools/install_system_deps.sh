@@ -4,9 +4,10 @@
 #   libportaudio2   the PortAudio library sounddevice needs for live audio
 #   sox             audio conversion used by tests
 #   dataset-fashion-mnist  full source for tools/build_sample_corpus.py (a subset ships in data/)
+#   ffmpeg          replay of a video's own soundtrack (optional: a .wav beside the video works without it)
 # Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
 set -u
-pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins)
+pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins ffmpeg)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
