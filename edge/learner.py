@@ -342,7 +342,13 @@ class Learner:
                 log.exception("learner thread %s failed", name)
                 self.stats.errors.append(f"{name}: {type(e).__name__}: {e}")
                 self.stop()
-                if name == "pairing":
+                # Let the pairing thread finish: the failed producer's stream has ended.
+                if name == "encoder":
+                    self._events.put(("frames_end",))
+                elif name in ("asr", "transcript"):
+                    self._utts_done.set()
+                    self._events.put(("utterances_end",))
+                elif name == "pairing":
                     self._done.set()
 
         th = threading.Thread(target=guarded, name=f"learner-{name}", daemon=daemon)
@@ -370,15 +376,18 @@ class Learner:
                     return False
 
     def _put_end(self, q: queue.Queue) -> None:
-        """The end marker always gets through (live: make room by dropping the oldest frame)."""
+        """The end marker always gets through the frame queue: live or stopping, room is made by dropping the
+        oldest frame (counted); a full-speed replay waits for the encoder."""
         while True:
             try:
                 q.put(_END, timeout=0.1)
                 return
             except queue.Full:
+                if not (self.options.realtime or self._stop.is_set()):
+                    continue
                 try:
                     item = q.get_nowait()
-                    if not isinstance(item, _End) and self._stop.is_set():
+                    if not isinstance(item, _End):
                         self.stats.frames_dropped += 1
                 except queue.Empty:
                     pass

@@ -231,3 +231,25 @@ def test_ctrl_c_flushes_what_was_heard_and_exits_cleanly(encoder, tmp_path):
     again = AssociativeMemory(path, DIM)
     assert again.stats()["utterances_learned"] == 2 and set(again.words()) == {"ball", "the", "dog"}
     again.close()
+
+
+def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(bundle, tmp_path):
+    class BrokenEncoder(Encoder):
+        calls = 0
+
+        def encode_image_array(self, x):
+            BrokenEncoder.calls += 1
+            if BrokenEncoder.calls > 3:
+                raise RuntimeError("onnxruntime: out of memory")
+            return super().encode_image_array(x)
+
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    utts = [Utterance(float(i), i + 0.5, "ball") for i in range(10)]
+    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(100), transcript=utts,
+                 options=LearnerOptions(realtime=False, encode_batch=2, frame_queue=2))
+    rep = lr.run(install_signal_handlers=False)
+    assert rep.stats["errors"] and "encoder" in rep.stats["errors"][0] and "out of memory" in rep.stats["errors"][0]
+    # the frames encoded before the failure still taught the memory; later utterances had no frames
+    assert 0 < rep.stats["utterances"] < 10
+    assert mem.stats()["utterances_learned"] == rep.stats["utterances"]
+    mem.close()
