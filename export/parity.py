@@ -192,7 +192,8 @@ def measure_parity(model, images: np.ndarray, labels: Sequence[str] | None, voca
 def gate(report: ParityReport, what: str = "export") -> None:
     """Raise ParityError when the report missed a threshold."""
     if report.failures:
-        raise ParityError(f"{what} failed the parity gate: " + "; ".join(report.failures) + ". The bundle was not "
+        raise ParityError(f"{what} failed the parity gate:\n{report.table()}\n" + "; ".join(report.failures) +
+                          ". The bundle was not "
                           "written. Try another quantization (e.g. --quantization none, or qdq_u8s8 instead of "
                           "qdq_s8s8), more calibration frames (--calib-frames), or check that the checkpoint is "
                           "trained; --skip-parity writes it anyway (recorded in the manifest).")

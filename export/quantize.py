@@ -77,9 +77,24 @@ def preprocess_for_quantization(src: Path, dst: Path) -> Path:
     return dst
 
 
+def first_convs(model_path: Path, n: int) -> list[str]:
+    """Names of the first n Conv nodes in graph order (the high-resolution early layers)."""
+    import onnx
+
+    if n <= 0:
+        return []
+    model = onnx.load(str(model_path), load_external_data=False)
+    return [node.name for node in model.graph.node if node.op_type == "Conv"][:n]
+
+
 def quantize_image_tower(fp32_path: str | Path, out_path: str | Path, fmt: str,
-                         calibration_images: np.ndarray | None = None, per_channel: bool = True) -> Path:
-    """Quantise the image tower to `fmt` (see module doc). Static formats need calibration_images."""
+                         calibration_images: np.ndarray | None = None, per_channel: bool = True,
+                         fp32_first_convs: int = 0) -> Path:
+    """Quantise the image tower to `fmt` (see module doc). Static formats need calibration_images.
+
+    fp32_first_convs keeps the first convolutions in fp32: EfficientNet-Lite0's early, high-resolution layers
+    carry most of its int8 error (measured: centred cosine to fp32 0.965 all-int8, 0.987 with the first 3
+    convs in fp32, 0.991 with 5), at a small cost in speed."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -106,6 +121,7 @@ def quantize_image_tower(fp32_path: str | Path, out_path: str | Path, fmt: str,
         act = QuantType.QUInt8 if fmt == "qdq_u8s8" else QuantType.QInt8
         quantize_static(
             str(pre), str(out), calibration_reader(calibration_images), quant_format=QuantFormat.QDQ,
+            nodes_to_exclude=first_convs(pre, fp32_first_convs),
             per_channel=per_channel, activation_type=act, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": fmt == "qdq_s8s8", "WeightSymmetric": True})

@@ -1,0 +1,205 @@
+"""convert-cvcl: a checkpoint in CVCL's layout (random weights, made here) -> our bundle, compared with a plain
+functional torch forward pass written straight from the checkpoint's tensors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.bundle import load_bundle
+from edge.encode import Encoder
+from edge.errors import FirstwordsError
+from edge.preprocess import prepare_images
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F
+from tiny_dual import CATEGORIES, category_frame
+
+from export.parity import centred_cosine
+
+SIZE = 64
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+WORDS = ["ball", "dog", "cat", "shoe", "car", "look", "at", "the", "kitty", "sand"]
+VOCAB_SIZE = len(WORDS) + 4
+
+
+def cvcl_vocab() -> dict[str, int]:
+    v = {"<pad>": 0, "<unk>": 1, "<sos>": 2, "<eos>": 3}
+    for w in WORDS:
+        v[w] = len(v)
+    return v
+
+
+def _frames(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [category_frame(CATEGORIES[i % 4], rng, size=72) for i in range(n)]
+
+
+def make_cvcl_checkpoint(path: Path, blocks=(1, 1, 1, 1), planes=(8, 16, 32, 64), groups=2, base_width=32,
+                         stem=16, dim=32, vocab_size=VOCAB_SIZE, seed=0) -> Path:
+    """A Lightning-style checkpoint in CVCL's key layout with random weights (BatchNorm statistics estimated
+    on frames so that embeddings differ between images, as a trained model's do)."""
+    from export.convert_cvcl import ResNeXt
+
+    torch.manual_seed(seed)
+    net = ResNeXt(blocks, planes, groups, base_width, stem)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(m.bias, -0.2, 0.2)
+    net.train()
+    with torch.no_grad():
+        net(torch.from_numpy(prepare_images(_frames(16, seed=9), SIZE, MEAN, STD)))
+    sd = {f"vision_encoder.model.{k}": v for k, v in net.state_dict().items()}
+    sd["vision_encoder.model.fc.weight"] = torch.randn(dim, net.out_dim) / net.out_dim ** 0.5
+    sd["vision_encoder.model.fc.bias"] = torch.randn(dim) * 0.01
+    sd["text_encoder.embedding.weight"] = torch.randn(vocab_size, dim)
+    sd["model.logit_neg_log_temperature"] = torch.tensor(2.659)
+    sd["vision_encoder.model.image_embed.unused"] = torch.zeros(1)  # CVCL duplicates; ignored
+    torch.save({"state_dict": sd, "epoch": 3, "hyper_parameters": argparse.Namespace(embedding_type="flat")}, path)
+    return path
+
+
+def reference_forward(sd: dict, images: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CVCL's forward written functionally from the raw tensors (independent of export.model)."""
+    p = "vision_encoder.model."
+
+    def bn(x, name):
+        return F.batch_norm(x, sd[f"{name}.running_mean"], sd[f"{name}.running_var"], sd[f"{name}.weight"],
+                            sd[f"{name}.bias"], training=False, eps=1e-5)
+
+    x = torch.from_numpy(images)
+    x = F.max_pool2d(F.relu(bn(F.conv2d(x, sd[p + "conv1.weight"], stride=2, padding=3), p + "bn1")), 3, 2, 1)
+    for i in range(1, 5):
+        j = 0
+        while f"{p}layer{i}.{j}.conv1.weight" in sd:
+            b = f"{p}layer{i}.{j}."
+            stride = 2 if (i > 1 and j == 0) else 1
+            w2 = sd[b + "conv2.weight"]
+            groups = w2.shape[0] // w2.shape[1]
+            y = F.relu(bn(F.conv2d(x, sd[b + "conv1.weight"]), b + "bn1"))
+            y = F.relu(bn(F.conv2d(y, w2, stride=stride, padding=1, groups=groups), b + "bn2"))
+            y = bn(F.conv2d(y, sd[b + "conv3.weight"]), b + "bn3")
+            idt = x
+            if b + "downsample.0.weight" in sd:
+                idt = bn(F.conv2d(x, sd[b + "downsample.0.weight"], stride=stride), b + "downsample.1")
+            x = F.relu(y + idt)
+            j += 1
+    feats = x.mean(dim=(2, 3))
+    img = F.normalize(F.linear(feats, sd[p + "fc.weight"], sd[p + "fc.bias"]), dim=-1)
+    t = torch.from_numpy(tokens)
+    mask = (t != 0).float()
+    emb = sd["text_encoder.embedding.weight"][t]
+    utt = F.normalize((emb * mask[..., None]).sum(1) / mask.sum(1, keepdim=True), dim=-1)
+    return img.numpy(), utt.numpy()
+
+
+def convert(argv: list[str]) -> int:
+    from export.commands import convert_cvcl as cmd
+
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return cmd.run(args)
+    except FirstwordsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("cvcl")
+    (d / "vocab.json").write_text(json.dumps(cvcl_vocab()))
+    frames = d / "frames"
+    frames.mkdir()
+    from PIL import Image
+
+    for i, f in enumerate(_frames(24, seed=1)):
+        Image.fromarray(f).save(frames / f"{i:04d}.png")
+    return make_cvcl_checkpoint(d / "cvcl.ckpt")
+
+
+def test_convert_matches_plain_torch_forward(ckpt, tmp_path, capsys):
+    rc = convert([str(ckpt), "-o", str(tmp_path / "int8"), "--fp32-output", str(tmp_path / "fp32"),
+                  "--quantization", "qdq_u8s8", "--input-size", str(SIZE), "--calib-data", str(ckpt.parent / "frames"),
+                  "--threads", "1"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    sd = torch.load(ckpt, weights_only=False)["state_dict"]  # our own test file
+    frames = _frames(12, seed=2)
+    texts = ["look at the ball", "Kitty!", "the dog and the cat", "giraffe"]
+    b32 = load_bundle(tmp_path / "fp32")
+    enc = Encoder(b32, threads=1)
+    ref_img, ref_utt = reference_forward(sd, prepare_images(frames, SIZE, MEAN, STD), enc.vocab.encode_batch(texts))
+    np.testing.assert_allclose(enc.encode_image(frames), ref_img, atol=1e-4)
+    np.testing.assert_allclose(enc.encode_utterance(texts), ref_utt, atol=1e-5)
+    assert b32.manifest["model_config"] == "cvcl" and b32.quantization == "none"
+    assert b32.vocab.ids == cvcl_vocab()
+
+    b8 = load_bundle(tmp_path / "int8")
+    assert b8.quantization == "qdq_u8s8" and b8.parity["passed"]
+    q = Encoder(b8, threads=1)
+    assert centred_cosine(ref_img, q.encode_image(frames))[0] >= 0.98
+    assert centred_cosine(ref_utt, q.encode_utterance(texts))[0] >= 0.99
+    assert (tmp_path / "int8" / "image.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "image.onnx").stat().st_size
+
+
+def test_vocab_size_mismatch_is_clear(ckpt, tmp_path, capsys):
+    bad = tmp_path / "vocab.json"
+    bad.write_text(json.dumps({**cvcl_vocab(), "extra": len(cvcl_vocab())}))
+    rc = convert([str(ckpt), "-o", str(tmp_path / "b"), "--vocab", str(bad), "--quantization", "none",
+                  "--skip-parity"])
+    assert rc == 2
+    assert "rows but the vocabulary has" in capsys.readouterr().err
+
+
+def test_not_a_cvcl_checkpoint(tmp_path, capsys):
+    p = tmp_path / "other.pt"
+    torch.save({"conv.weight": torch.zeros(1)}, p)
+    (tmp_path / "vocab.json").write_text(json.dumps(cvcl_vocab()))
+    rc = convert([str(p), "-o", str(tmp_path / "b"), "--quantization", "none", "--skip-parity"])
+    assert rc == 2
+    assert "not CVCL's ResNeXt" in capsys.readouterr().err
+
+
+def test_static_int8_needs_calibration_frames(ckpt, tmp_path, capsys):
+    rc = convert([str(ckpt), "-o", str(tmp_path / "b"), "--quantization", "qdq_u8s8", "--skip-parity"])
+    assert rc == 2
+    assert "--calib-data" in capsys.readouterr().err
+
+
+def test_full_size_layout_is_resnext50_32x4d():
+    """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as export.model's."""
+    from export.convert_cvcl import ResNeXt, infer_resnext
+    from export.model import ResNeXt50
+
+    ours = ResNeXt50().state_dict()
+    sd = {f"image_encoder.backbone.{k}": v for k, v in ours.items()}
+    arch = infer_resnext(sd)
+    assert arch == {"blocks": (3, 4, 6, 3), "planes": (64, 128, 256, 512), "groups": 32, "base_width": 4,
+                    "stem": 64}
+    rebuilt = ResNeXt(**arch).state_dict()
+    assert {k: tuple(v.shape) for k, v in rebuilt.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+@pytest.mark.slow
+def test_full_size_cvcl_converts(tmp_path):
+    """Full CVCL size (ResNeXt-50 32x4d, 512-d, 2350 words) at 224 px, fp32, against the plain forward."""
+    vocab = {"<pad>": 0, "<unk>": 1, "<sos>": 2, "<eos>": 3, **{f"w{i}": 4 + i for i in range(2346)}}
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
+    ck = make_cvcl_checkpoint(tmp_path / "cvcl.ckpt", blocks=(3, 4, 6, 3), planes=(64, 128, 256, 512), groups=32,
+                              base_width=4, stem=64, dim=512, vocab_size=2350)
+    assert convert([str(ck), "-o", str(tmp_path / "b"), "--quantization", "none", "--skip-parity"]) == 0
+    enc = Encoder(tmp_path / "b")
+    sd = torch.load(ck, weights_only=False)["state_dict"]
+    frames = _frames(2)
+    ref_img, _ = reference_forward(sd, prepare_images(frames, 224, MEAN, STD), np.array([[2, 3]]))
+    np.testing.assert_allclose(enc.encode_image(frames), ref_img, atol=1e-4)
