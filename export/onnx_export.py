@@ -164,6 +164,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
         int8 = None
         report = None
         fp32_convs = 0
+        cache: dict = {}
         # Static int8: if the gate misses, keep more of the early convolutions in fp32 and try again.
         attempts = FP32_PREFIXES if (quantization in STATIC_FORMATS and not skip_parity) else (0,)
         for fp32_convs in attempts:
@@ -179,7 +180,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
                 break
             report = measure_parity(model, eval_images, eval_labels, vocab, (towers.image, towers.utterance),
                                     int8, quantization=quantization, trials=eval_trials, n_way=n_way,
-                                    trials_per_category=trials_per_category, threads=threads)
+                                    trials_per_category=trials_per_category, threads=threads, cache=cache)
             log.info("%s", report.table())
             int8_only = all(f.startswith("int8") for f in report.failures)
             if report.passed or not int8_only:

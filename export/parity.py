@@ -121,7 +121,7 @@ def measure_parity(model, images: np.ndarray, labels: Sequence[str] | None, voca
                    fp32: tuple[Path, Path], int8: tuple[Path, Path] | None = None, quantization: str = "none",
                    trials: Sequence[Trial] | None = None, n_way: int = 4, trials_per_category: int = 50,
                    seed: int = 0, threads: int | None = None, thresholds: Thresholds | None = None,
-                   max_words: int = 200) -> ParityReport:
+                   max_words: int = 200, cache: dict | None = None) -> ParityReport:
     """Compare torch, ONNX fp32 and (if given) ONNX int8 on the same normalised images [N, 3, S, S].
 
     labels: category per image (None: embeddings only, no accuracy); categories not in the vocabulary are
@@ -138,8 +138,11 @@ def measure_parity(model, images: np.ndarray, labels: Sequence[str] | None, voca
     texts = singles + pairs
     tokens = vocab.encode_batch(texts) if texts else vocab.encode_batch(["", "xyzzy"])
 
-    variants = [Variant("torch", *torch_embeddings(model, images, tokens)),
-                Variant("onnx_fp32", *onnx_embeddings(*fp32, images, tokens, threads))]
+    cache = {} if cache is None else cache  # torch / fp32 embeddings reused across int8 attempts
+    if "torch" not in cache:
+        cache["torch"] = torch_embeddings(model, images, tokens)
+        cache["onnx_fp32"] = onnx_embeddings(*fp32, images, tokens, threads)
+    variants = [Variant("torch", *cache["torch"]), Variant("onnx_fp32", *cache["onnx_fp32"])]
     if int8 is not None:
         variants.append(Variant("onnx_int8", *onnx_embeddings(*int8, images, tokens, threads)))
 
