@@ -24,6 +24,7 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import struct
 import sys
 import time
@@ -41,12 +42,16 @@ FPS = 5.0  # CVCL samples frames at 5 per second
 MAX_WINDOW_FRAMES = 32  # CVCL: an utterance's frames run to the next utterance, at most 32
 VIDEO_NAME = "session_000"
 
-# Fashion-MNIST class index -> the word a parent would say. Class 6 ("Shirt") is left out: it is hard to tell
-# from T-shirt/top, pullover and coat even for people, and "shirt" is already T-shirt/top's word.
+# Fashion-MNIST class index -> the word a parent would say. Left out: class 6 "Shirt" (hard to tell from
+# T-shirt/top, pullover and coat even for people, and "shirt" is T-shirt/top's word) and class 4 "Coat" (at 28 x 28
+# it is Fashion-MNIST's most confused class with "Pullover"; with it, frozen ImageNet features reach only ~0.73
+# 4-way accuracy in a linear probe on this corpus, ~0.79 without it).
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
-CLASS_WORDS = {0: "shirt", 1: "pants", 2: "sweater", 3: "dress", 4: "coat", 5: "sandal", 7: "shoe", 8: "bag",
-               9: "boot"}
+CLASS_WORDS = {0: "shirt", 1: "pants", 2: "sweater", 3: "dress", 5: "sandal", 7: "shoe", 8: "bag", 9: "boot"}
+LEFT_OUT = {"Shirt": "confusable with T-shirt/top, pullover and coat; its word is T-shirt/top's",
+            "Coat": "confusable with pullover at 28 x 28"}
+SUBSET_CLASSES = (0, 1, 2, 3, 4, 5, 7, 8, 9)  # the committed subset keeps Coat too (frozen file; reproducible)
 NOVEL_CATEGORY = "bag"  # never in a training frame or utterance; for the memory's few-shot test
 TINY_CATEGORIES = ["shirt", "pants", "shoe", "boot"]
 
@@ -117,7 +122,7 @@ def make_subset(out: Path, per_class_train: int = 300, per_class_test: int = 100
     full = load_debian()
     rng = np.random.default_rng(seed)
     parts: dict[str, list] = {k: [] for k in ("train_x", "train_y", "train_idx", "test_x", "test_y", "test_idx")}
-    for cls in sorted(CLASS_WORDS):
+    for cls in SUBSET_CLASSES:
         for split, n in (("train", per_class_train), ("test", per_class_test)):
             idx = np.sort(rng.choice(np.flatnonzero(full[f"{split}_y"] == cls), size=n, replace=False))
             parts[f"{split}_x"].append(full[f"{split}_x"][idx])
@@ -204,7 +209,30 @@ def background(rng: np.random.Generator, pool: list[np.ndarray], size: int, cv2)
     return np.clip(img, 0, 1)
 
 
-def object_sprite(grey28: np.ndarray, rng: np.random.Generator, extent: int, cv2):
+# Typical colours of each kind of thing (jeans are blue, boots brown or black), RGB in [0, 1]. An object takes
+# one of its kind's colours (jittered) 60 % of the time and any colour otherwise: a real, imperfect cue, as in a
+# child's world; held-out instances are coloured the same way.
+PALETTES = {
+    "shirt": [(0.95, 0.95, 0.92), (0.9, 0.3, 0.3), (0.3, 0.55, 0.9), (0.95, 0.85, 0.3)],
+    "pants": [(0.2, 0.3, 0.6), (0.15, 0.15, 0.18), (0.65, 0.55, 0.4), (0.35, 0.45, 0.75)],
+    "sweater": [(0.75, 0.15, 0.2), (0.2, 0.5, 0.3), (0.85, 0.75, 0.6), (0.45, 0.3, 0.6)],
+    "dress": [(0.9, 0.4, 0.65), (0.85, 0.15, 0.25), (0.65, 0.4, 0.85), (0.95, 0.8, 0.35)],
+    "sandal": [(0.75, 0.55, 0.35), (0.55, 0.35, 0.2), (0.85, 0.7, 0.35)],
+    "shoe": [(0.95, 0.95, 0.95), (0.55, 0.6, 0.65), (0.2, 0.6, 0.9), (0.9, 0.3, 0.2)],
+    "boot": [(0.4, 0.25, 0.15), (0.12, 0.1, 0.1), (0.6, 0.45, 0.3)],
+    "bag": [(0.5, 0.3, 0.2), (0.2, 0.2, 0.2), (0.8, 0.2, 0.3), (0.85, 0.75, 0.55)],
+}
+
+
+def object_colour(rng: np.random.Generator, category: str | None) -> np.ndarray:
+    pal = PALETTES.get(category or "")
+    if pal and rng.random() < 0.6:
+        base = np.array(pal[rng.integers(len(pal))], dtype=np.float32)
+        return np.clip(base * rng.uniform(0.8, 1.15) + rng.normal(0, 0.05, 3), 0.05, 1).astype(np.float32)
+    return random_colour(rng)
+
+
+def object_sprite(grey28: np.ndarray, rng: np.random.Generator, extent: int, cv2, category: str | None = None):
     """Tint a grey Fashion-MNIST image and cut it out: (rgb float32 h x w x 3, alpha float32 h x w).
     `extent` is the object's longer side in pixels."""
     g = grey28.astype(np.float32) / 255.0
@@ -219,7 +247,7 @@ def object_sprite(grey28: np.ndarray, rng: np.random.Generator, extent: int, cv2
     g = cv2.resize(g, (nw, nh), interpolation=cv2.INTER_CUBIC).clip(0, 1)
     alpha = np.clip((g - 0.02) / 0.08, 0, 1)  # soft edge from the object's own pixels
     alpha = cv2.GaussianBlur(alpha, (3, 3), 0.7)
-    colour = random_colour(rng)
+    colour = object_colour(rng, category)
     shade = 0.25 + 0.75 * g[:, :, None]  # keeps the photo's texture and folds
     rgb = colour[None, None, :] * shade
     if rng.random() < 0.3:  # a second colour on the brighter parts (print, stripes of light)
@@ -283,12 +311,14 @@ def render_scene(scene: Scene, images: np.ndarray, rng: np.random.Generator, poo
     clutter(canvas, rng, pool, cv2, rng.integers(1, 5))
     centre = C / 2
     if scene.distractor is not None:
-        rgb, a = object_sprite(images[scene.distractor_instance], rng, int(frame * rng.uniform(0.2, 0.33)), cv2)
+        rgb, a = object_sprite(images[scene.distractor_instance], rng, int(frame * rng.uniform(0.18, 0.3)), cv2,
+                               scene.distractor)
         ang = rng.uniform(0, 2 * math.pi)
         r = frame * rng.uniform(0.28, 0.4)
         paste(canvas, rgb, a, int(centre + r * math.sin(ang)), int(centre + r * math.cos(ang)))
     if scene.primary is not None:
-        rgb, a = object_sprite(images[scene.primary_instance], rng, int(frame * rng.uniform(0.38, 0.7)), cv2)
+        rgb, a = object_sprite(images[scene.primary_instance], rng, int(frame * rng.uniform(0.4, 0.7)), cv2,
+                               scene.primary)
         # random position, kept mostly inside the frame the camera will see
         slack = max(0.0, (frame - max(a.shape)) / 2)
         cy = centre + rng.uniform(-slack, slack) * 0.9
@@ -359,7 +389,24 @@ def speech_seconds(text: str, rng: np.random.Generator) -> float:
 # -------------------------------------------------------------------------------------------------- build
 
 
-def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, progress: bool = True) -> dict:
+_WORKER: dict = {}  # what episode renderers share (set before forking)
+
+
+def _render_episode(job: tuple) -> int:
+    """Render one scene's frames; deterministic from (seed, episode) whatever the worker or order."""
+    ep, scene, k0, k1 = job
+    w = _WORKER
+    cv2 = _cv2()
+    canvas = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"], w["frame"],
+                          cv2)
+    cam = CameraPath(np.random.default_rng([w["seed"], ep, 2]), w["frame"], canvas.shape[0])
+    for k in range(k0, k1):
+        to_jpeg(cam.next(canvas, cv2), w["out"] / f"frames/{k:06d}.jpg", cv2, w["quality"])
+    return k1 - k0
+
+
+def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, progress: bool = True,
+          workers: int = 1) -> dict:
     t0 = time.perf_counter()
     cv2 = _cv2()
     data, source_name = load_source(source)
@@ -409,13 +456,13 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
     utterances: list[dict] = []
     episodes: list[dict] = []
     t = 0.0
-    bar = _bar(total=int(total * FPS), desc="session frames", unit="frame", enabled=progress)
+    jobs: list[tuple] = []
     while t < total:
         ep = len(episodes)
         has_obj = rng.random() > 0.12
         primary = cats[rng.choice(len(cats), p=cat_w)] if has_obj else None
         distractor = None
-        if has_obj and rng.random() < 0.35:  # an empty scene stays empty (clutter only)
+        if has_obj and rng.random() < 0.25:  # an empty scene stays empty (clutter only)
             distractor = cats[rng.choice(len(cats), p=cat_w)]
             while distractor == primary:
                 distractor = cats[rng.choice(len(cats), p=cat_w)]
@@ -424,9 +471,9 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
         in_view = [c for c in (primary, distractor) if c]
         # utterances of this episode: a few, with gaps; the scene lasts until the last one's window ends
         ep_start = t
-        n_utt = int(rng.integers(1, 5))
+        n_utt = int(rng.integers(1, 4))
         for _ in range(n_utt):
-            text, named, kind = utterance_for(rng, primary, in_view, cats, cat_w, 0.42, 0.10)
+            text, named, kind = utterance_for(rng, primary, in_view, cats, cat_w, 0.47, 0.10)
             dur = speech_seconds(text, rng)
             gap = 0.1 + float(min(rng.exponential(0.5), 4.0))
             utterances.append({"text": text, "start": round(t, 2), "end": round(t + dur, 2), "named": named,
@@ -435,22 +482,29 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
             t += dur + gap
         ep_end = max(t, ep_start + 2.0)  # a scene lasts at least 2 s
         t = ep_end
-        # render at 5 fps: frame k is at time k / FPS
-        canvas = render_scene(scene, data["train_x"], np.random.default_rng([seed, ep, 1]), pool, F, cv2)
-        cam = CameraPath(np.random.default_rng([seed, ep, 2]), F, canvas.shape[0])
+        # frames at 5 fps: frame k is at time k / FPS; rendered below, in parallel
         k0, k1 = math.ceil(round(ep_start * FPS, 6)), math.ceil(round(ep_end * FPS, 6))
         for k in range(k0, k1):
-            name = f"frames/{k:06d}.jpg"
-            to_jpeg(cam.next(canvas, cv2), out / name, cv2, quality)
-            frames_meta.append({"t": round(k / FPS, 2), "file": name, "in_view": in_view, "episode": ep})
-        bar.update(k1 - k0)
+            frames_meta.append({"t": round(k / FPS, 2), "file": f"frames/{k:06d}.jpg", "in_view": in_view,
+                                "episode": ep})
+        jobs.append((ep, scene, k0, k1))
         episodes.append({"episode": ep, "start": round(ep_start, 2), "end": round(ep_end, 2),
                          "primary": primary, "distractor": distractor,
                          "instances": [f"train:{i}" for i in (scene.primary_instance, scene.distractor_instance)
                                        if i is not None],
                          "frames": [k0, k1]})
-    bar.close()
     duration = t
+    bar = _bar(total=len(frames_meta), desc="session frames", unit="frame", enabled=progress)
+    _WORKER.update(images=data["train_x"], pool=pool, seed=seed, frame=F, quality=quality, out=out)
+    if workers > 1:
+        import multiprocessing as mp
+        with mp.get_context("fork").Pool(workers) as procs:  # children inherit _WORKER
+            for n in procs.imap_unordered(_render_episode, jobs, chunksize=8):
+                bar.update(n)
+    else:
+        for job in jobs:
+            bar.update(_render_episode(job))
+    bar.close()
 
     # ---- CVCL records: frames from the utterance's start to the next utterance's start (1..32 frames)
     frame_of = {round(m["t"] * FPS): m for m in frames_meta}
@@ -556,7 +610,7 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
         "jpeg_quality": quality, "minutes": round(duration / 60, 2),
         "categories": cats, "novel_category": NOVEL_CATEGORY,
         "class_words": {FASHION_CLASSES[c]: w for c, w in CLASS_WORDS.items()},
-        "left_out_classes": {"Shirt": "confusable with T-shirt/top, pullover and coat"},
+        "left_out_classes": LEFT_OUT,
         "counts": {"utterances": len(utterances), "train": len(splits["train"]), "val": len(splits["val"]),
                    "test": len(splits["test"]), "frames": len(frames_meta), "episodes": len(episodes),
                    "eval_images": len(eval_items), "eval_per_category": sizes.eval_per_category,
@@ -632,6 +686,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"a few minutes, {len(TINY_CATEGORIES)} categories + the novel one, few held-out images "
                          "(tests, quick end-to-end runs)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                    help="processes rendering frames (default: up to 2); output is the same for any number")
     ap.add_argument("--make-subset", type=Path, metavar="NPZ",
                     help="(maintainers) write the committed Fashion-MNIST subset from Debian's full set, then exit")
     args = ap.parse_args(argv)
@@ -653,7 +709,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--frame-size must be 32..512")
     if not 0.2 <= sizes.minutes <= 600:
         ap.error("--minutes must be 0.2..600")
-    info = build(args.out, args.source, sizes, args.seed, args.quality, progress=not args.no_progress)
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
+    info = build(args.out, args.source, sizes, args.seed, args.quality, progress=not args.no_progress,
+                 workers=args.workers if sys.platform.startswith("linux") else 1)
     c = info["counts"]
     k = info["utterance_kinds"]
     print(f"sample corpus in {args.out} ({info['source']}, seed {info['seed']}):")
