@@ -86,6 +86,14 @@ def time_calls(fn: Callable[[int], Any], runs: int, warmup: int = 2) -> list[flo
     return out
 
 
+def machine_load() -> float | None:
+    """1-minute load average (None where the OS does not tell)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (OSError, AttributeError):
+        return None
+
+
 def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> float:
     """Least-squares slope of log(y) on log(x): cost ~ x^slope (1 = linear, 0 = constant, 2 = quadratic)."""
     x = np.log(np.asarray(xs, dtype=np.float64))
@@ -422,6 +430,14 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
                      f" re-export with --config {config.path or config.name}")
     if b.quantization != config.model.quantization:
         notes.append(f"bundle quantization {b.quantization} differs from the config's {config.model.quantization}")
+    load = machine_load()
+    if load is not None and load > 0.5 * cpus:
+        notes.append(f"this machine is busy (load average {load:.1f} on {cpus} cores): figures are inflated; "
+                     "stop other work and profile again")
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    if blas != "1":
+        notes.append(f"numpy's BLAS may use every core (OPENBLAS_NUM_THREADS={blas or 'unset'}): the memory stages' "
+                     "small products then fight onnxruntime's threads; set OPENBLAS_NUM_THREADS=1")
     words = memory_words if memory_words is not None else config.memory.capacity_words
     enc = Encoder(b, threads=threads)
     results: list[StageResult] = []
@@ -801,11 +817,20 @@ class Sweep:
             return None
         return fit_exponent([p[0] for p in pts], [p[1] for p in pts])
 
+    @property
+    def verdict(self) -> str | None:
+        """growth_verdict of the exponent; for threads, the best speed-up over one thread instead."""
+        if self.variable == "threads" and len(self.ys) > 1 and min(self.ys) > 0:
+            best = int(np.argmin(self.ys))
+            return f"speed-up {self.ys[0] / self.ys[best]:.2f}x at {self.xs[best]:g} threads"
+        e = self.exponent
+        return None if e is None else growth_verdict(e)
+
     def to_dict(self) -> dict[str, Any]:
         e = self.exponent
         return {"variable": self.variable, "unit": self.unit, "metric": self.metric, "metric_unit": self.metric_unit,
                 "x": self.xs, "y": [round(y, 5) for y in self.ys], "exponent": None if e is None else round(e, 3),
-                "verdict": None if e is None else growth_verdict(e), "extra": self.extra}
+                "verdict": self.verdict, "extra": self.extra}
 
 
 def sweep_memory_size(dim: int, sizes: Sequence[int], runs: int, frames: int = 16,
@@ -877,7 +902,7 @@ def format_sweeps(sweeps: Sequence[Sweep]) -> str:
     lines = []
     for s in sweeps:
         e = s.exponent
-        verdict = "-" if e is None else f"exponent {e:.2f} ({growth_verdict(e)}; expected {s.expect})"
+        verdict = "-" if e is None else f"exponent {e:.2f} ({s.verdict}; expected {s.expect})"
         lines.append(f"{s.metric} vs {s.variable}: {verdict}")
         lines.append(f"  {s.variable + ' (' + s.unit + ')':>22}  {s.metric_unit:>10}  extra")
         for i, (x, y) in enumerate(zip(s.xs, s.ys, strict=True)):

@@ -119,3 +119,11 @@ def test_devices_are_listed_or_explained():
         assert c.status in (doctor.OK, doctor.WARN)
         if c.status == doctor.WARN:
             assert any(w in c.message for w in ("plug in", "pip install", "apt-get", "replay"))
+
+
+def test_blas_threads_check(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")
+    assert doctor.check_blas().status == doctor.OK
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    c = doctor.check_blas()
+    assert c.status == doctor.WARN and "OPENBLAS_NUM_THREADS=1" in c.message

@@ -18,6 +18,7 @@ in --out, and the LAST line is one JSON object with the figures. --quick: small 
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
@@ -27,6 +28,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+# One BLAS thread, as the runtime should run: the memory's matrix products are small, and OpenBLAS threads
+# fighting onnxruntime's for the cores turn a 0.2 ms query into tens of ms (measured; see docs/PROFILING.md).
+# Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from edge import profiling  # noqa: E402
 from edge.commands.profile import resolve_bundle  # noqa: E402

@@ -75,6 +75,14 @@ def check_runtime() -> list[Check]:
     return out
 
 
+def check_blas() -> Check:
+    blas = os.environ.get("OPENBLAS_NUM_THREADS")
+    if blas == "1":
+        return Check(OK, "blas", "numpy's BLAS runs one thread (OPENBLAS_NUM_THREADS=1)")
+    return Check(WARN, "blas", f"OPENBLAS_NUM_THREADS={blas or 'unset'}: numpy's BLAS threads fight onnxruntime's for "
+                               "the cores and slow memory queries tens of times; export OPENBLAS_NUM_THREADS=1")
+
+
 def cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace")
@@ -302,6 +310,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     checks += runtime
     runtime_ok = all(c.status != FAIL for c in runtime)
     checks += check_cpu(cfg)
+    checks.append(check_blas())
     checks.append(check_ram(cfg))
     checks.append(check_disk(args.data_dir))
     if not args.no_devices:
