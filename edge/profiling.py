@@ -521,8 +521,8 @@ def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limi
 
 
 def format_latency_table(report: LatencyReport) -> str:
-    lines = [f"latency on this machine vs the '{report.device}' budget ({report.threads} threads, "
-             f"{report.cpu_count} cores; bundle {report.bundle}: {report.input_size} px, {report.quantization})",
+    lines = [(f"latency on this machine vs the '{report.device}' budget ({report.threads} threads, "
+              f"{report.cpu_count} cores; bundle {report.bundle}: {report.input_size} px, {report.quantization})"),
              f"{'stage':<17} {'median':>9} {'p95':>9} {'budget':>9}  {'unit':<11} {'status':<9} runs  note"]
     for s in report.stages:
         def f(v: float | None) -> str:
@@ -764,7 +764,8 @@ def run_probe(spec: ProbeSpec, timeout: float = 1800.0) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "edge.profiling", "--probe", json.dumps(asdict(spec))]
     repo = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=os.getcwd())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=os.getcwd(),
+                          check=False)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise DataError("the measuring process failed: " + " | ".join(tail))
@@ -858,7 +859,7 @@ def sweep_threads(bundle: Any, threads: Sequence[int], runs: int) -> Sweep:
     for n in threads:
         enc = Encoder(b, threads=n)
         x = enc.prepare(synthetic_frames(1, 320, 240)) if x is None else x
-        ys.append(median_p95(time_calls(lambda i: enc.encode_image_array(x), runs))[0] * 1e3)
+        ys.append(median_p95(time_calls(lambda i, enc=enc, x=x: enc.encode_image_array(x), runs))[0] * 1e3)
     return Sweep("threads", "threads", "image_encode", "ms/frame", [float(n) for n in threads], ys,
                  expect="falls with threads up to the core count")
 
@@ -872,7 +873,7 @@ def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
     for size in sorted(bundles):
         enc = Encoder(bundles[size], threads=threads)
         x = enc.prepare(synthetic_frames(1, 320, 240))
-        ys.append(median_p95(time_calls(lambda i: enc.encode_image_array(x), runs))[0] * 1e3)
+        ys.append(median_p95(time_calls(lambda i, enc=enc, x=x: enc.encode_image_array(x), runs))[0] * 1e3)
         xs.append(float(size))
         extra.append({"size": size, "pixels": size * size, "quantization": enc.bundle.quantization})
     return Sweep("input size", "px", "image_encode", "ms/frame", xs, ys, extra, expect="~2 (linear in pixels)")

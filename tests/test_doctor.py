@@ -12,7 +12,7 @@ from edge.commands import doctor
 from edge.config import config_dir, parse_device_config
 
 torch = pytest.importorskip("torch")
-from tiny_dual import make_bundle  # noqa: E402
+from tiny_dual import make_bundle
 
 
 @pytest.fixture(scope="module")

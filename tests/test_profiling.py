@@ -20,8 +20,8 @@ from edge.config import config_dir, parse_device_config
 from edge.errors import InputError
 
 torch = pytest.importorskip("torch")
-from sample_session import sample  # noqa: E402,F401  (session fixture: tiny corpus + session + bundle)
-from tiny_dual import DIM, make_bundle  # noqa: E402
+from sample_session import sample  # noqa: F401  (session fixture: tiny corpus + session + bundle)
+from tiny_dual import DIM, make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def test_looped_utterances_repeat_with_the_period():
         profiling.looped_utterances(utts, period=0.0, seconds=5.0)
 
 
-def test_looped_frames_keep_time_running(sample):
+def test_looped_frames_keep_time_running(sample):  # noqa: F811  (the shared fixture)
     video, _, duration = profiling.session_files(sample.session)
     times = [t for t, _ in profiling.looped_frames(video, 5.0, 2.5 * duration)]
     assert np.all(np.diff(times) > 0)
@@ -161,7 +161,7 @@ def test_looped_frames_keep_time_running(sample):
     assert len(times) == pytest.approx(2.5 * duration * 5.0, rel=0.05)
 
 
-def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):
+def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):  # noqa: F811  (the shared fixture)
     """Twice the (looped) session: twice the frames encoded and utterances learned."""
     from edge.encode import Encoder
     from edge.memory import AssociativeMemory
@@ -284,7 +284,7 @@ def test_profile_growth_tool_quick(bundle, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_profile_growth_tool_session_length(sample, tmp_path, capsys):
+def test_profile_growth_tool_session_length(sample, tmp_path, capsys):  # noqa: F811  (the shared fixture)
     rc = _tool("profile_growth").main(["--config", "laptop", "--bundle", str(sample.bundle), "--session",
                                        str(sample.session), "--out", str(tmp_path), "--minutes", "0.5,1,2",
                                        "--skip", "memory,size,threads"])

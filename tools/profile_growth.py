@@ -18,8 +18,9 @@ in --out, and the LAST line is one JSON object with the figures. --quick: small 
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import logging
+import os
 import subprocess
 import sys
 import time
@@ -33,11 +34,11 @@ if str(REPO) not in sys.path:
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from edge import profiling  # noqa: E402
-from edge.commands.profile import resolve_bundle  # noqa: E402
-from edge.bundle import load_bundle  # noqa: E402
-from edge.config import load_device_config, resolve_device_config  # noqa: E402
-from edge.errors import DataError, FirstwordsError  # noqa: E402
+from edge import profiling
+from edge.bundle import load_bundle
+from edge.commands.profile import resolve_bundle
+from edge.config import load_device_config, resolve_device_config
+from edge.errors import DataError, FirstwordsError
 
 EXPORT_SNIPPET = ("import argparse, sys; from export.commands import export as m; p = argparse.ArgumentParser(); "
                   "m.add_arguments(p); sys.exit(m.run(p.parse_args(sys.argv[1:])))")
@@ -61,7 +62,7 @@ def size_bundles(checkpoint: str, sizes: list[int], cfg, out: Path, corpus: Path
             if corpus is not None:
                 cmd += ["--eval-data", str(corpus / "eval.json"), "--calib-data", str(corpus / "train.json")]
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
             if proc.returncode != 0:
                 raise DataError(f"exporting {checkpoint} at {size} px failed: "
                                 + " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]))
@@ -92,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated sweeps to skip: length, memory, size, threads")
     ap.add_argument("--quick", action="store_true", help="small sweeps (tests, a first look)")
     args = ap.parse_args(argv)
+    progress = logging.getLogger("edge.profiling")  # one line per measured point
+    if not progress.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("  %(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
     try:
         figures = run(args)
     except FirstwordsError as e:

@@ -24,8 +24,8 @@ if str(REPO) not in sys.path:
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from edge.commands import profile  # noqa: E402
-from edge.errors import FirstwordsError  # noqa: E402
+from edge.commands import profile
+from edge.errors import FirstwordsError
 
 
 def main(argv: list[str] | None = None) -> int:

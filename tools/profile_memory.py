@@ -16,8 +16,8 @@ Human tables first; the LAST line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -29,10 +29,10 @@ if str(REPO) not in sys.path:
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from edge import profiling  # noqa: E402
-from edge.commands.profile import resolve_bundle  # noqa: E402
-from edge.config import load_device_config, resolve_device_config  # noqa: E402
-from edge.errors import FirstwordsError  # noqa: E402
+from edge import profiling
+from edge.commands.profile import resolve_bundle
+from edge.config import load_device_config, resolve_device_config
+from edge.errors import FirstwordsError
 
 VARIANTS = (
     profiling.OrtMemoryOptions(),
@@ -75,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict:
                     "breakdown": parts, "steps": probe["steps"], "replay": probe.get("replay")})
 
     if not args.no_variants:
-        print(f"\nonnxruntime memory options (both sessions + inference, no memory, fresh process each):")
+        print("\nonnxruntime memory options (both sessions + inference, no memory, fresh process each):")
         print(f"{'options':<46} {'sessions +MB':>12} {'inference +MB':>14} {'peak MB':>8} {'vs default':>10}")
         rows = []
         default_peak = None

@@ -208,7 +208,7 @@ def check_microphone(cfg: Any) -> Check:
         devices = list_input_devices()
     except MissingExtraError as e:
         return Check(WARN, "microphone", f"{e}; replay of wav files still works")
-    except Exception as e:  # PortAudio errors when no sound system is present
+    except Exception as e:  # noqa: BLE001  (PortAudio raises its own error types when there is no sound system)
         return Check(WARN, "microphone", f"cannot list audio devices ({e}); replay of wav files still works")
     if not devices:
         return Check(WARN, "microphone", "no audio input device found: plug in a USB microphone; live runs need "
@@ -218,7 +218,7 @@ def check_microphone(cfg: Any) -> Check:
     sd = _import_sounddevice()
     try:
         sd.check_input_settings(device=want, samplerate=cfg.audio.sample_rate, channels=1, dtype="float32")
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  (sounddevice.PortAudioError or ValueError for an unknown device)
         return Check(WARN, "microphone", f"device {want or 'default'!r} does not take {cfg.audio.sample_rate} Hz "
                                          f"mono ({e}); set [audio] sample_rate to the device's rate (it is "
                                          f"resampled to 16 kHz) or pick another device. Inputs: {names}")
