@@ -253,3 +253,20 @@ def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learne
     assert 0 < rep.stats["utterances"] < 10
     assert mem.stats()["utterances_learned"] == rep.stats["utterances"]
     mem.close()
+
+
+def test_run_command_without_a_microphone_fails_clearly_before_starting(bundle, tmp_path):
+    """No sound card here: `firstwords run` stops at once with a FirstwordsError saying what to do (a device
+    error listing the inputs, or the install hint when PortAudio is missing), and leaves no memory behind."""
+    import argparse
+
+    from edge.commands import run as run_cmd
+    from edge.errors import DeviceError, MissingExtraError
+
+    p = argparse.ArgumentParser()
+    run_cmd.add_arguments(p)
+    args = p.parse_args(["--config", "laptop", "--bundle", str(bundle), "--memory", str(tmp_path / "m.db"),
+                         "--audio-device", "no-such-microphone-xyz", "--seconds", "1"])
+    with pytest.raises((DeviceError, MissingExtraError), match="audio|PortAudio|sounddevice"):
+        run_cmd.run(args)
+    assert not (tmp_path / "m.db").exists()

@@ -36,6 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def one_blas_thread() -> None:
+    """numpy's BLAS on one thread (unless the user set it): the memory's products are small, and OpenBLAS threads
+    fighting onnxruntime and the recogniser for the cores slow memory updates many times. Effective only
+    before numpy is first imported, which the CLI has not done when a command's run() starts."""
+    import os
+
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def parse_speed(text: str) -> float | None:
     from edge.errors import InputError
 
@@ -92,6 +102,7 @@ def summary_text(rep, mem_stats: dict, source: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    one_blas_thread()
     from edge.bundle import load_bundle
     from edge.config import load_device_config, resolve_device_config
     from edge.encode import Encoder

@@ -42,6 +42,9 @@ def status_printer(enabled: bool, overflows):
 
 
 def run(args: argparse.Namespace) -> int:
+    from edge.commands.replay import one_blas_thread
+
+    one_blas_thread()
     from edge.bundle import load_bundle
     from edge.capture import open_camera
     from edge.config import load_device_config, resolve_device_config
