@@ -456,7 +456,8 @@ class AssociativeMemory:
         # association, clipped at 0: a word may claim a frame, but a (possibly wrong) hypothesis never makes it
         # refuse a frame nobody else claims -- no lock-in on a first impression
         assoc = np.maximum(s[:, None] * (v @ (frames - g).T), 0.0)  # [m, K]
-        learn_frames = frames  # what the words learn from
+        explained = np.zeros_like(frames)  # [K, D] what the memory attributes to words not said
+        lam = np.zeros(len(words), np.float32)  # [m] how far each word follows the memory's judgement
         omega = np.ones(k, np.float32)  # how much of each frame is learned from (reported; 1 = all)
         omega_w = np.ones((len(words), k), np.float32)  # per word: how much each frame counts
         if self.reentrance:
@@ -467,9 +468,12 @@ class AssociativeMemory:
             fc = frames - g
             if p.select_mode == "explain":
                 # explain away: what the memory already attributes to a word not said is taken out of the frame
-                # before the words heard learn from it -- they learn from the unexplained (surprising) rest
+                # before the words heard learn from it -- they learn from the unexplained (surprising) rest. A
+                # word follows this as far as it has evidence behind it (lam = 0 for a new word, which learns
+                # from the frames as they are: no lock-in on what the memory believes today)
                 proj = np.maximum(np.sum(rival * fc, axis=1), 0.0) * (other > 0)  # [K]
-                learn_frames = frames - p.explain * proj[:, None] * rival
+                explained = p.explain * proj[:, None] * rival
+                lam = maturity
                 omega = 1.0 - p.explain * proj ** 2 / np.maximum(np.sum(fc * fc, axis=1), _TINY)
             else:  # "gate": frames claimed by words not said count less, as far as the word heard is mature
                 heard = assoc.max(axis=0)
@@ -479,7 +483,7 @@ class AssociativeMemory:
         eps = p.uniform_share(bg.utterances)
         credit = (1.0 - eps) * _softmax(p.credit_beta * assoc, axis=0) + eps / len(words)
         taken = credit * omega_w  # [m, K] frames' worth each word takes
-        contrib = taken @ learn_frames  # [m, D]
+        contrib = taken @ frames - (taken * lam[:, None]) @ explained  # [m, D]
         per_word = taken.sum(axis=1)
         frame_sum = frames.sum(axis=0, dtype=np.float64).astype(np.float32)
         for i, r in enumerate(rows):
@@ -496,7 +500,7 @@ class AssociativeMemory:
             staged[r.word] = r
         emb = (omega @ frames) / max(float(omega.sum()), _TINY)
         ep = EpisodeRow(t, text, emb.astype(np.float32), frame_sum,
-                        learn_frames.mean(axis=0).astype(np.float32), k,
+                        (frames - float(lam.max(initial=0.0)) * explained).mean(axis=0).astype(np.float32), k,
                         {w: float(u) for w, u in zip(words, per_word)}, media if self.keep_media else None)
         total = float(per_word.sum())
         rep = LearnReport(-1, {w: float(u) / total for w, u in zip(words, per_word)},
