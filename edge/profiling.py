@@ -835,48 +835,91 @@ class Sweep:
 
 
 def sweep_memory_size(dim: int, sizes: Sequence[int], runs: int, frames: int = 16,
-                      db_dir: str | Path | None = None) -> tuple[Sweep, Sweep]:
-    """memory_update and memory_query medians against the number of words held."""
-    upd_y, qry_y = [], []
-    for n in sizes:
-        upd, qry = measure_memory(dim, n, runs, frames, db_dir)
-        upd_y.append(median_p95(upd)[0] * 1e3)
-        qry_y.append(median_p95(qry)[0] * 1e3)
-        log.info("memory %d words: update %.3f ms, query %.3f ms", n, upd_y[-1], qry_y[-1])
+                      db_dir: str | Path | None = None, seed: int = 0) -> tuple[Sweep, Sweep]:
+    """memory_update and memory_query medians against the number of words held: one SQLite-file memory per
+    size, all open at once, measured interleaved."""
+    from edge.memory import AssociativeMemory
+
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="firstwords-profile-", dir=db_dir) as tmp:
+        mems = []
+        try:
+            for n in sizes:
+                mem = AssociativeMemory(Path(tmp) / f"memory-{n}.sqlite", dim, capacity_words=n + runs + 10)
+                mems.append(mem)
+                fill_memory(mem, n, seed)
+                log.info("memory of %d words filled", n)
+            step = iter(range(10**9))
+            prior = rng.normal(size=dim).astype(np.float32)
+
+            def learner(mem: Any, n: int) -> Callable[[], Any]:
+                def learn() -> None:
+                    i = next(step)
+                    ws = [f"w{int(j)}" for j in rng.integers(0, n, 4)] + ([f"new{i}"] if i % 5 == 0 else [])
+                    mem.learn(ws, rng.normal(size=(frames, dim)).astype(np.float32), float(n + i), " ".join(ws),
+                              prior={ws[0]: prior})
+                return learn
+
+            upd = time_interleaved([learner(m, n) for m, n in zip(mems, sizes, strict=True)], runs)
+            q = rng.normal(size=dim).astype(np.float32)
+            qry = time_interleaved([lambda m=m: m.name(q, k=5) for m in mems], runs)
+        finally:
+            for m in mems:
+                m.close()
+    upd_y = [median_p95(t)[0] * 1e3 for t in upd]
+    qry_y = [median_p95(t)[0] * 1e3 for t in qry]
+    for n, u, qq in zip(sizes, upd_y, qry_y, strict=True):
+        log.info("memory %d words: update %.3f ms, query %.3f ms", n, u, qq)
     xs = [float(n) for n in sizes]
     return (Sweep("memory size", "words", "memory_update", "ms/utt", xs, upd_y),
             Sweep("memory size", "words", "memory_query", "ms/query", xs, qry_y))
 
 
+def time_interleaved(calls: Sequence[Callable[[], Any]], runs: int, warmup: int = 2) -> list[list[float]]:
+    """Seconds per call for each of several alternatives, measured round-robin (a, b, c, a, b, c ...) so that a
+    machine getting busier or quieter during the sweep affects every alternative alike."""
+    for _ in range(warmup):
+        for fn in calls:
+            fn()
+    out: list[list[float]] = [[] for _ in calls]
+    for _ in range(runs):
+        for k, fn in enumerate(calls):
+            t0 = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t0)
+    return out
+
+
 def sweep_threads(bundle: Any, threads: Sequence[int], runs: int) -> Sweep:
-    """image_encode median (batch 1) against onnxruntime's intra-op threads."""
+    """image_encode median (batch 1) against onnxruntime's intra-op threads, measured interleaved."""
     from edge.bundle import Bundle, load_bundle
     from edge.encode import Encoder
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-    ys = []
-    x = None
-    for n in threads:
-        enc = Encoder(b, threads=n)
-        x = enc.prepare(synthetic_frames(1, 320, 240)) if x is None else x
-        ys.append(median_p95(time_calls(lambda i, enc=enc, x=x: enc.encode_image_array(x), runs))[0] * 1e3)
-    return Sweep("threads", "threads", "image_encode", "ms/frame", [float(n) for n in threads], ys,
+    encs = [Encoder(b, threads=n) for n in threads]
+    x = encs[0].prepare(synthetic_frames(1, 320, 240))
+    secs = time_interleaved([lambda e=e: e.encode_image_array(x) for e in encs], runs)
+    ys = [median_p95(s)[0] * 1e3 for s in secs]
+    extra = [{"p95_ms": round(median_p95(s)[1] * 1e3, 3)} for s in secs]
+    return Sweep("threads", "threads", "image_encode", "ms/frame", [float(n) for n in threads], ys, extra,
                  expect="falls with threads up to the core count")
 
 
 def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
-    """image_encode median (batch 1) against the input size, one bundle per size; cost should follow pixels
-    (exponent ~2 in px is linear in pixels)."""
+    """image_encode median (batch 1) against the input size, one bundle per size, measured interleaved; cost
+    should follow pixels (exponent ~2 in px is linear in pixels)."""
     from edge.encode import Encoder
 
-    xs, ys, extra = [], [], []
-    for size in sorted(bundles):
-        enc = Encoder(bundles[size], threads=threads)
-        x = enc.prepare(synthetic_frames(1, 320, 240))
-        ys.append(median_p95(time_calls(lambda i, enc=enc, x=x: enc.encode_image_array(x), runs))[0] * 1e3)
-        xs.append(float(size))
-        extra.append({"size": size, "pixels": size * size, "quantization": enc.bundle.quantization})
-    return Sweep("input size", "px", "image_encode", "ms/frame", xs, ys, extra, expect="~2 (linear in pixels)")
+    sizes = sorted(bundles)
+    encs = [Encoder(bundles[size], threads=threads) for size in sizes]
+    xs_in = [e.prepare(synthetic_frames(1, 320, 240)) for e in encs]
+    secs = time_interleaved([lambda e=e, x=x: e.encode_image_array(x) for e, x in zip(encs, xs_in, strict=True)],
+                            runs)
+    ys = [median_p95(s)[0] * 1e3 for s in secs]
+    extra = [{"size": size, "pixels": size * size, "quantization": e.bundle.quantization,
+              "p95_ms": round(median_p95(s)[1] * 1e3, 3)} for size, e, s in zip(sizes, encs, secs, strict=True)]
+    return Sweep("input size", "px", "image_encode", "ms/frame", [float(v) for v in sizes], ys, extra,
+                 expect="~2 (linear in pixels)")
 
 
 def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
@@ -894,7 +937,9 @@ def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
                       "frames_encoded": rep["frames_encoded"], "utterances": rep["utterances"],
                       "episodes": rep["episodes"], "db_mb": rep["db_mb"],
                       "s_per_media_min": round(rep["wall_s"] / m, 3),
-                      "memory_update_ms": rep["latency_median_ms"].get("memory_update")})
+                      "image_encode_ms": rep["latency_median_ms"].get("image_encode"),
+                      "memory_update_ms": rep["latency_median_ms"].get("memory_update"),
+                      "load": round(machine_load() or 0.0, 1)})
         log.info("replay %g min: %.2f s wall, peak %.0f MB", m, rep["wall_s"], probe["peak_mb"])
     return Sweep("session length", "min", "replay wall time", "s", xs, ys, extra, expect="linear")
 
