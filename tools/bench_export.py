@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     towers["compact_int8"] = (quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8.onnx",
                                                    args.quantization, calib,
                                                    fp32_first_convs=args.fp32_first_convs), cs)
+    if args.fp32_first_convs:
+        towers["compact_int8_all"] = (quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
+                                                           args.quantization, calib), cs)
     towers["cvcl_fp32"] = (export_image(cvcl_image_tower(), 224, tmp / "cvcl_fp32.onnx"), 224)
     towers["clip_vitb32_fp32"] = (export_image(clip_vit_b32(), 224, tmp / "clip_vitb32_fp32.onnx"), 224)
 
@@ -169,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         base = results["compact_int8"][f"t{t}"]["median_ms"]
         for other in ("compact_fp32", "cvcl_fp32", "clip_vitb32_fp32"):
+            if other not in results:
+                continue
             ratios[f"{other}_over_compact_int8_t{t}"] = round(results[other][f"t{t}"]["median_ms"] / base, 1)
     print("\nspeed-up of compact int8 (median latency ratio, batch 1):")
     for k, v in ratios.items():
