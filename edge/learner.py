@@ -447,7 +447,9 @@ class Learner:
             batch = [item]
             while len(batch) < batch_max:
                 try:
-                    nxt = self._frame_q.get_nowait()
+                    # Live: whatever is waiting. Full-speed replay: always full batches, so that a replay gives
+                    # the same embeddings (and the same memory) run after run.
+                    nxt = self._frame_q.get() if not self.options.realtime else self._frame_q.get_nowait()
                 except queue.Empty:
                     break
                 if isinstance(nxt, _End):
