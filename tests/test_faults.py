@@ -644,3 +644,43 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     assert s["audio_seconds"] < len(audio) / SAMPLE_RATE  # the dropped blocks were not heard ...
     assert s["utterances_without_frames"] + s["empty_recognitions"] + s["utterances"] >= 2  # ... the rest was
     mem.close()
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+@pytest.mark.xfail(strict=True, reason="export/checkpoint.py (H2): after a crash between save_checkpoint's two "
+                   "renames only <ckpt>.old holds the checkpoint (load_checkpoint finds it); the next save deletes "
+                   "<ckpt>.old BEFORE the new one is in place, so a second crash at that point leaves no loadable "
+                   "checkpoint (only <ckpt>.tmp, which is never looked at). Fix: when <ckpt> is missing keep .old "
+                   "until the new one is renamed in (or let resolve_checkpoint use a complete .tmp)")
+def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from tiny_dual import VOCAB
+
+    import export.checkpoint as ckpt
+    from edge.tokenize import Vocab
+    from export.config import load_model_config
+    from export.model import build_model
+
+    torch.set_num_threads(1)
+    model = build_model(load_model_config("compact_lstm"), len(VOCAB), load_pretrained=False)
+    vocab = Vocab(dict(VOCAB))
+    path = tmp_path / "last"
+    ckpt.save_checkpoint(path, model, vocab)
+    # crash 1, between the two renames of the next save: the checkpoint sits at last.old only
+    path.rename(tmp_path / "last.old")
+    assert ckpt.resolve_checkpoint(path).name == "last.old"
+    # crash 2: the next save dies just before renaming its finished .tmp into place
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if Path(src).name == "last.tmp":
+            raise KeyboardInterrupt("power cut")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(path, model, vocab)
+    monkeypatch.undo()
+    found = ckpt.resolve_checkpoint(path)  # some whole checkpoint must still be found
+    assert (found / "model.pt").is_file() and (found / "meta.json").is_file()
