@@ -121,7 +121,7 @@ class ResilientCamera:
         if self._reader is not None:
             try:
                 self._reader.release()
-            except Exception as e:  # a vanished device may fail to release; we are dropping it anyway
+            except Exception as e:  # noqa: BLE001  # a vanished device may fail to release; we are dropping it anyway
                 log.debug("camera %s: release failed: %s", self.name, e)
             self._reader = None
 
@@ -148,7 +148,7 @@ class ResilientCamera:
                         log.warning("camera %s: reconnected", self.name)
                 try:
                     frame = self._reader.read()
-                except Exception as e:  # drivers raise all sorts when a USB camera is pulled
+                except Exception as e:  # noqa: BLE001  # drivers raise all sorts when a USB camera is pulled
                     log.debug("camera %s: read raised %r", self.name, e)
                     frame = None
                 if frame is None:

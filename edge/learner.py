@@ -283,7 +283,7 @@ class Learner:
             if close is not None:
                 try:
                     close()
-                except Exception as e:  # a device failing to close must not block the flush
+                except Exception as e:  # noqa: BLE001  # a device failing to close must not block the flush
                     log.warning("closing %s failed: %s", type(src).__name__, e)
 
     def run(self, install_signal_handlers: bool = True) -> LearnerReport:
@@ -331,7 +331,7 @@ class Learner:
         if self.on_status is not None:
             try:
                 self.on_status(self.stats)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001
                 log.warning("status callback failed: %s", e)
 
     def _spawn(self, name: str, fn: Callable[[], None], daemon: bool = True) -> None:
@@ -512,7 +512,7 @@ class Learner:
             try:
                 with self.latency.time("asr", audio_seconds=dur):
                     text = recognised_text(self.recognizer.transcribe(seg.audio))
-            except Exception as e:  # one bad segment must not end the session
+            except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
                 log.warning("recogniser failed on speech at %.2f s: %s", seg.start, e)
                 text = ""
             with self._lock:
@@ -609,8 +609,7 @@ class Learner:
     def _seen_time(self, t: float) -> None:
         if self._first_t is None:
             self._first_t = t
-        if t > self.stats.media_time:
-            self.stats.media_time = t
+        self.stats.media_time = max(self.stats.media_time, t)
 
     def _learn(self, p: Paired) -> None:
         u = p.utterance

@@ -8,9 +8,17 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge.capture import (Backoff, FrameSource, ImageFolderSource, OpenCVCamera, PacedSource,  # noqa: E402
-                          ResilientCamera, VideoFileSource, open_frame_file_source)
-from edge.errors import DataError, DeviceError  # noqa: E402
+from edge.capture import (
+    Backoff,
+    FrameSource,
+    ImageFolderSource,
+    OpenCVCamera,
+    PacedSource,
+    ResilientCamera,
+    VideoFileSource,
+    open_frame_file_source,
+)
+from edge.errors import DataError, DeviceError
 
 
 def colour_frame(i, w=64, h=48):
@@ -35,7 +43,7 @@ def test_video_file_source_times_rgb_and_fps_thinning(tmp_path):
     assert isinstance(src, FrameSource)
     frames = list(src)
     assert len(frames) == 20 and frames[3][0] == pytest.approx(0.3)
-    t, f = frames[5]
+    _, f = frames[5]
     assert f.dtype == np.uint8 and f.shape == (48, 64, 3)
     assert abs(int(f[..., 0].mean()) - 100) < 8 and f[..., 2].mean() > 180  # RGB order, not BGR
     thin = list(VideoFileSource(path, fps=5, size=(32, 24)))
@@ -134,9 +142,7 @@ def test_opencv_camera_reopens_a_stream_that_ends(tmp_path):
     path = tmp_path / "v.avi"
     write_video(path, 4)
     cam = OpenCVCamera(str(path), 64, 48, fps=1000, backoff=Backoff(first=0.001))
-    n = 0
-    for _ in cam:
-        n += 1
+    for n, _ in enumerate(cam, start=1):
         if n == 6:
             cam.close()
     assert cam.stats.read_failures >= 1 and cam.stats.reconnects >= 1

@@ -2,6 +2,7 @@
 with real parts (our exporter's bundle, the SQLite memory, OpenCV video, espeak-ng + pocketsphinx)."""
 
 import argparse
+import itertools
 import json
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from edge.replay import choose_words_source, discover_session, object_word_recov
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))
-from sample_session import sample  # noqa: E402,F401
+from sample_session import sample  # noqa: F401
 
 
 def cli(module, argv):
@@ -103,7 +104,7 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
     assert n == meta["frames"] == len(timeline["frames"])
     srt = load_transcript(sample.session / "session.srt")
     assert [u.text for u in srt] == [" ".join(u["text"].split()) for u in timeline["utterances"]]
-    assert all(b.start >= a.end for a, b in zip(srt, srt[1:]))  # spoken utterances stay apart
+    assert all(b.start >= a.end for a, b in itertools.pairwise(srt))  # spoken utterances stay apart
     if sample.has_audio:
         from edge.hear import read_audio
 

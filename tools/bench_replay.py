@@ -30,13 +30,13 @@ from pathlib import Path
 # threads fighting onnxruntime and pocketsphinx for the cores slow the memory's small products many times.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.errors import FirstwordsError  # noqa: E402
+from edge.errors import FirstwordsError
 
 
 def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], list[Path]]:
@@ -63,8 +63,14 @@ def embed_eval(encoder, paths: list[Path]) -> np.ndarray:
 
 def replay_once(session_path: Path, encoder, cfg, words_from: str, speed, bias: str, memory_path: Path):
     from edge.memory import AssociativeMemory
-    from edge.replay import (bundle_vocabulary, choose_words_source, discover_session, make_speech,
-                             options_from_config, replay)
+    from edge.replay import (
+        bundle_vocabulary,
+        choose_words_source,
+        discover_session,
+        make_speech,
+        options_from_config,
+        replay,
+    )
 
     session = discover_session(session_path)
     source = choose_words_source(session, words_from, cfg.audio.recognizer)

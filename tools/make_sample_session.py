@@ -32,9 +32,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from edge.errors import DataError, MissingExtraError  # noqa: E402
-from edge.hear import SAMPLE_RATE, resample, write_wav  # noqa: E402
-from edge.transcripts import TimedUtterance, format_srt  # noqa: E402
+from edge.errors import DataError, MissingExtraError
+from edge.hear import SAMPLE_RATE, resample, write_wav
+from edge.transcripts import TimedUtterance, format_srt
 
 FORMAT = "firstwords-session v1"
 GAP = 0.12  # s of silence kept between one utterance's speech and the next one's start
@@ -72,7 +72,7 @@ def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tup
         raise DataError(f"OpenCV cannot write {path} (MJPG); is OpenCV built with its video writer?")
     written, prev = 0, first
     # A frame for every 1/fps step of the timeline (a missing one repeats the previous), so frame i is at i/fps.
-    by_index = {int(round(f["t"] * fps)): f["file"] for f in frames}
+    by_index = {round(f["t"] * fps): f["file"] for f in frames}
     for i in range(max(by_index) + 1):
         name = by_index.get(i)
         img = cv2.imread(str(corpus / name), cv2.IMREAD_COLOR) if name else None
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 faster += 1
             if len(x) / SAMPLE_RATE > slot:
                 overlapping += 1
-            a = int(round(start * SAMPLE_RATE))
+            a = round(start * SAMPLE_RATE)
             need = a + len(x)
             if need > len(track):
                 track = np.concatenate([track, np.zeros(need - len(track), np.float32)])

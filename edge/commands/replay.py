@@ -84,13 +84,13 @@ def summary_text(rep, mem_stats: dict, source: str) -> str:
     s = rep.stats
     lines = [
         f"words from: {source}",
-        f"utterances learned: {s['utterances']}   (speech segments {s['speech_segments']}, recognised as nothing "
-        f"{s['empty_recognitions']}, without frames {s['utterances_without_frames']})",
-        f"words learned this session: {s['words_learned']}   words in memory: {mem_stats.get('words')}   "
-        f"episodes: {mem_stats.get('episodes')}",
+        (f"utterances learned: {s['utterances']}   (speech segments {s['speech_segments']}, recognised as "
+         f"nothing {s['empty_recognitions']}, without frames {s['utterances_without_frames']})"),
+        (f"words learned this session: {s['words_learned']}   words in memory: {mem_stats.get('words')}   "
+         f"episodes: {mem_stats.get('episodes')}"),
         "top words: " + ", ".join(f"{w} ({n})" for w, n in rep.top_words),
-        f"frames encoded: {s['frames_encoded']}   frames dropped: {s['frames_dropped']}   "
-        f"audio overflows: {s['audio_overflows']}",
+        (f"frames encoded: {s['frames_encoded']}   frames dropped: {s['frames_dropped']}   "
+         f"audio overflows: {s['audio_overflows']}"),
         f"media {rep.media_seconds:.1f} s in {rep.wall_seconds:.1f} s: realtime factor {rep.realtime_factor:.2f}x",
         "median latency (ms): " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in rep.latency.items()),
     ]
@@ -107,8 +107,15 @@ def run(args: argparse.Namespace) -> int:
     from edge.config import load_device_config, resolve_device_config
     from edge.encode import Encoder
     from edge.memory import AssociativeMemory
-    from edge.replay import (bundle_vocabulary, choose_words_source, discover_session, make_speech,
-                             options_from_config, replay, session_duration)
+    from edge.replay import (
+        bundle_vocabulary,
+        choose_words_source,
+        discover_session,
+        make_speech,
+        options_from_config,
+        replay,
+        session_duration,
+    )
 
     speed = parse_speed(args.speed)
     cfg = load_device_config(resolve_device_config(args.config))

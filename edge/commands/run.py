@@ -47,13 +47,13 @@ def run(args: argparse.Namespace) -> int:
     one_blas_thread()
     from edge.bundle import load_bundle
     from edge.capture import open_camera
+    from edge.commands.replay import summary_text
     from edge.config import load_device_config, resolve_device_config
     from edge.encode import Encoder
     from edge.hear import MicrophoneSource
+    from edge.learner import Learner
     from edge.memory import AssociativeMemory
     from edge.replay import bundle_vocabulary, make_speech, options_from_config
-    from edge.learner import Learner
-    from edge.commands.replay import summary_text
 
     cfg = load_device_config(resolve_device_config(args.config))
     encoder = Encoder(load_bundle(args.bundle), threads=cfg.model.threads)
