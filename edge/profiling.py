@@ -739,16 +739,20 @@ def probe_main(spec: ProbeSpec) -> dict[str, Any]:
             mark(f"+ memory with {spec.words} words", matrix_mb=round(st["ram_bytes"] / 2**20, 2),
                  db_mb=round(st["bytes_on_disk"] / 2**20, 2))
         if spec.replay_minutes and spec.session and enc is not None and mem is not None:
-            rep = replay_looped(enc, mem, spec.session, spec.replay_minutes, fps=spec.fps,
-                                max_frames=spec.max_frames, frame_queue=spec.frame_queue)
+            cpu0 = time.process_time()  # CPU seconds of every thread of this process: less sensitive than
+            rep = replay_looped(enc, mem, spec.session, spec.replay_minutes, fps=spec.fps,  # wall time to
+                                max_frames=spec.max_frames, frame_queue=spec.frame_queue)  # other programs
+            cpu_s = time.process_time() - cpu0
             st = mem.stats()
-            out["replay"] = {"wall_s": round(rep.wall_seconds, 3), "media_s": round(rep.media_seconds, 2),
+            out["replay"] = {"wall_s": round(rep.wall_seconds, 3), "cpu_s": round(cpu_s, 3),
+                             "media_s": round(rep.media_seconds, 2),
                              "realtime_factor": round(rep.realtime_factor, 2),
                              "frames_encoded": rep.stats.get("frames_encoded"),
                              "utterances": rep.stats.get("utterances"), "words": st["words"],
                              "episodes": st["episodes"], "db_mb": round(st["bytes_on_disk"] / 2**20, 2),
                              "errors": rep.stats.get("errors", []),
-                             "latency_median_ms": {k: v["median_ms"] for k, v in rep.latency.items()}}
+                             "latency_median_ms": {k: v["median_ms"] for k, v in rep.latency.items()},
+                             "latency_ms_per_item": {k: v["ms_per_item"] for k, v in rep.latency.items()}}
             mark(f"+ replay of {spec.replay_minutes:g} min")
         if mem is not None:
             mem.close()
@@ -906,8 +910,8 @@ def sweep_threads(bundle: Any, threads: Sequence[int], runs: int) -> Sweep:
 
 
 def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
-    """image_encode median (batch 1) against the input size, one bundle per size, measured interleaved; cost
-    should follow pixels (exponent ~2 in px is linear in pixels)."""
+    """image_encode median (batch 1) against the input's pixel count (one bundle per input size), measured
+    interleaved; cost should follow the pixel count (exponent ~1)."""
     from edge.encode import Encoder
 
     sizes = sorted(bundles)
@@ -916,14 +920,16 @@ def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
     secs = time_interleaved([lambda e=e, x=x: e.encode_image_array(x) for e, x in zip(encs, xs_in, strict=True)],
                             runs)
     ys = [median_p95(s)[0] * 1e3 for s in secs]
-    extra = [{"size": size, "pixels": size * size, "quantization": e.bundle.quantization,
-              "p95_ms": round(median_p95(s)[1] * 1e3, 3)} for size, e, s in zip(sizes, encs, secs, strict=True)]
-    return Sweep("input size", "px", "image_encode", "ms/frame", [float(v) for v in sizes], ys, extra,
-                 expect="~2 (linear in pixels)")
+    extra = [{"size": size, "quantization": e.bundle.quantization, "p95_ms": round(median_p95(s)[1] * 1e3, 3)}
+             for size, e, s in zip(sizes, encs, secs, strict=True)]
+    # x = pixels (side squared): the convolutions' work is proportional to it, so linear is what to expect
+    return Sweep("input pixels", "side^2", "image_encode", "ms/frame", [float(v * v) for v in sizes], ys, extra,
+                 expect="linear in pixels")
 
 
 def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
-    """Wall time of a full-speed replay (fresh process each) against the session's length."""
+    """CPU time of a full-speed replay (fresh process each) against the session's length. CPU seconds (all
+    threads) rather than wall seconds: on a shared machine the wall time follows the other programs' load."""
     xs, ys, extra = [], [], []
     for m in minutes:
         spec_m = ProbeSpec(**{**asdict(spec), "replay_minutes": float(m), "words": 0})
@@ -931,17 +937,19 @@ def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
         rep = probe.get("replay")
         if rep is None:
             raise DataError("the replay did not run; give a session with a video and a transcript")
+        per_item = rep.get("latency_ms_per_item", {})
         xs.append(float(m))
-        ys.append(float(rep["wall_s"]))
-        extra.append({"minutes": m, "wall_s": rep["wall_s"], "peak_mb": probe["peak_mb"],
+        ys.append(float(rep["cpu_s"]))
+        extra.append({"minutes": m, "cpu_s": rep["cpu_s"], "wall_s": rep["wall_s"], "peak_mb": probe["peak_mb"],
                       "frames_encoded": rep["frames_encoded"], "utterances": rep["utterances"],
                       "episodes": rep["episodes"], "db_mb": rep["db_mb"],
-                      "s_per_media_min": round(rep["wall_s"] / m, 3),
-                      "image_encode_ms": rep["latency_median_ms"].get("image_encode"),
-                      "memory_update_ms": rep["latency_median_ms"].get("memory_update"),
+                      "cpu_s_per_media_min": round(rep["cpu_s"] / m, 3),
+                      "image_encode_ms_per_frame": per_item.get("image_encode"),
+                      "memory_update_ms": per_item.get("memory_update"),
                       "load": round(machine_load() or 0.0, 1)})
-        log.info("replay %g min: %.2f s wall, peak %.0f MB", m, rep["wall_s"], probe["peak_mb"])
-    return Sweep("session length", "min", "replay wall time", "s", xs, ys, extra, expect="linear")
+        log.info("replay %g min: %.2f s CPU, %.2f s wall, peak %.0f MB", m, rep["cpu_s"], rep["wall_s"],
+                 probe["peak_mb"])
+    return Sweep("session length", "min", "replay CPU time", "s", xs, ys, extra, expect="linear")
 
 
 def format_sweeps(sweeps: Sequence[Sweep]) -> str:
@@ -953,7 +961,7 @@ def format_sweeps(sweeps: Sequence[Sweep]) -> str:
         lines.append(f"  {s.variable + ' (' + s.unit + ')':>22}  {s.metric_unit:>10}  extra")
         for i, (x, y) in enumerate(zip(s.xs, s.ys, strict=True)):
             ex = s.extra[i] if i < len(s.extra) else {}
-            ex_s = ", ".join(f"{k}={v}" for k, v in ex.items() if k not in ("minutes", "size"))
+            ex_s = ", ".join(f"{k}={v}" for k, v in ex.items() if k != "minutes")
             lines.append(f"  {x:>22g}  {y:>10.3f}  {ex_s}")
     return "\n".join(lines)
 
