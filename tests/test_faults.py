@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sample_session import sample  # noqa: F401  (session-scoped fixture, for the soak smoke run)
 
 from edge.atomic import WriteError, atomic_open, atomic_write_json, atomic_write_text, remove_stale_temps
 
@@ -684,3 +685,16 @@ def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
     monkeypatch.undo()
     found = ckpt.resolve_checkpoint(path)  # some whole checkpoint must still be found
     assert (found / "model.pt").is_file() and (found / "meta.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------ soak (smoke run)
+
+@pytest.mark.slow
+def test_soak_tool_smoke_run(sample, tmp_path):  # noqa: F811
+    proc = subprocess.run([sys.executable, "tools/soak.py", "--seconds", "20", "--workdir", str(tmp_path),
+                           "--session", str(sample.session), "--bundle", str(sample.bundle)], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    fig = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert fig["errors"] == 0 and fig["iterations"] >= 3
+    assert fig["within_capacity"] and fig["fds_flat"] and fig["threads_flat"] and fig["db_flat"]
