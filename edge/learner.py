@@ -398,6 +398,7 @@ class Learner:
             self._put_end(self._frame_q)
             return
         period = 1.0 / self.options.fps
+        anchor: float | None = None  # time of the first frame: the grid of pairing slots starts there
         next_t = -math.inf
         try:
             for t, frame in self.frames:
@@ -405,7 +406,10 @@ class Learner:
                     break
                 if t + 1e-6 < next_t:  # thin to the pairing fps
                     continue
-                next_t = t + period
+                # Next slot on a fixed grid (not t + period, which drifts: 5 fps thinned to 2 fps gave 1.67 fps).
+                if anchor is None:
+                    anchor = t
+                next_t = anchor + (math.floor((t - anchor) / period + 1e-6) + 1) * period
                 self.stats.frames_captured += 1
                 if not self.options.realtime:
                     self._wait_for_utterances(t)

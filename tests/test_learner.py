@@ -83,6 +83,17 @@ def test_transcript_replay_learns_every_utterance_without_dropping(encoder, tmp_
     mem.close()
 
 
+@pytest.mark.parametrize("source_fps,fps,expected", [(5.0, 2.0, 20), (10.0, 3.0, 30), (10.0, 5.0, 50)])
+def test_frames_are_thinned_on_a_fixed_grid(encoder, tmp_path, source_fps, fps, expected):
+    # 10 s of frames: thinning must keep `fps` a second, not drift (t + period gave 5 -> 2 fps as 1.67 fps).
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(encoder, mem, ListFrames(int(10 * source_fps), fps=source_fps),
+                 transcript=[Utterance(0.0, 0.5, "ball")], options=LearnerOptions(realtime=False, fps=fps))
+    rep = lr.run(install_signal_handlers=False)
+    assert rep.stats["frames_captured"] == expected
+    mem.close()
+
+
 def test_utterance_without_frames_is_reported(encoder, tmp_path):
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     lr = Learner(encoder, mem, ListFrames(10), transcript=[Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")],
