@@ -98,6 +98,24 @@ class Bundle:
     def model_config(self) -> str:
         return str(self.manifest.get("model_config", ""))
 
+    def read_verified(self, path: Path) -> bytes:
+        """One of the bundle's files, checked against the manifest's size and sha256 as it is read: what runs is
+        what was hashed, even if the file was swapped after load_bundle()."""
+        name = Path(path).name
+        info = self.manifest["files"].get(name)
+        if info is None:
+            raise BundleError(f"{self.source}: {name} is not listed in the manifest; {REEXPORT}")
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise BundleError(f"{self.source}: cannot read {name} ({e}); copy the bundle again or {REEXPORT}") from e
+        digest = hashlib.sha256(data).hexdigest()
+        if len(data) != info["bytes"] or digest != info["sha256"].lower():
+            raise BundleError(f"{self.source}: {name} fails its sha256 check (got {digest[:16]}…, manifest says "
+                              f"{info['sha256'][:16]}…) — it changed after the bundle was loaded; copy the bundle "
+                              f"again or {REEXPORT}")
+        return data
+
     @property
     def training_data(self) -> str:
         return str(self.manifest.get("training_data", ""))

@@ -25,9 +25,11 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation memory on a Pi
 
 
-def make_session(path: str | Path, threads: int | None = None, optimize: bool = True):
+def make_session(path: str | Path, threads: int | None = None, optimize: bool = True,
+                 model_bytes: bytes | None = None):
     """An onnxruntime CPU session: `threads` intra-op threads (None = onnxruntime's default), one inter-op
-    thread, sequential execution, full graph optimisation (constant folding, fusions of QDQ pairs)."""
+    thread, sequential execution, full graph optimisation (constant folding, fusions of QDQ pairs).
+    With `model_bytes` the session is built from those (already verified) bytes; `path` only names it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -41,7 +43,8 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3  # errors only
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        model = model_bytes if model_bytes is not None else str(path)
+        return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         raise BundleError(f"{path}: onnxruntime cannot load this model ({e}); re-export the bundle with "
                           "`firstwords export`, or upgrade onnxruntime if the model uses a newer opset") from e
@@ -58,8 +61,11 @@ class Encoder:
         self.dim = self.bundle.embedding_dim
         self.vocab = self.bundle.vocab
         self.input_size = self.bundle.image.input_size
-        self._image = make_session(self.bundle.image.path, threads)
-        self._utterance = make_session(self.bundle.utterance.path, threads)
+        # Sessions from bytes hashed as they are read: a model swapped after load_bundle() is refused.
+        self._image = make_session(self.bundle.image.path, threads,
+                                   model_bytes=self.bundle.read_verified(self.bundle.image.path))
+        self._utterance = make_session(self.bundle.utterance.path, threads,
+                                       model_bytes=self.bundle.read_verified(self.bundle.utterance.path))
 
     # -- images ---------------------------------------------------------------------------------------------
     def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -181,10 +181,6 @@ def test_manifest_rehashed_for_a_swapped_model_is_still_a_valid_bundle_only_if_c
     assert load_bundle(bundle_a).embedding_dim == 16
 
 
-@pytest.mark.xfail(strict=True, reason="Encoder builds its onnxruntime sessions from bundle.image.path without "
-                   "re-checking the sha256, so a model file swapped after load_bundle() (a Bundle held for a "
-                   "while, or a race) is run unchecked; fix: read the bytes once, hash, pass bytes to "
-                   "InferenceSession (edge/encode.py, H3)")
 def test_encoder_refuses_a_model_swapped_after_the_bundle_was_loaded(two_bundles, bundle_a):
     from edge.encode import Encoder
 
