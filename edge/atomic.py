@@ -41,12 +41,15 @@ def temp_prefix(path: str | Path) -> str:
     return f".{Path(path).name}.tmp-"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` running (this process counts)? Used to tell a dead writer's temp files from a live one's."""
     if pid == os.getpid():
         return True
+    if pid <= 0:  # 0 / negatives address process groups, not a writer
+        return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: no such pid can exist
         return False
     except OSError:  # exists but not ours (EPERM)
         return True
@@ -76,7 +79,7 @@ def remove_stale_temps(path: str | Path, *, all_writers: bool = False) -> list[P
     if p.parent.is_dir():
         for stale in p.parent.glob(prefix + "*"):
             pid_text = stale.name[len(prefix):].split("-", 1)[0]
-            if not all_writers and pid_text.isdigit() and _pid_alive(int(pid_text)):
+            if not all_writers and pid_text.isdigit() and pid_alive(int(pid_text)):
                 continue
             try:
                 stale.unlink()

@@ -6,6 +6,10 @@ the old bundle untouched; one between the two renames of the swap leaves it at `
 `write_bundle` (and `load_bundle`'s error message) puts back. A path ending in .zip gets one zip file written
 to a temporary name and renamed over the old one.
 
+The temporary folder is `.NAME.tmp-<pid>-XXXX`: an export killed before the swap leaves it behind (a whole
+bundle's size), so every write first removes those whose writer is no longer running (a concurrent live
+export's folder is left alone).
+
 The output is deterministic: no timestamps; JSON with sorted keys; zip entries with a fixed date.
 """
 
@@ -16,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from importlib import metadata
@@ -32,12 +37,16 @@ from edge.bundle import (
     load_bundle,
     sha256_file,
 )
+from edge.atomic import pid_alive
 from edge.errors import BundleError
 from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# A temp folder older than this is debris even if its pid is alive again (pids get reused); an export takes
+# minutes, not a day.
+_STALE_AFTER_S = 24 * 3600
 
 
 def firstwords_version() -> str:
@@ -106,6 +115,38 @@ def _restore_interrupted(out: Path) -> None:
         shutil.rmtree(b, ignore_errors=True) if b.is_dir() else b.unlink(missing_ok=True)
 
 
+def _temp_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
+def remove_stale_temps(out: str | Path) -> list[Path]:
+    """Remove the `.NAME.tmp-<pid>-*` folders of exports of `out` that were killed before their swap: those
+    whose writer is no longer running, or that are older than a day. Returns what went."""
+    out = Path(out)
+    prefix = _temp_prefix(out)
+    gone = []
+    if not out.parent.is_dir():
+        return gone
+    for stale in out.parent.glob(prefix + "*"):
+        pid_text = stale.name[len(prefix):].split("-", 1)[0]
+        try:
+            age = time.time() - stale.lstat().st_mtime
+        except OSError:  # gone meanwhile
+            continue
+        live = pid_text.isdigit() and pid_alive(int(pid_text))
+        if not pid_text.isdigit() and age < _STALE_AFTER_S:
+            live = True  # no pid in the name (another program's, or an old writer's): only remove when old
+        if live and age < _STALE_AFTER_S:
+            continue
+        log.info("removing %s (left by an export that was killed before it finished)", stale)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        gone.append(stale)
+    return gone
+
+
 def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onnx_path: str | Path,
                  vocab: Vocab | Mapping[str, int], manifest_fields: Mapping[str, Any]) -> Path:
     """Write a validated bundle at `out_dir` (a folder, or a .zip file if the name ends in .zip).
@@ -126,7 +167,8 @@ def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onn
         if not Path(p).is_file():
             raise BundleError(f"{p}: the ONNX file to bundle does not exist")
 
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    remove_stale_temps(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(out)}{os.getpid()}-", dir=out.parent))
     try:
         shutil.copyfile(image_onnx_path, tmp / IMAGE_FILE)
         shutil.copyfile(utterance_onnx_path, tmp / UTTERANCE_FILE)
