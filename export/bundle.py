@@ -8,13 +8,15 @@ to a temporary name and renamed over the old one.
 
 The temporary folder is `.NAME.tmp-<pid>-XXXX`: an export killed before the swap leaves it behind (a whole
 bundle's size), so every write first removes those whose writer is no longer running (a concurrent live
-export's folder is left alone).
+export's folder is left alone). A full disk (or any other OS error) becomes a `BundleError` that says how much
+room the bundle needs where, with the old bundle intact.
 
 The output is deterministic: no timestamps; JSON with sorted keys; zip entries with a fixed date.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -44,6 +46,7 @@ from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 log = logging.getLogger(__name__)
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+_NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # A temp folder older than this is debris even if its pid is alive again (pids get reused); an export takes
 # minutes, not a day.
 _STALE_AFTER_S = 24 * 3600
@@ -147,27 +150,67 @@ def remove_stale_temps(out: str | Path) -> list[Path]:
     return gone
 
 
+def _bytes_needed(paths: list[Path], as_zip: bool) -> int:
+    """Room a new bundle needs beside the old one: its files (+ the vocabulary and manifest, a few KB), twice
+    for a zip (the folder is validated, then zipped next to it)."""
+    total = sum(p.stat().st_size for p in paths) + 64 * 1024
+    return 2 * total if as_zip else total
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _write_error(out: Path, e: OSError, needed: int | None) -> BundleError:
+    kept = "the previous bundle is intact" if out.exists() else "nothing was written"
+    if e.errno in _NO_SPACE:
+        free = _free_bytes(out.parent)
+        room = f"; it needs about {needed / 1e6:.1f} MB in {out.parent}" if needed else f" in {out.parent}"
+        have = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
+        return BundleError(f"cannot write bundle {out}: the disk is full{room}{have}; {kept} — free some space "
+                           "(or choose another output folder) and export again")
+    return BundleError(f"cannot write bundle {out} ({e}); {kept} — check the output folder and export again")
+
+
 def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onnx_path: str | Path,
                  vocab: Vocab | Mapping[str, int], manifest_fields: Mapping[str, Any]) -> Path:
     """Write a validated bundle at `out_dir` (a folder, or a .zip file if the name ends in .zip).
 
     manifest_fields: embedding_dim, image {input_size, mean, std}, quantization, opset, model_config,
     training_data, parity, ... (see docs/CONTRACTS.md); format, version and checksums are filled in here.
-    Returns the bundle's path.
+    Returns the bundle's path. Raises BundleError (the old bundle intact) when it cannot be written.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     as_zip = out.suffix.lower() == ".zip"
-    if not as_zip:
-        _restore_interrupted(out)
-        if out.exists() and (not out.is_dir() or not _is_replaceable(out)):
-            raise BundleError(f"{out}: exists and is not a firstwords bundle; refusing to replace it — choose "
-                              "another output path or remove it")
-    for p in (image_onnx_path, utterance_onnx_path):
-        if not Path(p).is_file():
-            raise BundleError(f"{p}: the ONNX file to bundle does not exist")
+    needed = None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not as_zip:
+            _restore_interrupted(out)
+            if out.exists() and (not out.is_dir() or not _is_replaceable(out)):
+                raise BundleError(f"{out}: exists and is not a firstwords bundle; refusing to replace it — "
+                                  "choose another output path or remove it")
+        for p in (image_onnx_path, utterance_onnx_path):
+            if not Path(p).is_file():
+                raise BundleError(f"{p}: the ONNX file to bundle does not exist")
+        remove_stale_temps(out)
+        needed = _bytes_needed([Path(image_onnx_path), Path(utterance_onnx_path)], as_zip)
+        free = _free_bytes(out.parent)
+        if free is not None and free < needed:  # refuse before writing half a bundle
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        _write(out, Path(image_onnx_path), Path(utterance_onnx_path), vocab, manifest_fields, as_zip)
+    except OSError as e:
+        raise _write_error(out, e, needed) from e
+    log.info("wrote bundle %s", out)
+    return out
 
-    remove_stale_temps(out)
+
+def _write(out: Path, image_onnx_path: Path, utterance_onnx_path: Path, vocab: Vocab | Mapping[str, int],
+           manifest_fields: Mapping[str, Any], as_zip: bool) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(out)}{os.getpid()}-", dir=out.parent))
     try:
         shutil.copyfile(image_onnx_path, tmp / IMAGE_FILE)
@@ -197,7 +240,12 @@ def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onn
             if out.exists():
                 backup = out.parent / f".{out.name}.old-{os.getpid()}"
                 os.rename(out, backup)
-            os.rename(tmp, out)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                if backup is not None:  # put the old bundle back before reporting
+                    os.rename(backup, out)
+                raise
             tmp = None  # now the bundle
             if backup is not None:
                 shutil.rmtree(backup, ignore_errors=True)
@@ -205,5 +253,3 @@ def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onn
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    log.info("wrote bundle %s", out)
-    return out

@@ -319,29 +319,44 @@ def test_debris_of_a_killed_export_is_cleaned_by_the_next_export(towers, tmp_pat
     assert sorted(tmp_path.glob(".bundle.tmp-*")) == sorted([live, other])
 
 
-def _export_on_full_disk(towers: Path, tmp_path: Path):
+def _export_on_full_disk(towers: Path, tmp_path: Path, precheck: bool = True):
+    """precheck=False hides the free space from the writer, so that the write itself runs into ENOSPC."""
     from tiny_dual import VOCAB, manifest_fields
 
+    import export.bundle as eb
     from export.bundle import write_bundle
 
     fs_cm = small_fs(tmp_path / "fs", 128)
     fs = fs_cm.__enter__()
-    out = fs / "bundle"
-    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="old"))
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    fill(fs, 6000)  # room for part of a new bundle, not all of it
+    real_free = getattr(eb, "_free_bytes", None)
     try:
-        write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="new"))
-        err = None
-    except Exception as e:  # noqa: BLE001 - the test inspects what came out
-        err = e
+        out = fs / "bundle"
+        write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB,
+                     manifest_fields(training_data="old"))
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        fill(fs, 6000)  # room for part of a new bundle, not all of it
+        if not precheck and real_free is not None:
+            eb._free_bytes = lambda folder: None
+        try:
+            write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB,
+                         manifest_fields(training_data="new"))
+            err = None
+        except Exception as e:  # noqa: BLE001 - the test inspects what came out
+            err = e
+    except BaseException:
+        fs_cm.__exit__(None, None, None)  # never leave the tmpfs mounted
+        raise
+    finally:
+        if real_free is not None:
+            eb._free_bytes = real_free
     return fs_cm, fs, out, before, err
 
 
-def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path):
+@pytest.mark.parametrize("precheck", [True, False], ids=["refused-up-front", "enospc-mid-write"])
+def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path, precheck):
     from edge.bundle import load_bundle
 
-    fs_cm, fs, out, before, err = _export_on_full_disk(towers, tmp_path)
+    fs_cm, fs, out, before, err = _export_on_full_disk(towers, tmp_path, precheck)
     try:
         assert err is not None, "the export should have run out of space"
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -351,15 +366,16 @@ def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path):
         fs_cm.__exit__(None, None, None)
 
 
-@pytest.mark.xfail(strict=True, reason="export/bundle.py (H3): a full disk during write_bundle escapes as a raw "
-                   "OSError (ENOSPC), so `firstwords export` shows a traceback; wrap OSError in BundleError saying "
-                   "the disk is full and the previous bundle is intact")
-def test_bundle_export_on_a_full_disk_is_a_clear_error(towers, tmp_path):
-    from edge.errors import FirstwordsError
+@pytest.mark.parametrize("precheck", [True, False], ids=["refused-up-front", "enospc-mid-write"])
+def test_bundle_export_on_a_full_disk_is_a_clear_error(towers, tmp_path, precheck):
+    from edge.errors import BundleError
 
-    fs_cm, _, _, _, err = _export_on_full_disk(towers, tmp_path)
+    fs_cm, fs, out, _, err = _export_on_full_disk(towers, tmp_path, precheck)
     fs_cm.__exit__(None, None, None)
-    assert isinstance(err, FirstwordsError) and "disk is full" in str(err)
+    assert isinstance(err, BundleError), repr(err)
+    msg = str(err)
+    assert "disk is full" in msg and str(out) in msg and "previous bundle is intact" in msg, msg
+    assert "MB" in msg  # says how much room it needs
 
 
 # ------------------------------------------------------------------------------------------ memory: full disk
