@@ -19,6 +19,7 @@ import stat
 import tempfile
 import weakref
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -320,11 +321,28 @@ def sha256_file(path: str | Path) -> str:
 # Safe zip extraction
 
 
+def _decompression_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged zip member can raise besides BadZipFile: zlib.error (deflate), lzma.LZMAError,
+    OSError (bz2 and I/O), EOFError (truncated), NotImplementedError (unknown method), RuntimeError (encrypted),
+    ValueError (e.g. a name flagged UTF-8 that is not)."""
+    errors: list[type[BaseException]] = [zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+                                         RuntimeError, ValueError]
+    try:
+        import lzma  # optional in some Python builds
+        errors.append(lzma.LZMAError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+_ZIP_ERRORS = _decompression_errors()
+
+
 def _safe_extract(zpath: Path, dest: Path) -> None:
     """Extract only plain files with safe names (optionally under one top-level folder), within size limits."""
     try:
         zf = zipfile.ZipFile(zpath)
-    except (zipfile.BadZipFile, OSError) as e:
+    except _ZIP_ERRORS as e:
         raise BundleError(f"{zpath}: cannot open the zip ({e}); copy it again or {REEXPORT}") from e
     with zf:
         infos = [i for i in zf.infolist() if not i.is_dir()]
@@ -363,9 +381,9 @@ def _safe_extract(zpath: Path, dest: Path) -> None:
                             raise BundleError(f"{zpath}: member {info.filename!r} is larger than its header "
                                               "says; refusing a possible zip bomb")
                         out.write(block)
-            except (zipfile.BadZipFile, OSError, EOFError) as e:
-                raise BundleError(f"{zpath}: member {info.filename!r} is corrupt ({e}); copy the zip again or "
-                                  f"{REEXPORT}") from e
+            except _ZIP_ERRORS as e:
+                raise BundleError(f"{zpath}: member {info.filename!r} is corrupt ({type(e).__name__}: {e}); copy "
+                                  f"the zip again or {REEXPORT}") from e
 
 
 # ---------------------------------------------------------------------------------------------------------

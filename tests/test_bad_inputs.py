@@ -305,7 +305,8 @@ def _corrupt_zip_load(built: Path, workdir: Path, flips, compression: int) -> No
         z.write_bytes(bytes(data))
         try:
             b = load_bundle(z)
-        except BundleError:
+        except BundleError as e:
+            assert z.name in str(e), str(e)  # names the file
             return
         b.close()
     finally:
@@ -321,9 +322,6 @@ def test_corrupted_stored_zip_bundles_raise_only_bundle_error(built, workdir, fl
     _corrupt_zip_load(built, workdir, flips, zipfile.ZIP_STORED)
 
 
-@pytest.mark.xfail(strict=True, reason="edge/bundle.py (H3): _safe_extract catches BadZipFile/OSError/EOFError but "
-                   "not zlib.error, so a damaged deflated member (one byte changed) escapes load_bundle as "
-                   "zlib.error instead of BundleError; add zlib.error to the caught types")
 @FAST
 @example(flips=[(40, 0)])  # the first member's deflate stream damaged: found by hypothesis
 @given(flips=flip_lists)
