@@ -31,6 +31,9 @@ from edge.errors import DataError, DeviceError, InputError, MissingExtraError
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000  # Hz: what VAD and ASR expect
+# Source rates we accept (Hz): telephone-grade to the highest studio rate. Outside this a file is broken or
+# not audio, and the resampler's filter would be huge for no use.
+MIN_SOURCE_RATE, MAX_SOURCE_RATE = 4000, 384000
 DEVICE_ENV = "FIRSTWORDS_AUDIO_DEVICE"
 SOUNDDEVICE_HINT = ("pip install 'firstwords[audio]' (sounddevice); it also needs the PortAudio library: "
                     "sudo apt-get install libportaudio2")
@@ -83,20 +86,39 @@ class Resampler:
     Zero delay: output sample n is the signal at time n / sr_out, so timestamps stay aligned. `process` may
     return fewer samples than the ratio suggests until `half_width` input samples of look-ahead have arrived;
     `flush` emits the rest (the signal is taken as zero after the end).
+
+    Memory is bounded for any ratio: the kernel table has one row per phase (`up` of them) only while it holds
+    at most MAX_TABLE values; past that (e.g. 383999 Hz -> 16 kHz has 16000 phases) it keeps MAX_TABLE values'
+    worth of phases and interpolates linearly between the two nearest rows (error ~ 1/phases^2, as in Julius
+    Smith's resample). The filter is at most 2 * MAX_WIDTH taps (fewer zero crossings for extreme down-sampling)
+    and outputs are computed in chunks, so the working arrays stay small too.
     """
 
+    MAX_TABLE = 1 << 18  # kernel values (2 MB of float64)
+    MAX_WIDTH = 4096  # input samples each side of an output position
+    _CHUNK = 1 << 18  # gathered input values per step of _emit (2 MB of float64)
+
     def __init__(self, sr_in: int, sr_out: int = SAMPLE_RATE, half_width: int = 16, rolloff: float = 0.94):
-        if sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out:
+        if (isinstance(sr_in, bool) or isinstance(sr_out, bool) or not isinstance(sr_in, (int, float, np.number))
+                or not isinstance(sr_out, (int, float, np.number)) or not (math.isfinite(sr_in)
+                                                                          and math.isfinite(sr_out))
+                or sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out):
             raise InputError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
         g = math.gcd(int(sr_in), int(sr_out))
         self.up, self.down = int(sr_out) // g, int(sr_in) // g  # output n sits at input position n*down/up
         self.identity = self.up == self.down
         cutoff = min(1.0, self.up / self.down) * rolloff  # fraction of the input Nyquist kept
-        self.width = math.ceil(half_width / cutoff)  # input samples each side of the output position
-        # Kernel table: one row per phase p (output at fractional input offset p/up), taps at offsets
-        # k - width + 1 for k in [0, 2*width): distance d = k - width + 1 - p/up.
-        k = np.arange(2 * self.width)
-        phase = np.arange(self.up)[:, None] / self.up
+        self.width = min(math.ceil(half_width / cutoff), self.MAX_WIDTH)  # input samples each side of the output
+        taps = 2 * self.width
+        # Phases: exact (one per output offset p/up) when the table fits, else a grid of `phases` rows plus one
+        # (offset 1.0) to interpolate between.
+        self.phases = self.up if self.up * taps <= self.MAX_TABLE else max(2, self.MAX_TABLE // taps - 1)
+        self.exact = self.phases == self.up
+        rows = self.phases if self.exact else self.phases + 1
+        # Kernel table: row r is the offset r/phases of the output past input sample `centre`; taps at offsets
+        # k - width + 1 for k in [0, 2*width): distance d = k - width + 1 - r/phases.
+        k = np.arange(taps)
+        phase = np.arange(rows)[:, None] / self.phases
         d = (k[None, :] - self.width + 1) - phase
         window = np.kaiser(2 * self.width + 1, 8.0)  # sampled window, evaluated by interpolation below
         win = np.interp(d, np.linspace(-self.width, self.width, 2 * self.width + 1), window, left=0, right=0)
@@ -117,12 +139,27 @@ class Resampler:
         # outputs n with floor(n*down/up) <= last  <=>  n <= ((last+1)*up - 1) // down
         return max(0, ((last + 1) * self.up - 1) // self.down + 1 - self.n_out)
 
+    def _kernels(self, rem: np.ndarray) -> np.ndarray:
+        """Kernel rows for outputs at fractional input offsets rem / up (rem: int64 in [0, up))."""
+        if self.exact:
+            return self.table[rem]
+        # rem / up on the grid of `phases`: row q plus a fraction a of the way to row q + 1 (no extra look-ahead:
+        # every row uses the same input samples)
+        scaled = rem.astype(np.float64) * (self.phases / self.up)
+        q = np.minimum(scaled.astype(np.int64), self.phases - 1)
+        a = (scaled - q)[:, None]
+        return (1.0 - a) * self.table[q] + a * self.table[q + 1]
+
     def _emit(self, count: int) -> np.ndarray:
-        n = self.n_out + np.arange(count, dtype=np.int64)
-        pos = n * self.down
-        centre, ph = pos // self.up, pos % self.up
-        idx = (centre - self.buf_start - self.width + 1)[:, None] + np.arange(2 * self.width)[None, :]
-        y = np.einsum("ij,ij->i", self.buf[idx], self.table[ph])
+        y = np.empty(count, dtype=np.float64)
+        taps = np.arange(2 * self.width)[None, :]
+        step = max(1, self._CHUNK // (2 * self.width))
+        for s0 in range(0, count, step):
+            n = self.n_out + np.arange(s0, min(count, s0 + step), dtype=np.int64)
+            pos = n * self.down
+            centre, rem = pos // self.up, pos % self.up
+            idx = (centre - self.buf_start - self.width + 1)[:, None] + taps
+            y[s0:s0 + len(n)] = np.einsum("ij,ij->i", self.buf[idx], self._kernels(rem))
         self.n_out += count
         # keep only the input still needed by the next output
         keep_from = (self.n_out * self.down) // self.up - self.width + 1 - self.buf_start
@@ -225,17 +262,35 @@ class _SoundfileReader:
         self.f.close()
 
 
+def check_source_rate(rate, what: str) -> int:
+    """A source's sample rate (Hz) must be an integer in [MIN_SOURCE_RATE, MAX_SOURCE_RATE]."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or not (
+            MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE):
+        raise DataError(f"{what}: sample rate {rate!r} Hz is outside the supported {MIN_SOURCE_RATE}.."
+                        f"{MAX_SOURCE_RATE} Hz (the file is damaged or not ordinary audio); convert it with "
+                        "`sox IN -r 16000 -b 16 out.wav`")
+    return int(rate)
+
+
 def _open_audio(path: Path):
     if not path.is_file():
         raise DataError(f"{path}: no such audio file")
+    reader = None
     if path.suffix.lower() in (".wav", ".wave"):
         try:
-            return _WavReader(path)
+            reader = _WavReader(path)
         except DataError:
             if not _has_soundfile():
                 raise
         # float / extensible wav: libsndfile reads those when present
-    return _SoundfileReader(path)
+    if reader is None:
+        reader = _SoundfileReader(path)
+    try:
+        check_source_rate(reader.rate, str(path))
+    except DataError:
+        reader.close()
+        raise
+    return reader
 
 
 def _has_soundfile() -> bool:
@@ -376,6 +431,10 @@ class MicrophoneSource:
                  block_ms: float = 32.0, queue_blocks: int = 256, stall_timeout: float = 5.0):
         if queue_blocks < 1 or block_ms <= 0 or channels < 1:
             raise InputError("queue_blocks, block_ms and channels must be positive")
+        if device_rate is not None and (isinstance(device_rate, bool) or not isinstance(device_rate, (int, np.integer))
+                                        or not MIN_SOURCE_RATE <= device_rate <= MAX_SOURCE_RATE):
+            raise InputError(f"device_rate must be an integer from {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE} Hz "
+                             f"(or None for the device's own), got {device_rate!r}")
         self.device = resolve_device(device)
         self.device_rate = device_rate
         self.channels = channels

@@ -491,10 +491,6 @@ except DataError as e:
 """
 
 
-@pytest.mark.xfail(strict=True, reason="edge/hear.py (H5): a wav at an odd sample rate (1000003 Hz; 1000 samples "
-                   "= 1 ms of audio) builds a polyphase table of 16000 phases x ~2100 taps: ~1.6 GB and ~18 s of CPU "
-                   "(MemoryError under a Pi's 1 GB); refuse rates outside a supported range (e.g. 4..384 kHz) with "
-                   "DataError, or bound the table")
 def test_absurd_sample_rate_is_refused(tmp_path):
     import subprocess
     import sys

@@ -184,3 +184,60 @@ def test_resampler_rejects_bad_rates():
     for a, b in ((0, 16000), (-8000, 16000), (16000, 0), (44100.5, 16000)):
         with pytest.raises(InputError, match="sample rates"):
             Resampler(a, b)
+
+
+@pytest.mark.parametrize("rate", [383999, 1_000_003, 96001, 4001])
+def test_resampler_table_is_bounded_and_still_accurate_at_any_ratio(rate):
+    """Rates whose ratio to 16 kHz has a huge numerator (383999 -> 16000 has 16000 phases) get a bounded kernel
+    table with interpolated phases: still a clean sine out, exact length."""
+    r = Resampler(rate)
+    assert r.table.size <= Resampler.MAX_TABLE and not r.exact
+    x = _sine(440.0, rate, 0.3)
+    y = resample(x, rate)
+    assert len(y) == int(np.ceil(len(x) * SAMPLE_RATE / rate))
+    ref = _sine(440.0, SAMPLE_RATE, len(y) / SAMPLE_RATE)[: len(y)]
+    inner = slice(300, len(y) - 300)
+    assert np.max(np.abs(y[inner] - ref[inner])) < 5e-3
+
+
+def test_interpolated_phases_match_the_exact_table():
+    """The bounded (interpolated) kernel gives nearly what the exact polyphase table gives, streaming included."""
+
+    class SmallTable(Resampler):
+        MAX_TABLE = 2000  # 44100 -> 16000 needs 160 phases x 36 taps: forces interpolation
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(22050)
+    exact = resample(x, 44100)
+    r = SmallTable(44100)
+    assert not r.exact and r.table.size <= 2000
+    parts, i = [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 900))
+        parts.append(r.process(x[i:i + n]))
+        i += n
+    parts.append(r.flush())
+    approx = np.concatenate(parts)
+    assert len(approx) == len(exact)
+    assert np.max(np.abs(approx - exact)) < 2e-3 * np.max(np.abs(exact))
+
+
+def test_resampler_for_an_absurd_ratio_stays_small():
+    r = Resampler(999_999_937, SAMPLE_RATE)  # a prime: no common factor
+    assert r.table.size <= Resampler.MAX_TABLE and r.width <= Resampler.MAX_WIDTH
+    y = np.concatenate([r.process(np.ones(300_000)), r.flush()])
+    assert len(y) == int(np.ceil(300_000 * SAMPLE_RATE / 999_999_937)) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("rate", [1000, 3999, 384001, 1_000_003])
+def test_audio_file_at_an_unsupported_rate_is_a_data_error(tmp_path, rate):
+    path = tmp_path / "odd.wav"
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(bytes(200))
+    with pytest.raises(DataError, match="sample rate"):
+        AudioFileSource(path)
+    with pytest.raises(InputError, match="device_rate"):
+        MicrophoneSource(device_rate=rate)
