@@ -29,6 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from edge.atomic import pid_alive
 from edge.bundle import (
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -39,7 +40,6 @@ from edge.bundle import (
     load_bundle,
     sha256_file,
 )
-from edge.atomic import pid_alive
 from edge.errors import BundleError
 from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 

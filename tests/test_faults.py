@@ -370,7 +370,7 @@ def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path, pre
 def test_bundle_export_on_a_full_disk_is_a_clear_error(towers, tmp_path, precheck):
     from edge.errors import BundleError
 
-    fs_cm, fs, out, _, err = _export_on_full_disk(towers, tmp_path, precheck)
+    fs_cm, _, out, _, err = _export_on_full_disk(towers, tmp_path, precheck)
     fs_cm.__exit__(None, None, None)
     assert isinstance(err, BundleError), repr(err)
     msg = str(err)
