@@ -6,6 +6,7 @@ ConfigError naming the file, the key and what is allowed.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -99,6 +100,8 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
     elif type(value) is not typ:
         raise ConfigError(f"{where}: [{table}] {key} must be {_TYPE_NAMES[typ]}, got {type(value).__name__} "
                           f"{value!r}")
+    if typ is float and not math.isfinite(value):  # TOML allows inf and nan; `nan > 0` alone misses inf
+        raise ConfigError(f"{where}: [{table}] {key} must be a finite number greater than 0, got {value!r}")
     if typ in (int, float) and not value > 0:
         raise ConfigError(f"{where}: [{table}] {key} must be greater than 0, got {value!r}")
     choices = _CHOICES.get((table, key))

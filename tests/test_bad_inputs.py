@@ -73,16 +73,13 @@ any_value = st.one_of(
 
 
 def _expected_ok(table: str, key: str, typ: type, v) -> bool | None:
-    """True if a value is valid, False if it must be refused, None if either is acceptable (see the xfail on
-    infinity below)."""
+    """True if a value is valid, False if it must be refused."""
     from edge.config import _CHOICES
 
     if typ is int:
         return type(v) is int and v > 0
     if typ is float:
-        if type(v) not in (int, float) or not v > 0:
-            return False
-        return None if math.isinf(v) else True
+        return type(v) in (int, float) and math.isfinite(v) and v > 0
     if not isinstance(v, str):
         return False
     choices = _CHOICES.get((table, key))
@@ -158,16 +155,28 @@ def test_config_file_of_arbitrary_bytes_is_a_config_error(data):
             load_device_config(p)
 
 
-@pytest.mark.xfail(strict=True, reason="edge/config.py (lead): a float key accepts inf (TOML `fps = inf` is "
-                   "valid TOML) because the check is only `value > 0`; require math.isfinite too")
 @pytest.mark.parametrize("table, key", [("camera", "fps"), ("pairing", "fps"), ("budget", "ram_mb")])
-def test_infinite_numbers_are_refused(table, key):
-    from edge.config import parse_device_config
+@pytest.mark.parametrize("text", ["inf", "+inf", "nan", "-inf"])
+def test_infinite_numbers_are_refused(table, key, text, tmp_path):
+    """Written as TOML (where `inf` / `nan` are valid floats), read through the real loader."""
+    from edge.config import load_device_config
 
-    data = json.loads(json.dumps(BASE_CONFIG))
-    data[table][key] = math.inf
-    with pytest.raises(ConfigError, match=key):
-        parse_device_config(data, "dev.toml")
+    src = (ROOT / "device_configs" / "laptop.toml").read_text()
+    data = tomllib.loads(src)
+    assert isinstance(data[table][key], (int, float))
+    lines, section, done = [], None, False
+    for line in src.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            section = stripped.strip("[]").strip()
+        if section == table and not done and stripped.split("=")[0].strip() == key:
+            line, done = f"{key} = {text}", True
+        lines.append(line)
+    assert done
+    p = tmp_path / "dev.toml"
+    p.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match=rf"dev.toml.*\[{table}\] {key}.*finite"):
+        load_device_config(p)
 
 
 # ------------------------------------------------------------------------------------------ bundles
