@@ -10,13 +10,18 @@ frame seen, the background; v_w a word's unit vector, s_w its naming strength):
   * credit        each frame's unit of credit is shared among the words, softmax_w(beta * A[w, k]) mixed with a
                   uniform share that decays as the memory hears more: words that already explain a frame take
                   it, a new word is left what nobody explains (mutual exclusivity falls out of this)
-  * re-entrance   the memory's state decides what in the window is news: per frame, the strongest claim of a
-                  word in memory that was NOT said (the other object in the scene, the dress in view while
-                  "shoe" is heard) is explained away -- its projection is taken out of the frame before the
-                  words heard learn from it (mode "explain"; "gate" instead discounts such frames for mature
-                  words). reentrance=False learns from the frames as they are.
-  * prototype     sum_w += sum_k C[w, k] f'_k; weight_w += its credit (frames' worth); the prototype is the
-                  credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g gives the direction.
+  * re-entrance   the memory's state decides what in the window it learns from. Per frame, the strongest claim
+                  of a word in memory that was NOT said (the dress in view while "shoe" is heard: the other object
+                  of the scene, or a displaced reference) is weighed against the claim of the words heard.
+                  mode "gate" (default): a frame clearly claimed by a word not said counts less for the words
+                  heard, as far as each has evidence behind it (a new word learns from the whole window).
+                  mode "explain": the rival's share of the frame (generalised least squares along its contrast)
+                  is taken out before the words heard learn from it. reentrance=False: frames as they are.
+  * prototype     sum_w += sum_k omega[w, k] C[w, k] f_k; weight_w += its credit (frames' worth); the prototype
+                  is the credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g, whitened by the
+                  world's frame covariance (W c_w: Fisher's discriminant against everything seen, so that what
+                  varies in every scene -- backgrounds, light -- stops masking what the word's frames share),
+                  gives the direction.
 Naming strength: how far the PLAIN co-occurrence mean of the word (every frame of every window it was heard in)
 sits from the background, relative to the spread of the world (sigma^2 = 1 - |g|^2), ramped by the effective
 number of utterances behind it. A function word ("the", "look", "you") is heard whatever is in view: its
@@ -71,11 +76,13 @@ class LearningParams:
     prior_frames: float = 100.0  # n0: weight of the encoder's prior, in frames' worth of credit
     prior_strength: float = 0.5  # naming strength of a prior before any exposure
     confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
-    select_mode: str = "explain"  # re-entrance: "explain" (explain away) or "gate" (see _learn_one)
+    select_mode: str = "gate"  # re-entrance: "gate" or "explain" (explain away); see _learn_one
     explain: float = 1.0  # explain: share of a rival word's projection taken out of a frame
     select_beta: float = 10.0  # gate: sharpness of the relevance judgement
     select_floor: float = 0.1  # gate: a mature word still learns this share from an irrelevant frame
-    select_margin: float = 0.0  # gate: how much more a word not said must claim a frame to turn from it
+    select_margin: float = 0.05  # gate: how much more a word not said must claim a frame to turn from it
+    whiten: bool = True  # word directions whitened by the world's frame covariance (Fisher's discriminant)
+    whiten_eps: float = 0.01  # ridge on the covariance, relative to its mean variance
     prior_maturity: float = 0.5
     competitors: int = 256  # re-entrance consults the strongest this many words for competing claims  # how far an encoder prior alone may steer re-entrant selection
 
@@ -182,15 +189,33 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
 
 
 # ---------------------------------------------------------------------------------------------- maths
+def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
+    """W = (Sigma + eps I)^-1 for the world's frame covariance Sigma, shrunk towards a scaled identity while few
+    frames are known. A word's direction W c_w is then Fisher's discriminant of its frames against the world:
+    variation every scene has (backgrounds, lighting) stops masking what the word's frames have in common."""
+    eye = np.eye(dim)
+    if bg.second is None or bg.count < 2 or not params.whiten:
+        return eye
+    g = bg.total / bg.count
+    sigma = bg.second / bg.count - np.outer(g, g)
+    scale = max(float(np.trace(sigma)) / dim, 1e-9)
+    shrink = dim / (dim + bg.count)  # towards the identity while frames are few
+    sigma = (1.0 - shrink) * sigma + (shrink + params.whiten_eps) * scale * eye
+    w = np.linalg.inv(sigma) * scale  # (scale-free)
+    return (w + w.T) / 2.0
+
+
 def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, cooc_sum: np.ndarray,
            cooc_count: np.ndarray, prior: np.ndarray, has_prior: np.ndarray, g: np.ndarray,
-           params: LearningParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           params: LearningParams, whiten: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit word vectors v [n, D], naming strengths s [n] and maturities [n] (0..1, how much evidence is behind
     the word) from the raw sums (see the module doc)."""
     sigma = math.sqrt(max(1.0 - float(g @ g), 1e-6))
     learned = weight > _TINY
     # direction: the credited prototype's contrast with the background
     c = np.where(learned[:, None], proto_sum / np.maximum(weight, _TINY)[:, None] - g[None, :], 0.0)
+    if whiten is not None:
+        c = c @ whiten
     direction = c / np.maximum(np.linalg.norm(c, axis=1), _TINY)[:, None]
     # strength: how far the PLAIN co-occurrence mean (every frame of every window the word was heard in) sits
     # from the background. A word heard whatever is in view ("the") has its co-occurrence mean at the
@@ -238,9 +263,10 @@ class _WordTable:
         self.strength = np.zeros(cap, np.float32)
         self.name_mat = np.zeros((cap, dim), np.float32)
         self.name_bias = np.zeros(cap, np.float32)
+        self.contrast = np.zeros((cap, dim), np.float32)  # m_w - g, unwhitened (what the word adds to a frame)
         self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "cooc_sum", "cooc_count",
                         "exposures", "first_seen", "last_seen", "last_utt", "vec", "strength", "name_mat",
-                        "name_bias"]
+                        "name_bias", "contrast"]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -292,15 +318,19 @@ class _WordTable:
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in self._arrays)
 
-    def rederive(self, rows: np.ndarray | slice, g: np.ndarray, params: LearningParams) -> None:
+    def rederive(self, rows: np.ndarray | slice, g: np.ndarray, params: LearningParams,
+                 whiten: np.ndarray | None) -> None:
         """Recompute the derived query arrays of some rows against the background mean g."""
         v, s, _ = derive(self.proto_sum[rows], self.weight[rows], self.weight_sq[rows], self.cooc_sum[rows],
-                         self.cooc_count[rows], self.prior[rows], self.has_prior[rows], g, params)
+                         self.cooc_count[rows], self.prior[rows], self.has_prior[rows], g, params, whiten)
         self.vec[rows] = v
         self.strength[rows] = s
         nm = s[:, None] * v
         self.name_mat[rows] = nm
         self.name_bias[rows] = -(nm @ g)
+        w = self.weight[rows]
+        self.contrast[rows] = np.where((w > _TINY)[:, None], self.proto_sum[rows] / np.maximum(w, _TINY)[:, None]
+                                       - g[None, :], 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- the memory
@@ -346,6 +376,7 @@ class AssociativeMemory:
         self._stale_words: set[str] = set()
         self._full_rebuild = True
         self._g_cached = np.zeros(dim, np.float32)
+        self._w_cached = np.eye(dim)
         self._rebuilt_at = 0
         self._closed = False
         if len(self._table) > self.capacity_words:
@@ -402,7 +433,9 @@ class AssociativeMemory:
             self._check_open()
             staged: dict[str, WordRow] = {}
             bg = Background(self._bg.total.astype(np.float64), self._bg.count, self._bg.utterances,
-                            self._bg.evicted_through)
+                            self._bg.evicted_through,
+                            np.zeros((self.dim, self.dim)) if self._bg.second is None else self._bg.second.copy())
+            self._ensure_derived()  # the whitener and background of the committed state
             episodes: list[EpisodeRow] = []
             reports: list[LearnReport] = []
             for words, frames, t, text, prior, media in checked:
@@ -433,6 +466,7 @@ class AssociativeMemory:
         p = self.params
         k = frames.shape[0]
         bg.total = bg.total + frames.sum(axis=0, dtype=np.float64)
+        bg.second += frames.T.astype(np.float64) @ frames
         bg.count += k
         bg.utterances += 1
         g = (bg.total / bg.count).astype(np.float32)
@@ -452,7 +486,7 @@ class AssociativeMemory:
             np.array([r.weight_sq for r in rows]), np.stack([r.cooc_sum for r in rows]),
             np.array([r.cooc_count for r in rows]),
             np.stack([r.prior if r.prior is not None else np.zeros(self.dim, np.float32) for r in rows]),
-            np.array([r.prior is not None for r in rows]), g, p)
+            np.array([r.prior is not None for r in rows]), g, p, self._w_cached)
         # association, clipped at 0: a word may claim a frame, but a (possibly wrong) hypothesis never makes it
         # refuse a frame nobody else claims -- no lock-in on a first impression
         assoc = np.maximum(s[:, None] * (v @ (frames - g).T), 0.0)  # [m, K]
@@ -471,8 +505,13 @@ class AssociativeMemory:
                 # before the words heard learn from it -- they learn from the unexplained (surprising) rest. A
                 # word follows this as far as it has evidence behind it (lam = 0 for a new word, which learns
                 # from the frames as they are: no lock-in on what the memory believes today)
-                proj = np.maximum(np.sum(rival * fc, axis=1), 0.0) * (other > 0)  # [K]
-                explained = p.explain * proj[:, None] * rival
+                # frame ~ g + alpha * c_rival + noise (noise covariance: the world's): alpha by generalised least
+                # squares, kept in [0, 1]; the rival's share alpha * c_rival is what is explained away
+                w_rival = rival @ self._w_cached  # [K, D]
+                alpha = np.sum(w_rival * fc, axis=1) / np.maximum(np.sum(w_rival * rival, axis=1), _TINY)
+                alpha = np.clip(alpha, 0.0, 1.0) * (other > 0)  # [K]
+                explained = p.explain * alpha[:, None] * rival
+                proj = np.linalg.norm(explained, axis=1)
                 lam = maturity
                 omega = 1.0 - p.explain * proj ** 2 / np.maximum(np.sum(fc * fc, axis=1), _TINY)
             else:  # "gate": frames claimed by words not said count less, as far as the word heard is mature
@@ -509,7 +548,7 @@ class AssociativeMemory:
 
     def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per frame, the strongest (clipped at 0) claim of a word NOT heard in this utterance and that word's
-        unit vector ([K], [K, D]), from the committed state."""
+        contrast m_u - g, what it adds to a frame ([K], [K, D]), from the committed state."""
         self._ensure_derived()
         tb = self._table
         n = len(tb)
@@ -523,7 +562,7 @@ class AssociativeMemory:
             return np.zeros(k, np.float32), np.zeros((k, self.dim), np.float32)
         scores = tb.name_mat[rows] @ frames.T + tb.name_bias[rows, None]  # [M, K]
         best = np.argmax(scores, axis=0)
-        return np.maximum(scores[best, np.arange(k)], 0.0), tb.vec[rows[best]]
+        return np.maximum(scores[best, np.arange(k)], 0.0), tb.contrast[rows[best]]
 
     # ------------------------------------------------------------------ queries
     def _ensure_derived(self) -> None:
@@ -534,15 +573,16 @@ class AssociativeMemory:
         small = n * self.dim <= 65_536  # (~1k words at D = 64: re-deriving all is as cheap as a few rows)
         if self._full_rebuild or grown or (small and moved):
             self._g_cached = self._background_mean(self._bg)
+            self._w_cached = whitener(self._bg, self.dim, self.params)
             if n:
-                tb.rederive(slice(0, n), self._g_cached, self.params)
+                tb.rederive(slice(0, n), self._g_cached, self.params, self._w_cached)
             self._rebuilt_at = self._bg.utterances
             self._full_rebuild = False
             self._stale_words.clear()
         elif self._stale_words:
             rows = np.array(sorted(tb.index[w] for w in self._stale_words if w in tb.index), dtype=np.int64)
             if rows.size:
-                tb.rederive(rows, self._g_cached, self.params)
+                tb.rederive(rows, self._g_cached, self.params, self._w_cached)
             self._stale_words.clear()
 
     def name(self, frame_embedding: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
@@ -655,7 +695,18 @@ class AssociativeMemory:
             rows[w] = r
         gone = set(drop) | {w for w, r in rows.items() if r.exposures <= 0 or r.weight <= 1e-6}
         keep = [r for w, r in rows.items() if w not in gone]
-        self._store.forget(sorted(gone), keep, ids, self._bg)
+        # the world's statistics forget those frames too (the covariance from each episode's mean: its frames
+        # are near-duplicates of one scene)
+        bg = Background(self._bg.total.astype(np.float64), self._bg.count, self._bg.utterances,
+                        self._bg.evicted_through, None if self._bg.second is None else self._bg.second.copy())
+        for frame_sum, n in self._store.episode_frames(ids):
+            bg.total -= frame_sum
+            bg.count = max(bg.count - n, 0.0)
+            if bg.second is not None and n:
+                bg.second -= np.outer(frame_sum, frame_sum) / n
+        bg.total = bg.total.astype(np.float32)
+        self._store.forget(sorted(gone), keep, ids, bg)
+        self._bg = bg
         for w in gone:
             self._table.remove(w)
         for r in keep:

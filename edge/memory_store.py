@@ -102,6 +102,7 @@ class Background:
     count: float
     utterances: int
     evicted_through: float  # latest time of an evicted episode (-inf if none): forget_since can't undo past it
+    second: np.ndarray | None = None  # [D, D] sum of f f^T: the world's covariance, for whitening (None: unknown)
 
 
 @dataclass
@@ -261,8 +262,16 @@ class MemoryStore:
             except sqlite3.DatabaseError as e:
                 raise self._damaged(str(e)) from e
         try:
+            second = None
+            if st.get("background_second") is not None:
+                blob = st["background_second"]
+                if not isinstance(blob, bytes) or len(blob) != 4 * self.dim * self.dim:
+                    raise self._damaged("background covariance has the wrong size")
+                second = np.frombuffer(blob, dtype="<f4").astype(np.float64).reshape(self.dim, self.dim)
+                if not np.all(np.isfinite(second)):
+                    raise self._damaged("background covariance holds NaN or Inf")
             return Background(self._vec(st["background_sum"], "background"), float(st["background_count"]),
-                              int(st["utterances"]), float(st["evicted_through"]))
+                              int(st["utterances"]), float(st["evicted_through"]), second)
         except (KeyError, TypeError, ValueError) as e:
             raise self._damaged(f"state table incomplete ({e})") from e
 
@@ -317,6 +326,9 @@ class MemoryStore:
         self._db.executemany("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)", [
             ("background_sum", _blob(bg.total)), ("background_count", float(bg.count)),
             ("utterances", int(bg.utterances)), ("evicted_through", float(bg.evicted_through))])
+        if bg.second is not None:  # (float32: D*D*4 bytes, 16 KB at D = 64)
+            self._db.execute("INSERT OR REPLACE INTO state(key, value) VALUES (?, ?)",
+                             ("background_second", _blob(bg.second.reshape(-1))))
 
     def _fail(self, e: sqlite3.Error, doing: str) -> MemoryStoreError:
         code = getattr(e, "sqlite_errorcode", None)
@@ -457,6 +469,16 @@ class MemoryStore:
                                         "WHERE w.episode_id = ?", (i,)).fetchall()
                 out.extend((w, float(c), self._vec(emb, f"episode {i}"), self._vec(fs, f"episode {i}"), int(n))
                            for w, c, emb, fs, n in rows)
+        return out
+
+    def episode_frames(self, ids: list[int]) -> list[tuple[np.ndarray, int]]:
+        """(frame sum, frame count) of each given episode that exists."""
+        out = []
+        with self._lock:
+            for i in ids:
+                row = self._db.execute("SELECT frame_sum, n_frames FROM episodes WHERE id = ?", (i,)).fetchone()
+                if row is not None:
+                    out.append((self._vec(row[0], f"episode {i}"), int(row[1])))
         return out
 
     def execute(self, sql: str, params: tuple = ()) -> list[tuple]:

@@ -116,7 +116,7 @@ def test_reentrance_explains_away_what_the_memory_names_as_unsaid_words():
     mixed_reports = []
     contamination = []
     for reentrance in (True, False):
-        mem, world = _taught(5, reentrance=reentrance)
+        mem, world = _taught(5, reentrance=reentrance, learning=LearningParams(select_mode="explain"))
         with mem:
             fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # frames 3-5 show thing4
             mixed_reports.append(mem.learn(["look", "thing1"], fr, 500.0, "look thing1"))

@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.evaluate import make_trials, score_trials
-from edge.memory import AssociativeMemory, Utterance
+from edge.memory import AssociativeMemory, LearningParams, Utterance, whitener
+from edge.memory_store import Background
 from edge.tokenize import words as split_words
 
 SHOTS = (1, 2, 5, 10)
@@ -248,7 +249,9 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat:
     trials = [t for t in make_trials(labels, 4, trials_per_cat, seed) if t.category == data.novel_word]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.novel_exposures))
-    g = np.concatenate([u.frame_embeddings for u in data.stream]).mean(axis=0)
+    frames = np.concatenate([u.frame_embeddings for u in data.stream]).astype(np.float64)
+    g = frames.mean(axis=0)
+    w = whitener(Background(frames.sum(axis=0), len(frames), 0, 0.0, frames.T @ frames), data.dim, LearningParams())
     out = {}
     heard = 0
     for k in SHOTS:
@@ -259,8 +262,8 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat:
         vec = mem.word_vectors([data.novel_word])
         out[k] = accuracy(vec, trials, emb) if vec else 0.25
         # reference: a supervised prototype, the mean of the same k exposures' frames (labels known) minus the
-        # training frames' mean -- what a prototype can reach in this embedding space
-        proto = np.concatenate([data.novel_exposures[i].frame_embeddings for i in order[:k]]).mean(axis=0) - g
+        # training frames' mean, whitened as the memory does -- what a prototype can reach in this space
+        proto = (np.concatenate([data.novel_exposures[i].frame_embeddings for i in order[:k]]).mean(axis=0) - g) @ w
         out[f"oracle_{k}"] = accuracy({data.novel_word: proto}, trials, emb)
     return out
 
