@@ -54,9 +54,19 @@ def resize_bilinear(frame: np.ndarray, size: int) -> np.ndarray:
 
 def prepare_images(frames: Sequence[np.ndarray] | np.ndarray, size: int,
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """Frames -> float32 [N, 3, size, size], normalised."""
-    if isinstance(frames, np.ndarray) and frames.ndim == 3:
-        frames = [frames]
+    """Frames -> float32 [N, 3, size, size], normalised. frames: a list of uint8 H x W x 3 (or H x W grey) frames,
+    one H x W x 3 frame, or an [N, H, W, 3] array; anything else is an InputError."""
+    what = ("frames must be a list of uint8 H x W x 3 frames, one such frame or an [N, H, W, 3] array; got "
+            "{}")
+    if isinstance(frames, np.ndarray):
+        if frames.ndim == 3:
+            frames = [frames]
+        elif frames.ndim != 4:  # 0-d has no len(); 1-D / 2-D rows are not frames (wrap a grey frame in a list)
+            raise InputError(what.format(f"an array of shape {frames.shape}"))
+    elif isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
+        raise InputError(what.format(type(frames).__name__))
+    elif not isinstance(frames, Sequence):
+        frames = list(frames)  # e.g. a generator or deque
     if len(frames) == 0:
         raise InputError("no frames given")
     mean_a = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3)

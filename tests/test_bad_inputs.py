@@ -568,12 +568,20 @@ def test_frames_of_any_shape_or_dtype_encode_or_raise_input_error(encoder, x):
     assert out.shape == (want, encoder.dim) and np.isfinite(out).all()
 
 
-@pytest.mark.xfail(strict=True, reason="edge/preprocess.py (lead): prepare_images(None) / a 0-d array / an int "
-                   "raise TypeError from len() instead of InputError")
-@pytest.mark.parametrize("x", [None, 5, np.array(3, np.uint8)], ids=["None", "int", "0-d"])
+@pytest.mark.parametrize("x", [None, 5, 2.5, np.array(3, np.uint8), "frame.jpg", b"\xff\xd8"],
+                         ids=["None", "int", "float", "0-d", "str", "bytes"])
 def test_non_sequences_of_frames_are_input_errors(encoder, x):
-    with pytest.raises(InputError):
+    from edge.preprocess import prepare_images
+
+    with pytest.raises(InputError, match="frames must be"):
         encoder.encode_image(x)
+    with pytest.raises(InputError, match="frames must be"):
+        prepare_images(x, 32)
+
+
+def test_frames_from_a_generator_are_taken(encoder):
+    frames = (np.full((10, 12, 3), v, np.uint8) for v in (0, 128))
+    assert encoder.encode_image(frames).shape == (2, encoder.dim)
 
 
 # ------------------------------------------------------------------------------------------ the memory
