@@ -11,6 +11,9 @@
   from every frame and is limited only by the CPU.
 - Stop (Ctrl-C, SIGTERM, `stop()`): sources are closed, pending utterances are paired with the frames at hand
   and written to memory, then `run()` returns; nothing already heard is lost.
+- Odd input does not end a session: a frame the encoder refuses (RGBA, wrong dtype or shape, no finite time)
+  is dropped and counted (`frames_rejected`). Each kind of problem is logged once (a warning), then counted.
+  Other failures (a broken model, a full disk) still stop the run with the error in `stats.errors`.
 
 Every stage's latency is recorded in `Learner.latency` (a `StageLatencies`) for the profiling tools.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import queue
+import re
 import signal
 import threading
 import time
@@ -31,6 +35,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edge.errors import InputError
 from edge.pair import Paired, Pairer, Utterance
 from edge.tokenize import words as split_words
 
@@ -151,6 +156,7 @@ class LearnerStats:
     frames_captured: int = 0
     frames_encoded: int = 0
     frames_dropped: int = 0  # live only: dropped because the encoder was behind
+    frames_rejected: int = 0  # frames the encoder refused (wrong shape / dtype / time): dropped, session goes on
     audio_blocks: int = 0
     audio_seconds: float = 0.0
     speech_segments: int = 0
@@ -267,6 +273,7 @@ class Learner:
         self._first_t: float | None = self.options.clock_origin
         self._threads: list[threading.Thread] = []
         self._done = threading.Event()
+        self._warned: set[str] = set()  # kinds of rejected input already logged
 
     # -- public --------------------------------------------------------------------------------------------
     @property
@@ -326,6 +333,15 @@ class Learner:
 
         old = signal.signal(signal.SIGTERM, on_term)
         return lambda: signal.signal(signal.SIGTERM, old)
+
+    def _reject(self, what: str, err: Exception) -> None:
+        """Log a rejected input once per kind (its message with the numbers taken out); later ones are counted."""
+        kind = what + ":" + re.sub(r"\d+(\.\d+)?", "N", str(err))
+        if kind not in self._warned:
+            self._warned.add(kind)
+            log.warning("%s rejected and skipped: %s (further ones like it are only counted)", what, err)
+        else:
+            log.debug("%s rejected: %s", what, err)
 
     def _status(self) -> None:
         if self.on_status is not None:
@@ -404,6 +420,15 @@ class Learner:
             for t, frame in self.frames:
                 if self._stop.is_set():
                     break
+                try:
+                    t = float(t)
+                    if not math.isfinite(t):
+                        raise ValueError(t)
+                except (TypeError, ValueError):
+                    self.stats.frames_rejected += 1
+                    self._reject("camera frame", InputError(f"a frame's time must be a finite number of seconds, "
+                                                            f"got {type(t).__name__}"))
+                    continue
                 if t + 1e-6 < next_t:  # thin to the pairing fps
                     continue
                 # Next slot on a fixed grid (not t + period, which drifts: 5 fps thinned to 2 fps gave 1.67 fps).
@@ -460,9 +485,11 @@ class Learner:
                     ended = True
                     break
                 batch.append(nxt)
-            times = [t for t, _ in batch]
             with self.latency.time("frame_preprocess", items=len(batch)):
-                x = self.encoder.prepare([f for _, f in batch])
+                batch, x = self._prepare(batch)
+            if not batch:
+                continue
+            times = [t for t, _ in batch]
             with self.latency.time("image_encode", items=len(batch)):
                 emb = self.encoder.encode_image_array(x)
             self.stats.frames_encoded += len(batch)
@@ -470,6 +497,23 @@ class Learner:
                       else [None] * len(batch))
             self._events.put(("frames", times, emb, thumbs))
         self._events.put(("frames_end",))
+
+    def _prepare(self, batch: list[tuple[float, Any]]) -> tuple[list[tuple[float, Any]], np.ndarray | None]:
+        """Preprocess a batch; frames the encoder refuses are dropped and counted (one bad frame from the
+        camera must not end the session). Returns the frames kept and their array."""
+        try:
+            return batch, self.encoder.prepare([f for _, f in batch])
+        except InputError:
+            pass
+        kept, parts = [], []
+        for item in batch:  # find the bad one(s): frame by frame
+            try:
+                parts.append(self.encoder.prepare([item[1]]))
+                kept.append(item)
+            except InputError as e:
+                self.stats.frames_rejected += 1
+                self._reject("camera frame", e)
+        return kept, (np.concatenate(parts) if parts else None)
 
     # -- audio -> VAD -> speech queue -> ASR -> utterances -------------------------------------------------
     def _vad_open_start(self) -> float | None:

@@ -650,20 +650,25 @@ def run_or_hang(learner, timeout: float = 30.0):
     return box["rep"]
 
 
-@pytest.mark.xfail(strict=True, reason="edge/learner.py (H6): one bad frame from the camera (here RGBA, 4 "
-                   "channels) raises InputError in the encoder thread, which stops the whole session; the loop "
-                   "should drop and count the bad frame and carry on")
-def test_one_bad_frame_does_not_end_the_session(encoder, tmp_path):
+@pytest.mark.parametrize("bad", ["rgba", "float", "grey-3d", "none", "nan-time"])
+def test_one_bad_frame_does_not_end_the_session(encoder, tmp_path, bad):
     from edge.learner import Learner, LearnerOptions
     from edge.memory import AssociativeMemory
     from edge.pair import Utterance
 
     good = np.full((24, 24, 3), 90, np.uint8)
-    frames = [(i / 5, good if i != 7 else np.zeros((24, 24, 4), np.uint8)) for i in range(60)]
+    odd = {"rgba": np.zeros((24, 24, 4), np.uint8), "float": np.zeros((24, 24, 3), np.float32),
+           "grey-3d": np.zeros((24, 24, 1), np.uint8), "none": None, "nan-time": good}[bad]
+    frames = [(i / 5, good) for i in range(60)]
+    frames[7] = (math.nan, odd) if bad == "nan-time" else (7 / 5, odd)
+    frames[33] = (math.nan, odd) if bad == "nan-time" else (33 / 5, odd)  # a second one: counted, logged once
     utts = [Utterance(float(i), i + 0.5, "look a ball") for i in range(0, 12, 2)]
     with AssociativeMemory(tmp_path / "m.sqlite", encoder.dim) as mem:
-        rep = run_or_hang(Learner(encoder, mem, frames, transcript=utts, options=LearnerOptions(realtime=False)))
+        lr = Learner(encoder, mem, frames, transcript=utts, options=LearnerOptions(realtime=False))
+        rep = run_or_hang(lr)
     assert rep.stats["errors"] == [] and rep.stats["utterances"] == len(utts)
+    assert rep.stats["frames_rejected"] == 2 and rep.stats["frames_encoded"] == 58
+    assert len(lr._warned) == 1  # one kind of problem, logged once
 
 
 @pytest.mark.xfail(strict=True, reason="edge/learner.py (H6) / edge/memory.py (H4): an utterance the memory "
