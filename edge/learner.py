@@ -12,7 +12,9 @@
 - Stop (Ctrl-C, SIGTERM, `stop()`): sources are closed, pending utterances are paired with the frames at hand
   and written to memory, then `run()` returns; nothing already heard is lost.
 - Odd input does not end a session: a frame the encoder refuses (RGBA, wrong dtype or shape, no finite time)
-  is dropped and counted (`frames_rejected`). Each kind of problem is logged once (a warning), then counted.
+  is dropped and counted (`frames_rejected`); words longer than `max_word_chars` are dropped (`words_rejected`),
+  an utterance text is clipped to MAX_TEXT_CHARS, and an utterance the memory still refuses (InputError) is
+  skipped and counted (`utterances_rejected`). Each kind of problem is logged once (a warning), then counted.
   Other failures (a broken model, a full disk) still stop the run with the error in `stats.errors`.
 
 Every stage's latency is recorded in `Learner.latency` (a `StageLatencies`) for the profiling tools.
@@ -42,6 +44,7 @@ from edge.tokenize import words as split_words
 log = logging.getLogger(__name__)
 
 STAGES = ("frame_preprocess", "image_encode", "vad", "asr", "utterance_encode", "pairing", "memory_update")
+MAX_TEXT_CHARS = 10_000  # an utterance's text kept with its episode (the memory refuses longer ones)
 
 
 # ------------------------------------------------------------------------------------ interfaces we consume
@@ -147,6 +150,7 @@ class LearnerOptions:
     status_interval: float = 1.0  # s between status callbacks
     clock_origin: float | None = 0.0  # media time of the session start (files: 0); None = the first time seen
     min_word_chars: int = 1
+    max_word_chars: int = 40  # longer "words" (an ASR / transcript hiccup) are dropped, not learned
     keep_media: bool = False  # keep a thumbnail of each utterance's middle frame with its memory episode
     media_size: int = 96  # px, longest side of that thumbnail
 
@@ -163,7 +167,9 @@ class LearnerStats:
     utterances: int = 0  # utterances with words, learned from
     empty_recognitions: int = 0  # speech the recogniser made nothing of
     utterances_without_frames: int = 0
+    utterances_rejected: int = 0  # utterances the memory refused (InputError): skipped, session goes on
     words_heard: int = 0
+    words_rejected: int = 0  # words longer than max_word_chars, dropped from their utterance
     words_learned: int = 0  # distinct words learned from in this run
     media_time: float = 0.0  # s: how far the audio / transcript clock has come
     errors: list[str] = field(default_factory=list)
@@ -661,7 +667,13 @@ class Learner:
 
     def _learn(self, p: Paired) -> None:
         u = p.utterance
-        ws = [w for w in split_words(u.text) if len(w) >= self.options.min_word_chars]
+        o = self.options
+        ws = [w for w in split_words(u.text) if len(w) >= o.min_word_chars]
+        long_words = sum(len(w) > o.max_word_chars for w in ws)
+        if long_words:
+            self.stats.words_rejected += long_words
+            self._reject("word", InputError(f"a word of more than {o.max_word_chars} characters was dropped"))
+            ws = [w for w in ws if len(w) <= o.max_word_chars]
         if not ws:
             return
         self.stats.words_heard += len(ws)
@@ -674,14 +686,20 @@ class Learner:
             thumb = p.items[len(p.items) // 2][1]
             if thumb is not None:
                 kw["media"] = encode_media(thumb)
-        known = sorted({w for w in ws if self.encoder.knows(w)})
-        prior = None
-        if known:
-            with self.latency.time("utterance_encode", items=len(known)):
-                vecs = self.encoder.encode_utterance(known)
-            prior = dict(zip(known, vecs, strict=True))
-        with self.latency.time("memory_update"):
-            self.memory.learn(ws, frames, u.start, u.text, prior=prior, **kw)
+        text = u.text if len(u.text) <= MAX_TEXT_CHARS else u.text[:MAX_TEXT_CHARS]
+        try:
+            known = sorted({w for w in ws if self.encoder.knows(w)})
+            prior = None
+            if known:
+                with self.latency.time("utterance_encode", items=len(known)):
+                    vecs = self.encoder.encode_utterance(known)
+                prior = dict(zip(known, vecs, strict=True))
+            with self.latency.time("memory_update"):
+                self.memory.learn(ws, frames, u.start, text, prior=prior, **kw)
+        except InputError as e:  # the memory refused this utterance (nothing learned): skip it, learn on
+            self.stats.utterances_rejected += 1
+            self._reject("utterance", e)
+            return
         self.stats.utterances += 1
         for w in ws:
             if w not in self.word_counts:
