@@ -153,13 +153,15 @@ def _check_words(words) -> list[str]:
         if not isinstance(w, str) or not w or w != w.strip() or any(c.isspace() for c in w):
             raise InputError(f"each word must be a non-empty string without whitespace, got {w!r}; pass "
                              f"edge.tokenize.words(text)")
-        if len(w) > MAX_WORD_CHARS:
-            raise InputError(f"word of {len(w)} characters is too long (max {MAX_WORD_CHARS})")
+        if len(w) > MAX_WORD_CHARS:  # an ASR or transcript hiccup: skip that word, learn the rest
+            log.warning("skipping a %d-character 'word' (max %d): %.30s...", len(w), MAX_WORD_CHARS, w)
+            continue
         w = str(w)  # (numpy str_ -> str)
         if w not in out:
             out.append(w)
     if not out:
-        raise InputError("an utterance needs at least one word; nothing was learned")
+        raise InputError(f"an utterance needs at least one word (of at most {MAX_WORD_CHARS} characters); nothing "
+                         f"was learned")
     if len(out) > MAX_WORDS:
         raise InputError(f"an utterance may hold at most {MAX_WORDS} distinct words, got {len(out)}")
     return out
@@ -174,8 +176,12 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
         raise InputError(f"t must be a number (seconds), got {u.t!r}") from e
     if not math.isfinite(t):
         raise InputError(f"t must be finite, got {t}")
-    if not isinstance(u.text, str) or len(u.text) > MAX_TEXT_CHARS:
-        raise InputError(f"utterance_text must be a string of at most {MAX_TEXT_CHARS} characters")
+    if not isinstance(u.text, str):
+        raise InputError(f"utterance_text must be a string, got {type(u.text).__name__}")
+    text = u.text
+    if len(text) > MAX_TEXT_CHARS:  # kept as a moment's label only: clip, do not lose the utterance
+        log.warning("clipping an utterance text of %d characters to %d", len(text), MAX_TEXT_CHARS)
+        text = text[:MAX_TEXT_CHARS]
     prior: dict[str, np.ndarray] = {}
     if u.prior is not None:
         if not isinstance(u.prior, Mapping):
@@ -185,7 +191,7 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
                 prior[w] = _check_vectors(u.prior[w], dim, f"prior of {w!r}", 1)[0]
     if u.media is not None and not isinstance(u.media, (bytes, bytearray)):
         raise InputError("media must be bytes (e.g. an encoded JPEG) or None")
-    return words, frames, t, u.text, prior, (bytes(u.media) if u.media is not None else None)
+    return words, frames, t, text, prior, (bytes(u.media) if u.media is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------- maths

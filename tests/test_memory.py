@@ -198,6 +198,15 @@ def test_bad_input_rejected_and_memory_untouched(tmp_path, words, frames, why):
             np.testing.assert_array_equal(snap[w], mem.word_vectors([w])[w])
 
 
+def test_overlong_word_skipped_and_long_text_clipped():
+    with AssociativeMemory(":memory:", D) as mem:
+        rep = mem.learn(["see", "z" * 150], np.ones((2, D), np.float32), 0.0, "see " + "z" * 20_000)
+        assert mem.words() == ["see"] and list(rep.credit) == ["see"]
+        assert len(mem.find("see")[0].text) == 10_000
+        with pytest.raises(InputError, match="at least one word"):
+            mem.learn(["z" * 150], np.ones((2, D), np.float32), 1.0, "z")
+
+
 def test_bad_queries_and_time_and_prior(tmp_path):
     with AssociativeMemory(":memory:", D) as mem:
         ok = np.ones((2, D), np.float32)
