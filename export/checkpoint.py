@@ -90,9 +90,12 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
     info.update(meta or {})
     _write_json(tmp / "meta.json", info)
     _fsync_dir(tmp)
-    if old.exists():
-        shutil.rmtree(old)
+    # Swap: path -> .old, .tmp -> path. A crash between the renames leaves the checkpoint at .old only (which
+    # resolve_checkpoint finds); so .old is removed before the swap only while `path` holds a whole checkpoint,
+    # otherwise it is the one copy and stays until the new checkpoint is in place.
     if path.exists():
+        if old.exists():
+            shutil.rmtree(old)
         os.replace(path, old)
     os.replace(tmp, path)
     _fsync_dir(path.parent)

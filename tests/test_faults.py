@@ -666,11 +666,6 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
 
 # ------------------------------------------------------------------------------------------ checkpoints
 
-@pytest.mark.xfail(strict=True, reason="export/checkpoint.py (H2): after a crash between save_checkpoint's two "
-                   "renames only <ckpt>.old holds the checkpoint (load_checkpoint finds it); the next save deletes "
-                   "<ckpt>.old BEFORE the new one is in place, so a second crash at that point leaves no loadable "
-                   "checkpoint (only <ckpt>.tmp, which is never looked at). Fix: when <ckpt> is missing keep .old "
-                   "until the new one is renamed in (or let resolve_checkpoint use a complete .tmp)")
 def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     from tiny_dual import VOCAB
@@ -702,6 +697,13 @@ def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
     monkeypatch.undo()
     found = ckpt.resolve_checkpoint(path)  # some whole checkpoint must still be found
     assert (found / "model.pt").is_file() and (found / "meta.json").is_file()
+    loaded, _, _, _ = ckpt.load_checkpoint(path)  # and it loads (falls back to last.old)
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    # the next save completes: the checkpoint is back at `last`, the old copy removed
+    ckpt.save_checkpoint(path, model, vocab)
+    assert ckpt.resolve_checkpoint(path) == path and not (tmp_path / "last.old").exists()
+    assert not (tmp_path / "last.tmp").exists()
 
 
 # ------------------------------------------------------------------------------------------ soak (smoke run)
