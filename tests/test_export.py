@@ -227,3 +227,75 @@ def test_compact_int8_bundle_is_small(tmp_path):
                         calibration_images=calib, skip_parity=True)
     assert res.towers_bytes <= 6_000_000
     shutil.rmtree(res.bundle)
+
+
+# ------------------------------------------------------------------------------ the static int8 recipe
+
+
+@pytest.fixture(scope="module")
+def compact_fp32(tmp_path_factory):
+    """The compact image tower (EfficientNet-Lite0 layout, 49 convs) at 32 px, random weights, as fp32 ONNX."""
+    from export.config import config_from_dict, load_model_config
+    from export.model import build_model
+    from export.onnx_export import export_towers
+
+    torch.set_num_threads(1)
+    d = load_model_config("compact").to_dict()
+    d["image"].update(input_size=SIZE, pretrained="none")
+    d["embedding_dim"] = 16
+    torch.manual_seed(0)
+    model = build_model(config_from_dict(d), len(VOCAB)).eval()
+    return export_towers(model, tmp_path_factory.mktemp("compact"), SIZE).image
+
+
+def _fp32_convs_reading_dq(path: Path) -> list[str]:
+    """Conv/Gemm nodes with fp32 weights whose input is dequantised: onnxruntime re-quantises those weights
+    per tensor at session load (WeightBiasQuantization), which is what the recipe must never leave behind."""
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    producer = {o: n.op_type for n in g.node for o in n.output}
+    inits = {i.name for i in g.initializer}
+    return [n.name for n in g.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits
+            and producer.get(n.input[0]) == "DequantizeLinear"]
+
+
+@pytest.mark.parametrize("fmt", ["qdq_u8s8", "qdq_s8s8"])
+def test_recipe_keeps_input_end_and_tail_really_fp32(compact_fp32, tmp_path, fmt):
+    import onnx
+
+    from export.quantize import fp32_prefix, quantize_image_tower
+
+    calib = np.random.default_rng(0).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
+    out = quantize_image_tower(compact_fp32, tmp_path / "q.onnx", fmt, calib, fp32_first_convs=3)
+    g = onnx.load(str(out)).graph
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    weight_from = {o: n.op_type for n in g.node for o in n.output}
+    quantised = [c.name for c in convs if weight_from.get(c.input[1]) == "DequantizeLinear"]
+    assert len(convs) == 49 and len(quantised) == 46  # stem + first block fp32, the rest int8
+    assert all(c.name not in quantised for c in convs[:3])
+    assert _fp32_convs_reading_dq(out) == []
+    gemm = next(n for n in g.node if n.op_type == "Gemm")
+    assert weight_from.get(gemm.input[0]) != "DequantizeLinear" and gemm.input[1] not in weight_from
+    assert not any(n.op_type == "QuantizeLinear" and n.input[0] == "image" for n in g.node)
+    # a prefix of 3 convs = every node up to the 4th conv (activations between them included)
+    assert len(fp32_prefix(compact_fp32, 3)) > 3
+    # small models stay quantised (the prefix is capped at an eighth of the convolutions)
+    assert fp32_prefix(compact_fp32, 100) == fp32_prefix(compact_fp32, 6)
+
+
+def test_calibration_runs_once_per_export_and_is_deterministic(compact_fp32, tmp_path):
+    from export.quantize import quantize_image_tower
+
+    calib = np.random.default_rng(1).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
+    work = tmp_path / "work"
+    a = quantize_image_tower(compact_fp32, tmp_path / "a.onnx", "qdq_u8s8", calib, fp32_first_convs=6, work_dir=work)
+    caches = sorted(work.glob("calibration-*.json"))
+    assert len(caches) == 1
+    # a second attempt (other nodes fp32) reuses the cached ranges ...
+    stamp = caches[0].stat().st_mtime_ns
+    b = quantize_image_tower(compact_fp32, tmp_path / "b.onnx", "qdq_u8s8", calib, fp32_first_convs=3, work_dir=work)
+    assert sorted(work.glob("calibration-*.json")) == caches and caches[0].stat().st_mtime_ns == stamp
+    # ... and gives the same bytes as a fresh calibration
+    c = quantize_image_tower(compact_fp32, tmp_path / "c.onnx", "qdq_u8s8", calib, fp32_first_convs=3)
+    assert b.read_bytes() == c.read_bytes() and a.read_bytes() != b.read_bytes()

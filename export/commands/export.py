@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="held-out evaluation set for the parity gate (default: %(default)s)")
     parser.add_argument("--calib-data", help="training metadata JSON whose frames calibrate static int8 "
                                              "(default: train.json beside --eval-data)")
-    parser.add_argument("--calib-frames", type=int, default=200, help="calibration frames (default: %(default)s)")
+    parser.add_argument("--calib-frames", type=int, default=64, help="calibration frames (default: %(default)s)")
     parser.add_argument("--eval-images", type=int, default=400,
                         help="at most this many evaluation images for the gate (default: %(default)s)")
     parser.add_argument("--n-way", type=int, default=4, help="n-way trials for the gate (default: %(default)s)")
