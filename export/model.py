@@ -72,22 +72,26 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite0(nn.Module):
-    """Feature extractor: [N, 3, S, S] -> [N, 1280] (global average pool after the 1x1 head)."""
+    """Feature extractor: [N, 3, S, S] -> [N, 1280] (global average pool after the 1x1 head), or [N, 2560]
+    with pooling="avgmax" (average and max pooled, concatenated)."""
 
-    out_dim = 1280
-
-    def __init__(self):
+    def __init__(self, pooling: str = "avg"):
         super().__init__()
+        self.pooling = pooling
+        self.out_dim = 1280 * (2 if pooling == "avgmax" else 1)
         self.stem = ConvBN(3, 32, 3, 2)
         blocks = []
         for k, s, e, cin, cout, n in _LITE0_STAGES:
             for i in range(n):
                 blocks.append(MBConv(cin if i == 0 else cout, cout, k, s if i == 0 else 1, e))
         self.blocks = nn.Sequential(*blocks)
-        self.head = ConvBN(320, self.out_dim, 1)
+        self.head = ConvBN(320, 1280, 1)
 
     def forward(self, x):
-        return self.head(self.blocks(self.stem(x))).mean(dim=(2, 3))
+        h = self.head(self.blocks(self.stem(x)))
+        if self.pooling == "avgmax":
+            return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return h.mean(dim=(2, 3))
 
 
 def _lite0_key(src: str) -> str | None:
@@ -192,9 +196,10 @@ class ResNeXt50(nn.Module):
 class ImageEncoder(nn.Module):
     """backbone -> Linear(features -> D). A frozen backbone stays in eval mode (fixed BatchNorm statistics)."""
 
-    def __init__(self, backbone: nn.Module, dim: int, frozen: bool):
+    def __init__(self, backbone: nn.Module, dim: int, frozen: bool, dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
+        self.dropout = nn.Dropout(dropout)  # on features, training only (identity in eval and export)
         self.projection = nn.Linear(backbone.out_dim, dim)
         self.frozen = frozen
         if frozen:
@@ -213,7 +218,7 @@ class ImageEncoder(nn.Module):
         return self.backbone(x)
 
     def forward(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
-        return self.projection(self.features(x) if features is None else features)
+        return self.projection(self.dropout(self.features(x) if features is None else features))
 
 
 class _Attention1(nn.Module):
@@ -282,8 +287,10 @@ class DualEncoder(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int):
         super().__init__()
         self.config = config
-        bb = EfficientNetLite0() if config.image.backbone == "efficientnet_lite0" else ResNeXt50()
-        self.image_encoder = ImageEncoder(bb, config.embedding_dim, config.image.frozen)
+        bb = (EfficientNetLite0(config.image.pooling) if config.image.backbone == "efficientnet_lite0"
+              else ResNeXt50())
+        self.image_encoder = ImageEncoder(bb, config.embedding_dim, config.image.frozen,
+                                          config.train.feature_dropout)
         u = config.utterance
         self.utterance_encoder = UtteranceEncoder(vocab_size, config.embedding_dim, u.encoder, u.heads,
                                                   u.max_tokens)
@@ -298,7 +305,7 @@ class DualEncoder(nn.Module):
 
     def encode_image_features(self, features: torch.Tensor) -> torch.Tensor:
         """From precomputed backbone features (frozen backbone: training can cache them)."""
-        return F.normalize(self.image_encoder.projection(features), dim=-1)
+        return F.normalize(self.image_encoder(None, features=features), dim=-1)
 
     def encode_utterance(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.utterance_encoder(tokens), dim=-1)

@@ -140,7 +140,7 @@ def _frames_of(record, cap: int) -> list[Path]:
 def _cache_key(cfg: ModelConfig, paths: list[Path]) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([cfg.image.backbone, cfg.image.pretrained, cfg.image.input_size, cfg.image.mean,
-                         cfg.image.std]).encode())
+                         cfg.image.std, cfg.image.pooling]).encode())
     for p in paths:
         try:
             st = p.stat()
@@ -593,11 +593,16 @@ def train(opts: TrainOptions) -> TrainResult:
         val_loss, acc = validate(final=True)
     if world > 1:
         dist.barrier()
-    return TrainResult(out=out, steps=step, epochs=round(step / max(steps_per_epoch, 1), 2),
+    result = TrainResult(out=out, steps=step, epochs=round(step / max(steps_per_epoch, 1), 2),
                        seconds=round(time.time() - t_start, 1), stopped_by=stopped_by, train_loss=last_loss,
                        val_loss=val_loss, best_val_loss=None if best_val == math.inf else best_val,
                        eval_acc=acc, n_train=len(usable), n_val=val_pairs.n if val_pairs else 0,
                        data_problems=problems)
+    if rank == 0:  # a marker that the run finished (the demo skips a finished step)
+        tmp = out / "DONE.tmp"
+        tmp.write_text(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}))
+        os.replace(tmp, out / "DONE")
+    return result
 
 
 class _SafePairs(torch.utils.data.Dataset):

@@ -73,7 +73,7 @@ def tiny_config(path: Path, cache: bool = True, **train) -> Path:
     d["name"] = "tiny_test"
     d["embedding_dim"] = 16
     d["image"].update(input_size=32, pretrained="imagenet" if cache else "none", frozen=cache)
-    d["train"].update(batch_size=16, lr=3e-3, head_lr=3e-3, epochs=20, cache_features=cache,
+    d["train"].update(batch_size=16, lr=3e-3, head_lr=3e-3, epochs=20, cache_features=cache, feature_dropout=0.0,
                       max_frames_per_utterance=0, plateau_patience=2)
     d["train"].update(train)
     path.write_text(json.dumps(d))

@@ -41,7 +41,9 @@ def test_trains_learns_and_writes_a_run(corpus, tmp_path):
         assert (tmp_path / "run" / f).is_file(), f
     _, vocab, _, meta = load_checkpoint(tmp_path / "run")
     assert "red" in vocab and meta["best_val_loss"] == pytest.approx(res.best_val_loss)
-    assert meta["path"].endswith("best")
+    assert meta["path"].endswith("last") and meta["step"] == res.steps
+    best = json.loads((tmp_path / "run" / "best" / "meta.json").read_text())
+    assert best["val_loss"] == pytest.approx(res.best_val_loss)
 
 
 def test_resume_continues_where_it_stopped(corpus, tmp_path):
