@@ -233,19 +233,36 @@ def test_compact_int8_bundle_is_small(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def compact_fp32(tmp_path_factory):
-    """The compact image tower (EfficientNet-Lite0 layout, 49 convs) at 32 px, random weights, as fp32 ONNX."""
+def compact_model(tmp_path_factory):
+    """The compact architecture (EfficientNet-Lite0 layout, 49 convs) at 32 px, random weights, BatchNorm
+    statistics estimated on frames (random statistics collapse every image to one embedding)."""
     from export.config import config_from_dict, load_model_config
+    from export.data import load_frame
     from export.model import build_model
-    from export.onnx_export import export_towers
 
     torch.set_num_threads(1)
     d = load_model_config("compact").to_dict()
     d["image"].update(input_size=SIZE, pretrained="none")
     d["embedding_dim"] = 16
     torch.manual_seed(0)
-    model = build_model(config_from_dict(d), len(VOCAB)).eval()
-    return export_towers(model, tmp_path_factory.mktemp("compact"), SIZE).image
+    model = build_model(config_from_dict(d), len(VOCAB))
+    corpus = make_corpus(tmp_path_factory.mktemp("bnc"), n_train=16, n_eval=1, seed=7)
+    x = torch.from_numpy(prepare_images([load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))], SIZE))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.image_encoder.backbone.train()
+    with torch.no_grad():
+        model.image_encoder.backbone(x)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def compact_fp32(compact_model, tmp_path_factory):
+    from export.onnx_export import export_towers
+
+    return export_towers(compact_model, tmp_path_factory.mktemp("compact"), SIZE).image
 
 
 def _fp32_convs_reading_dq(path: Path) -> list[str]:
@@ -267,7 +284,8 @@ def test_recipe_keeps_input_end_and_tail_really_fp32(compact_fp32, tmp_path, fmt
     from export.quantize import fp32_prefix, quantize_image_tower
 
     calib = np.random.default_rng(0).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
-    out = quantize_image_tower(compact_fp32, tmp_path / "q.onnx", fmt, calib, fp32_first_convs=3)
+    out = quantize_image_tower(compact_fp32, tmp_path / "q.onnx", fmt, calib, fp32_first_convs=3,
+                               bias_correction=fmt == "qdq_u8s8")
     g = onnx.load(str(out)).graph
     convs = [n for n in g.node if n.op_type == "Conv"]
     weight_from = {o: n.op_type for n in g.node for o in n.output}
@@ -289,13 +307,61 @@ def test_calibration_runs_once_per_export_and_is_deterministic(compact_fp32, tmp
 
     calib = np.random.default_rng(1).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
     work = tmp_path / "work"
-    a = quantize_image_tower(compact_fp32, tmp_path / "a.onnx", "qdq_u8s8", calib, fp32_first_convs=6, work_dir=work)
+    kw = {"work_dir": work, "bias_correction": False}  # (correction: two static passes, same cache)
+    a = quantize_image_tower(compact_fp32, tmp_path / "a.onnx", "qdq_u8s8", calib, fp32_first_convs=6, **kw)
     caches = sorted(work.glob("calibration-*.json"))
     assert len(caches) == 1
     # a second attempt (other nodes fp32) reuses the cached ranges ...
     stamp = caches[0].stat().st_mtime_ns
-    b = quantize_image_tower(compact_fp32, tmp_path / "b.onnx", "qdq_u8s8", calib, fp32_first_convs=3, work_dir=work)
+    b = quantize_image_tower(compact_fp32, tmp_path / "b.onnx", "qdq_u8s8", calib, fp32_first_convs=3, **kw)
     assert sorted(work.glob("calibration-*.json")) == caches and caches[0].stat().st_mtime_ns == stamp
     # ... and gives the same bytes as a fresh calibration
-    c = quantize_image_tower(compact_fp32, tmp_path / "c.onnx", "qdq_u8s8", calib, fp32_first_convs=3)
+    c = quantize_image_tower(compact_fp32, tmp_path / "c.onnx", "qdq_u8s8", calib, fp32_first_convs=3,
+                             bias_correction=False)
     assert b.read_bytes() == c.read_bytes() and a.read_bytes() != b.read_bytes()
+
+
+def test_bias_correction_removes_the_mean_output_error(tmp_path):
+    """One strided, padded conv with uneven channels: after correction, the int8 weights (with the corrected
+    bias) give the same mean output per channel as the fp32 conv on the calibration frames; before, they did
+    not."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from export.quantize import _dequantized_weights, calibration_reader, conv_input_means, correct_biases
+
+    rng = np.random.default_rng(0)
+    w = (rng.normal(0, 1, (4, 3, 3, 3)) * np.array([1, 0.01, 3, 0.2])[:, None, None, None]).astype(np.float32)
+    b = rng.normal(0, 1, 4).astype(np.float32)
+    conv = helper.make_node("Conv", ["image", "w", "b"], ["embedding"], name="conv", pads=[1, 1, 1, 1],
+                            strides=[2, 2])
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 9, 9])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    x = rng.uniform(0, 2, (16, 3, 9, 9)).astype(np.float32)  # mean 1: weight errors shift the outputs
+    qdq = tmp_path / "qdq.onnx"
+    quantize_static(str(fp32), str(qdq), calibration_reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    corrected = tmp_path / "corrected.onnx"
+    assert correct_biases(fp32, qdq, conv_input_means(fp32, x), corrected) == 1
+
+    wq = next(v for v in _dequantized_weights(onnx.load(str(qdq))).values() if v.ndim == 4).astype(np.float32)
+
+    def mean_out(path: Path, weights=None) -> np.ndarray:
+        m = onnx.load(str(path))
+        if weights is not None:
+            m.graph.initializer[0].CopyFrom(numpy_helper.from_array(weights, "w"))
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return s.run(None, {"image": x})[0].astype(np.float64).mean((0, 2, 3))
+
+    ref = mean_out(fp32)
+    before = np.abs(mean_out(fp32, wq) - ref)
+    after = np.abs(mean_out(corrected, wq) - ref)
+    assert before.max() > 1e-3
+    assert after.max() < 1e-5 and np.all(after < before)
