@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = load_command(name)
-        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP,
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP,  # help is %-formatted
                            epilog=f"example:\n  {mod.EXAMPLE}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
