@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from export import require_torch
 
     require_torch()
-    from export.train import describe, options_from_args, train, train_argv
+    from export.train import describe, options_from_args, train
+    from export.train_args import train_argv
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
