@@ -208,10 +208,10 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             "quantization": quantization,
             "quantization_detail": {
                 "image": {"none": "fp32", "dynamic": "dynamic int8 (ConvInteger / MatMulInteger)",
-                          "qdq_u8s8": "static QDQ, uint8 activations, int8 per-channel weights, MinMax; input end "
-                                      "and tail (pooling, projection, normalisation) fp32",
-                          "qdq_s8s8": "static QDQ, int8 activations, int8 per-channel weights, MinMax; input end "
-                                      "and tail (pooling, projection, normalisation) fp32"}[quantization],
+                          "qdq_u8s8": "static QDQ, uint8 activations, int8 per-channel weights (bias-corrected), "
+                                      "MinMax; input end and tail (pooling, projection, normalisation) fp32",
+                          "qdq_s8s8": "static QDQ, int8 activations, int8 per-channel weights (bias-corrected), "
+                                      "MinMax; input end and tail (pooling, projection, normalisation) fp32"}[quantization],
                 "utterance": "fp32" if quantization == "none" else "dynamic int8 weights",
                 "fp32_first_convs": fp32_convs,
                 "calibration_frames": 0 if calibration_images is None or quantization not in STATIC_FORMATS
