@@ -123,8 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="timed runs per tower and thread count")
     ap.add_argument("--quantization", default="qdq_u8s8", choices=["qdq_u8s8", "qdq_s8s8", "dynamic"],
                     help="int8 format of our compact tower (default %(default)s)")
-    ap.add_argument("--fp32-first-convs", type=int, default=0,
-                    help="keep this many early convs of the int8 tower in fp32 (as the export gate may choose)")
+    from export.quantize import DEFAULT_FP32_FIRST_CONVS
+
+    ap.add_argument("--fp32-first-convs", type=int, default=DEFAULT_FP32_FIRST_CONVS,
+                    help="keep the input end of the int8 tower up to this conv in fp32 (default %(default)s: "
+                         "the export recipe; the gate may choose more)")
     ap.add_argument("--calib-data", help="CVCL metadata JSON whose frames calibrate int8 (default: random frames)")
     ap.add_argument("--threads", default="1,2", help="thread counts (default %(default)s)")
     ap.add_argument("--no-imagenet", action="store_true", help="random weights for our tower too")
