@@ -216,6 +216,12 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
     import copy
 
     fused = copy.deepcopy(backbone).eval()
+    with torch.random.fork_rng():  # new Conv2d layers draw init weights: keep the training RNG stream as is
+        _fold_into(fused)
+    return _ImageOnly(fused)
+
+
+def _fold_into(fused: nn.Module) -> None:
     for mod in fused.modules():
         conv, bn = getattr(mod, "conv", None), getattr(mod, "bn", None)
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
@@ -227,7 +233,6 @@ def fold_batchnorm(backbone: nn.Module) -> nn.Module:
                 b = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
                 new.bias.copy_((b - bn.running_mean) * scale + bn.bias)
             mod.conv, mod.bn = new, nn.Identity()
-    return _ImageOnly(fused)
 
 
 class _ImageOnly(nn.Module):

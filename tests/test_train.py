@@ -47,7 +47,7 @@ def test_trains_learns_and_writes_a_run(corpus, tmp_path):
 
 
 def test_resume_continues_where_it_stopped(corpus, tmp_path):
-    cfg = tiny_config(tmp_path / "tiny.json")
+    cfg = tiny_config(tmp_path / "tiny.json", feature_dropout=0.5)  # dropout: the RNG stream must resume too
     train(opts(corpus, tmp_path / "a", cfg, steps=20))
     first = train(opts(corpus, tmp_path / "b", cfg, steps=9))
     assert first.steps == 9
