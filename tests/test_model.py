@@ -206,3 +206,21 @@ def test_encoders_export_to_onnx_with_dynamic_axes(tmp_path, name):
     with torch.no_grad():
         want = m.encode_utterance(torch.from_numpy(t)).numpy()
     assert got.shape == (3, cfg.embedding_dim) and np.abs(got - want).max() < 1e-4
+
+
+def test_cvcl_runs_a_training_step_with_its_backbone_frozen():
+    from export.loss import infonce_loss
+
+    torch.manual_seed(0)
+    m = DualEncoder(load_model_config("cvcl"), 50)
+    m.train()
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4, weight_decay=0.1)
+    before_proj = m.image_encoder.projection.weight.clone()
+    before_conv = m.image_encoder.backbone.layer4[2].conv3.weight.clone()
+    img, utt, scale = m(torch.randn(4, 3, 64, 64), torch.tensor([[2, 5, 3], [2, 6, 3], [2, 7, 3], [2, 8, 3]]))
+    loss = infonce_loss(img, utt, scale)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss) and img.shape == (4, 512)
+    assert not torch.equal(before_proj, m.image_encoder.projection.weight)
+    assert torch.equal(before_conv, m.image_encoder.backbone.layer4[2].conv3.weight)
