@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     _step("1/6 build the sample corpus (real Fashion-MNIST objects on real photos)",
           [py, "tools/build_sample_corpus.py", "--out", str(corpus)], corpus / "corpus_info.json")
+    # An interrupted earlier run left last/ without DONE: carry on from it rather than refuse.
+    resume = ["--resume"] if (ckpt / "last").exists() and not (ckpt / "DONE").exists() else []
     _step("2/6 train the compact dual encoder (frozen pretrained EfficientNet-Lite0 + projection)",
           fw + ["train", "--config", "compact", "--data", str(corpus / "train.json"), "-o", str(ckpt),
-                "--max-minutes", str(args.train_minutes)], ckpt / "DONE")
+                "--max-minutes", str(args.train_minutes), *resume], ckpt / "DONE")
     _step("3/6 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
           fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot", str(work / "eval_4way.png")], None)
     _step("4/6 export an int8 ONNX bundle for the device (parity gate included)",
