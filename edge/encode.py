@@ -11,8 +11,9 @@ The same names exist on the torch model (export.model.DualEncoder), over tensors
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,10 +27,12 @@ DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation mem
 
 
 def make_session(path: str | Path, threads: int | None = None, optimize: bool = True,
-                 model_bytes: bytes | None = None):
+                 model_bytes: bytes | None = None, tune: Callable[[Any], None] | None = None):
     """An onnxruntime CPU session: `threads` intra-op threads (None = onnxruntime's default), one inter-op
     thread, sequential execution, full graph optimisation (constant folding, fusions of QDQ pairs).
-    With `model_bytes` the session is built from those (already verified) bytes; `path` only names it."""
+    With `model_bytes` the session is built from those (already verified) bytes; `path` only names it.
+    `tune(session_options)` may change further settings (e.g. onnxruntime's memory options) before the
+    session is made."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -42,6 +45,8 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3  # errors only
+    if tune is not None:
+        tune(opts)
     try:
         model = model_bytes if model_bytes is not None else str(path)
         return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
@@ -54,7 +59,7 @@ class Encoder:
     """Both towers of a bundle behind `encode_image` / `encode_utterance`."""
 
     def __init__(self, bundle: Bundle | str | Path, threads: int | None = None,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, tune_session: Callable[[Any], None] | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
         self.max_batch = max_batch
@@ -62,9 +67,9 @@ class Encoder:
         self.vocab = self.bundle.vocab
         self.input_size = self.bundle.image.input_size
         # Sessions from bytes hashed as they are read: a model swapped after load_bundle() is refused.
-        self._image = make_session(self.bundle.image.path, threads,
+        self._image = make_session(self.bundle.image.path, threads, tune=tune_session,
                                    model_bytes=self.bundle.read_verified(self.bundle.image.path))
-        self._utterance = make_session(self.bundle.utterance.path, threads,
+        self._utterance = make_session(self.bundle.utterance.path, threads, tune=tune_session,
                                        model_bytes=self.bundle.read_verified(self.bundle.utterance.path))
 
     # -- images ---------------------------------------------------------------------------------------------

@@ -569,22 +569,23 @@ class OrtMemoryOptions:
         return "default" if not off else "no " + " + no ".join(off)
 
 
+def memory_options_tuner(ort_opts: OrtMemoryOptions) -> Callable[[Any], None]:
+    """A `tune` hook for edge.encode.make_session / Encoder that applies onnxruntime's memory options."""
+
+    def tune(opts: Any) -> None:
+        opts.enable_cpu_mem_arena = ort_opts.arena
+        opts.enable_mem_pattern = ort_opts.mem_pattern
+        if not ort_opts.prepacking:
+            opts.add_session_config_entry("session.disable_prepacking", "1")
+
+    return tune
+
+
 def tuned_session(path: str | Path, threads: int | None, ort_opts: OrtMemoryOptions):
     """edge.encode.make_session's settings plus the memory options."""
-    import onnxruntime as ort
+    from edge.encode import make_session
 
-    opts = ort.SessionOptions()
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    opts.enable_cpu_mem_arena = ort_opts.arena
-    opts.enable_mem_pattern = ort_opts.mem_pattern
-    if not ort_opts.prepacking:
-        opts.add_session_config_entry("session.disable_prepacking", "1")
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return make_session(path, threads, tune=memory_options_tuner(ort_opts))
 
 
 @dataclass
@@ -707,16 +708,7 @@ def probe_main(spec: ProbeSpec) -> dict[str, Any]:
     if spec.bundle:
         b = load_bundle(spec.bundle)
         ort_opts = OrtMemoryOptions(**spec.ort)
-        if ort_opts != OrtMemoryOptions():
-            # The Encoder has no knob for the memory options yet: in this throwaway process only, its session
-            # factory is replaced by one with the same settings plus the options, before any session exists.
-            import edge.encode as encode_module
-
-            def factory(path: str | Path, threads: int | None = None, optimize: bool = True) -> Any:
-                return tuned_session(path, threads, ort_opts)
-
-            encode_module.make_session = factory
-        enc = Encoder(b, threads=spec.threads)
+        enc = Encoder(b, threads=spec.threads, tune_session=memory_options_tuner(ort_opts))
         out["ort"] = ort_opts.label
         mark("+ both ONNX sessions loaded")
         frames = synthetic_frames(spec.encode_batch, 320, 240)
