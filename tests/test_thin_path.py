@@ -1,5 +1,5 @@
 """The whole chain once, for real, through the CLI a user types: a small generated corpus -> a dual encoder
-trained for seconds -> exported to an int8 ONNX bundle (parity gate) -> loaded by edge with onnxruntime ->
+trained for seconds -> exported to an ONNX bundle (parity gate) -> loaded by edge with onnxruntime ->
 a replay of a recorded session fills an associative memory -> CVCL's n-way evaluation over the memory."""
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ def chain(tmp_path_factory):
     info = _last_json(_run("tools/build_sample_corpus.py", "--tiny", "--out", str(corpus), "--no-progress"))
     trained = _last_json(_run("-m", "edge.cli", "train", "--config", "compact", "--data", str(corpus / "train.json"),
                               "-o", str(ckpt), "--steps", "30", "--no-progress", "--threads", "2"))
+    # fp32: a model trained for seconds on 118 utterances has near-tied embeddings, and on the tiny eval set
+    # (80 images, 200 trials, 0.5 point a trial) int8's few flips miss the 1.5-point gate by chance. int8 export
+    # and its gate are tested on trained models in test_export.py and run by the demo on the full corpus.
     exported = _last_json(_run("-m", "edge.cli", "export", str(ckpt), "-o", str(bundle), "--config", "laptop",
-                               "--eval-data", str(corpus / "eval.json")))
+                               "--quantization", "none", "--eval-data", str(corpus / "eval.json")))
     _run("tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session), "--no-speech")
     replayed = _last_json(_run("-m", "edge.cli", "replay", str(session), "--bundle", str(bundle), "--memory",
                                str(memory), "--speed", "max", "--json", "-q"))
@@ -47,8 +50,8 @@ def test_each_stage_produced_what_the_next_needs(chain):
     assert chain["info"]["train"] > 50
     assert chain["trained"]["steps"] > 0 and chain["trained"]["data_problems"] == {}
     ex = chain["exported"]
-    assert ex["quantization"] == "qdq_u8s8" and ex["parity"]["passed"] is True
-    assert ex["towers_mb"] <= 6.0  # the compact bundle, both towers, in int8
+    assert ex["quantization"] == "none" and ex["parity"]["passed"] is True
+    assert ex["parity"]["accuracy"]["onnx_fp32"] == ex["parity"]["accuracy"]["torch"]
     rep = chain["replayed"]
     assert rep["frames_dropped"] == 0 and rep["utterances"] > 50
 
