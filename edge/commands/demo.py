@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training budget in minutes on this machine (default: 3)")
     parser.add_argument("--device-config", default=str(REPO / "device_configs" / "laptop.toml"),
                         help="device config for export and replay (default: device_configs/laptop.toml)")
+    parser.add_argument("--session-minutes", type=float, default=10.0,
+                        help="minutes of the recorded session to replay (spoken soundtrack -> VAD -> speech "
+                             "recognition; default: 10)")
     parser.add_argument("--fresh", action="store_true", help="delete the workdir first and redo every step")
 
 
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
           fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
                 "--eval-data", str(corpus / "eval.json")], bundle / "manifest.json")
     _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
-          [py, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session)],
+          [py, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session),
+           "--max-minutes", str(args.session_minutes)],
           session / "session.json")
     if memory.exists():
         for suffix in ("", "-wal", "-shm"):
