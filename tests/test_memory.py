@@ -138,6 +138,24 @@ def test_reentrance_gate_mode_discounts_windows_about_something_else():
         assert off.frames_taken["thing1"] < 0.7 * on.frames_taken["thing1"]
 
 
+def test_reentrance_predict_mode_learns_from_the_frames_the_word_predicts():
+    taken = []
+    for reentrance in (True, False):
+        mem, world = _taught(5, reentrance=reentrance, learning=LearningParams(select_mode="predict"))
+        with mem:
+            fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # the scene changes mid-window
+            rep = mem.learn(["look", "thing1"], fr, 500.0, "look thing1")
+            taken.append(np.array(rep.frame_taken["thing1"]))
+            # a word heard for the first time has no judgement yet: it learns from the whole window alike
+            new = mem.learn(["look", "wug"], fr, 501.0, "look wug")
+            assert np.ptp(new.frame_taken["wug"]) < 0.5 * max(new.frame_taken["wug"])
+    on, off = taken
+    assert on[3:].sum() < 0.3 * on[:3].sum()  # the frames showing thing4 barely count for "thing1" ...
+    assert off[3:].sum() > 0.6 * off[:3].sum()  # ... unlike without re-entrance
+    with pytest.raises(InputError, match="select_mode"):
+        LearningParams(select_mode="nope")
+
+
 def test_persistence_round_trip(tmp_path):
     path = tmp_path / "mem.sqlite"
     world = World(seed=6)
