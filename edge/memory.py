@@ -16,7 +16,9 @@ frame seen, the background; v_w a word's unit vector, s_w its naming strength):
                   mode "gate" (default): a frame clearly claimed by a word not said counts less for the words
                   heard, as far as each has evidence behind it (a new word learns from the whole window).
                   mode "explain": the rival's share of the frame (generalised least squares along its contrast)
-                  is taken out before the words heard learn from it. reentrance=False: frames as they are.
+                  is taken out before the words heard learn from it. mode "predict": each word heard learns
+                  from the frames its learned direction predicts (relative to its own prototype), trusted as
+                  far as it has evidence behind it. reentrance=False: frames as they are (same learner).
   * prototype     sum_w += sum_k omega[w, k] C[w, k] f_k; weight_w += its credit (frames' worth); the prototype
                   is the credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g, whitened by the
                   world's frame covariance (W c_w: Fisher's discriminant against everything seen, so that what

@@ -60,6 +60,7 @@ class BenchData:
     novel_word: str
     novel_emb: np.ndarray  # [M, D] held-out images of the novel category
     novel_exposures: list[Utterance]
+    views: list[list[frozenset[str]]] | None = None  # per stream utterance, per frame: the categories in view
 
 
 # ------------------------------------------------------------------------------------------ synthetic data
@@ -92,6 +93,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
     cat_w = 1.0 / np.arange(1, n_cat + 1) ** 0.6
     cat_w /= cat_w.sum()
     stream: list[Utterance] = []
+    views: list[list[frozenset[str]]] = []
     t = 0.0
     while t < minutes * 60:
         primary = cats[rng.choice(n_cat, p=cat_w)] if rng.random() > 0.12 else None
@@ -108,6 +110,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
                 text = zipf(chatter)
             n = int(rng.integers(3, 16))
             stream.append(Utterance(split_words(text), frames(primary, distractor, n, background), t, text))
+            views.append([frozenset(c for c in (primary, distractor) if c)] * n)
             t += n / 5.0
     vocab_words = {w for u in stream for w in u.words}
     prior = {}
@@ -123,7 +126,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
         text = zipf(naming).format(w=novel)
         exposures.append(Utterance(split_words(text), frames(novel, None, 5), 1e6 + j, text))
     return BenchData(f"synthetic (seed {seed}, dim {dim}, {n_cat} categories)", dim, stream, prior, cats,
-                     eval_labels, eval_emb, novel, novel_emb, exposures)
+                     eval_labels, eval_emb, novel, novel_emb, exposures, views)
 
 
 # ------------------------------------------------------------------------------------------ real data
@@ -178,12 +181,17 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
         np.savez(cache, names=np.array(names), emb=emb)
         print(f"  encoded {len(files)} frames in {time.perf_counter() - t0:.0f} s (cached in {cache})")
     row = {n: i for i, n in enumerate(names)}
+    in_view = {}  # frame file -> categories in view (the corpus's ground truth; diagnostics only)
+    if (corpus / "timeline.json").exists():
+        in_view = {f["file"]: frozenset(f["in_view"]) for f in load("timeline.json")["frames"]}
     stream = []
+    views = []
     for r in train:
         ws = split_words(r["utterance"])
         if ws:
             stream.append(Utterance(ws, emb[[row[f] for f in r["frame_filenames"]]],
                                     float(r.get("start_time", len(stream))), r["utterance"]))
+            views.append([in_view.get(f, frozenset()) for f in r["frame_filenames"]])
     known = sorted({w for u in stream for w in u.words if enc.knows(w)})
     prior = dict(zip(known, enc.encode_utterance(known), strict=True)) if known else {}
     info = load("corpus_info.json")
@@ -196,7 +204,7 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     cats = sorted({e["category"] for e in ev})
     return BenchData(f"bundle {bundle_path} on corpus {corpus}", enc.dim, stream, prior, cats,
                      [e["category"] for e in ev], emb[[row[e["frame_filename"]] for e in ev]], novel,
-                     emb[[row[e["frame_filename"]] for e in nov]], exposures)
+                     emb[[row[e["frame_filename"]] for e in nov]], exposures, views if in_view else None)
 
 
 # ------------------------------------------------------------------------------------------ measuring
@@ -214,22 +222,34 @@ def accuracy(vectors: dict[str, np.ndarray], trials, emb) -> float:
     return score_trials(trials, emb, vectors).overall
 
 
-def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_per_cat: int) -> dict:
+def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_per_cat: int,
+                   learning: LearningParams | None = None) -> dict:
+    """(b) and (c) are the same learner (same params), with re-entrant frame selection off and on. Also the
+    frame-selection diagnostic: of the frames' worth a category word learned from windows where it was said,
+    the share that came from frames actually showing it (the corpus's ground truth)."""
     order = block_permutation(len(data.stream), seed)
+    cats = set(data.categories)
     trials = make_trials(data.eval_labels, 4, trials_per_cat, seed)
     prior_vecs = {c: data.prior[c] for c in data.categories if c in data.prior}
     enc_acc = accuracy(prior_vecs, trials, data.eval_emb) if prior_vecs else 0.25
     curves = {"encoder": [enc_acc] * len(checkpoints)}
     few = {}
+    on_target = {}
     for name, re in (("memory", False), ("memory_reentrant", True)):
         accs = []
-        with AssociativeMemory(":memory:", data.dim, reentrance=re) as mem:
+        on = total = 0.0
+        with AssociativeMemory(":memory:", data.dim, reentrance=re, learning=learning) as mem:
             done = 0
             for cp in checkpoints:
                 for i in order[done:cp]:  # one utterance at a time, as on the device
                     u = data.stream[i]
-                    mem.learn(u.words, u.frame_embeddings, u.t, u.text,
-                              {w: data.prior[w] for w in u.words if w in data.prior})
+                    rep = mem.learn(u.words, u.frame_embeddings, u.t, u.text,
+                                    {w: data.prior[w] for w in u.words if w in data.prior})
+                    if data.views is not None:
+                        for w in cats.intersection(u.words):
+                            taken = rep.frame_taken[w]
+                            total += sum(taken)
+                            on += sum(x for x, v in zip(taken, data.views[i]) if w in v)
                 done = cp
                 vecs = dict(prior_vecs)
                 vecs.update(mem.word_vectors(data.categories))
@@ -238,7 +258,15 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
                 accs.append(accuracy(vecs, trials, data.eval_emb))
             few[name] = few_shot(mem, data, seed)
         curves[name] = accs
-    return {"curves": curves, "few_shot": few}
+        on_target[name] = on / total if total else float("nan")
+    if data.views is not None:  # the same share for frames taken uniformly (every frame of the window)
+        on = total = 0
+        for u, v in zip(data.stream, data.views):
+            for w in cats.intersection(u.words):
+                total += len(v)
+                on += sum(w in x for x in v)
+        on_target["uniform"] = on / total if total else float("nan")
+    return {"curves": curves, "few_shot": few, "on_target": on_target}
 
 
 def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat: int = 200) -> dict[int, float]:
@@ -371,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=50, help="4-way trials per category at each checkpoint")
     ap.add_argument("--max-utterances", type=int, default=0, help="use only the first N (0: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--select-mode", choices=["predict", "gate", "explain"], default=None,
+                    help="re-entrance mode for (b)/(c) (default: the memory's default, LearningParams)")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -390,10 +420,12 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(data.novel_exposures)} exposures available)")
     checkpoints = sorted({0, *[c for c in (10, 25, 50, 100) if c < n],
                           *[round(x) for x in np.linspace(0, n, args.points + 1)]})
+    learning = LearningParams(select_mode=args.select_mode) if args.select_mode else LearningParams()
+    print(f"  re-entrance mode for (c): {learning.select_mode!r}; (b) is the same learner with it off")
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        runs.append(learning_curve(data, seed, checkpoints, args.trials))
+        runs.append(learning_curve(data, seed, checkpoints, args.trials, learning))
         print(f"  seed {seed}: done in {time.perf_counter() - t0:.1f} s", flush=True)
     kinds = ["encoder", "memory", "memory_reentrant"]
     mean_c = {k: np.mean([r["curves"][k] for r in runs], axis=0).tolist() for k in kinds}
@@ -415,8 +447,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {lab:<26} {np.mean(aucs[k]):.4f} ± {np.std(aucs[k]):.4f}")
     diff = np.array(aucs["memory_reentrant"]) - np.array(aucs["memory"])
     reentrance_ok = bool(np.mean(diff) >= 0)
-    print(f"  (c) - (b): {np.mean(diff):+.4f} ± {np.std(diff):.4f} per seed -> "
-          f"{'(c) >= (b): PASS' if reentrance_ok else '(c) < (b): FAIL'}")
+    # paired per seed: the same stream, trials and learner, only the frame selection differs
+    verdict = ("better" if np.mean(diff) > np.std(diff) else "worse" if np.mean(diff) < -np.std(diff)
+               else "equal")
+    print(f"  (c) - (b): {np.mean(diff):+.4f} ± {np.std(diff):.4f} over seeds -> "
+          f"{'(c) >= (b): PASS' if reentrance_ok else '(c) < (b): FAIL'} (mean); "
+          f"beyond the seed spread: {verdict}")
+    print("  (c) - (b) per seed: " + " ".join(f"{d:+.4f}" for d in diff))
+    on_target = None
+    if data.views is not None:
+        on_target = {k: float(np.mean([r["on_target"][k] for r in runs]))
+                     for k in ("uniform", "memory", "memory_reentrant")}
+        print("\nframe selection: share of what a category word learned (frames' worth) from windows where it was "
+              "said that came from frames showing it (ground truth)")
+        print(f"  every frame of the window alike {on_target['uniform']:.3f}   (b) memory {on_target['memory']:.3f}"
+              f"   (c) memory + re-entrance {on_target['memory_reentrant']:.3f}")
     print(f"\nfew-shot: 4-way accuracy of {data.novel_word!r} (never in training) after k exposures")
     for k in ("memory", "memory_reentrant"):
         print(f"  {k:<17} " + "  ".join(f"k={s}: {few[k][s]:.3f}±{few_sd[k][s]:.3f}" for s in SHOTS))
@@ -442,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
         "auc_mean": {k: round(float(np.mean(v)), 4) for k, v in aucs.items()},
         "auc_sd": {k: round(float(np.std(v)), 4) for k, v in aucs.items()},
         "auc_per_seed": {k: [round(x, 4) for x in v] for k, v in aucs.items()},
-        "reentrance_minus_plain_auc": round(float(np.mean(diff)), 4), "reentrance_ge_plain": reentrance_ok,
+        "reentrance_minus_plain_auc": round(float(np.mean(diff)), 4),
+        "reentrance_minus_plain_auc_sd": round(float(np.std(diff)), 4),
+        "reentrance_minus_plain_auc_per_seed": [round(float(d), 4) for d in diff],
+        "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict, "select_mode": learning.select_mode,
+        "frames_on_target": None if on_target is None else {k: round(v, 4) for k, v in on_target.items()},
         "novel_word": data.novel_word,
         "few_shot": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in few.items()},
         "few_shot_reaches_0_60": few_ok,
