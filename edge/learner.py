@@ -10,7 +10,8 @@
 - Replay at full speed (`realtime=False`): queues apply back-pressure instead of dropping, so a replay learns
   from every frame and is limited only by the CPU.
 - Stop (Ctrl-C, SIGTERM, `stop()`): sources are closed, pending utterances are paired with the frames at hand
-  and written to memory, then `run()` returns; nothing already heard is lost.
+  and written to memory, then `run()` returns; nothing already heard is lost (a transcript counts as heard up to
+  the moment of the stop: all of it unpaced, up to the stop's media time paced).
 - Odd input does not end a session: a frame the encoder refuses (RGBA, wrong dtype or shape, no finite time)
   is dropped and counted (`frames_rejected`); words longer than `max_word_chars` are dropped (`words_rejected`),
   an utterance text is clipped to MAX_TEXT_CHARS, and an utterance the memory still refuses (InputError) is
@@ -266,6 +267,7 @@ class Learner:
         o = self.options
         self.pairer = Pairer(fps=o.fps, max_frames=o.max_frames, ring_seconds=o.ring_seconds, grace=o.grace)
         self._stop = threading.Event()
+        self._stop_wall = math.inf  # time.monotonic() when stop() was called
         self._frame_q: queue.Queue = queue.Queue(maxsize=o.frame_queue)
         # Speech segments waiting for the recogniser: unbounded live (audio is never dropped); bounded in a
         # full-speed replay so that the reader waits for the recogniser instead of filling RAM.
@@ -290,6 +292,7 @@ class Learner:
         """Stop capturing; what was heard is still paired and learned before run() returns."""
         if self._stop.is_set():
             return
+        self._stop_wall = time.monotonic()  # a paced transcript's utterances due before this were heard
         self._stop.set()
         for src in (self.frames, self.audio, self.transcript):
             close = getattr(src, "close", None)
@@ -593,16 +596,23 @@ class Learner:
 
     # -- transcript -> utterances --------------------------------------------------------------------------
     def _transcript_loop(self) -> None:
+        """Deliver the transcript's utterances as they are heard. A stop (Ctrl-C, a failed worker) ends the
+        transcript at the moment of the stop, not at whatever point this thread had reached: unpaced, the whole
+        transcript is heard at once, so every utterance is still delivered (the pairing closes each window with
+        the frames at hand); paced, the utterances whose end came before the stop are. Breaking on the stop
+        flag instead made the result depend on thread timing: an encoder that failed before this thread had
+        run learned nothing, although utterances had their frames encoded."""
         t_wall0 = time.monotonic()
         try:
             if self.transcript is not None:
                 for u in self.transcript:
-                    if self._stop.is_set():
-                        break
                     if self.transcript_paced:  # heard at its end
-                        delay = t_wall0 + u.end / self.transcript_paced - time.monotonic()
-                        if delay > 0 and self._stop.wait(delay):
-                            break
+                        due = t_wall0 + u.end / self.transcript_paced
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            self._stop.wait(delay)
+                        if self._stop.is_set() and due > self._stop_wall:
+                            break  # not yet heard when the session stopped
                     utt = u if isinstance(u, Utterance) else Utterance(float(u.start), float(u.end), str(u.text),
                                                                        str(getattr(u, "speaker", "") or ""))
                     self._events.put(("utterance", utt))

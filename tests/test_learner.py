@@ -244,7 +244,31 @@ def test_ctrl_c_flushes_what_was_heard_and_exits_cleanly(encoder, tmp_path):
     again.close()
 
 
-def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(bundle, tmp_path):
+class ClosableFrames(ListFrames):
+    """ListFrames that notes when the learner closes it (which stop() does)."""
+
+    def __init__(self, n):
+        super().__init__(n)
+        self.closed = threading.Event()
+
+    def close(self):
+        self.closed.set()
+
+
+class LateTranscript:
+    """Timed utterances whose reader is slow to start: nothing is read until the learner has stopped (its
+    frame source closed). Makes the worst thread interleaving happen every time."""
+
+    def __init__(self, utts, stopped):
+        self.utts, self.stopped = utts, stopped
+
+    def __iter__(self):
+        assert self.stopped.wait(30), "the learner never stopped"
+        return iter(self.utts)
+
+
+@pytest.mark.parametrize("late_transcript", [False, True])
+def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(bundle, tmp_path, late_transcript):
     class BrokenEncoder(Encoder):
         calls = 0
 
@@ -256,13 +280,22 @@ def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learne
 
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     utts = [Utterance(float(i), i + 0.5, "ball") for i in range(10)]
-    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(100), transcript=utts,
-                 options=LearnerOptions(realtime=False, encode_batch=2, frame_queue=2))
+    frames = ClosableFrames(100)
+    learned = []
+    # late_transcript: the encoder fails (and the learner stops) before the transcript thread has delivered
+    # anything; what is learned must not depend on that (it once did: nothing at all was learned).
+    lr = Learner(BrokenEncoder(bundle, threads=1), mem, frames,
+                 transcript=LateTranscript(utts, frames.closed) if late_transcript else utts,
+                 options=LearnerOptions(realtime=False, encode_batch=2, frame_queue=2),
+                 on_learned=lambda p, ws: learned.append((p.utterance.start, len(p.items))))
     rep = lr.run(install_signal_handlers=False)
     assert rep.stats["errors"] and "encoder" in rep.stats["errors"][0] and "out of memory" in rep.stats["errors"][0]
-    # the frames encoded before the failure still taught the memory; later utterances had no frames
-    assert 0 < rep.stats["utterances"] < 10
-    assert mem.stats()["utterances_learned"] == rep.stats["utterances"]
+    # 3 batches of 2 frames at 5 fps were encoded: t = 0.0 .. 1.0. Utterance 0's window [0, 1) is covered and
+    # learned from its 5 frames; utterance 1's [1, 2) from the one frame at hand; the rest had no frames.
+    assert rep.stats["frames_encoded"] == 6
+    assert learned == [(0.0, 5), (1.0, 1)]
+    assert rep.stats["utterances"] == 2 and rep.stats["utterances_without_frames"] == 8
+    assert mem.stats()["utterances_learned"] == 2
     mem.close()
 
 
