@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 
 from edge.bundle import load_bundle
 from edge.encode import Encoder
-from edge.errors import FirstwordsError
 from edge.preprocess import prepare_images
 
 torch = pytest.importorskip("torch")
@@ -101,16 +99,10 @@ def reference_forward(sd: dict, images: np.ndarray, tokens: np.ndarray) -> tuple
 
 
 def convert(argv: list[str]) -> int:
-    from export.commands import convert_cvcl as cmd
+    """`firstwords convert-cvcl ...` as the CLI runs it (errors -> `error: ...` on stderr, exit 2)."""
+    from edge.cli import main as cli_main
 
-    parser = argparse.ArgumentParser()
-    cmd.add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd.run(args)
-    except FirstwordsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(["convert-cvcl", *argv])
 
 
 @pytest.fixture(scope="module")

@@ -120,21 +120,10 @@ def test_skip_parity_is_recorded(trained, corpus, tmp_path):
 
 
 def main(argv: list[str]) -> int:
-    """`firstwords export ...` as edge.cli runs it (errors -> `error: ...` on stderr, exit 2)."""
-    import argparse
-    import sys
+    """`firstwords export ...` as the CLI runs it (errors -> `error: ...` on stderr, exit 2)."""
+    from edge.cli import main as cli_main
 
-    from edge.errors import FirstwordsError
-    from export.commands import export as cmd
-
-    parser = argparse.ArgumentParser(prog="firstwords export")
-    cmd.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    try:
-        return cmd.run(args)
-    except FirstwordsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return cli_main(argv)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fakes import FileFedMicrophone
 from sample_session import sample  # noqa: F401  (session-scoped fixture, for the soak smoke run)
 
 from edge.atomic import WriteError, atomic_open, atomic_write_json, atomic_write_text, remove_stale_temps
@@ -494,46 +495,6 @@ def speech_clips(tmp_path: Path) -> list[np.ndarray]:
     return out
 
 
-def feeding_microphone_class():
-    from edge.hear import MicrophoneSource
-
-    class FeedingMicrophone(MicrophoneSource):
-        """Hardware edge: a thread calls the real PortAudio callback with blocks of a recording at the pace a
-        sound card would, instead of PortAudio."""
-
-        def __init__(self, audio: np.ndarray, **kw):
-            super().__init__(**kw)
-            self.audio = audio
-            self.fed = 0
-            self.finished = threading.Event()
-
-        def start(self):
-            if self._stream is not None:
-                return
-            self.rate = SAMPLE_RATE
-            self.t0 = time.monotonic()
-            self._stream = threading.Thread(target=self._feed, daemon=True)
-            self._stream.start()
-
-        def _feed(self):
-            n = SAMPLE_RATE * BLOCK_MS // 1000
-            nxt = self.t0
-            for i in range(0, len(self.audio), n):
-                if self._closed:
-                    break
-                nxt += n / SAMPLE_RATE
-                time.sleep(max(0.0, nxt - time.monotonic()))
-                block = self.audio[i:i + n].reshape(-1, 1)
-                self._callback(block, len(block), None, None)
-                self.fed += 1
-            self.finished.set()
-
-        def close(self):
-            self._closed = True
-
-    return FeedingMicrophone
-
-
 class PullableCamera:
     """Hardware edge: a USB camera at `fps` that is pulled out at `pull_at` s and plugged back at `back_at` s
     (None: never): reads then raise as V4L2 does, and opening fails while it is out."""
@@ -587,7 +548,7 @@ def test_camera_pulled_mid_run_is_retried_and_audio_carries_on(towers, tmp_path,
     clips = speech_clips(tmp_path)
     gap = np.zeros(int(0.7 * SAMPLE_RATE), np.float32)
     audio = np.concatenate([gap, clips[0], gap, gap, clips[1], gap])
-    mic = feeding_microphone_class()(audio, block_ms=BLOCK_MS, queue_blocks=64)
+    mic = FileFedMicrophone(audio, block_ms=BLOCK_MS, queue_blocks=64)
     hw = PullableCamera(fps=10, pull_at=0.6, back_at=back_at)
     cam = ResilientCamera(hw.open, fps=10, name="usb", epoch=0.0, backoff=Backoff(first=0.05, maximum=0.2))
     mem = AssociativeMemory(tmp_path / "m.sqlite", 16)
@@ -607,7 +568,7 @@ def test_camera_pulled_mid_run_is_retried_and_audio_carries_on(towers, tmp_path,
     else:
         assert cam.stats.reconnects == 0
     # ... while every block of audio was heard and both phrases were cut and recognised
-    assert mic.fed == n_blocks and mic.overflows == 0 and s["audio_blocks"] >= n_blocks - 1
+    assert mic.fed_blocks == n_blocks and mic.overflows == 0 and s["audio_blocks"] >= n_blocks - 1
     assert s["speech_segments"] == 2
     assert s["utterances"] + s["utterances_without_frames"] + s["empty_recognitions"] >= 2
     assert mem.stats()["utterances_learned"] == s["utterances"]
@@ -644,7 +605,7 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
             segments.extend(out)
             return out
 
-    mic = feeding_microphone_class()(audio, block_ms=BLOCK_MS, queue_blocks=6)
+    mic = FileFedMicrophone(audio, block_ms=BLOCK_MS, queue_blocks=6)
     mem = AssociativeMemory(tmp_path / "m.sqlite", 16)
     lr = Learner(Encoder(towers, threads=1), mem, None, audio=mic, vad=StallingVAD(), recognizer=_recognizer(),
                  audio_overflows=lambda: mic.overflows,
@@ -655,7 +616,7 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     assert s["errors"] == []
     assert mic.overflows > 0, "the stalls should have overflowed the 6-block queue"
     assert s["audio_overflows"] == mic.overflows  # reported in the loop's figures
-    assert mic.blocks_captured + mic.overflows == mic.fed  # every block is either queued or counted as dropped
+    assert mic.blocks_captured + mic.overflows == mic.fed_blocks  # every block is either queued or counted as dropped
     assert len(segments) == 2 and s["speech_segments"] == 2
     # after the storms the second phrase is stamped where it really was (dropped blocks = a jump, no drift)
     assert abs((segments[1].start - mic.t0) - phrase2_at) < 0.3, segments[1].start - mic.t0

@@ -14,11 +14,12 @@ import pytest
 
 from edge.capture import ResilientCamera
 from edge.encode import Encoder
-from edge.hear import SAMPLE_RATE, MicrophoneSource, read_audio
+from edge.hear import SAMPLE_RATE, read_audio
 from edge.learner import Learner, LearnerOptions, StageLatencies
 from edge.memory import AssociativeMemory
 from edge.pair import Utterance
 from edge.vad import EnergyVAD
+from tests.fakes import FileFedMicrophone
 from tests.tiny_dual import DIM, make_bundle
 
 pytest.importorskip("torch")  # the bundle is made by our torch exporter
@@ -124,42 +125,6 @@ class PacedReader:
 
     def release(self):
         pass
-
-
-class FileFedMicrophone(MicrophoneSource):
-    """Hardware edge: instead of PortAudio, a thread calls the same callback with blocks of a recording, at
-    the pace a sound card would (block_ms per block)."""
-
-    def __init__(self, audio, **kw):
-        super().__init__(**kw)
-        self.audio = audio
-        self.fed_blocks = 0
-        self.finished = threading.Event()
-
-    def start(self):
-        if self._stream is not None:
-            return
-        self.rate = SAMPLE_RATE
-        self.t0 = time.monotonic()
-        self._stream = threading.Thread(target=self._feed, daemon=True)
-        self._stream.start()
-
-    def _feed(self):
-        n = int(SAMPLE_RATE * self.block_ms / 1000)
-        nxt = self.t0
-        for i in range(0, len(self.audio), n):
-            if self._closed:
-                break
-            nxt += n / SAMPLE_RATE
-            time.sleep(max(0.0, nxt - time.monotonic()))
-            block = self.audio[i:i + n].reshape(-1, 1)
-            self._callback(block, len(block), None, None)
-            self.fed_blocks += 1
-        self.finished.set()
-
-    def close(self):
-        self._closed = True
-        self._stream = None
 
 
 class SlowEncoder(Encoder):
