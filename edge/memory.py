@@ -28,9 +28,15 @@ Naming strength: how far the PLAIN co-occurrence mean of the word (every frame o
 sits from the background, relative to the spread of the world (sigma^2 = 1 - |g|^2), ramped by the effective
 number of utterances behind it. A function word ("the", "look", "you") is heard whatever is in view: its
 co-occurrence mean is the background and its strength ~0 -- learned from diffuse co-occurrence, no stop list.
+Debiased for rare words: a word heard in n windows sits ~sqrt(chance / n) sigma from the background by chance
+alone (a window's frames are ~one draw of its scene), so s_learned = sqrt(max(|cc|^2 / sigma^2 - chance / n,
+0)) x ramp: a word heard twice is no name yet, however alike its two scenes.
 For an in-vocabulary word the encoder's utterance embedding p_w is the prior: v_w = normalise(a p_w +
-(1 - a) c_w / |c_w|), s_w = a * prior_strength + (1 - a) * s_learned, a = n0 / (n0 + weight_w): the memory
-takes over with exposure. Words outside the vocabulary start from scratch (a = 0).
+(1 - a) c_w / |c_w|), a = n0 / (n0 + weight_w): the memory takes over the direction with the credit the word
+takes. Its strength s_w = a' prior_strength + (1 - a') s_learned, a' = n0 / (n0 + frames heard with): the prior's
+say in the strength fades with co-occurrence, not credit (a function word loses every frame's credit to the
+object words, so a credit-faded prior kept it at prior_strength for ever), and prior_strength is small: an
+encoder prior alone makes a weak name. Words outside the vocabulary start from scratch (a = a' = 0).
 
 Queries: name(frame) = top-k of s_w v_w . (x - g), one matrix-vector product and an argpartition;
 find(word) streams the episodes from disk; word_vectors() feeds edge.evaluate.score_trials.
@@ -76,8 +82,13 @@ class LearningParams:
     uniform_floor: float = 0.05  # ... decaying to this ...
     uniform_halflife: float = 200.0  # ... halfway after this many utterances
     prior_frames: float = 100.0  # n0: weight of the encoder's prior, in frames' worth of credit
-    prior_strength: float = 0.5  # naming strength of a prior before any exposure
+    prior_strength: float = 0.1  # naming strength of a prior before any exposure (was 0.5: rare in-vocab words
+    #                             such as 'up', 'did' outranked object words in name(); open-vocab top-1 0.50)
     confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
+    chance_windows: float = 1.0  # debiasing of the strength: the squared contrast a word heard in n windows shows
+    #                              by chance alone is this * sigma^2 / n (one window's frames are ~one draw of
+    #                              the scene: its mean varies ~0.94 sigma^2 around the background on the sample)
+    debias: bool = True  # False: the strength as it was (raw contrast; prior faded by credit, not co-occurrence)
     # re-entrance: "gate" (default), "explain" (explain away) or "predict" (each word learns from the frames its
     # learned direction predicts). All three measured on the sample corpus: see docs/CONTRACTS.md, Memory.
     select_mode: str = "gate"
@@ -228,7 +239,7 @@ def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
 
 
 def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, cooc_sum: np.ndarray,
-           cooc_count: np.ndarray, prior: np.ndarray, has_prior: np.ndarray, g: np.ndarray,
+           cooc_count: np.ndarray, exposures: np.ndarray, prior: np.ndarray, has_prior: np.ndarray, g: np.ndarray,
            params: LearningParams, whiten: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit word vectors v [n, D], naming strengths s [n] and maturities [n] (0..1, how much evidence is behind
     the word) from the raw sums (see the module doc)."""
@@ -245,11 +256,23 @@ def derive(proto_sum: np.ndarray, weight: np.ndarray, weight_sq: np.ndarray, coo
     cc = np.where((cooc_count > 0)[:, None], cooc_sum / np.maximum(cooc_count, _TINY)[:, None] - g[None, :], 0.0)
     n_eff = weight * weight / np.maximum(weight_sq, _TINY)  # effective number of utterances behind the word
     maturity = np.where(learned, n_eff / (n_eff + params.confidence_utterances), 0.0)
-    s_learned = (np.linalg.norm(cc, axis=1) / sigma) * maturity
     a = np.where(has_prior, params.prior_frames / (params.prior_frames + weight), 0.0)
     v = a[:, None] * prior + (1.0 - a)[:, None] * direction
     v = v / np.maximum(np.linalg.norm(v, axis=1), _TINY)[:, None]
-    s = a * params.prior_strength + (1.0 - a) * s_learned
+    if params.debias:
+        # A word heard in few windows sits away from the background by chance alone: E|cc|^2 = |true|^2 +
+        # chance * sigma^2 / n_windows. Take that out (a word heard twice is no name yet, however close its two
+        # scenes). The prior's share of the strength fades with the frames the word was heard with, not with
+        # the credit it took: a function word loses every frame's credit to the object words, so a
+        # credit-faded prior would keep it at prior_strength for ever.
+        z2 = np.sum(cc * cc, axis=1) / (sigma * sigma)
+        n_win = np.maximum(exposures.astype(np.float64), 1.0)
+        s_learned = np.sqrt(np.maximum(z2 - params.chance_windows / n_win, 0.0)) * maturity
+        a_s = np.where(has_prior, params.prior_frames / (params.prior_frames + cooc_count), 0.0)
+    else:
+        s_learned = (np.linalg.norm(cc, axis=1) / sigma) * maturity
+        a_s = a
+    s = a_s * params.prior_strength + (1.0 - a_s) * s_learned
     maturity = np.maximum(maturity, a * params.prior_maturity)
     return v.astype(np.float32), s.astype(np.float32), maturity.astype(np.float32)
 
@@ -344,7 +367,7 @@ class _WordTable:
                  whiten: np.ndarray | None) -> None:
         """Recompute the derived query arrays of some rows against the background mean g."""
         v, s, _ = derive(self.proto_sum[rows], self.weight[rows], self.weight_sq[rows], self.cooc_sum[rows],
-                         self.cooc_count[rows], self.prior[rows], self.has_prior[rows], g, params, whiten)
+                         self.cooc_count[rows], self.exposures[rows], self.prior[rows], self.has_prior[rows], g, params, whiten)
         self.vec[rows] = v
         self.strength[rows] = s
         nm = s[:, None] * v
@@ -506,7 +529,7 @@ class AssociativeMemory:
         v, s, maturity = derive(
             np.stack([r.proto_sum for r in rows]), np.array([r.weight for r in rows]),
             np.array([r.weight_sq for r in rows]), np.stack([r.cooc_sum for r in rows]),
-            np.array([r.cooc_count for r in rows]),
+            np.array([r.cooc_count for r in rows]), np.array([r.exposures for r in rows]),
             np.stack([r.prior if r.prior is not None else np.zeros(self.dim, np.float32) for r in rows]),
             np.array([r.prior is not None for r in rows]), g, p, self._w_cached)
         # association, clipped at 0: a word may claim a frame, but a (possibly wrong) hypothesis never makes it

@@ -451,3 +451,44 @@ def test_property_arbitrary_input_never_corrupts(tmp_path):
         assert len(again.words()) == n_words
         for v in again.word_vectors().values():
             assert np.all(np.isfinite(v))
+
+
+def _diffuse_and_rare_stream(mem, learning_seed=0):
+    """Every word in the encoder's vocabulary with an UNINFORMATIVE prior (a random direction): 'the' heard with
+    every category, each object word with its own, and 'hungry' twice -- both times in category 3's scenes."""
+    world = World(seed=11, n_cat=6)
+    rng = np.random.default_rng(learning_seed)
+    vocab = ["the", "hungry"] + world.cats
+    prior = {w: (v / np.linalg.norm(v)).astype(np.float32) for w, v in zip(vocab, rng.normal(size=(len(vocab), D)))}
+    rare_at = {40, 90}
+    for i in range(150):
+        c = 3 if i in rare_at else i % len(world.cats)
+        words = ["the", world.cats[c]] + (["hungry"] if i in rare_at else [])
+        _, fr = world.utterance(c=c)
+        mem.learn(words, fr, float(i), " ".join(words), prior=prior)
+    return world
+
+
+@pytest.mark.parametrize("params", [LearningParams(), LearningParams(select_mode="explain")])
+def test_diffuse_and_rare_words_are_not_strong_names(params):
+    """Naming strength is evidence that a word picks out what is in view: a word heard whatever is in view
+    ('the') and a word heard only twice ('hungry', however alike its two scenes) are weak names; the object
+    word of a category is named first for its frames (the demo named a dress 'did, going, dress')."""
+    with AssociativeMemory(":memory:", D, learning=params) as mem:
+        world = _diffuse_and_rare_stream(mem)
+        objects = min(mem.strength(c) for c in world.cats)
+        assert mem.strength("the") < 0.3 * objects
+        assert mem.strength("hungry") < 0.5 * objects
+        for c in range(len(world.cats)):
+            tops = [mem.name(f, k=1)[0][0] for f in world.frames(c, 10)]
+            assert max(set(tops), key=tops.count) == world.cats[c]
+            assert "the" not in tops and "hungry" not in tops
+
+
+def test_raw_strength_would_name_rare_and_diffuse_words():
+    """The same stream with the undebiased strength (and a prior strength that held as long as credit was low):
+    the rare word is as strong a name as an object word -- what the test above guards against."""
+    with AssociativeMemory(":memory:", D, learning=LearningParams(debias=False, prior_strength=0.5)) as mem:
+        world = _diffuse_and_rare_stream(mem)
+        objects = min(mem.strength(c) for c in world.cats)
+        assert mem.strength("hungry") > 0.5 * objects
