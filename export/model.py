@@ -320,7 +320,7 @@ class DualEncoder(nn.Module):
 class ImageTower(nn.Module):
     """encode_image as a module of its own (for ONNX export: input `image`, output `embedding`)."""
 
-    def __init__(self, model: DualEncoder):
+    def __init__(self, model: DualEncoder):  # or any model with the same encode_* methods
         super().__init__()
         self.model = model
 
@@ -331,7 +331,7 @@ class ImageTower(nn.Module):
 class UtteranceTower(nn.Module):
     """encode_utterance as a module of its own (for ONNX export: input `tokens`, output `embedding`)."""
 
-    def __init__(self, model: DualEncoder):
+    def __init__(self, model: DualEncoder):  # or any model with the same encode_* methods
         super().__init__()
         self.model = model
 

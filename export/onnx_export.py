@@ -36,23 +36,8 @@ class ExportedTowers:
 
 
 def _tower_modules(model):
-    import torch
-
-    class ImageTower(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, image):
-            return self.m.encode_image(image)
-
-    class UtteranceTower(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, tokens):
-            return self.m.encode_utterance(tokens)
+    """Each tower as a module of its own (works for any model with encode_image / encode_utterance)."""
+    from export.model import ImageTower, UtteranceTower
 
     return ImageTower(model).eval(), UtteranceTower(model).eval()
 
