@@ -8,7 +8,8 @@ Measures, side by side in one run:
   * a learning curve: held-out 4-way accuracy (edge.evaluate, CVCL's protocol) against utterances heard, for
     (a) the encoder only (a word = the bundle's utterance embedding), (b) the memory without re-entrance,
     (c) the memory with re-entrance; seeds averaged (a seed permutes the session in blocks of utterances and
-    draws the trials); area under each curve with its spread over seeds. A word the memory has not heard yet
+    draws the trials); area under each curve with its spread over seeds. With the corpus's ground truth,
+    (d): (b) fed only the frames that truly show what is named -- the headroom any frame choice has. A word the memory has not heard yet
     falls back to the encoder's embedding, so all three start at the same point.
   * few-shot: a category kept out of training entirely (the corpus's novel.json / novel_exposures.json), its
     4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream);
@@ -160,8 +161,11 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     exp = load("novel_exposures.json")["data"]
     files = sorted({f for r in train for f in r["frame_filenames"]} | {e["frame_filename"] for e in ev + nov}
                    | {f for e in exp for f in e["frame_filenames"]})
+    # keyed on the bundle's and the corpus's contents: a rebuilt corpus reuses its frame names
+    build_info = hashlib.sha256((corpus / "corpus_info.json").read_bytes()).hexdigest() \
+        if (corpus / "corpus_info.json").exists() else ""
     sig = hashlib.sha256(json.dumps([str(bundle_path.resolve()), bundle.manifest.get("files", {}),
-                                     str(corpus.resolve()), len(files), files[:3], files[-3:]],
+                                     str(corpus.resolve()), build_info, len(files), files[:3], files[-3:]],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     cache = cache_dir / f"embeddings-{sig}.npz"
     if cache.exists():
@@ -259,6 +263,8 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
             few[name] = few_shot(mem, data, seed)
         curves[name] = accs
         on_target[name] = on / total if total else float("nan")
+    if data.views is not None:
+        curves["ideal_frames"] = ideal_frames_curve(data, order, checkpoints, trials, prior_vecs, learning)
     if data.views is not None:  # the same share for frames taken uniformly (every frame of the window)
         on = total = 0
         for u, v in zip(data.stream, data.views):
@@ -267,6 +273,31 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
                 on += sum(w in x for x in v)
         on_target["uniform"] = on / total if total else float("nan")
     return {"curves": curves, "few_shot": few, "on_target": on_target}
+
+
+def ideal_frames_curve(data: BenchData, order: list[int], checkpoints: list[int], trials, prior_vecs,
+                       learning: LearningParams | None) -> list[float]:
+    """(d) headroom, not a learner: (b) fed only the frames of each naming window that truly show what is named
+    (the corpus's ground truth), repeated to the window's length so the word learns as much from the window as
+    (b) does -- what a perfect frame choice could gain over learning from every frame."""
+    cats = set(data.categories)
+    accs = []
+    with AssociativeMemory(":memory:", data.dim, reentrance=False, learning=learning) as mem:
+        done = 0
+        for cp in checkpoints:
+            for i in order[done:cp]:
+                u, views = data.stream[i], data.views[i]
+                named = cats.intersection(u.words)
+                keep = [k for k, v in enumerate(views) if named & v] if named else []
+                frames = u.frame_embeddings[np.resize(np.array(keep), len(views))] if keep else u.frame_embeddings
+                mem.learn(u.words, frames, u.t, u.text, {w: data.prior[w] for w in u.words if w in data.prior})
+            done = cp
+            vecs = dict(prior_vecs)
+            vecs.update(mem.word_vectors(data.categories))
+            for c in data.categories:
+                vecs.setdefault(c, np.zeros(data.dim, np.float32))
+            accs.append(accuracy(vecs, trials, data.eval_emb))
+    return accs
 
 
 def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat: int = 200) -> dict[int, float]:
@@ -359,11 +390,15 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
         print("  (matplotlib missing: pip install 'firstwords[plot]' for the PNG)")
         return False
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance"}
-    colours = {"encoder": "tab:blue", "memory": "tab:orange", "memory_reentrant": "tab:green"}
+    labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance",
+              "ideal_frames": "(d) ground-truth frames (headroom)"}
+    colours = {"encoder": "tab:blue", "memory": "tab:orange", "memory_reentrant": "tab:green",
+               "ideal_frames": "tab:grey"}
     for k, lab in labels.items():
+        if k not in mean_curves:
+            continue
         m, s = np.array(mean_curves[k]), np.array(sd_curves[k])
-        ax.plot(checkpoints, m, marker="o", ms=3, label=lab, color=colours[k])
+        ax.plot(checkpoints, m, marker="o", ms=3, label=lab, color=colours[k], ls="--" if k == "ideal_frames" else "-")
         ax.fill_between(checkpoints, m - s, m + s, alpha=0.15, color=colours[k])
     ax.axhline(0.25, color="grey", ls=":", label="chance")
     ax.set_xlabel("utterances heard")
@@ -428,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(learning_curve(data, seed, checkpoints, args.trials, learning))
         print(f"  seed {seed}: done in {time.perf_counter() - t0:.1f} s", flush=True)
     kinds = ["encoder", "memory", "memory_reentrant"]
+    kinds += ["ideal_frames"] if "ideal_frames" in runs[0]["curves"] else []
     mean_c = {k: np.mean([r["curves"][k] for r in runs], axis=0).tolist() for k in kinds}
     sd_c = {k: np.std([r["curves"][k] for r in runs], axis=0).tolist() for k in kinds}
     aucs = {k: [auc(checkpoints, r["curves"][k]) for r in runs] for k in kinds}
@@ -443,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {cp:>7} " + " ".join(f"{mean_c[k][i]:>10.3f} ± {sd_c[k][i]:.3f}" for k in kinds))
     print("\narea under the learning curve (mean accuracy over the session), mean ± sd over "
           f"{args.seeds} seeds:")
-    for k, lab in zip(kinds, ["(a) encoder only", "(b) memory", "(c) memory + re-entrance"]):
+    for k, lab in zip(kinds, ["(a) encoder only", "(b) memory", "(c) memory + re-entrance",
+                              "(d) ground-truth frames"]):
         print(f"  {lab:<26} {np.mean(aucs[k]):.4f} ± {np.std(aucs[k]):.4f}")
     diff = np.array(aucs["memory_reentrant"]) - np.array(aucs["memory"])
     reentrance_ok = bool(np.mean(diff) >= 0)
@@ -454,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{'(c) >= (b): PASS' if reentrance_ok else '(c) < (b): FAIL'} (mean); "
           f"beyond the seed spread: {verdict}")
     print("  (c) - (b) per seed: " + " ".join(f"{d:+.4f}" for d in diff))
+    headroom = None
+    if "ideal_frames" in aucs:  # what a perfect frame choice would gain: the most re-entrance could
+        hd = np.array(aucs["ideal_frames"]) - np.array(aucs["memory"])
+        headroom = (float(np.mean(hd)), float(np.std(hd)))
+        print(f"  (d) - (b): {headroom[0]:+.4f} ± {headroom[1]:.4f}: the headroom for choosing frames (ground truth "
+              f"of which frames show what is named; (d) is not a learner)")
     on_target = None
     if data.views is not None:
         on_target = {k: float(np.mean([r["on_target"][k] for r in runs]))
@@ -490,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         "reentrance_minus_plain_auc": round(float(np.mean(diff)), 4),
         "reentrance_minus_plain_auc_sd": round(float(np.std(diff)), 4),
         "reentrance_minus_plain_auc_per_seed": [round(float(d), 4) for d in diff],
+        "ideal_frames_minus_plain_auc": None if headroom is None else round(headroom[0], 4),
+        "ideal_frames_minus_plain_auc_sd": None if headroom is None else round(headroom[1], 4),
         "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict, "select_mode": learning.select_mode,
         "frames_on_target": None if on_target is None else {k: round(v, 4) for k, v in on_target.items()},
         "novel_word": data.novel_word,
