@@ -184,3 +184,54 @@ def test_bad_source_is_a_clear_error(tmp_path, monkeypatch):
         bsc.load_source("debian")
     _, name = bsc.load_source("auto")  # falls back to the committed subset
     assert name.startswith("subset:")
+
+
+def test_default_gaze_stays_on_the_scene(tiny):
+    out, figures = tiny
+    tl = _load(out / "timeline.json")
+    assert {f["looking"] for f in tl["frames"]} == {"scene"}
+    assert figures["named_object_in_window"] > 0.95 and not any(e["away"] for e in tl["episodes"])
+
+
+@pytest.fixture(scope="module")
+def wandering(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("gaze")
+    return out, _build(out, "--tiny", "--minutes", "2", "--look-away", "0.4")
+
+
+def test_gaze_leaves_the_scene_and_the_timeline_says_what_each_frame_shows(wandering):
+    out, figures = wandering
+    tl = _load(out / "timeline.json")
+    info = _load(out / "corpus_info.json")
+    by_ep = {e["episode"]: e for e in tl["episodes"]}
+    away = [f for f in tl["frames"] if f["looking"] == "away"]
+    assert away and len(away) < 0.5 * len(tl["frames"])  # the child looks away, but mostly at the scene
+    for f in tl["frames"]:
+        ep = by_ep[f["episode"]]
+        if f["looking"] == "away":  # another part of the room: never the scene's objects, maybe another toy
+            assert ep["primary"] is not None
+            assert f["in_view"] == ([ep["away"]] if ep["away"] else [])
+            assert ep["primary"] not in f["in_view"] and ep["distractor"] not in f["in_view"]
+        else:
+            assert f["in_view"] == [c for c in (ep["primary"], ep["distractor"]) if c]
+    assert any(e["away"] for e in tl["episodes"])
+    # an utterance's categories in view are everything in the room, so an 'absent' name is of nothing there
+    for u in tl["utterances"]:
+        ep = by_ep[u["episode"]]
+        assert set(u["in_view"]) == {c for c in (ep["primary"], ep["distractor"], ep["away"]) if c}
+    # the summary counts how often a naming window's frame shows the named object, from the frames themselves
+    shown = [n in tl["frames"][k]["in_view"] for u in tl["utterances"] if u["kind"] == "in_view"
+             for n in u["named"] for k in range(*u["frames"])]
+    assert 0.4 < info["named_object_in_window"] == figures["named_object_in_window"] == \
+        round(sum(shown) / len(shown), 3) < 0.9
+
+
+def test_gaze_path_share_and_no_gaze():
+    sys.path.insert(0, str(REPO / "tools"))
+    from build_sample_corpus import gaze_path
+    rng = np.random.default_rng(0)
+    assert gaze_path(rng, 40, 0.0) == [True] * 40
+    runs = [gaze_path(rng, 400, 0.4) for _ in range(20)]
+    assert all(len(r) == 400 and r[0] for r in runs)  # a scene starts with the child looking at it
+    share = 1 - np.mean([np.mean(r) for r in runs])
+    assert 0.3 < share < 0.5  # the long-run share looking away is what was asked

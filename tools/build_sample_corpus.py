@@ -8,7 +8,9 @@
 Objects are Fashion-MNIST product photos (Zalando, MIT licence), tinted and pasted with a mask onto scikit-image's
 bundled photos (random crops, colour jitter) with clutter and sometimes a smaller distractor object. A scene
 persists for a few seconds with camera jitter, sampled at 5 frames/s (CVCL's rate); a parent speaks utterances
-from a small grammar: most name nothing in view, some name an absent object, word frequencies are Zipfian.
+from a small grammar: most name nothing in view, some name an absent object, word frequencies are Zipfian. The
+child's gaze leaves the scene now and then (--look-away): those frames show another part of the room, half the time
+another toy, so a naming window holds frames of the named object and frames of other things.
 
 Output (CVCL's preprocessed format, see docs/CONTRACTS.md): train/val/test.json, transcript.csv, eval.json
 (never-seen instances of the training categories in new scenes), novel.json + novel_exposures.json (a category
@@ -40,6 +42,7 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FORMAT = "firstwords-sample-corpus v1"
 FPS = 5.0  # CVCL samples frames at 5 per second
 MAX_WINDOW_FRAMES = 32  # CVCL: an utterance's frames run to the next utterance, at most 32
+LOOK_AWAY = 0.0  # long-run share of a scene's time the child looks away from its main object (opt-in)
 VIDEO_NAME = "session_000"
 
 # Fashion-MNIST class index -> the word a parent would say. Left out: class 6 "Shirt" (hard to tell from
@@ -52,6 +55,10 @@ CLASS_WORDS = {0: "shirt", 1: "pants", 2: "sweater", 3: "dress", 5: "sandal", 7:
 LEFT_OUT = {"Shirt": "confusable with T-shirt/top, pullover and coat; its word is T-shirt/top's",
             "Coat": "confusable with pullover at 28 x 28"}
 SUBSET_CLASSES = (0, 1, 2, 3, 4, 5, 7, 8, 9)  # the committed subset keeps Coat too (frozen file; reproducible)
+# Things are kept together (shoes by the door, clothes in the wardrobe): what the child sees on looking away from
+# an object is mostly something of the same kind. Cross-situational learners find such consistent company hard.
+PLACES = [("shirt", "pants", "sweater", "dress", "coat"), ("sandal", "shoe", "boot")]
+SAME_PLACE = 0.8  # chance the other toy seen on looking away is kept with the main object
 NOVEL_CATEGORY = "bag"  # never in a training frame or utterance; for the memory's few-shot test
 TINY_CATEGORIES = ["shirt", "pants", "shoe", "boot"]
 
@@ -392,21 +399,46 @@ def speech_seconds(text: str, rng: np.random.Generator) -> float:
 _WORKER: dict = {}  # what episode renderers share (set before forking)
 
 
+def gaze_path(rng: np.random.Generator, n_frames: int, look_away: float) -> list[bool]:
+    """Per frame of a scene, whether the child looks at the scene's main object (True) or away (False).
+
+    A head-cam does not stay on what is being named: infants look away and back within seconds (Yu & Smith
+    2012 report sustained looks of a few seconds). A two-state chain with exponential dwell times, starting on the
+    object (a scene is what the child turned to); `look_away` is the long-run share of time spent looking away."""
+    if look_away <= 0.0:
+        return [True] * n_frames
+    on_mean = 2.4  # seconds of a look at the object (mean)
+    away_mean = on_mean * look_away / (1.0 - look_away)
+    out: list[bool] = []
+    state = True
+    while len(out) < n_frames:
+        dwell = rng.exponential(on_mean if state else away_mean)
+        out += [state] * max(1, round(dwell * FPS))
+        state = not state
+    return out[:n_frames]
+
+
 def _render_episode(job: tuple) -> int:
     """Render one scene's frames; deterministic from (seed, episode) whatever the worker or order."""
-    ep, scene, k0, k1 = job
+    ep, scene, away_scene, gaze, k0 = job
     w = _WORKER
     cv2 = _cv2()
     canvas = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"], w["frame"],
                           cv2)
     cam = CameraPath(np.random.default_rng([w["seed"], ep, 2]), w["frame"], canvas.shape[0])
-    for k in range(k0, k1):
-        to_jpeg(cam.next(canvas, cv2), w["out"] / f"frames/{k:06d}.jpg", cv2, w["quality"])
-    return k1 - k0
+    away = away_cam = None
+    if not all(gaze):  # what the child sees when looking away: another part of the room, maybe another toy
+        away = render_scene(away_scene, w["images"], np.random.default_rng([w["seed"], ep, 4]), w["pool"],
+                            w["frame"], cv2)
+        away_cam = CameraPath(np.random.default_rng([w["seed"], ep, 5]), w["frame"], away.shape[0])
+    for i, on in enumerate(gaze):
+        img = cam.next(canvas, cv2) if on else away_cam.next(away, cv2)
+        to_jpeg(img, w["out"] / f"frames/{k0 + i:06d}.jpg", cv2, w["quality"])
+    return len(gaze)
 
 
 def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, progress: bool = True,
-          workers: int = 1) -> dict:
+          workers: int = 1, look_away: float = LOOK_AWAY) -> dict:
     t0 = time.perf_counter()
     cv2 = _cv2()
     data, source_name = load_source(source)
@@ -468,7 +500,20 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
                 distractor = cats[rng.choice(len(cats), p=cat_w)]
         scene = Scene(primary, next_instance(primary) if primary else None,
                       distractor, next_instance(distractor) if distractor else None)
-        in_view = [c for c in (primary, distractor) if c]
+        looked_at = [c for c in (primary, distractor) if c]  # in view while the child looks at the scene
+        # looking away shows another part of the room: half the time another toy (a category not in the scene)
+        grng = np.random.default_rng([seed, ep, 3])
+        away_obj = None
+        if primary is not None and look_away > 0 and grng.random() < 0.5:
+            others = [c for c in cats if c not in looked_at]
+            place = next((pl for pl in PLACES if primary in pl), ())
+            near = [c for c in others if c in place]
+            if near and grng.random() < SAME_PLACE:
+                others = near
+            w_o = np.array([cat_w[cats.index(c)] for c in others])
+            away_obj = others[grng.choice(len(others), p=w_o / w_o.sum())]
+        away_scene = Scene(away_obj, next_instance(away_obj) if away_obj else None, None, None)
+        in_view = looked_at + ([away_obj] if away_obj else [])  # in the room: never named as absent
         # utterances of this episode: a few, with gaps; the scene lasts until the last one's window ends
         ep_start = t
         n_utt = int(rng.integers(1, 4))
@@ -484,15 +529,17 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
         t = ep_end
         # frames at 5 fps: frame k is at time k / FPS; rendered below, in parallel
         k0, k1 = math.ceil(round(ep_start * FPS, 6)), math.ceil(round(ep_end * FPS, 6))
-        for k in range(k0, k1):
-            frames_meta.append({"t": round(k / FPS, 2), "file": f"frames/{k:06d}.jpg", "in_view": in_view,
-                                "episode": ep})
-        jobs.append((ep, scene, k0, k1))
+        gaze = gaze_path(grng, k1 - k0, look_away if primary is not None else 0.0)
+        for k, on in zip(range(k0, k1), gaze):
+            frames_meta.append({"t": round(k / FPS, 2), "file": f"frames/{k:06d}.jpg",
+                                "in_view": looked_at if on else ([away_obj] if away_obj else []),
+                                "episode": ep, "looking": "scene" if on else "away"})
+        jobs.append((ep, scene, away_scene, gaze, k0))
         episodes.append({"episode": ep, "start": round(ep_start, 2), "end": round(ep_end, 2),
-                         "primary": primary, "distractor": distractor,
-                         "instances": [f"train:{i}" for i in (scene.primary_instance, scene.distractor_instance)
-                                       if i is not None],
-                         "frames": [k0, k1]})
+                         "primary": primary, "distractor": distractor, "away": away_obj,
+                         "instances": [f"train:{i}" for i in (scene.primary_instance, scene.distractor_instance,
+                                                               away_scene.primary_instance) if i is not None],
+                         "frames": [k0, k1], "looking_at_scene": round(sum(gaze) / max(len(gaze), 1), 3)})
     duration = t
     bar = _bar(total=len(frames_meta), desc="session frames", unit="frame", enabled=progress)
     _WORKER.update(images=data["train_x"], pool=pool, seed=seed, frame=F, quality=quality, out=out)
@@ -521,6 +568,9 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
                         "num_frames": len(ks), "video": VIDEO_NAME, "start_time": u["start"],
                         "end_time": u["end"], "speaker": u["speaker"], "categories_in_view": u["in_view"],
                         "named": u["named"]})
+    # how often a naming window's frame shows what is named (CVCL's frame sampling sees the same odds)
+    shown = [named in frame_of[k]["in_view"] for u in utterances if u["kind"] == "in_view"
+             for named in u["named"] for k in range(*u["frames"])]
     order = rng.permutation(len(records))  # CVCL: shuffle, then split 90/5/5 by utterance
     n_val = n_test = max(1, int(0.05 * len(records)))
     splits = {"train": sorted(order[n_val + n_test:]), "val": sorted(order[:n_val]),
@@ -619,6 +669,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
                             "names_absent": round(kinds["absent"] / len(utterances), 3),
                             "names_nothing": round(kinds["none"] / len(utterances), 3)},
         "category_frequency": {c: sum(1 for e in episodes if e["primary"] == c) for c in cats},
+        "look_away": look_away,
+        "named_object_in_window": round(sum(shown) / max(len(shown), 1), 3),
         "word_frequencies": dict(word_counts.most_common()),
         "zipf_slope": _zipf_slope(word_counts),
         "held_out": "eval/novel instances come from Fashion-MNIST's test split; training scenes use only the "
@@ -682,6 +734,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="frame side in pixels (default 128: the objects are 28x28 photos upscaled, so more "
                          "pixels add bytes, not detail)")
     ap.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    ap.add_argument("--look-away", type=float, default=LOOK_AWAY, metavar="SHARE",
+                    help=f"share of a scene's time the child looks away from its main object, at another part "
+                         f"of the room (default {LOOK_AWAY}; 0: the camera stays on the scene)")
     ap.add_argument("--tiny", action="store_true",
                     help=f"a few minutes, {len(TINY_CATEGORIES)} categories + the novel one, few held-out images "
                          "(tests, quick end-to-end runs)")
@@ -711,8 +766,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--minutes must be 0.2..600")
     if args.workers < 1:
         ap.error("--workers must be at least 1")
+    if not 0.0 <= args.look_away <= 0.8:
+        ap.error("--look-away must be 0..0.8")
     info = build(args.out, args.source, sizes, args.seed, args.quality, progress=not args.no_progress,
-                 workers=args.workers if sys.platform.startswith("linux") else 1)
+                 workers=args.workers if sys.platform.startswith("linux") else 1, look_away=args.look_away)
     c = info["counts"]
     k = info["utterance_kinds"]
     print(f"sample corpus in {args.out} ({info['source']}, seed {info['seed']}):")
@@ -721,12 +778,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  utterances: {c['utterances']} (train {c['train']} / val {c['val']} / test {c['test']}); "
           f"name something in view {k['names_in_view']:.0%}, name an absent object {k['names_absent']:.0%}, "
           f"name nothing {k['names_nothing']:.0%}; Zipf slope {info['zipf_slope']}")
+    print(f"  gaze: looks away {info['look_away']:.0%} of a scene's time; a naming window's frame shows the "
+          f"named object {info['named_object_in_window']:.0%} of the time")
     print(f"  categories: {', '.join(info['categories'])}; novel (kept out of training): {info['novel_category']}")
     print(f"  held out: {c['eval_images']} eval images ({c['eval_per_category']}/category), "
           f"{c['novel_eval_images']} novel-category images, {c['novel_exposures']} novel exposures")
     print(f"  {info['bytes'] / 1e6:.1f} MB written in {info['build_seconds']:.1f} s")
     print(json.dumps({"out": str(args.out), "source": info["source"], "seed": info["seed"],
                       "frame_size": info["frame_size"], **c, **k, "zipf_slope": info["zipf_slope"],
+                      "named_object_in_window": info["named_object_in_window"],
                       "bytes": info["bytes"], "seconds": info["build_seconds"]}))
     return 0
 
