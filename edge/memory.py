@@ -11,10 +11,13 @@ frame seen, the background; v_w a word's unit vector, s_w its naming strength):
                   uniform share that decays as the memory hears more: words that already explain a frame take
                   it, a new word is left what nobody explains (mutual exclusivity falls out of this)
   * re-entrance   the memory's state decides what in the window it learns from. Per frame, the strongest claim
-                  of a word in memory that was NOT said (the dress in view while "shoe" is heard: the other object
-                  of the scene, or a displaced reference) is weighed against the claim of the words heard.
-                  mode "gate" (default): a frame clearly claimed by a word not said counts less for the words
-                  heard, as far as each has evidence behind it (a new word learns from the whole window).
+                  of a word in memory that was NOT said (the dress in view while "shoe" is heard: the toy seen on
+                  looking away, the scene's other object, or a displaced reference).
+                  mode "gate" (default): that claim in the world's standard deviations along the word's direction,
+                  z_u = v_u.(f - g) / sqrt(v_u' Sigma v_u), weighed by how reliable a name it is (s_u / 0.4); a
+                  frame where it passes ~1.5 counts less (down to 0.1) for the words heard, as far as each has
+                  evidence behind it (a new word learns from the whole window). Judged along the OTHER words'
+                  directions only, and scale-free (earlier gates compared raw claims, which scale with strengths).
                   mode "explain": the rival's share of the frame (generalised least squares along its contrast)
                   is taken out before the words heard learn from it. mode "predict": each word heard learns
                   from the frames its learned direction predicts (relative to its own prototype), trusted as
@@ -99,9 +102,12 @@ class LearningParams:
     predict_floor: float = 0.05  # predict: a frame judged irrelevant still counts this much (no lock-in)
     predict_window: bool = False  # predict: judge the window as a whole (mean rho) instead of frame by frame
     explain: float = 1.0  # explain: share of a rival word's projection taken out of a frame
-    select_beta: float = 10.0  # gate: sharpness of the relevance judgement
-    select_floor: float = 0.1  # gate: a mature word still learns this share from an irrelevant frame
-    select_margin: float = 0.05  # gate: how much more a word not said must claim a frame to turn from it
+    select_threshold: float = 1.5  # gate: a frame turns from the words heard when a word not said scores this many
+    #                                world standard deviations along its direction (x its reliability) ...
+    select_beta: float = 3.0  # gate: ... with this sharpness (per standard deviation)
+    select_ref: float = 0.4  # gate: the naming strength of a fully reliable name (a word's claim is weighed by
+    #                          strength / select_ref: a weak encoder's or a new word's names cut little)
+    select_floor: float = 0.1  # gate: a mature word still learns this share from a frame claimed by another
     whiten: bool = True  # word directions whitened by the world's frame covariance (Fisher's discriminant)
     whiten_eps: float = 0.01  # ridge on the covariance, relative to its mean variance
     prior_maturity: float = 0.5  # how far an encoder prior alone may steer gate/explain selection
@@ -222,6 +228,14 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
 
 
 # ---------------------------------------------------------------------------------------------- maths
+def world_covariance(bg: Background, dim: int) -> np.ndarray:
+    """The covariance of every frame seen [D, D] (isotropic, the unit vectors' share, before two frames)."""
+    if bg.second is None or bg.count < 2:
+        return np.eye(dim, dtype=np.float32) / dim
+    g = bg.total / bg.count
+    return (bg.second / bg.count - np.outer(g, g)).astype(np.float32)
+
+
 def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
     """W = (Sigma + eps I)^-1 for the world's frame covariance Sigma, shrunk towards a scaled identity while few
     frames are known. A word's direction W c_w is then Fisher's discriminant of its frames against the world:
@@ -309,9 +323,10 @@ class _WordTable:
         self.name_mat = np.zeros((cap, dim), np.float32)
         self.name_bias = np.zeros(cap, np.float32)
         self.contrast = np.zeros((cap, dim), np.float32)  # m_w - g, unwhitened (what the word adds to a frame)
+        self.spread = np.ones(cap, np.float32)  # the world's standard deviation along the unit vector
         self._arrays = ["proto_sum", "prior", "has_prior", "weight", "weight_sq", "cooc_sum", "cooc_count",
                         "exposures", "first_seen", "last_seen", "last_utt", "vec", "strength", "name_mat",
-                        "name_bias", "contrast"]
+                        "name_bias", "contrast", "spread"]
 
     def __len__(self) -> int:
         return len(self.words)
@@ -364,8 +379,9 @@ class _WordTable:
         return sum(getattr(self, n).nbytes for n in self._arrays)
 
     def rederive(self, rows: np.ndarray | slice, g: np.ndarray, params: LearningParams,
-                 whiten: np.ndarray | None) -> None:
-        """Recompute the derived query arrays of some rows against the background mean g."""
+                 whiten: np.ndarray | None, sigma: np.ndarray | None = None) -> None:
+        """Recompute the derived query arrays of some rows against the background mean g (and the world's frame
+        covariance sigma, for each word's spread)."""
         v, s, _ = derive(self.proto_sum[rows], self.weight[rows], self.weight_sq[rows], self.cooc_sum[rows],
                          self.cooc_count[rows], self.exposures[rows], self.prior[rows], self.has_prior[rows], g, params, whiten)
         self.vec[rows] = v
@@ -373,6 +389,8 @@ class _WordTable:
         nm = s[:, None] * v
         self.name_mat[rows] = nm
         self.name_bias[rows] = -(nm @ g)
+        if sigma is not None:
+            self.spread[rows] = np.sqrt(np.maximum(np.sum((v @ sigma) * v, axis=1), 1e-12))
         w = self.weight[rows]
         self.contrast[rows] = np.where((w > _TINY)[:, None], self.proto_sum[rows] / np.maximum(w, _TINY)[:, None]
                                        - g[None, :], 0.0)
@@ -422,6 +440,7 @@ class AssociativeMemory:
         self._full_rebuild = True
         self._g_cached = np.zeros(dim, np.float32)
         self._w_cached = np.eye(dim)
+        self._sigma_cached = np.eye(dim, dtype=np.float32) / dim
         self._rebuilt_at = 0
         self._closed = False
         if len(self._table) > self.capacity_words:
@@ -568,31 +587,36 @@ class AssociativeMemory:
             omega_w = ((1.0 - lam[:, None]) + lam[:, None] * sel).astype(np.float32)
             omega = omega_w.max(axis=0)  # a frame's relevance: to the word heard that predicts it best
             lam = np.zeros(len(words), np.float32)  # (nothing is explained away in this mode)
-        elif self.reentrance:
-            # The memory's current state decides what in the window is news. Per frame, the strongest claim
-            # of a word NOT said (the dress in view while "shoe" is heard: the other object of the scene, or a
-            # displaced reference) is looked up among the strongest words in memory.
+        elif self.reentrance and p.select_mode == "explain":
+            # explain away: what the memory already attributes to a word NOT said (the dress in view while "shoe"
+            # is heard: the other object of the scene, or a displaced reference; the strongest claim per frame
+            # among the strongest words in memory) is taken out of the frame before the words heard learn from
+            # it -- they learn from the unexplained (surprising) rest. A word follows this as far as it has
+            # evidence behind it (lam = 0 for a new word, which learns from the frames as they are: no lock-in on
+            # what the memory believes today).
+            # frame ~ g + alpha * c_rival + noise (noise covariance: the world's): alpha by generalised least
+            # squares, kept in [0, 1]; the rival's share alpha * c_rival is what is explained away
             other, rival = self._competitor_claims(frames, set(words))  # [K], [K, D]
             fc = frames - g
-            if p.select_mode == "explain":
-                # explain away: what the memory already attributes to a word not said is taken out of the frame
-                # before the words heard learn from it -- they learn from the unexplained (surprising) rest. A
-                # word follows this as far as it has evidence behind it (lam = 0 for a new word, which learns
-                # from the frames as they are: no lock-in on what the memory believes today)
-                # frame ~ g + alpha * c_rival + noise (noise covariance: the world's): alpha by generalised least
-                # squares, kept in [0, 1]; the rival's share alpha * c_rival is what is explained away
-                w_rival = rival @ self._w_cached  # [K, D]
-                alpha = np.sum(w_rival * fc, axis=1) / np.maximum(np.sum(w_rival * rival, axis=1), _TINY)
-                alpha = np.clip(alpha, 0.0, 1.0) * (other > 0)  # [K]
-                explained = p.explain * alpha[:, None] * rival
-                proj = np.linalg.norm(explained, axis=1)
-                lam = maturity
-                omega = 1.0 - p.explain * proj ** 2 / np.maximum(np.sum(fc * fc, axis=1), _TINY)
-            else:  # "gate": frames claimed by words not said count less, as far as the word heard is mature
-                heard = assoc.max(axis=0)
-                omega = np.minimum(2.0 / (1.0 + np.exp(-p.select_beta * (heard - other + p.select_margin))), 1.0)
-                lam = (1.0 - p.select_floor) * maturity  # [m]; 0 for a new word: no lock-in
-                omega_w = (1.0 - lam[:, None]) + lam[:, None] * omega[None, :]
+            w_rival = rival @ self._w_cached  # [K, D]
+            alpha = np.sum(w_rival * fc, axis=1) / np.maximum(np.sum(w_rival * rival, axis=1), _TINY)
+            alpha = np.clip(alpha, 0.0, 1.0) * (other > 0)  # [K]
+            explained = p.explain * alpha[:, None] * rival
+            proj = np.linalg.norm(explained, axis=1)
+            lam = maturity
+            omega = 1.0 - p.explain * proj ** 2 / np.maximum(np.sum(fc * fc, axis=1), _TINY)
+        elif self.reentrance:
+            # "gate": the memory's current state decides what in the window the words heard learn from. A frame
+            # that a word NOT said clearly names (the dress in view while "shoe" is heard: the other toy seen on
+            # looking away, the scene's other object, or all of a window where the thing named is absent) counts
+            # less for the words heard, as far as each has evidence behind it; a new word learns from the whole
+            # window (no lock-in). The judgement looks along the OTHER words' directions, not the heard word's
+            # own: choosing frames by how well they fit a word's own guess biases the word towards its guess
+            # (measured: 'predict'). A window mostly about something else teaches the words heard less.
+            rival = self._rival_evidence(frames, set(words))  # [K], world standard deviations
+            cut = 1.0 / (1.0 + np.exp(-np.clip(p.select_beta * (rival - p.select_threshold), -30.0, 30.0)))
+            omega = (1.0 - (1.0 - p.select_floor) * cut).astype(np.float32)
+            omega_w = (1.0 - maturity[:, None]) + maturity[:, None] * omega[None, :]
         eps = p.uniform_share(bg.utterances)
         credit = (1.0 - eps) * _softmax(p.credit_beta * assoc, axis=0) + eps / len(words)
         taken = credit * omega_w  # [m, K] frames' worth each word takes
@@ -621,18 +645,34 @@ class AssociativeMemory:
                           frame_taken={w: taken[i].tolist() for i, w in enumerate(words)})
         return ep, rep
 
-    def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Per frame, the strongest (clipped at 0) claim of a word NOT heard in this utterance and that word's
-        contrast m_u - g, what it adds to a frame ([K], [K, D]), from the committed state."""
+    def _competitor_rows(self, heard: set[str]) -> np.ndarray:
+        """The strongest `competitors` words in memory that were NOT heard in this utterance (committed state)."""
         self._ensure_derived()
         tb = self._table
         n = len(tb)
-        k = frames.shape[0]
         rows = np.arange(n)
         if n > self.params.competitors:  # only strong words can make strong claims (claim <= strength * |f - g|)
             rows = np.argpartition(-tb.strength[:n], self.params.competitors)[: self.params.competitors]
         heard_rows = {tb.index[w] for w in heard if w in tb.index}
-        rows = np.array([r for r in rows if r not in heard_rows], dtype=np.int64)
+        return np.array([r for r in rows if r not in heard_rows], dtype=np.int64)
+
+    def _rival_evidence(self, frames: np.ndarray, heard: set[str]) -> np.ndarray:
+        """Per frame [K], the strongest evidence that it shows a word NOT heard: that word's score v_u.(f - g)
+        in the world's standard deviations along v_u, weighed by how reliable a name it is (strength /
+        select_ref). Scale-free: it compares with how frames vary, not with other words' strengths."""
+        rows = self._competitor_rows(heard)
+        if rows.size == 0:
+            return np.full(frames.shape[0], -1e9, np.float32)
+        tb = self._table
+        z = (tb.vec[rows] @ (frames - self._g_cached).T) / tb.spread[rows, None]  # [M, K]
+        return (z * (tb.strength[rows] / self.params.select_ref)[:, None]).max(axis=0)
+
+    def _competitor_claims(self, frames: np.ndarray, heard: set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, the strongest (clipped at 0) claim of a word NOT heard in this utterance and that word's
+        contrast m_u - g, what it adds to a frame ([K], [K, D]), from the committed state."""
+        tb = self._table
+        k = frames.shape[0]
+        rows = self._competitor_rows(heard)
         if rows.size == 0:
             return np.zeros(k, np.float32), np.zeros((k, self.dim), np.float32)
         scores = tb.name_mat[rows] @ frames.T + tb.name_bias[rows, None]  # [M, K]
@@ -649,15 +689,16 @@ class AssociativeMemory:
         if self._full_rebuild or grown or (small and moved):
             self._g_cached = self._background_mean(self._bg)
             self._w_cached = whitener(self._bg, self.dim, self.params)
+            self._sigma_cached = world_covariance(self._bg, self.dim)
             if n:
-                tb.rederive(slice(0, n), self._g_cached, self.params, self._w_cached)
+                tb.rederive(slice(0, n), self._g_cached, self.params, self._w_cached, self._sigma_cached)
             self._rebuilt_at = self._bg.utterances
             self._full_rebuild = False
             self._stale_words.clear()
         elif self._stale_words:
             rows = np.array(sorted(tb.index[w] for w in self._stale_words if w in tb.index), dtype=np.int64)
             if rows.size:
-                tb.rederive(rows, self._g_cached, self.params, self._w_cached)
+                tb.rederive(rows, self._g_cached, self.params, self._w_cached, self._sigma_cached)
             self._stale_words.clear()
 
     def name(self, frame_embedding: np.ndarray, k: int = 5) -> list[tuple[str, float]]:

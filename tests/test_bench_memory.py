@@ -1,4 +1,4 @@
-"""tools/bench_memory.py: the figures line, the plot, and the ground-truth frame-choice headroom curve (d)."""
+"""tools/bench_memory.py: the figures line, the plot, and the ground-truth frame-choice curve (d)."""
 
 from __future__ import annotations
 

@@ -492,3 +492,32 @@ def test_raw_strength_would_name_rare_and_diffuse_words():
         world = _diffuse_and_rare_stream(mem)
         objects = min(mem.strength(c) for c in world.cats)
         assert mem.strength("hungry") > 0.5 * objects
+
+
+def test_reentrance_gate_judges_frames_by_the_words_not_said():
+    """The gate looks along the other words' directions, in the world's standard deviations: frames a known word
+    not said clearly shows count less for the word heard; frames nobody else names keep their full weight; a word
+    heard for the first time learns from the whole window; and a rival with a weak name cuts little."""
+    mem, world = _taught(5)
+    with mem:
+        fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # the child looks from thing1 to thing4
+        rep = mem.learn(["look", "thing1"], fr, 500.0, "look thing1")
+        w = np.array(rep.frame_weights)
+        assert w[:3].min() > 0.9 and w[3:].max() < 0.5
+        taken = np.array(rep.frame_taken["thing1"])
+        assert taken[3:].sum() < 0.4 * taken[:3].sum()
+        new = mem.learn(["look", "wug"], fr, 501.0, "look wug")  # a new word: no judgement yet, no lock-in
+        assert np.ptp(new.frame_taken["wug"]) < 0.5 * max(new.frame_taken["wug"])
+    # the same window, but thing4 was only heard a few times: its name is too weak to take frames away
+    world = World(seed=5)
+    with AssociativeMemory(":memory:", D) as mem:
+        for i in range(200):  # every thing but thing4 named
+            words, fr = world.utterance(c=[0, 1, 2, 3, 5, 6, 7][i % 7])
+            mem.learn(words, fr, float(i), " ".join(words))
+        for i in range(2):
+            words, f4 = world.utterance(c=4)
+            mem.learn(words, f4, 300.0 + i, " ".join(words))
+        assert mem.strength("thing4") < 0.5 * mem.strength("thing1")
+        rep = mem.learn(["look", "thing1"], np.concatenate([world.frames(1, 3), world.frames(4, 3)]), 500.0,
+                        "look thing1")
+        assert min(rep.frame_weights[3:]) > 0.5

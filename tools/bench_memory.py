@@ -9,7 +9,7 @@ Measures, side by side in one run:
     (a) the encoder only (a word = the bundle's utterance embedding), (b) the memory without re-entrance,
     (c) the memory with re-entrance; seeds averaged (a seed permutes the session in blocks of utterances and
     draws the trials); area under each curve with its spread over seeds. With the corpus's ground truth,
-    (d): (b) fed only the frames that truly show what is named -- the headroom any frame choice has. A word the memory has not heard yet
+    (d): (b) fed only the frames that truly show what is named -- what choosing frames within windows could gain. A word the memory has not heard yet
     falls back to the encoder's embedding, so all three start at the same point.
   * few-shot: a category kept out of training entirely (the corpus's novel.json / novel_exposures.json), its
     4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream);
@@ -277,9 +277,10 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
 
 def ideal_frames_curve(data: BenchData, order: list[int], checkpoints: list[int], trials, prior_vecs,
                        learning: LearningParams | None) -> list[float]:
-    """(d) headroom, not a learner: (b) fed only the frames of each naming window that truly show what is named
-    (the corpus's ground truth), repeated to the window's length so the word learns as much from the window as
-    (b) does -- what a perfect frame choice could gain over learning from every frame."""
+    """(d), not a learner: (b) fed only the frames of each naming window that truly show what is named (the
+    corpus's ground truth), repeated to the window's length so the word learns as much from the window as (b)
+    does -- what a perfect choice of frames WITHIN windows could gain over learning from every frame. (A learner
+    may also gain by learning less from whole windows about something else, which (d) does not do.)"""
     cats = set(data.categories)
     accs = []
     with AssociativeMemory(":memory:", data.dim, reentrance=False, learning=learning) as mem:
@@ -391,7 +392,7 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
         return False
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance",
-              "ideal_frames": "(d) ground-truth frames (headroom)"}
+              "ideal_frames": "(d) ground-truth frames in windows"}
     colours = {"encoder": "tab:blue", "memory": "tab:orange", "memory_reentrant": "tab:green",
                "ideal_frames": "tab:grey"}
     for k, lab in labels.items():
@@ -490,13 +491,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  (c) - (b): {np.mean(diff):+.4f} ± {np.std(diff):.4f} over seeds -> "
           f"{'(c) >= (b): PASS' if reentrance_ok else '(c) < (b): FAIL'} (mean); "
           f"beyond the seed spread: {verdict}")
-    print("  (c) - (b) per seed: " + " ".join(f"{d:+.4f}" for d in diff))
+    print("  (c) - (b) per seed: " + " ".join(f"{d:+.4f}" for d in diff)
+          + f"  ((c) > (b) in {int(np.sum(diff > 0))} of {len(diff)} seeds)")
     headroom = None
     if "ideal_frames" in aucs:  # what a perfect frame choice would gain: the most re-entrance could
         hd = np.array(aucs["ideal_frames"]) - np.array(aucs["memory"])
         headroom = (float(np.mean(hd)), float(np.std(hd)))
-        print(f"  (d) - (b): {headroom[0]:+.4f} ± {headroom[1]:.4f}: the headroom for choosing frames (ground truth "
-              f"of which frames show what is named; (d) is not a learner)")
+        print(f"  (d) - (b): {headroom[0]:+.4f} ± {headroom[1]:.4f}: what choosing frames WITHIN each window could "
+              f"gain (ground truth; the window's credit kept; (d) is not a learner)")
     on_target = None
     if data.views is not None:
         on_target = {k: float(np.mean([r["on_target"][k] for r in runs]))
@@ -533,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         "reentrance_minus_plain_auc": round(float(np.mean(diff)), 4),
         "reentrance_minus_plain_auc_sd": round(float(np.std(diff)), 4),
         "reentrance_minus_plain_auc_per_seed": [round(float(d), 4) for d in diff],
+        "reentrance_better_seeds": int(np.sum(diff > 0)),
         "ideal_frames_minus_plain_auc": None if headroom is None else round(headroom[0], 4),
         "ideal_frames_minus_plain_auc_sd": None if headroom is None else round(headroom[1], 4),
         "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict, "select_mode": learning.select_mode,
