@@ -184,7 +184,16 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     mem.close()
 
 
-def test_ctrl_c_flushes_what_was_heard_and_exits_cleanly(encoder, tmp_path):
+@pytest.fixture
+def python_sigint():
+    """Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with SIGINT
+    ignored, and Python then never installs its handler (the test then failed when CI ran in the background)."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_flushes_what_was_heard_and_exits_cleanly(encoder, tmp_path, python_sigint):
     """SIGINT in the middle of a paced session: run() returns, the memory holds every utterance heard."""
     path = tmp_path / "m.db"
     mem = AssociativeMemory(path, DIM)
