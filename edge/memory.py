@@ -16,7 +16,8 @@ frame seen, the background; v_w a word's unit vector, s_w its naming strength):
                   mode "gate" (default): that claim in the world's standard deviations along the word's direction,
                   z_u = v_u.(f - g) / sqrt(v_u' Sigma v_u), weighed by how reliable a name it is (s_u / 0.4); a
                   frame where it passes ~1.5 counts less (down to 0.1) for the words heard, as far as each has
-                  evidence behind it (a new word learns from the whole window). Judged along the OTHER words'
+                  evidence behind it (maturity: a word outside the vocabulary heard for the first time learns from
+                  the whole window; an encoder prior alone gives half a say). Judged along the OTHER words'
                   directions only, and scale-free (earlier gates compared raw claims, which scale with strengths).
                   mode "explain": the rival's share of the frame (generalised least squares along its contrast)
                   is taken out before the words heard learn from it. mode "predict": each word heard learns
@@ -609,8 +610,8 @@ class AssociativeMemory:
             # "gate": the memory's current state decides what in the window the words heard learn from. A frame
             # that a word NOT said clearly names (the dress in view while "shoe" is heard: the other toy seen on
             # looking away, the scene's other object, or all of a window where the thing named is absent) counts
-            # less for the words heard, as far as each has evidence behind it; a new word learns from the whole
-            # window (no lock-in). The judgement looks along the OTHER words' directions, not the heard word's
+            # less for the words heard, as far as each has evidence behind it (maturity); a word with none learns
+            # from the whole window (no lock-in). The judgement looks along the OTHER words' directions, not the heard word's
             # own: choosing frames by how well they fit a word's own guess biases the word towards its guess
             # (measured: 'predict'). A window mostly about something else teaches the words heard less.
             rival = self._rival_evidence(frames, set(words))  # [K], world standard deviations
