@@ -151,6 +151,18 @@ def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: 
     assert cli("ask", ["--memory", str(mem), "--word", "zyzzyva"]) == 0
     assert "no moments" in capsys.readouterr().out
 
+    # the demo's summary: its first word per image is what `ask` answers for that image
+    from edge.commands.demo import naming_summary
+    eval_set = json.loads((sample.corpus / "eval.json").read_text())["data"]
+    share, first = naming_summary(mem, sample.bundle, sample.corpus, eval_set)
+    printed = capsys.readouterr().out
+    assert f"for {len(eval_set)} never-seen images" in printed and f"{share:.0%}" in printed
+    assert share == sum(w == e["category"] for w, e in zip(first, eval_set)) / len(eval_set)
+    for e, w in list(zip(eval_set, first))[::max(1, len(eval_set) // 5)]:
+        assert cli("ask", ["--memory", str(mem), "--bundle", str(sample.bundle), "--image",
+                           str(sample.corpus / e["frame_filename"]), "-k", "1", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["words"][0][0] == w
+
 
 def test_ask_errors_are_clear(tmp_path):
     from edge.errors import MemoryStoreError

@@ -52,9 +52,9 @@ def _step(title: str, cmd: list[str], done: Path | None) -> None:
     print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
 
 
-def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict]) -> float:
+def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict]) -> tuple[float, list[str]]:
     """Print how often the memory's first word for a never-seen image is its category (all its words compete,
-    function words included), per category too; returns the overall share."""
+    function words included), per category too; returns the overall share and the first word per image."""
     from edge.bundle import load_bundle
     from edge.commands.ask import read_image
     from edge.encode import Encoder
@@ -72,7 +72,7 @@ def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict
     print(f"its first word for {len(labels)} never-seen images is the right one {right.mean():.0%} of the time "
           f"(all {n_words} words it heard compete; chance among the {len(cats)} object words {1 / len(cats):.0%})")
     print("   " + "  ".join(f"{c} {right[[lab == c for lab in labels]].mean():.0%}" for c in cats))
-    return float(right.mean())
+    return float(right.mean()), first
 
 
 def run(args: argparse.Namespace) -> int:
