@@ -172,7 +172,8 @@ class LearnerStats:
     words_heard: int = 0
     words_rejected: int = 0  # words longer than max_word_chars, dropped from their utterance
     words_learned: int = 0  # distinct words learned from in this run
-    media_time: float = 0.0  # s: how far the audio / transcript clock has come
+    media_time: float = 0.0  # s: how far the audio / transcript clock has come (read; speech may still queue)
+    paired_time: float = 0.0  # s: end of the latest utterance recognised and paired with frames (done with)
     errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -678,6 +679,7 @@ class Learner:
     def _learn(self, p: Paired) -> None:
         u = p.utterance
         o = self.options
+        self.stats.paired_time = max(self.stats.paired_time, u.end)
         ws = [w for w in split_words(u.text) if len(w) >= o.min_word_chars]
         long_words = sum(len(w) > o.max_word_chars for w in ws)
         if long_words:

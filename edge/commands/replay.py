@@ -67,14 +67,17 @@ def progress_printer(duration: float | None, enabled: bool):
     def show(stats) -> None:
         if not enabled:
             return
-        done = min(1.0, stats.media_time / duration) if duration else 0.0
+        # progress is what has been heard, recognised and learned from, not what has been read: at full speed
+        # the soundtrack is read long before speech recognition is through it
+        done = min(1.0, stats.paired_time / duration) if duration else 0.0
         if not tty:  # a log file: one line per 10 %
             if done - last[0] < 0.1 and done < 1.0:
                 return
             last[0] = done
         bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
-        line = (f"[{bar}] {100 * done:5.1f}% {stats.media_time:7.1f} s  utterances {stats.utterances}  "
-                f"words {stats.words_learned}  frames {stats.frames_encoded} (dropped {stats.frames_dropped})")
+        line = (f"[{bar}] {100 * done:5.1f}% learned to {stats.paired_time:6.1f} s (read {stats.media_time:.0f} s)"
+                f"  utterances {stats.utterances}  words {stats.words_learned}  frames {stats.frames_encoded} "
+                f"(dropped {stats.frames_dropped})")
         print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     return show
