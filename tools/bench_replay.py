@@ -30,12 +30,12 @@ from pathlib import Path
 # threads fighting onnxruntime and pocketsphinx for the cores slow the memory's small products many times.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from edge.commands.ask import encode_image_files
 from edge.errors import FirstwordsError
 
 
@@ -50,15 +50,6 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
         labels.append(c)
         paths.append(corpus / it["frame_filename"])
     return labels, paths
-
-
-def embed_eval(encoder, paths: list[Path]) -> np.ndarray:
-    from edge.commands.ask import read_image
-
-    out = []
-    for i in range(0, len(paths), 32):
-        out.append(encoder.encode_image([read_image(str(p)) for p in paths[i:i + 32]]))
-    return np.concatenate(out)
 
 
 def replay_once(session_path: Path, encoder, cfg, words_from: str, speed, bias: str, memory_path: Path):
@@ -126,7 +117,7 @@ def bench(args: argparse.Namespace) -> int:
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
     cats = sorted(set(labels))
-    img = embed_eval(encoder, paths)
+    img = encode_image_files(encoder, paths, batch=32)
     trials = make_trials(labels, n_way=4, trials_per_category=args.trials, seed=0)
     enc_words = {c: encoder.word_embedding(c) for c in cats}
     enc_result = score_trials(trials, img, enc_words)

@@ -31,6 +31,14 @@ def read_image(path: str):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def encode_image_files(encoder, paths, batch: int = 64):
+    """Image embeddings [N, D] of image files, read and encoded `batch` at a time (bounded RAM)."""
+    import numpy as np
+
+    return np.concatenate([encoder.encode_image([read_image(str(p)) for p in paths[i:i + batch]])
+                           for i in range(0, len(paths), batch)])
+
+
 def run(args: argparse.Namespace) -> int:
     from edge.errors import InputError, MemoryStoreError
     from edge.memory import AssociativeMemory

@@ -56,13 +56,12 @@ def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict
     """Print how often the memory's first word for a never-seen image is its category (all its words compete,
     function words included), per category too; returns the overall share and the first word per image."""
     from edge.bundle import load_bundle
-    from edge.commands.ask import read_image
+    from edge.commands.ask import encode_image_files
     from edge.encode import Encoder
     from edge.memory import AssociativeMemory
 
     enc = Encoder(load_bundle(bundle))
-    emb = np.concatenate([enc.encode_image([read_image(str(corpus / e["frame_filename"])) for e in eval_set[i:i + 64]])
-                          for i in range(0, len(eval_set), 64)])
+    emb = encode_image_files(enc, [corpus / e["frame_filename"] for e in eval_set])
     with AssociativeMemory.open_existing(memory) as mem:
         first = [(mem.name(x, k=1) or [("", 0.0)])[0][0] for x in emb]
         n_words = len(mem.words())
