@@ -232,9 +232,9 @@ def _check_utterance(u: Utterance, dim: int) -> tuple[list[str], np.ndarray, flo
 def world_covariance(bg: Background, dim: int) -> np.ndarray:
     """The covariance of every frame seen [D, D] (isotropic, the unit vectors' share, before two frames)."""
     if bg.second is None or bg.count < 2:
-        return np.eye(dim, dtype=np.float32) / dim
+        return np.eye(dim) / dim
     g = bg.total / bg.count
-    return (bg.second / bg.count - np.outer(g, g)).astype(np.float32)
+    return bg.second / bg.count - np.outer(g, g)
 
 
 def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
@@ -244,8 +244,7 @@ def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
     eye = np.eye(dim)
     if bg.second is None or bg.count < 2 or not params.whiten:
         return eye
-    g = bg.total / bg.count
-    sigma = bg.second / bg.count - np.outer(g, g)
+    sigma = world_covariance(bg, dim)
     scale = max(float(np.trace(sigma)) / dim, 1e-9)
     shrink = dim / (dim + bg.count)  # towards the identity while frames are few
     sigma = (1.0 - shrink) * sigma + (shrink + params.whiten_eps) * scale * eye
@@ -441,7 +440,7 @@ class AssociativeMemory:
         self._full_rebuild = True
         self._g_cached = np.zeros(dim, np.float32)
         self._w_cached = np.eye(dim)
-        self._sigma_cached = np.eye(dim, dtype=np.float32) / dim
+        self._sigma_cached = np.eye(dim) / dim
         self._rebuilt_at = 0
         self._closed = False
         if len(self._table) > self.capacity_words:
