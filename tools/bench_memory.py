@@ -226,6 +226,16 @@ def accuracy(vectors: dict[str, np.ndarray], trials, emb) -> float:
     return score_trials(trials, emb, vectors).overall
 
 
+def memory_accuracy(mem: AssociativeMemory, data: BenchData, prior_vecs: dict, trials) -> float:
+    """Held-out 4-way accuracy of the memory's category words; a word it has not heard falls back to the encoder's
+    embedding, and one never heard and not in the vocabulary is a zero vector (counted wrong)."""
+    vecs = dict(prior_vecs)
+    vecs.update(mem.word_vectors(data.categories))
+    for c in data.categories:
+        vecs.setdefault(c, np.zeros(data.dim, np.float32))
+    return accuracy(vecs, trials, data.eval_emb)
+
+
 def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_per_cat: int,
                    learning: LearningParams | None = None) -> dict:
     """(b) and (c) are the same learner (same params), with re-entrant frame selection off and on. Also the
@@ -255,11 +265,7 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
                             total += sum(taken)
                             on += sum(x for x, v in zip(taken, data.views[i]) if w in v)
                 done = cp
-                vecs = dict(prior_vecs)
-                vecs.update(mem.word_vectors(data.categories))
-                for c in data.categories:  # never heard and not in the vocabulary: a zero vector (counted wrong)
-                    vecs.setdefault(c, np.zeros(data.dim, np.float32))
-                accs.append(accuracy(vecs, trials, data.eval_emb))
+                accs.append(memory_accuracy(mem, data, prior_vecs, trials))
             few[name] = few_shot(mem, data, seed)
         curves[name] = accs
         on_target[name] = on / total if total else float("nan")
@@ -293,11 +299,7 @@ def ideal_frames_curve(data: BenchData, order: list[int], checkpoints: list[int]
                 frames = u.frame_embeddings[np.resize(np.array(keep), len(views))] if keep else u.frame_embeddings
                 mem.learn(u.words, frames, u.t, u.text, {w: data.prior[w] for w in u.words if w in data.prior})
             done = cp
-            vecs = dict(prior_vecs)
-            vecs.update(mem.word_vectors(data.categories))
-            for c in data.categories:
-                vecs.setdefault(c, np.zeros(data.dim, np.float32))
-            accs.append(accuracy(vecs, trials, data.eval_emb))
+            accs.append(memory_accuracy(mem, data, prior_vecs, trials))
     return accs
 
 
