@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from edge.errors import DataError, InputError, MissingExtraError
-from edge.hear import SAMPLE_RATE, check_audio
+from firstwords.edge.errors import DataError, InputError, MissingExtraError
+from firstwords.edge.hear import SAMPLE_RATE, check_audio
 
 log = logging.getLogger(__name__)
 
@@ -261,5 +260,5 @@ def make_recognizer(name: str = "pocketsphinx", **kwargs) -> Recognizer:
     factory = RECOGNIZERS.get(name) or _from_entry_points(name)
     if factory is None:
         raise InputError(f"unknown recognizer {name!r}; available: {available_recognizers()}. Add one with "
-                         "edge.asr.register_recognizer or a 'firstwords.recognizers' entry point")
+                         "firstwords.edge.asr.register_recognizer or a 'firstwords.recognizers' entry point")
     return factory(**kwargs)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from edge.errors import FirstwordsError
+from firstwords.edge.errors import FirstwordsError
 
 log = logging.getLogger(__name__)
 

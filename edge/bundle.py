@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from edge.errors import BundleError
-from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.errors import BundleError
+from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
 

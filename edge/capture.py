@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-
-from edge.errors import DataError, DeviceError, MissingExtraError
+from firstwords.edge.errors import DataError, DeviceError, MissingExtraError
 
 log = logging.getLogger(__name__)
 

@@ -18,21 +18,21 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from types import ModuleType
 
-from edge.errors import FirstwordsError
+from firstwords.edge.errors import FirstwordsError
 
 # name -> module; the order is the order shown in --help (the data flow: train -> export -> run).
 COMMANDS: dict[str, str] = {
-    "demo": "edge.commands.demo",
-    "train": "export.commands.train",
-    "eval": "export.commands.eval",
-    "export": "export.commands.export",
-    "convert-cvcl": "export.commands.convert_cvcl",
-    "run": "edge.commands.run",
-    "replay": "edge.commands.replay",
-    "ask": "edge.commands.ask",
-    "forget": "edge.commands.forget",
-    "profile": "edge.commands.profile",
-    "doctor": "edge.commands.doctor",
+    "demo": "firstwords.edge.commands.demo",
+    "train": "firstwords.export.commands.train",
+    "eval": "firstwords.export.commands.eval",
+    "export": "firstwords.export.commands.export",
+    "convert-cvcl": "firstwords.export.commands.convert_cvcl",
+    "run": "firstwords.edge.commands.run",
+    "replay": "firstwords.edge.commands.replay",
+    "ask": "firstwords.edge.commands.ask",
+    "forget": "firstwords.edge.commands.forget",
+    "profile": "firstwords.edge.commands.profile",
+    "doctor": "firstwords.edge.commands.doctor",
 }
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from edge.errors import ConfigError
+from firstwords.edge.errors import ConfigError
 
 QUANTIZATION_FORMATS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 VAD_KINDS = ("energy", "silero")

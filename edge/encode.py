@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge.bundle import Bundle, load_bundle
-from edge.errors import BundleError, InputError
-from edge.preprocess import prepare_images
+from firstwords.edge.bundle import Bundle, load_bundle
+from firstwords.edge.errors import BundleError, InputError
+from firstwords.edge.preprocess import prepare_images
 
 log = logging.getLogger(__name__)
 

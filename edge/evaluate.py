@@ -12,8 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from edge.errors import InputError
+from firstwords.edge.errors import InputError
 
 
 @dataclass(frozen=True)

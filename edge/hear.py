@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-from edge.errors import DataError, DeviceError, InputError, MissingExtraError
+from firstwords.edge.errors import DataError, DeviceError, InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
 

@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-
-from edge.errors import InputError
-from edge.pair import Paired, Pairer, Utterance
-from edge.tokenize import words as split_words
+from firstwords.edge.errors import InputError
+from firstwords.edge.pair import Paired, Pairer, Utterance
+from firstwords.edge.tokenize import words as split_words
 
 log = logging.getLogger(__name__)
 

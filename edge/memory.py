@@ -58,9 +58,8 @@ from pathlib import Path
 from typing import Self
 
 import numpy as np
-
-from edge.errors import InputError, MemoryStoreError
-from edge.memory_store import (
+from firstwords.edge.errors import InputError, MemoryStoreError
+from firstwords.edge.memory_store import (
     RESET_HINT,
     Background,
     EpisodeRow,

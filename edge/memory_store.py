@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from edge.errors import MemoryStoreError
+from firstwords.edge.errors import MemoryStoreError
 
 log = logging.getLogger(__name__)
 

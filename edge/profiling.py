@@ -41,9 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge.config import DeviceConfig
-from edge.errors import DataError, InputError
+from firstwords.edge.config import DeviceConfig
+from firstwords.edge.errors import DataError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> list[np.
 
 def speak(text: str, voice: str = "en-us", wpm: int = 165) -> np.ndarray:
     """espeak-ng speech as float32 mono 16 kHz (DataError if espeak-ng is missing or fails)."""
-    from edge.hear import resample
+    from firstwords.edge.hear import resample
 
     exe = shutil.which("espeak-ng")
     if exe is None:
@@ -200,8 +199,8 @@ def speech_sample(session: str | Path | None = None, texts: Sequence[str] = DEFA
     """Speech to profile VAD and ASR on: the first `max_seconds` of a session's soundtrack (with its
     transcript), else the texts spoken by espeak-ng with pauses between them; None when neither is available."""
     if session is not None:
-        from edge.hear import read_audio
-        from edge.transcripts import load_transcript
+        from firstwords.edge.hear import read_audio
+        from firstwords.edge.transcripts import load_transcript
 
         p = Path(session)
         meta_path = p / "session.json" if p.is_dir() else None
@@ -237,7 +236,7 @@ def speech_sample(session: str | Path | None = None, texts: Sequence[str] = DEFA
 def session_texts(session: str | Path | None, limit: int = 200) -> list[str]:
     """Utterance texts from a session's transcript (for utterance encoding), else a few sample sentences."""
     if session is not None:
-        from edge.transcripts import load_transcript
+        from firstwords.edge.transcripts import load_transcript
 
         p = Path(session)
         srt = sorted(p.glob("*.srt")) if p.is_dir() else ([p] if p.suffix in (".srt", ".vtt", ".csv") else [])
@@ -251,7 +250,7 @@ def session_texts(session: str | Path | None, limit: int = 200) -> list[str]:
 def fill_memory(mem: Any, n_words: int, seed: int = 0, words_per_utterance: int = 10,
                 frames_per_utterance: int = 4, chunk: int = 200) -> None:
     """Teach an AssociativeMemory n_words distinct synthetic words (random unit frame embeddings)."""
-    from edge.memory import Utterance as MemUtterance
+    from firstwords.edge.memory import Utterance as MemUtterance
 
     rng = np.random.default_rng(seed)
     batch = []
@@ -272,7 +271,7 @@ def measure_memory(dim: int, n_words: int, runs: int, frames: int, db_dir: str |
                    seed: int = 0, capacity_words: int | None = None,
                    capacity_episodes: int = 50_000) -> tuple[list[float], list[float]]:
     """(learn seconds per utterance, name() seconds per query) on a file memory holding n_words words."""
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.memory import AssociativeMemory
 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="firstwords-profile-", dir=db_dir) as tmp:
@@ -299,7 +298,7 @@ def measure_memory(dim: int, n_words: int, runs: int, frames: int, db_dir: str |
 
 def measure_pairing(fps: float, max_frames: int, dim: int, runs: int) -> list[float]:
     """Seconds per closed window: a 60 s ring of frame embeddings, utterances every ~3 s."""
-    from edge.pair import Pairer, Utterance
+    from firstwords.edge.pair import Pairer, Utterance
 
     pairer = Pairer(fps=fps, max_frames=max_frames, ring_seconds=60.0)
     rng = np.random.default_rng(0)
@@ -330,7 +329,7 @@ def measure_pairing(fps: float, max_frames: int, dim: int, runs: int) -> list[fl
 
 def measure_vad(kind: str, audio: np.ndarray, block_ms: int) -> list[float]:
     """ms of compute per second of audio, one value per block fed (the VAD's streaming interface)."""
-    from edge.vad import make_vad
+    from firstwords.edge.vad import make_vad
 
     vad = make_vad(kind)
     block = max(1, int(SAMPLE_RATE * block_ms / 1000))
@@ -350,7 +349,7 @@ def speech_segments(sample: SpeechSample, kind: str = "energy", limit: int = 20)
         segs = [sample.audio[int(max(0, s - 0.1) * SAMPLE_RATE):int((e + 0.1) * SAMPLE_RATE)]
                 for s, e, _ in sample.utterances]
     else:
-        from edge.vad import make_vad
+        from firstwords.edge.vad import make_vad
 
         segs = [s.audio for s in make_vad(kind).segment(sample.audio)]
     return [s for s in segs if len(s) >= SAMPLE_RATE // 4][:limit]
@@ -370,7 +369,7 @@ def measure_asr(recognizer: Any, segments: Sequence[np.ndarray]) -> list[float]:
 
 def known_word_batches(texts: Sequence[str], knows: Callable[[str], bool]) -> list[list[str]]:
     """What the learner encodes per utterance: the sorted in-vocabulary words (utterances with none skipped)."""
-    from edge.tokenize import words as split_words
+    from firstwords.edge.tokenize import words as split_words
 
     out = []
     for t in texts:
@@ -409,8 +408,8 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
                     asr_segments: int = 12, speech: SpeechSample | None = None) -> LatencyReport:
     """Measure every stage with the config's settings (threads, camera size, VAD, recogniser, pairing,
     memory capacity) and compare it with the config's [budget]. bundle: a path or an edge.bundle.Bundle."""
-    from edge.bundle import Bundle, load_bundle
-    from edge.encode import Encoder
+    from firstwords.edge.bundle import Bundle, load_bundle
+    from firstwords.edge.encode import Encoder
 
     if runs < 3:
         raise InputError(f"runs must be at least 3 for a median and a p95, got {runs}")
@@ -504,8 +503,8 @@ def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limi
         return skipped("asr", budget, "the config's recognizer is 'transcript' (no speech recognition)")
     if sample is None:
         return skipped("asr", budget, "no speech: give --session or install espeak-ng")
-    from edge.asr import make_recognizer
-    from edge.errors import MissingExtraError
+    from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.errors import MissingExtraError
 
     try:
         rec = make_recognizer(config.audio.recognizer, vocabulary=[w for w in b.vocab.ids if not w.startswith("<")])
@@ -583,7 +582,7 @@ def memory_options_tuner(ort_opts: OrtMemoryOptions) -> Callable[[Any], None]:
 
 def tuned_session(path: str | Path, threads: int | None, ort_opts: OrtMemoryOptions):
     """edge.encode.make_session's settings plus the memory options."""
-    from edge.encode import make_session
+    from firstwords.edge.encode import make_session
 
     return make_session(path, threads, tune=memory_options_tuner(ort_opts))
 
@@ -607,7 +606,7 @@ class ProbeSpec:
 
 def looped_frames(video: Path, fps: float, seconds: float) -> Iterator[tuple[float, np.ndarray]]:
     """A session's video played again and again, time running on, until `seconds` of media."""
-    from edge.capture import VideoFileSource
+    from firstwords.edge.capture import VideoFileSource
 
     offset = 0.0
     while offset < seconds:
@@ -642,7 +641,7 @@ class LoopedFrames:
 
 def looped_utterances(utterances: Sequence[Any], period: float, seconds: float) -> list[Any]:
     """The transcript repeated every `period` seconds up to `seconds` (edge.pair.Utterance objects)."""
-    from edge.pair import Utterance
+    from firstwords.edge.pair import Utterance
 
     if period <= 0:
         raise InputError("the session's duration must be positive to loop it")
@@ -658,7 +657,7 @@ def looped_utterances(utterances: Sequence[Any], period: float, seconds: float) 
 
 def session_files(session: str | Path) -> tuple[Path, Path, float]:
     """(video, transcript, duration s) of a session folder written by tools/make_sample_session.py."""
-    from edge.replay import discover_session, session_duration
+    from firstwords.edge.replay import discover_session, session_duration
 
     s = discover_session(session)
     if s.transcript is None:
@@ -674,8 +673,8 @@ def session_files(session: str | Path) -> tuple[Path, Path, float]:
 def replay_looped(encoder: Any, memory: Any, session: str | Path, minutes: float, *, fps: float = 5.0,
                   max_frames: int = 32, frame_queue: int = 8) -> Any:
     """Replay `minutes` of a session (looped if shorter) through the learner at full speed, transcript path."""
-    from edge.learner import Learner, LearnerOptions
-    from edge.replay import load_utterances
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.replay import load_utterances
 
     video, transcript, duration = session_files(session)
     seconds = minutes * 60.0
@@ -697,10 +696,9 @@ def probe_main(spec: ProbeSpec) -> dict[str, Any]:
 
     mark("python + numpy")
     import onnxruntime  # noqa: F401  (its own import cost is part of the runtime's baseline)
-
-    from edge.bundle import load_bundle
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
 
     mark("+ onnxruntime and edge imported")
     out: dict[str, Any] = {"spec": asdict(spec)}
@@ -757,7 +755,7 @@ def probe_main(spec: ProbeSpec) -> dict[str, Any]:
 
 def run_probe(spec: ProbeSpec, timeout: float = 1800.0) -> dict[str, Any]:
     """probe_main in a fresh Python process (so earlier allocations do not hide this one's peak)."""
-    cmd = [sys.executable, "-m", "edge.profiling", "--probe", json.dumps(asdict(spec))]
+    cmd = [sys.executable, "-m", "firstwords.edge.profiling", "--probe", json.dumps(asdict(spec))]
     repo = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=os.getcwd(),
@@ -834,7 +832,7 @@ def sweep_memory_size(dim: int, sizes: Sequence[int], runs: int, frames: int = 1
                       db_dir: str | Path | None = None, seed: int = 0) -> tuple[Sweep, Sweep]:
     """memory_update and memory_query medians against the number of words held: one SQLite-file memory per
     size, all open at once, measured interleaved."""
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.memory import AssociativeMemory
 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory(prefix="firstwords-profile-", dir=db_dir) as tmp:
@@ -888,8 +886,8 @@ def time_interleaved(calls: Sequence[Callable[[], Any]], runs: int, warmup: int 
 
 def sweep_threads(bundle: Any, threads: Sequence[int], runs: int) -> Sweep:
     """image_encode median (batch 1) against onnxruntime's intra-op threads, measured interleaved."""
-    from edge.bundle import Bundle, load_bundle
-    from edge.encode import Encoder
+    from firstwords.edge.bundle import Bundle, load_bundle
+    from firstwords.edge.encode import Encoder
 
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     encs = [Encoder(b, threads=n) for n in threads]
@@ -904,7 +902,7 @@ def sweep_threads(bundle: Any, threads: Sequence[int], runs: int) -> Sweep:
 def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
     """image_encode median (batch 1) against the input's pixel count (one bundle per input size), measured
     interleaved; cost should follow the pixel count (exponent ~1)."""
-    from edge.encode import Encoder
+    from firstwords.edge.encode import Encoder
 
     sizes = sorted(bundles)
     encs = [Encoder(bundles[size], threads=threads) for size in sizes]

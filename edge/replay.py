@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.capture import IMAGE_SUFFIXES, ImageFolderSource, PacedSource, VideoFileSource
-from edge.errors import DataError, InputError
-from edge.learner import Learner, LearnerOptions, LearnerReport, LearnerStats
-from edge.pair import Utterance
+from firstwords.edge.capture import IMAGE_SUFFIXES, ImageFolderSource, PacedSource, VideoFileSource
+from firstwords.edge.errors import DataError, InputError
+from firstwords.edge.learner import Learner, LearnerOptions, LearnerReport, LearnerStats
+from firstwords.edge.pair import Utterance
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def choose_words_source(session: Session, words_from: str, recognizer_name: str 
 
 
 def load_utterances(path: Path) -> list[Utterance]:
-    from edge.transcripts import load_transcript
+    from firstwords.edge.transcripts import load_transcript
 
     return [Utterance(float(u.start), float(u.end), u.text, u.speaker or "") for u in load_transcript(path)]
 
@@ -214,11 +214,11 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
         frames = PacedSource(frames, speed=speed)
     kw: dict[str, Any] = {}
     if source == "audio":
-        from edge.hear import AudioFileSource
+        from firstwords.edge.hear import AudioFileSource
 
         if vad is None or recognizer is None:
             raise InputError("the audio path needs a vad and a recognizer (edge.vad.make_vad, "
-                             "edge.asr.make_recognizer)")
+                             "firstwords.edge.asr.make_recognizer)")
         kw.update(audio=AudioFileSource(session.audio, speed=speed), vad=vad, recognizer=recognizer)
     else:
         kw.update(transcript=load_utterances(session.transcript), transcript_paced=speed)
@@ -244,8 +244,8 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "lm", thre
     """The audio path's VAD and recogniser. bias 'lm' (default): pocketsphinx with a language model over the
     bundle's vocabulary — on the sample session's synthetic voice it recovered 97 % of object words at 0.09x
     real time, against 93 % at 0.9x for 'grammar'; 'none' = pocketsphinx's open-vocabulary English LM."""
-    from edge.asr import make_recognizer
-    from edge.vad import make_vad
+    from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.vad import make_vad
 
     vad = make_vad(vad_name, **({"threads": threads} if vad_name == "silero" else {}))
     if bias == "none":
@@ -263,7 +263,7 @@ def object_word_recovery(heard: Sequence[Utterance], spoken: Sequence[Utterance]
                          slack: float = 0.3) -> dict[str, Any]:
     """How many object words spoken (the transcript) were recognised in speech overlapping them in time
     (within `slack` s), and how many recognised object words were not said there (false alarms)."""
-    from edge.tokenize import words
+    from firstwords.edge.tokenize import words
 
     objs = set(object_words)
     heard_words = [(u.start, u.end, set(words(u.text))) for u in heard]

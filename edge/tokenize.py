@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from edge.errors import BundleError
+from firstwords.edge.errors import BundleError
 
 PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
 SPECIAL_TOKENS = {PAD: 0, UNK: 1, SOS: 2, EOS: 3}

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import DataError
+from firstwords.edge.errors import DataError
 
 log = logging.getLogger(__name__)
 

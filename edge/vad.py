@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from edge.errors import BundleError, InputError, MissingExtraError
-from edge.hear import SAMPLE_RATE, AudioBlock, check_audio
+from firstwords.edge.errors import BundleError, InputError, MissingExtraError
+from firstwords.edge.hear import SAMPLE_RATE, AudioBlock, check_audio
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ torch is imported lazily (through `require_torch`) so that `firstwords --help` a
 on an install without the `train` extra.
 """
 
-from edge.errors import MissingExtraError
+from firstwords.edge.errors import MissingExtraError
 
 
 def require_torch():

@@ -29,8 +29,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from edge.atomic import pid_alive
-from edge.bundle import (
+from firstwords.edge.atomic import pid_alive
+from firstwords.edge.bundle import (
     FORMAT_NAME,
     FORMAT_VERSION,
     IMAGE_FILE,
@@ -40,8 +40,8 @@ from edge.bundle import (
     load_bundle,
     sha256_file,
 )
-from edge.errors import BundleError
-from edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.errors import BundleError
+from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,10 @@ import time
 from pathlib import Path
 
 import torch
-
-from edge.errors import ConfigError, DataError
-from edge.tokenize import Vocab
-from export.config import ModelConfig, config_from_dict
-from export.model import DualEncoder, build_model
+from firstwords.edge.errors import ConfigError, DataError
+from firstwords.edge.tokenize import Vocab
+from firstwords.export.config import ModelConfig, config_from_dict
+from firstwords.export.model import DualEncoder, build_model
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge.errors import ConfigError
+from firstwords.edge.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 DEFAULT_CONFIG = "compact"

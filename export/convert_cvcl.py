@@ -20,11 +20,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from firstwords.edge.errors import DataError
+from firstwords.edge.tokenize import Vocab
+from firstwords.export.model import Bottleneck, ImageEncoder, UtteranceEncoder, cvcl_key_map
 from torch import nn
-
-from edge.errors import DataError
-from edge.tokenize import Vocab
-from export.model import Bottleneck, ImageEncoder, UtteranceEncoder, cvcl_key_map
 
 log = logging.getLogger(__name__)
 

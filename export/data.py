@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from edge.errors import DataError, MissingExtraError
-from edge.evaluate import Trial
-from edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare_images
-from edge.tokenize import Vocab
+from firstwords.edge.errors import DataError, MissingExtraError
+from firstwords.edge.evaluate import Trial
+from firstwords.edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare_images
+from firstwords.edge.tokenize import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -409,7 +408,7 @@ except ImportError:  # pragma: no cover - exercised only on installs without the
 
 
 def _require_torch():
-    from export import require_torch
+    from firstwords.export import require_torch
     return require_torch()
 
 

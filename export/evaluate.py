@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from edge.errors import DataError, InputError
-from edge.evaluate import EvalResult, Trial, make_trials, score_trials
-from edge.preprocess import prepare_images
-from edge.tokenize import Vocab
-from export.data import load_eval_set, load_frame
+from firstwords.edge.errors import DataError, InputError
+from firstwords.edge.evaluate import EvalResult, Trial, make_trials, score_trials
+from firstwords.edge.preprocess import prepare_images
+from firstwords.edge.tokenize import Vocab
+from firstwords.export.data import load_eval_set, load_frame
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ def evaluate_model(model, vocab: Vocab, eval_json: str | Path, size: int, mean, 
 def evaluate_checkpoint(checkpoint: str | Path, eval_json: str | Path, *, n_way: int = 4, trials: int = 100,
                         seed: int = 0, frames_root=None, progress: bool = False) -> EvalResult:
     """Load a checkpoint (directory or training run) and evaluate it; reusable by the export parity gate."""
-    from export.checkpoint import load_checkpoint
+    from firstwords.export.checkpoint import load_checkpoint
     model, vocab, cfg, _ = load_checkpoint(checkpoint)
     return evaluate_model(model, vocab, eval_json, cfg.image.input_size, cfg.image.mean, cfg.image.std,
                           n_way=n_way, trials=trials, seed=seed, frames_root=frames_root, progress=progress)
@@ -131,8 +130,7 @@ def plot_per_category(result: EvalResult, out_png: str | Path, title: str = "") 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from edge.evaluate import wilson_interval
+    from firstwords.edge.evaluate import wilson_interval
 
     cats = sorted(result.per_category, key=lambda c: -result.per_category[c])
     accs = [result.per_category[c] for c in cats]

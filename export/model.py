@@ -19,10 +19,9 @@ from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
+from firstwords.edge.errors import ConfigError, MissingExtraError
+from firstwords.export.config import ModelConfig
 from torch import nn
-
-from edge.errors import ConfigError, MissingExtraError
-from export.config import ModelConfig
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ class ExportedTowers:
 
 def _tower_modules(model):
     """Each tower as a module of its own (works for any model with encode_image / encode_utterance)."""
-    from export.model import ImageTower, UtteranceTower
+    from firstwords.export.model import ImageTower, UtteranceTower
 
     return ImageTower(model).eval(), UtteranceTower(model).eval()
 
@@ -134,10 +134,10 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
     """
     import tempfile
 
-    from edge.bundle import QUANTIZATIONS
-    from export.bundle import write_bundle
-    from export.parity import gate, measure_parity
-    from export.quantize import (
+    from firstwords.edge.bundle import QUANTIZATIONS
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.parity import gate, measure_parity
+    from firstwords.export.quantize import (
         STATIC_FORMATS,
         capped_fp32_first_convs,
         quantize_image_tower,
@@ -210,7 +210,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             **(extra_manifest or {}),
         }
         path = write_bundle(out, img, utt, vocab, fields)
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     b = load_bundle(path, check_checksums=False)
     sizes = b.file_bytes()

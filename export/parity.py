@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge.encode import make_session
-from edge.errors import FirstwordsError
-from edge.evaluate import Trial, make_trials, score_trials
-from edge.tokenize import Vocab
+from firstwords.edge.encode import make_session
+from firstwords.edge.errors import FirstwordsError
+from firstwords.edge.evaluate import Trial, make_trials, score_trials
+from firstwords.edge.tokenize import Vocab
 
 log = logging.getLogger(__name__)
 

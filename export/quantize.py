@@ -41,8 +41,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
-from edge.bundle import QUANTIZATIONS
+from firstwords.edge.bundle import QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 

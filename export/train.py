@@ -1,7 +1,7 @@
 """Training: CVCL's contrastive recipe, config-driven, seeded, resumable, scale-out through torchrun.
 
     firstwords train --config compact --data work/corpus/train.json -o work/ckpt
-    torchrun --nproc_per_node 2 -m export.train --config compact --data work/corpus/train.json -o work/ckpt
+    torchrun --nproc_per_node 2 -m firstwords.export.train --config compact --data work/corpus/train.json -o work/ckpt
 
 Two modes, chosen by the config:
 - cached features (train.cache_features, frozen backbone): the backbone runs once per frame (the device's
@@ -33,16 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from firstwords.edge.errors import DataError, FirstwordsError
+from firstwords.edge.tokenize import Vocab, build_vocab
+from firstwords.export.checkpoint import load_checkpoint, save_checkpoint
+from firstwords.export.config import ModelConfig, load_model_config
+from firstwords.export.data import LoadReport, PairDataset, load_cvcl_metadata, load_eval_set, split_records
+from firstwords.export.evaluate import embed_images, evaluate_embeddings, word_vectors
+from firstwords.export.loss import batch_accuracy, infonce_loss
+from firstwords.export.model import DualEncoder, build_model, count_parameters
 from torch import nn
-
-from edge.errors import DataError, FirstwordsError
-from edge.tokenize import Vocab, build_vocab
-from export.checkpoint import load_checkpoint, save_checkpoint
-from export.config import ModelConfig, load_model_config
-from export.data import LoadReport, PairDataset, load_cvcl_metadata, load_eval_set, split_records
-from export.evaluate import embed_images, evaluate_embeddings, word_vectors
-from export.loss import batch_accuracy, infonce_loss
-from export.model import DualEncoder, build_model, count_parameters
 
 log = logging.getLogger(__name__)
 
@@ -631,7 +630,7 @@ class _SafePairs(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------- torchrun
 
 
-from export.train_args import add_train_arguments
+from firstwords.export.train_args import add_train_arguments
 
 
 def options_from_args(a: argparse.Namespace) -> TrainOptions:
@@ -658,8 +657,8 @@ def describe(result: TrainResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `torchrun ... -m export.train` (the CLI's `firstwords train` calls train() too)."""
-    p = argparse.ArgumentParser(prog="python -m export.train", description=__doc__.split("\n\n")[0])
+    """Entry point for `torchrun ... -m firstwords.export.train` (the CLI's `firstwords train` calls train() too)."""
+    p = argparse.ArgumentParser(prog="python -m firstwords.export.train", description=__doc__.split("\n\n")[0])
     add_train_arguments(p)
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))

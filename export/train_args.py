@@ -1,4 +1,4 @@
-"""Arguments of `firstwords train` / `python -m export.train` (argparse only: importable without torch)."""
+"""Arguments of `firstwords train` / `python -m firstwords.export.train` (argparse only: importable without torch)."""
 
 from __future__ import annotations
 

@@ -6,8 +6,7 @@ import threading
 import time
 
 import numpy as np
-
-from edge.hear import SAMPLE_RATE, MicrophoneSource
+from firstwords.edge.hear import SAMPLE_RATE, MicrophoneSource
 
 
 class FileFedMicrophone(MicrophoneSource):

@@ -67,7 +67,7 @@ def build(root: Path, n_train: int = 96, n_val: int = 16, n_eval_per: int = 8, f
 
 def tiny_config(path: Path, cache: bool = True, **train) -> Path:
     """compact, shrunk: 32 px, 16-d; cached features of the frozen ImageNet backbone, or image mode from scratch."""
-    from export.config import load_model_config
+    from firstwords.export.config import load_model_config
 
     d = load_model_config("compact").to_dict()
     d["name"] = "tiny_test"

@@ -8,8 +8,7 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from edge.asr import (
+from firstwords.edge.asr import (
     RECOGNIZERS,
     PocketSphinxRecognizer,
     Transcript,
@@ -18,10 +17,10 @@ from edge.asr import (
     make_recognizer,
     register_recognizer,
 )
-from edge.errors import InputError
-from edge.hear import SAMPLE_RATE, read_audio
-from edge.tokenize import words
-from edge.vad import make_vad
+from firstwords.edge.errors import InputError
+from firstwords.edge.hear import SAMPLE_RATE, read_audio
+from firstwords.edge.tokenize import words
+from firstwords.edge.vad import make_vad
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng not installed (Debian package espeak-ng)")

@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from firstwords.edge.errors import BundleError, ConfigError, DataError, FirstwordsError, InputError
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-from edge.errors import BundleError, ConfigError, DataError, FirstwordsError, InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -36,7 +35,7 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 @FAST
 @given(data=st.binary(max_size=400), suffix=st.sampled_from([".srt", ".vtt", ".csv"]))
 def test_transcript_files_of_arbitrary_bytes_raise_only_data_error(data, suffix):
-    from edge.transcripts import load_transcript
+    from firstwords.edge.transcripts import load_transcript
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / f"t{suffix}"
@@ -55,7 +54,7 @@ BASE_CONFIG = tomllib.loads((ROOT / "device_configs" / "laptop.toml").read_text(
 
 
 def _config_fields():
-    from edge.config import _TABLES
+    from firstwords.edge.config import _TABLES
 
     out = []
     for table, cls in _TABLES.items():
@@ -74,7 +73,7 @@ any_value = st.one_of(
 
 def _expected_ok(table: str, key: str, typ: type, v) -> bool | None:
     """True if a value is valid, False if it must be refused."""
-    from edge.config import _CHOICES
+    from firstwords.edge.config import _CHOICES
 
     if typ is int:
         return type(v) is int and v > 0
@@ -89,7 +88,7 @@ def _expected_ok(table: str, key: str, typ: type, v) -> bool | None:
 @settings(max_examples=300, deadline=None)
 @given(field=st.sampled_from(CONFIG_FIELDS), value=any_value)
 def test_every_config_key_with_every_wrong_type_is_a_config_error_naming_it(field, value):
-    from edge.config import parse_device_config
+    from firstwords.edge.config import parse_device_config
 
     table, key, typ = field
     data = json.loads(json.dumps(BASE_CONFIG))
@@ -110,7 +109,7 @@ def test_every_config_key_with_every_wrong_type_is_a_config_error_naming_it(fiel
 @given(key=st.sampled_from(["name", "description", "camera", "model", "audio", "pairing", "memory", "budget"]),
        value=any_value)
 def test_top_level_keys_and_tables_of_wrong_type(key, value):
-    from edge.config import parse_device_config
+    from firstwords.edge.config import parse_device_config
 
     data = json.loads(json.dumps(BASE_CONFIG))
     data[key] = value
@@ -127,7 +126,7 @@ def test_top_level_keys_and_tables_of_wrong_type(key, value):
 @given(extra=st.text(min_size=1, max_size=10), table=st.sampled_from([None, "camera", "memory"]),
        drop=st.booleans())
 def test_unknown_and_missing_keys_are_named(extra, table, drop):
-    from edge.config import parse_device_config
+    from firstwords.edge.config import parse_device_config
 
     data = json.loads(json.dumps(BASE_CONFIG))
     target = data if table is None else data[table]
@@ -146,7 +145,7 @@ def test_unknown_and_missing_keys_are_named(extra, table, drop):
 @FAST
 @given(data=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
 def test_config_file_of_arbitrary_bytes_is_a_config_error(data):
-    from edge.config import load_device_config
+    from firstwords.edge.config import load_device_config
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "x.toml"
@@ -159,7 +158,7 @@ def test_config_file_of_arbitrary_bytes_is_a_config_error(data):
 @pytest.mark.parametrize("text", ["inf", "+inf", "nan", "-inf"])
 def test_infinite_numbers_are_refused(table, key, text, tmp_path):
     """Written as TOML (where `inf` / `nan` are valid floats), read through the real loader."""
-    from edge.config import load_device_config
+    from firstwords.edge.config import load_device_config
 
     src = (ROOT / "device_configs" / "laptop.toml").read_text()
     data = tomllib.loads(src)
@@ -184,7 +183,7 @@ def test_infinite_numbers_are_refused(table, key, text, tmp_path):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     torch = pytest.importorskip("torch")
-    from tiny_dual import make_bundle
+    from firstwords.export.tiny_dual import make_bundle
 
     torch.set_num_threads(1)
     return make_bundle(tmp_path_factory.mktemp("bad") / "bundle")
@@ -203,7 +202,7 @@ def _fresh_copy(built: Path, root: Path) -> Path:
 
 
 def _rehash(d: Path, name: str) -> None:
-    from edge.bundle import sha256_file
+    from firstwords.edge.bundle import sha256_file
 
     m = json.loads((d / "manifest.json").read_text())
     m["files"][name] = {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size}
@@ -230,7 +229,7 @@ MANIFEST_PATHS = [("format",), ("format_version",), ("embedding_dim",), ("quanti
        extra_file=st.one_of(st.none(), st.sampled_from(["../evil.onnx", "/abs.onnx", "sub/x.onnx", ".", "..",
                                                         "a\\b", ""]), st.text(max_size=10)))
 def test_mutated_manifests_are_refused_with_bundle_error_or_still_consistent(built, workdir, edits, extra_file):
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     d = _fresh_copy(built, workdir)
     try:
@@ -259,7 +258,7 @@ def test_mutated_manifests_are_refused_with_bundle_error_or_still_consistent(bui
 @FAST
 @given(data=st.binary(max_size=200))
 def test_manifest_of_arbitrary_bytes(built, workdir, data):
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     d = _fresh_copy(built, workdir)
     try:
@@ -277,8 +276,8 @@ def test_manifest_of_arbitrary_bytes(built, workdir, data):
 def test_damaged_files_with_matching_checksums_are_refused_cleanly(built, workdir, name, cuts, truncate):
     """The checksum was recomputed, so the damage reaches the ONNX / vocabulary readers and onnxruntime:
     still only BundleError (the file named), and a model that loads still has the contract's shapes."""
-    from edge.bundle import load_bundle
-    from edge.encode import Encoder
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.encode import Encoder
 
     d = _fresh_copy(built, workdir)
     try:
@@ -301,7 +300,7 @@ def test_damaged_files_with_matching_checksums_are_refused_cleanly(built, workdi
 
 
 def _corrupt_zip_load(built: Path, workdir: Path, flips, compression: int) -> None:
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     z = Path(tempfile.mkstemp(suffix=".zip", dir=workdir)[1])
     try:
@@ -339,7 +338,7 @@ def test_corrupted_deflated_zip_bundles_raise_only_bundle_error(built, workdir, 
 
 
 def test_zip_with_too_many_members_or_a_lying_header_is_refused(built, tmp_path):
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     many = tmp_path / "many.zip"
     with zipfile.ZipFile(many, "w") as zf:
@@ -392,7 +391,7 @@ def audio_blocks(draw):
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks=st.lists(st.tuples(st.floats(allow_nan=True, allow_infinity=True), audio_blocks()), max_size=4))
 def test_vad_takes_any_block_or_refuses_it_with_input_error_and_carries_on(blocks):
-    from edge.vad import EnergyVAD
+    from firstwords.edge.vad import EnergyVAD
 
     vad = EnergyVAD()
     t_next = 0.0
@@ -415,7 +414,7 @@ def test_vad_takes_any_block_or_refuses_it_with_input_error_and_carries_on(block
 
 @pytest.mark.parametrize("kind", ["nan", "inf", "silence", "clipped", "empty", "int16", "stereo"])
 def test_named_audio_cases_into_both_vads(kind):
-    from edge.vad import make_vad
+    from firstwords.edge.vad import make_vad
 
     n = 16000
     x = {"nan": np.full(n, np.nan, np.float32), "inf": np.full(n, np.inf, np.float32),
@@ -452,7 +451,7 @@ def _wav(path: Path, rate: int, width: int, channels: int, frames: int, seed: in
        width=st.sampled_from([1, 2, 3, 4]), channels=st.sampled_from([1, 2, 3]),
        frames=st.integers(0, 5000))
 def test_wav_files_at_any_common_rate_width_and_channels_give_clean_16k_blocks(rate, width, channels, frames):
-    from edge.hear import AudioFileSource
+    from firstwords.edge.hear import AudioFileSource
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "a.wav"
@@ -470,7 +469,7 @@ def test_wav_files_at_any_common_rate_width_and_channels_give_clean_16k_blocks(r
 @FAST
 @given(data=st.binary(max_size=300), header=st.booleans())
 def test_audio_file_of_arbitrary_bytes_is_a_data_error(data, header):
-    from edge.hear import AudioFileSource
+    from firstwords.edge.hear import AudioFileSource
 
     with tempfile.TemporaryDirectory() as d:
         p = Path(d) / "a.wav"
@@ -487,8 +486,8 @@ ODD_RATE = r"""
 import resource, sys, wave
 import numpy as np
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a Pi's 1 GB
-from edge.errors import DataError
-from edge.hear import AudioFileSource
+from firstwords.edge.errors import DataError
+from firstwords.edge.hear import AudioFileSource
 p = sys.argv[1]
 with wave.open(p, "wb") as w:
     w.setnchannels(1); w.setsampwidth(2); w.setframerate(1_000_003); w.writeframes(bytes(2000))
@@ -532,7 +531,7 @@ def _valid_frame(f) -> bool:
 
 @pytest.fixture(scope="module")
 def encoder(built):
-    from edge.encode import Encoder
+    from firstwords.edge.encode import Encoder
 
     return Encoder(built, threads=1)
 
@@ -571,7 +570,7 @@ def test_frames_of_any_shape_or_dtype_encode_or_raise_input_error(encoder, x):
 @pytest.mark.parametrize("x", [None, 5, 2.5, np.array(3, np.uint8), "frame.jpg", b"\xff\xd8"],
                          ids=["None", "int", "float", "0-d", "str", "bytes"])
 def test_non_sequences_of_frames_are_input_errors(encoder, x):
-    from edge.preprocess import prepare_images
+    from firstwords.edge.preprocess import prepare_images
 
     with pytest.raises(InputError, match="frames must be"):
         encoder.encode_image(x)
@@ -600,7 +599,7 @@ garbage_frames = st.one_of(
                                    st.one_of(st.text(max_size=20), st.integers(), st.just("y" * 10_001))),
                          min_size=1, max_size=6))
 def test_memory_refuses_garbage_without_damage_and_learns_on(attempts):
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.memory import AssociativeMemory
 
     rng = np.random.default_rng(0)
     good = rng.normal(size=(3, 16)).astype(np.float32)
@@ -652,9 +651,9 @@ def run_or_hang(learner, timeout: float = 30.0):
 
 @pytest.mark.parametrize("bad", ["rgba", "float", "grey-3d", "none", "nan-time"])
 def test_one_bad_frame_does_not_end_the_session(encoder, tmp_path, bad):
-    from edge.learner import Learner, LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.pair import Utterance
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.pair import Utterance
 
     good = np.full((24, 24, 3), 90, np.uint8)
     odd = {"rgba": np.zeros((24, 24, 4), np.uint8), "float": np.zeros((24, 24, 3), np.float32),
@@ -672,9 +671,9 @@ def test_one_bad_frame_does_not_end_the_session(encoder, tmp_path, bad):
 
 
 def test_one_odd_utterance_does_not_end_the_session(encoder, tmp_path):
-    from edge.learner import Learner, LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.pair import Utterance
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.pair import Utterance
 
     frames = [(i / 5, np.full((24, 24, 3), 40 * (i % 5), np.uint8)) for i in range(80)]
     utts = [Utterance(float(i), i + 0.5, "look a ball") for i in range(0, 16, 2)]

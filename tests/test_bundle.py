@@ -8,12 +8,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from edge.bundle import FORMAT_VERSION, load_bundle, read_graph_signature
-from edge.errors import BundleError
+from firstwords.edge.bundle import FORMAT_VERSION, load_bundle, read_graph_signature
+from firstwords.edge.errors import BundleError
 
 pytest.importorskip("torch")
-from tiny_dual import DIM, SIZE, VOCAB, make_bundle, manifest_fields, tiny_model
+from firstwords.export.tiny_dual import DIM, SIZE, VOCAB, make_bundle, manifest_fields, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +132,7 @@ def test_towers_swapped_is_refused(bundle_dir):
 
 
 def test_writer_refuses_a_bundle_edge_would_refuse(bundle_dir, tmp_path):
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
 
     with pytest.raises(BundleError, match=r"utterance\.onnx: expected one input named 'tokens'"):
         write_bundle(tmp_path / "bad", bundle_dir / "image.onnx", bundle_dir / "image.onnx", VOCAB,
@@ -151,7 +150,7 @@ def test_manifest_path_traversal_refused(bundle_dir):
 
 
 def test_zip_bundle_round_trip(built, tmp_path):
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
 
     b = load_bundle(built)
     z = write_bundle(tmp_path / "bundle.zip", b.image.path, b.utterance.path, b.vocab, manifest_fields())
@@ -206,7 +205,7 @@ def test_not_a_bundle_path(tmp_path):
 
 def test_atomic_replace_keeps_old_bundle_on_failure(built, tmp_path):
     """A failed export (here: invalid towers) leaves the previous bundle in place, byte for byte."""
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
 
     out = tmp_path / "bundle"
     shutil.copytree(built, out)
@@ -218,7 +217,7 @@ def test_atomic_replace_keeps_old_bundle_on_failure(built, tmp_path):
 
 
 def test_replace_existing_bundle_and_recover_interrupted_swap(built, tmp_path):
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
 
     out = tmp_path / "bundle"
     shutil.copytree(built, out)
@@ -232,7 +231,7 @@ def test_replace_existing_bundle_and_recover_interrupted_swap(built, tmp_path):
 
 
 def test_writer_refuses_to_replace_unrelated_folder(built, tmp_path):
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
 
     out = tmp_path / "photos"
     out.mkdir()

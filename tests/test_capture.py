@@ -8,7 +8,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge.capture import (
+from firstwords.edge.capture import (
     Backoff,
     FrameSource,
     ImageFolderSource,
@@ -18,7 +18,7 @@ from edge.capture import (
     VideoFileSource,
     open_frame_file_source,
 )
-from edge.errors import DataError, DeviceError
+from firstwords.edge.errors import DataError, DeviceError
 
 
 def colour_frame(i, w=64, h=48):

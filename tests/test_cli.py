@@ -4,12 +4,11 @@ import subprocess
 import sys
 
 import pytest
-
-from edge.cli import COMMANDS, build_parser, load_command
+from firstwords.edge.cli import COMMANDS, build_parser, load_command
 
 
 def test_top_level_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for name in COMMANDS:
         assert name in out.stdout
@@ -33,7 +32,7 @@ def test_design_commands_are_all_there():
 def test_torch_command_without_torch_says_which_extra(tmp_path):
     # Hide torch from a child process and run a command that needs it.
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from edge.cli import main\n"
+            "from firstwords.edge.cli import main\n"
             "sys.exit(main(['train', '--config', 'compact', '--data', 'x.json', '-o', 'y']))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2, out.stderr

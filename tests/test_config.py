@@ -4,9 +4,13 @@ import re
 from pathlib import Path
 
 import pytest
-
-from edge.config import QUANTIZATION_FORMATS, load_device_config, resolve_device_config, shipped_configs
-from edge.errors import ConfigError
+from firstwords.edge.config import (
+    QUANTIZATION_FORMATS,
+    load_device_config,
+    resolve_device_config,
+    shipped_configs,
+)
+from firstwords.edge.errors import ConfigError
 
 LAPTOP = Path(__file__).resolve().parents[1] / "device_configs" / "laptop.toml"
 

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge.bundle import load_bundle
-from edge.encode import Encoder
-from edge.preprocess import prepare_images
+from firstwords.edge.bundle import load_bundle
+from firstwords.edge.encode import Encoder
+from firstwords.edge.preprocess import prepare_images
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F
-from tiny_dual import CATEGORIES, category_frame
-
-from export.parity import centred_cosine
+from firstwords.export.parity import centred_cosine
+from firstwords.export.tiny_dual import CATEGORIES, category_frame
 
 SIZE = 64
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -42,7 +40,7 @@ def make_cvcl_checkpoint(path: Path, blocks=(1, 1, 1, 1), planes=(8, 16, 32, 64)
                          stem=16, dim=32, vocab_size=VOCAB_SIZE, seed=0) -> Path:
     """A Lightning-style checkpoint in CVCL's key layout with random weights (BatchNorm statistics estimated
     on frames so that embeddings differ between images, as a trained model's do)."""
-    from export.convert_cvcl import ResNeXt
+    from firstwords.export.convert_cvcl import ResNeXt
 
     torch.manual_seed(seed)
     net = ResNeXt(blocks, planes, groups, base_width, stem)
@@ -100,7 +98,7 @@ def reference_forward(sd: dict, images: np.ndarray, tokens: np.ndarray) -> tuple
 
 def convert(argv: list[str]) -> int:
     """`firstwords convert-cvcl ...` as the CLI runs it (errors -> `error: ...` on stderr, exit 2)."""
-    from edge.cli import main as cli_main
+    from firstwords.edge.cli import main as cli_main
 
     return cli_main(["convert-cvcl", *argv])
 
@@ -173,8 +171,8 @@ def test_static_int8_needs_calibration_frames(ckpt, tmp_path, capsys):
 
 def test_full_size_layout_is_resnext50_32x4d():
     """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as export.model's."""
-    from export.convert_cvcl import ResNeXt, infer_resnext
-    from export.model import ResNeXt50
+    from firstwords.export.convert_cvcl import ResNeXt, infer_resnext
+    from firstwords.export.model import ResNeXt50
 
     ours = ResNeXt50().state_dict()
     sd = {f"image_encoder.backbone.{k}": v for k, v in ours.items()}

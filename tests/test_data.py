@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge.errors import DataError
-from edge.tokenize import Vocab, build_vocab
+from firstwords.edge.errors import DataError
+from firstwords.edge.tokenize import Vocab, build_vocab
 
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from export import data
+from firstwords.export import data
 
 
 def _png(path: Path, colour=(200, 30, 30), size=(40, 32)) -> str:
@@ -72,7 +71,7 @@ def test_each_bad_kind_is_counted_skipped_and_named(corpus, caplog):
     raw = p.read_bytes().replace(b'"good one"', b'"good one"', 1)
     raw = raw[:-2] + b', {"utterance": "caf\xe9 bad", "frame_filenames": ["frames/000005.png"]}]}'
     p.write_bytes(raw)
-    with caplog.at_level(logging.WARNING, logger="export.data"):
+    with caplog.at_level(logging.WARNING, logger="firstwords.export.data"):
         rep = data.load_cvcl_metadata(p)
     assert [r.utterance for r in rep.records] == ["good one", "missing some", "typo key"]
     assert rep.records[1].frame_paths == [corpus / "frames/000002.png"]
@@ -171,7 +170,7 @@ def test_eval_set_ours_and_cvcl_trials(corpus):
     assert len(es.frame_paths) == 5 and es.labels == ["ball", "cat", "car", "cup", "cup"]
     assert es.trials[0].image_indices == (0, 1, 2, 3) and es.trials[0].target_position == 0
     assert es.trials[1].category == "cat" and es.trials[1].image_indices == (1, 0, 2, 4)
-    from edge.evaluate import score_trials
+    from firstwords.edge.evaluate import score_trials
     emb = np.eye(5, dtype=np.float32)
     res = score_trials(es.trials, emb, {"ball": emb[0], "cat": emb[1]})
     assert res.overall == 1.0 and res.n_way == 4
@@ -196,7 +195,7 @@ def _dataset(corpus, **kw):
 
 
 def test_pair_dataset_eval_uses_device_preprocessing(corpus):
-    from edge.preprocess import prepare_images
+    from firstwords.edge.preprocess import prepare_images
     recs, vocab, ds = _dataset(corpus, train=False)
     img, tok, n = ds[0]
     assert img.dtype == torch.float32 and tuple(img.shape) == (3, 24, 24)

@@ -7,12 +7,11 @@ import os
 import tomllib
 
 import pytest
-
-from edge.commands import doctor
-from edge.config import config_dir, parse_device_config
+from firstwords.edge.commands import doctor
+from firstwords.edge.config import config_dir, parse_device_config
 
 torch = pytest.importorskip("torch")
-from tiny_dual import make_bundle
+from firstwords.export.tiny_dual import make_bundle
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +80,7 @@ def test_bundle_check_valid_mismatched_and_corrupt(bundle, tmp_path):
 
 
 def test_latency_sample_fails_when_frames_cannot_keep_up(bundle):
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     b = load_bundle(bundle)
     fine = doctor.check_latency(config(model={"threads": 1}), b, runs=3)

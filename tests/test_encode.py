@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from edge.encode import Encoder
-from edge.errors import InputError
-from edge.preprocess import prepare_images
+from firstwords.edge.encode import Encoder
+from firstwords.edge.errors import InputError
+from firstwords.edge.preprocess import prepare_images
 
 torch = pytest.importorskip("torch")
-from tiny_dual import DIM, SIZE, make_bundle, tiny_model
+from firstwords.export.tiny_dual import DIM, SIZE, make_bundle, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,12 @@
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from firstwords.edge.errors import DataError, InputError
+from firstwords.export.evaluate import evaluate_checkpoint
+from firstwords.export.train import TrainOptions, train
 from synthetic_corpus import build, tiny_config
-
-from edge.errors import DataError, InputError
-from export.evaluate import evaluate_checkpoint
-from export.train import TrainOptions, train
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +21,7 @@ def run(tmp_path_factory):
 
 
 def _cmd(argv):
-    import export.commands.eval as mod
+    import firstwords.export.commands.eval as mod
     p = argparse.ArgumentParser()
     mod.add_arguments(p)
     return mod.run(p.parse_args(argv))

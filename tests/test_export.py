@@ -8,16 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge.bundle import load_bundle
-from edge.encode import Encoder
-from edge.preprocess import prepare_images
+from firstwords.edge.bundle import load_bundle
+from firstwords.edge.encode import Encoder
+from firstwords.edge.preprocess import prepare_images
 
 torch = pytest.importorskip("torch")
-from tiny_dual import CATEGORIES, SIZE, VOCAB, make_corpus, tiny_model, train_tiny
-
-from edge.tokenize import Vocab
-from export.parity import ParityError, centred_cosine
+from firstwords.edge.tokenize import Vocab
+from firstwords.export.parity import ParityError, centred_cosine
+from firstwords.export.tiny_dual import CATEGORIES, SIZE, VOCAB, make_corpus, tiny_model, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -32,21 +30,21 @@ def trained():
 
 
 def _eval(corpus: Path):
-    from export.data import load_eval_set, load_frame
+    from firstwords.export.data import load_eval_set, load_frame
 
     ev = load_eval_set(corpus / "eval.json")
     return prepare_images([load_frame(p) for p in ev.frame_paths], SIZE), ev.labels
 
 
 def _calib(corpus: Path):
-    from export.data import load_frame
+    from firstwords.export.data import load_frame
 
     frames = sorted((corpus / "frames").glob("*.png"))
     return prepare_images([load_frame(p) for p in frames], SIZE)
 
 
 def _export(model, out, corpus, quantization="qdq_u8s8", calib=None, **kw):
-    from export.onnx_export import export_bundle
+    from firstwords.export.onnx_export import export_bundle
 
     images, labels = _eval(corpus)
     return export_bundle(model, Vocab(dict(VOCAB)), out, input_size=SIZE, mean=(0.485, 0.456, 0.406),
@@ -121,7 +119,7 @@ def test_skip_parity_is_recorded(trained, corpus, tmp_path):
 
 def main(argv: list[str]) -> int:
     """`firstwords export ...` as the CLI runs it (errors -> `error: ...` on stderr, exit 2)."""
-    from edge.cli import main as cli_main
+    from firstwords.edge.cli import main as cli_main
 
     return cli_main(argv)
 
@@ -129,9 +127,9 @@ def main(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A real firstwords checkpoint (compact architecture at 32 px, small dim, random weights)."""
-    from export.checkpoint import save_checkpoint
-    from export.config import config_from_dict, load_model_config
-    from export.model import build_model
+    from firstwords.export.checkpoint import save_checkpoint
+    from firstwords.export.config import config_from_dict, load_model_config
+    from firstwords.export.model import build_model
 
     d = load_model_config("compact").to_dict()
     d["image"].update(input_size=SIZE, pretrained="none")
@@ -141,7 +139,7 @@ def checkpoint(tmp_path_factory):
     model = build_model(cfg, len(VOCAB))
     # Random BatchNorm statistics collapse every image to one embedding; estimate them on some frames so
     # that the embeddings differ (as a trained model's do) and parity means something.
-    from export.data import load_frame
+    from firstwords.export.data import load_frame
 
     corpus = make_corpus(tmp_path_factory.mktemp("bn"), n_train=16, n_eval=1, seed=5)
     x = torch.from_numpy(prepare_images([load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))], SIZE))
@@ -203,9 +201,9 @@ def test_export_command_errors_are_clear(checkpoint, tmp_path, capsys):
 def test_compact_int8_bundle_is_small(tmp_path):
     """Acceptance: the compact bundle (EfficientNet-Lite0 + projection, embedding utterance encoder) in int8
     is <= 6 MB."""
-    from export.config import load_model_config
-    from export.model import build_model
-    from export.onnx_export import export_bundle
+    from firstwords.export.config import load_model_config
+    from firstwords.export.model import build_model
+    from firstwords.export.onnx_export import export_bundle
 
     cfg = load_model_config("compact")
     vocab = {**VOCAB, **{f"w{i}": 8 + i for i in range(1000)}}
@@ -225,9 +223,9 @@ def test_compact_int8_bundle_is_small(tmp_path):
 def compact_model(tmp_path_factory):
     """The compact architecture (EfficientNet-Lite0 layout, 49 convs) at 32 px, random weights, BatchNorm
     statistics estimated on frames (random statistics collapse every image to one embedding)."""
-    from export.config import config_from_dict, load_model_config
-    from export.data import load_frame
-    from export.model import build_model
+    from firstwords.export.config import config_from_dict, load_model_config
+    from firstwords.export.data import load_frame
+    from firstwords.export.model import build_model
 
     torch.set_num_threads(1)
     d = load_model_config("compact").to_dict()
@@ -249,7 +247,7 @@ def compact_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def compact_fp32(compact_model, tmp_path_factory):
-    from export.onnx_export import export_towers
+    from firstwords.export.onnx_export import export_towers
 
     return export_towers(compact_model, tmp_path_factory.mktemp("compact"), SIZE).image
 
@@ -269,8 +267,7 @@ def _fp32_convs_reading_dq(path: Path) -> list[str]:
 @pytest.mark.parametrize("fmt", ["qdq_u8s8", "qdq_s8s8"])
 def test_recipe_keeps_input_end_and_tail_really_fp32(compact_fp32, tmp_path, fmt):
     import onnx
-
-    from export.quantize import fp32_prefix, quantize_image_tower
+    from firstwords.export.quantize import fp32_prefix, quantize_image_tower
 
     calib = np.random.default_rng(0).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
     out = quantize_image_tower(compact_fp32, tmp_path / "q.onnx", fmt, calib, fp32_first_convs=3,
@@ -292,7 +289,7 @@ def test_recipe_keeps_input_end_and_tail_really_fp32(compact_fp32, tmp_path, fmt
 
 
 def test_calibration_runs_once_per_export_and_is_deterministic(compact_fp32, tmp_path):
-    from export.quantize import quantize_image_tower
+    from firstwords.export.quantize import quantize_image_tower
 
     calib = np.random.default_rng(1).uniform(-1, 1, (8, 3, SIZE, SIZE)).astype(np.float32)
     work = tmp_path / "work"
@@ -316,10 +313,14 @@ def test_bias_correction_removes_the_mean_output_error(tmp_path):
     not."""
     import onnx
     import onnxruntime as ort
+    from firstwords.export.quantize import (
+        _dequantized_weights,
+        calibration_reader,
+        conv_input_means,
+        correct_biases,
+    )
     from onnx import TensorProto, helper, numpy_helper
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-
-    from export.quantize import _dequantized_weights, calibration_reader, conv_input_means, correct_biases
 
     rng = np.random.default_rng(0)
     w = (rng.normal(0, 1, (4, 3, 3, 3)) * np.array([1, 0.01, 3, 0.2])[:, None, None, None]).astype(np.float32)

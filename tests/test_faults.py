@@ -24,9 +24,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fakes import FileFedMicrophone
-from sample_session import sample  # noqa: F401  (session-scoped fixture, for the soak smoke run)
-
-from edge.atomic import WriteError, atomic_open, atomic_write_json, atomic_write_text, remove_stale_temps
+from firstwords.edge.atomic import (
+    WriteError,
+    atomic_open,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temps,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -126,7 +130,7 @@ def test_atomic_write_on_a_full_disk_is_a_clear_error_and_old_file_intact(tmp_pa
 
 
 def atomic_write_bytes_big(p: Path) -> None:
-    from edge.atomic import atomic_write_bytes
+    from firstwords.edge.atomic import atomic_write_bytes
 
     atomic_write_bytes(p, b"x" * (1 << 20))
 
@@ -134,7 +138,7 @@ def atomic_write_bytes_big(p: Path) -> None:
 WRITER = r"""
 import sys, time
 from pathlib import Path
-from edge.atomic import atomic_open
+from firstwords.edge.atomic import atomic_open
 path, mode, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 body = lambda i: (f"version = {i}\n" + "# padding\n" * 20000 + f"end = {i}\n")
 i = int(path.read_text().split()[2]) if path.exists() else 0
@@ -213,7 +217,7 @@ def test_power_cut_during_config_writes_many_trials(tmp_path):
 @pytest.fixture(scope="module")
 def towers(tmp_path_factory):
     torch = pytest.importorskip("torch")
-    from tiny_dual import make_bundle
+    from firstwords.export.tiny_dual import make_bundle
 
     torch.set_num_threads(1)
     return make_bundle(tmp_path_factory.mktemp("towers") / "bundle")
@@ -222,9 +226,8 @@ def towers(tmp_path_factory):
 BUNDLE_WRITER = r"""
 import sys, json, time
 from pathlib import Path
-sys.path.insert(0, sys.argv[4])
-import export.bundle as eb
-from tiny_dual import VOCAB, manifest_fields
+import firstwords.export.bundle as eb
+from firstwords.export.tiny_dual import VOCAB, manifest_fields
 out, src, stall = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 if stall:  # stop while the new bundle sits complete in its temp folder, being validated
     def slow(p):
@@ -242,8 +245,8 @@ while True:
 def _load_after_crash(out: Path):
     """What a device does after a crash: load the bundle; if an export died mid-swap, the error says where the
     old one is and the next export puts it back."""
-    from edge.bundle import load_bundle
-    from edge.errors import BundleError
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.errors import BundleError
 
     try:
         return load_bundle(out)
@@ -254,9 +257,8 @@ def _load_after_crash(out: Path):
 
 
 def _bundle_kill_trials(towers: Path, tmp_path: Path, trials: int, seed: int) -> None:
-    from tiny_dual import VOCAB, manifest_fields
-
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.tiny_dual import VOCAB, manifest_fields
 
     rng = random.Random(seed)
     out = tmp_path / "bundle"
@@ -271,7 +273,7 @@ def _bundle_kill_trials(towers: Path, tmp_path: Path, trials: int, seed: int) ->
         versions.add(b.training_data)
     assert "v0" not in versions  # each child's finished export was published
     write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="end"))
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     assert load_bundle(out).training_data == "end"
 
@@ -286,10 +288,9 @@ def test_power_cut_during_bundle_export_many_trials(towers, tmp_path):
 
 
 def test_power_cut_before_the_swap_keeps_the_old_bundle(towers, tmp_path):
-    from tiny_dual import VOCAB, manifest_fields
-
-    from edge.bundle import load_bundle
-    from export.bundle import write_bundle
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.tiny_dual import VOCAB, manifest_fields
 
     out = tmp_path / "bundle"
     write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="old"))
@@ -302,9 +303,8 @@ def test_power_cut_before_the_swap_keeps_the_old_bundle(towers, tmp_path):
 
 
 def test_debris_of_a_killed_export_is_cleaned_by_the_next_export(towers, tmp_path):
-    from tiny_dual import VOCAB, manifest_fields
-
-    from export.bundle import write_bundle
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.tiny_dual import VOCAB, manifest_fields
 
     out = tmp_path / "bundle"
     proc = start_child(BUNDLE_WRITER, str(out), str(towers), "1", str(Path(__file__).parent))
@@ -322,10 +322,9 @@ def test_debris_of_a_killed_export_is_cleaned_by_the_next_export(towers, tmp_pat
 
 def _export_on_full_disk(towers: Path, tmp_path: Path, precheck: bool = True):
     """precheck=False hides the free space from the writer, so that the write itself runs into ENOSPC."""
-    from tiny_dual import VOCAB, manifest_fields
-
-    import export.bundle as eb
-    from export.bundle import write_bundle
+    import firstwords.export.bundle as eb
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.tiny_dual import VOCAB, manifest_fields
 
     fs_cm = small_fs(tmp_path / "fs", 128)
     fs = fs_cm.__enter__()
@@ -355,7 +354,7 @@ def _export_on_full_disk(towers: Path, tmp_path: Path, precheck: bool = True):
 
 @pytest.mark.parametrize("precheck", [True, False], ids=["refused-up-front", "enospc-mid-write"])
 def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path, precheck):
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     fs_cm, fs, out, before, err = _export_on_full_disk(towers, tmp_path, precheck)
     try:
@@ -369,7 +368,7 @@ def test_bundle_export_on_a_full_disk_keeps_the_old_bundle(towers, tmp_path, pre
 
 @pytest.mark.parametrize("precheck", [True, False], ids=["refused-up-front", "enospc-mid-write"])
 def test_bundle_export_on_a_full_disk_is_a_clear_error(towers, tmp_path, precheck):
-    from edge.errors import BundleError
+    from firstwords.edge.errors import BundleError
 
     fs_cm, _, out, _, err = _export_on_full_disk(towers, tmp_path, precheck)
     fs_cm.__exit__(None, None, None)
@@ -384,10 +383,10 @@ def test_bundle_export_on_a_full_disk_is_a_clear_error(towers, tmp_path, prechec
 def test_replay_into_memory_on_a_full_disk_stops_clearly_and_keeps_what_was_committed(towers, tmp_path):
     """The real learner loop writes into a memory on a disk that fills up: run() returns (no hang), the error
     says the disk is full, and every utterance reported learned is in the database, which opens cleanly."""
-    from edge.encode import Encoder
-    from edge.learner import Learner, LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.pair import Utterance
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.pair import Utterance
 
     enc = Encoder(towers, threads=1)
     rng = np.random.default_rng(0)
@@ -416,7 +415,7 @@ def test_replay_into_memory_on_a_full_disk_stops_clearly_and_keeps_what_was_comm
 
 FORGETTER = r"""
 import sys
-from edge.memory import AssociativeMemory
+from firstwords.edge.memory import AssociativeMemory
 path, word = sys.argv[1], sys.argv[2]
 mem = AssociativeMemory(path, 16)
 print("ready", flush=True)
@@ -426,7 +425,7 @@ print("done", out["episodes_removed"], flush=True)
 
 
 def _teach(path: Path, n: int, seed: int) -> None:
-    from edge.memory import AssociativeMemory, Utterance
+    from firstwords.edge.memory import AssociativeMemory, Utterance
 
     rng = np.random.default_rng(seed)
     with AssociativeMemory(path, 16) as mem:
@@ -439,7 +438,7 @@ def _teach(path: Path, n: int, seed: int) -> None:
 
 
 def _forget_kill_trials(tmp_path: Path, trials: int, seed: int) -> None:
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.memory import AssociativeMemory
 
     rng = random.Random(seed)
     src = tmp_path / "src.sqlite"
@@ -483,7 +482,7 @@ BLOCK_MS = 32
 
 
 def speech_clips(tmp_path: Path) -> list[np.ndarray]:
-    from edge.hear import read_audio
+    from firstwords.edge.hear import read_audio
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is needed to speak the test phrases")
@@ -531,7 +530,7 @@ class PullableCamera:
 
 def _recognizer():
     pytest.importorskip("pocketsphinx")
-    from edge.asr import PocketSphinxRecognizer
+    from firstwords.edge.asr import PocketSphinxRecognizer
 
     return PocketSphinxRecognizer(vocabulary=["look", "at", "the", "ball", "a", "big", "dog"])
 
@@ -539,11 +538,11 @@ def _recognizer():
 @pytest.mark.parametrize("back_at", [2.0, pytest.param(None, marks=pytest.mark.slow)],
                          ids=["replugged", "gone-for-good"])
 def test_camera_pulled_mid_run_is_retried_and_audio_carries_on(towers, tmp_path, back_at):
-    from edge.capture import Backoff, ResilientCamera
-    from edge.encode import Encoder
-    from edge.learner import Learner, LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.vad import EnergyVAD
+    from firstwords.edge.capture import Backoff, ResilientCamera
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.vad import EnergyVAD
 
     clips = speech_clips(tmp_path)
     gap = np.zeros(int(0.7 * SAMPLE_RATE), np.float32)
@@ -579,10 +578,10 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     """The consumer stalls three times (a CPU hog) while the sound card keeps delivering in real time: the
     bounded queue overflows, the dropped blocks are counted, time stamps jump instead of drifting, and the
     speech after the storms is still cut at the right time and recognised."""
-    from edge.encode import Encoder
-    from edge.learner import Learner, LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.vad import EnergyVAD
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import Learner, LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.vad import EnergyVAD
 
     clips = speech_clips(tmp_path)
     lead, storm_gap = np.zeros(int(0.5 * SAMPLE_RATE), np.float32), np.zeros(int(3.0 * SAMPLE_RATE), np.float32)
@@ -629,12 +628,11 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
 
 def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
-    from tiny_dual import VOCAB
-
-    import export.checkpoint as ckpt
-    from edge.tokenize import Vocab
-    from export.config import load_model_config
-    from export.model import build_model
+    import firstwords.export.checkpoint as ckpt
+    from firstwords.edge.tokenize import Vocab
+    from firstwords.export.config import load_model_config
+    from firstwords.export.model import build_model
+    from firstwords.export.tiny_dual import VOCAB
 
     torch.set_num_threads(1)
     model = build_model(load_model_config("compact_lstm"), len(VOCAB), load_pretrained=False)

@@ -10,9 +10,8 @@ import wave
 
 import numpy as np
 import pytest
-
-from edge.errors import DataError, InputError, MissingExtraError
-from edge.hear import (
+from firstwords.edge.errors import DataError, InputError, MissingExtraError
+from firstwords.edge.hear import (
     SAMPLE_RATE,
     AudioFileSource,
     MicrophoneSource,

@@ -11,16 +11,16 @@ import time
 
 import numpy as np
 import pytest
+from firstwords.edge.capture import ResilientCamera
+from firstwords.edge.encode import Encoder
+from firstwords.edge.hear import SAMPLE_RATE, read_audio
+from firstwords.edge.learner import Learner, LearnerOptions, StageLatencies
+from firstwords.edge.memory import AssociativeMemory
+from firstwords.edge.pair import Utterance
+from firstwords.edge.vad import EnergyVAD
+from firstwords.export.tiny_dual import DIM, make_bundle
 
-from edge.capture import ResilientCamera
-from edge.encode import Encoder
-from edge.hear import SAMPLE_RATE, read_audio
-from edge.learner import Learner, LearnerOptions, StageLatencies
-from edge.memory import AssociativeMemory
-from edge.pair import Utterance
-from edge.vad import EnergyVAD
 from tests.fakes import FileFedMicrophone
-from tests.tiny_dual import DIM, make_bundle
 
 pytest.importorskip("torch")  # the bundle is made by our torch exporter
 
@@ -152,7 +152,7 @@ def speech(tmp_path):
 
 
 def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
-    from edge.asr import PocketSphinxRecognizer
+    from firstwords.edge.asr import PocketSphinxRecognizer
 
     parts, spoken = speech(tmp_path)
     gap = np.zeros(int(0.6 * SAMPLE_RATE), np.float32)
@@ -278,8 +278,8 @@ def test_run_command_without_a_microphone_fails_clearly_before_starting(bundle, 
     error listing the inputs, or the install hint when PortAudio is missing), and leaves no memory behind."""
     import argparse
 
-    from edge.commands import run as run_cmd
-    from edge.errors import DeviceError, MissingExtraError
+    from firstwords.edge.commands import run as run_cmd
+    from firstwords.edge.errors import DeviceError, MissingExtraError
 
     p = argparse.ArgumentParser()
     run_cmd.add_arguments(p)

@@ -2,8 +2,7 @@
 
 import torch
 import torch.nn.functional as F
-
-from export.loss import batch_accuracy, infonce_loss
+from firstwords.export.loss import batch_accuracy, infonce_loss
 
 torch.set_num_threads(1)
 

@@ -7,11 +7,10 @@ import sqlite3
 
 import numpy as np
 import pytest
-
-from edge.errors import InputError, MemoryStoreError
-from edge.evaluate import make_trials, score_trials
-from edge.memory import AssociativeMemory, LearningParams, Utterance, reset_memory
-from edge.memory_store import SCHEMA_VERSION
+from firstwords.edge.errors import InputError, MemoryStoreError
+from firstwords.edge.evaluate import make_trials, score_trials
+from firstwords.edge.memory import AssociativeMemory, LearningParams, Utterance, reset_memory
+from firstwords.edge.memory_store import SCHEMA_VERSION
 
 D = 32
 FUNCTION_WORDS = ["look", "at", "the", "you", "see", "a", "it's", "there"]
@@ -388,7 +387,7 @@ def test_learning_params_are_data():
 def test_forget_command_word_since_and_reset(tmp_path, capsys):
     import argparse
 
-    from edge.commands import forget
+    from firstwords.edge.commands import forget
 
     path = tmp_path / "mem.sqlite"
     world = World(seed=15)

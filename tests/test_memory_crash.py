@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from edge.memory import AssociativeMemory
+from firstwords.edge.memory import AssociativeMemory
 
 D = 16
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import sys
 import numpy as np
-from edge.memory import AssociativeMemory, Utterance
+from firstwords.edge.memory import AssociativeMemory, Utterance
 path, start = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(start)
 mem = AssociativeMemory(path, 16, capacity_words=40, capacity_episodes=10**6)

@@ -5,12 +5,11 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from edge.errors import ConfigError, DataError
-from edge.tokenize import SPECIAL_TOKENS, Vocab
-from export.checkpoint import load_checkpoint, save_checkpoint
-from export.config import available_configs, config_from_dict, load_model_config
-from export.model import (
+from firstwords.edge.errors import ConfigError, DataError
+from firstwords.edge.tokenize import SPECIAL_TOKENS, Vocab
+from firstwords.export.checkpoint import load_checkpoint, save_checkpoint
+from firstwords.export.config import available_configs, config_from_dict, load_model_config
+from firstwords.export.model import (
     DualEncoder,
     ImageTower,
     ResNeXt50,
@@ -209,7 +208,7 @@ def test_encoders_export_to_onnx_with_dynamic_axes(tmp_path, name):
 
 
 def test_cvcl_runs_a_training_step_with_its_backbone_frozen():
-    from export.loss import infonce_loss
+    from firstwords.export.loss import infonce_loss
 
     torch.manual_seed(0)
     m = DualEncoder(load_model_config("cvcl"), 50)

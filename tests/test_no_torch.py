@@ -4,14 +4,15 @@ import subprocess
 import sys
 
 CODE = """
-import importlib, pkgutil, sys, edge
+import importlib, pkgutil, sys
+import firstwords.edge as edge
 failed = []
-for m in pkgutil.walk_packages(edge.__path__, "edge."):
+for m in pkgutil.walk_packages(edge.__path__, "firstwords.edge."):
     try:
         importlib.import_module(m.name)
     except ImportError as e:          # optional extras (cv2, sounddevice) may be absent on a device
         failed.append((m.name, str(e)))
-import edge.cli
+import firstwords.edge.cli
 edge.cli.build_parser()               # every command's help, export's included, without torch
 print("TORCH" if "torch" in sys.modules else "CLEAN")
 print(failed)

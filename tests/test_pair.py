@@ -2,8 +2,7 @@
 
 import numpy as np
 import pytest
-
-from edge.pair import FrameRing, Pairer, Utterance, pair_offline, select_frames, window_end
+from firstwords.edge.pair import FrameRing, Pairer, Utterance, pair_offline, select_frames, window_end
 
 
 def test_window_runs_to_next_start_and_is_capped():

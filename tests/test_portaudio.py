@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import json, sys, time
 import numpy as np
-from edge.errors import DeviceError
-from edge.hear import MicrophoneSource, list_input_devices
+from firstwords.edge.errors import DeviceError
+from firstwords.edge.hear import MicrophoneSource, list_input_devices
 
 mode = sys.argv[1]
 out = {"devices": list_input_devices()}

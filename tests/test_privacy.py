@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sample_session import sample  # noqa: F401  (the session-scoped fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +109,7 @@ socket.getaddrinfo = _refuse
 # `firstwords replay` as the CLI runs it (the command module's parser and run()), with the network cut off.
 REPLAY = HOOK + r"""
 import argparse
-from edge.commands import replay as command
+from firstwords.edge.commands import replay as command
 parser = argparse.ArgumentParser()
 command.add_arguments(parser)
 rc = command.run(parser.parse_args(sys.argv[1:]))
@@ -227,7 +226,7 @@ def test_keep_media_replay_keeps_only_small_thumbnails(sample, tmp_path):  # noq
 
 
 def test_media_is_kept_only_when_asked(tmp_path):
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.memory import AssociativeMemory
 
     rng = np.random.default_rng(0)
     frames = rng.normal(size=(4, 16)).astype(np.float32)

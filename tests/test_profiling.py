@@ -1,5 +1,5 @@
 """edge.profiling and the profiling tools: statistics, budget comparison, looped sessions, fresh-process memory
-probes and the growth sweep, over a real tiny bundle (tests/tiny_dual.py) and real onnxruntime / SQLite.
+probes and the growth sweep, over a real tiny bundle (firstwords.export.tiny_dual) and real onnxruntime / SQLite.
 
 No wall-clock figure is asserted: only that the figures exist, have the right shape, and that the comparison
 with a budget goes the way a budget of ~0 or ~infinity forces it to.
@@ -14,14 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge import profiling
-from edge.config import config_dir, parse_device_config
-from edge.errors import InputError
+from firstwords.edge import profiling
+from firstwords.edge.config import config_dir, parse_device_config
+from firstwords.edge.errors import InputError
 
 torch = pytest.importorskip("torch")
-from sample_session import sample  # noqa: F401  (session fixture: tiny corpus + session + bundle)
-from tiny_dual import DIM, make_bundle
+from firstwords.export.tiny_dual import DIM, make_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,7 +141,7 @@ def test_pairing_and_memory_measurements(tmp_path):
 # ------------------------------------------------------------------------------------------------ looping
 
 def test_looped_utterances_repeat_with_the_period():
-    from edge.pair import Utterance
+    from firstwords.edge.pair import Utterance
 
     utts = [Utterance(1.0, 2.0, "a ball"), Utterance(5.0, 6.0, "a dog")]
     out = profiling.looped_utterances(utts, period=10.0, seconds=25.0)
@@ -163,8 +161,8 @@ def test_looped_frames_keep_time_running(sample):  # noqa: F811  (the shared fix
 
 def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):  # noqa: F811  (the shared fixture)
     """Twice the (looped) session: twice the frames encoded and utterances learned."""
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
 
     _, _, duration = profiling.session_files(sample.session)
     enc = Encoder(sample.bundle, threads=1)

@@ -11,20 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge.errors import DataError, InputError
-from edge.pair import Utterance
-from edge.replay import choose_words_source, discover_session, object_word_recovery
+from firstwords.edge.errors import DataError, InputError
+from firstwords.edge.pair import Utterance
+from firstwords.edge.replay import choose_words_source, discover_session, object_word_recovery
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from sample_session import sample  # noqa: F401
 
 
 def cli(module, argv):
     import importlib
 
-    mod = importlib.import_module(f"edge.commands.{module}")
+    mod = importlib.import_module(f"firstwords.edge.commands.{module}")
     p = argparse.ArgumentParser()
     mod.add_arguments(p)
     return mod.run(p.parse_args(argv))
@@ -97,8 +94,8 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
     meta = json.loads((sample.session / "session.json").read_text())
     assert meta["video"] == "session.avi" and meta["transcript"] == "session.srt" and meta["fps"] == 5.0
     timeline = json.loads((sample.corpus / "timeline.json").read_text())
-    from edge.capture import VideoFileSource
-    from edge.transcripts import load_transcript
+    from firstwords.edge.capture import VideoFileSource
+    from firstwords.edge.transcripts import load_transcript
 
     n = sum(1 for _ in VideoFileSource(sample.session / "session.avi"))
     assert n == meta["frames"] == len(timeline["frames"])
@@ -106,7 +103,7 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
     assert [u.text for u in srt] == [" ".join(u["text"].split()) for u in timeline["utterances"]]
     assert all(b.start >= a.end for a, b in itertools.pairwise(srt))  # spoken utterances stay apart
     if sample.has_audio:
-        from edge.hear import read_audio
+        from firstwords.edge.hear import read_audio
 
         audio = read_audio(sample.session / "session.wav")
         assert meta["audio"] == "session.wav" and len(audio) / 16000 >= srt[-1].end
@@ -118,7 +115,7 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
 
 def test_session_without_espeak_is_transcript_only(sample, tmp_path):  # noqa: F811
     out = tmp_path / "s"
-    subprocess.run([sys.executable, "tools/make_sample_session.py", "--corpus", str(sample.corpus), "--out",
+    subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus), "--out",
                     str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True, capture_output=True)
     meta = json.loads((out / "session.json").read_text())
     assert meta["audio"] is None and not (out / "session.wav").exists()
@@ -152,7 +149,7 @@ def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: 
     assert "no moments" in capsys.readouterr().out
 
     # the demo's summary: its first word per image is what `ask` answers for that image
-    from edge.commands.demo import naming_summary
+    from firstwords.edge.commands.demo import naming_summary
     eval_set = json.loads((sample.corpus / "eval.json").read_text())["data"]
     share, first = naming_summary(mem, sample.bundle, sample.corpus, eval_set)
     printed = capsys.readouterr().out
@@ -165,7 +162,7 @@ def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: 
 
 
 def test_ask_errors_are_clear(tmp_path):
-    from edge.errors import MemoryStoreError
+    from firstwords.edge.errors import MemoryStoreError
 
     with pytest.raises(MemoryStoreError, match="firstwords replay"):
         cli("ask", ["--memory", str(tmp_path / "none.db"), "--word", "ball"])
@@ -173,10 +170,10 @@ def test_ask_errors_are_clear(tmp_path):
 
 def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
     """--speed: the sources are paced and the loop runs as live (frames may be dropped, never audio)."""
-    from edge.encode import Encoder
-    from edge.learner import LearnerOptions
-    from edge.memory import AssociativeMemory
-    from edge.replay import replay
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import replay
 
     enc = Encoder(sample.bundle, threads=1)
     with AssociativeMemory(tmp_path / "m.db", enc.dim) as mem:
@@ -191,14 +188,14 @@ def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to hear")
 def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
     """The soundtrack -> energy VAD -> pocketsphinx (biased to the bundle's words) -> words -> memory."""
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
-    from edge.replay import load_utterances, make_speech, replay
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import load_utterances, make_speech, replay
 
     enc = Encoder(sample.bundle, threads=1)
     s = discover_session(sample.session, audio=None)
     spoken = load_utterances(s.transcript)
-    objects = ["ball", "dog", "cat", "shoe"]  # the tiny bundle's words (tests/tiny_dual.py)
+    objects = ["ball", "dog", "cat", "shoe"]  # the tiny bundle's words (firstwords.export.tiny_dual)
     words = sorted({w for u in spoken for w in u.text.lower().replace("?", " ").replace("!", " ").split()}
                    | set(objects))
     vad, rec = make_speech("energy", words, bias="lm")
@@ -218,7 +215,7 @@ def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
 def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):  # noqa: F811
     if not sample.has_audio:
         pytest.skip("espeak-ng not installed: the sample session has no soundtrack to mux")
-    from edge.hear import read_audio
+    from firstwords.edge.hear import read_audio
 
     mkv = tmp_path / "recording.mkv"
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"), "-i",

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from edge.tokenize import build_vocab, words
+from firstwords.edge.tokenize import build_vocab, words
 
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "build_sample_corpus.py"
+TOOL = REPO / "tools" / "build_sample_corpus.py"  # the thin wrapper: it runs the package module
 SUBSET = REPO / "data" / "fashion_mnist_subset.npz"
 
 pytest.importorskip("cv2")
@@ -55,7 +54,7 @@ def test_layout_and_summary_line(tiny):
 
 
 def test_training_metadata_is_cvcl_format_and_clean(tiny):
-    from export.data import load_cvcl_metadata, load_frame
+    from firstwords.export.data import load_cvcl_metadata, load_frame
     out, figures = tiny
     for split in ("train", "val", "test"):
         rep = load_cvcl_metadata(out / f"{split}.json")
@@ -93,7 +92,7 @@ def test_novel_category_is_absent_from_training(tiny):
 
 
 def test_eval_instances_are_never_seen_in_training(tiny):
-    from export.data import load_eval_set
+    from firstwords.export.data import load_eval_set
     out, _ = tiny
     info = _load(out / "corpus_info.json")
     es = load_eval_set(out / "eval.json")
@@ -128,7 +127,7 @@ def test_speech_statistics(tiny):
 
 
 def test_timeline_and_transcript_agree(tiny):
-    from export.data import load_transcript_csv
+    from firstwords.export.data import load_transcript_csv
     out, _ = tiny
     tl = _load(out / "timeline.json")
     times = [f["t"] for f in tl["frames"]]
@@ -170,15 +169,13 @@ def test_committed_subset():
         assert set(np.unique(z["train_y"])) == set(np.unique(z["test_y"])) == {0, 1, 2, 3, 4, 5, 7, 8, 9}
         debian = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
         if debian.is_file():  # the subset is exactly the source's images at the recorded indices
-            sys.path.insert(0, str(REPO / "tools"))
-            from build_sample_corpus import read_idx
+            from firstwords.export.sample_corpus import read_idx
             full = read_idx(debian)
             assert np.array_equal(full[z["test_idx"]], z["test_x"])
 
 
 def test_bad_source_is_a_clear_error(tmp_path, monkeypatch):
-    sys.path.insert(0, str(REPO / "tools"))
-    import build_sample_corpus as bsc
+    import firstwords.export.sample_corpus as bsc
     monkeypatch.setattr(bsc, "DEBIAN_DIR", tmp_path / "nowhere")
     with pytest.raises(SystemExit, match="dataset-fashion-mnist"):
         bsc.load_source("debian")
@@ -227,8 +224,7 @@ def test_gaze_leaves_the_scene_and_the_timeline_says_what_each_frame_shows(wande
 
 
 def test_gaze_path_share_and_no_gaze():
-    sys.path.insert(0, str(REPO / "tools"))
-    from build_sample_corpus import gaze_path
+    from firstwords.export.sample_corpus import gaze_path
     rng = np.random.default_rng(0)
     assert gaze_path(rng, 40, 0.0) == [True] * 40
     runs = [gaze_path(rng, 400, 0.4) for _ in range(20)]

@@ -10,9 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from edge.bundle import load_bundle
-from edge.errors import BundleError
+from firstwords.edge.bundle import load_bundle
+from firstwords.edge.errors import BundleError
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("edge", "export", "tools")
@@ -127,7 +126,7 @@ def test_the_scanner_accepts_safe_code(snippet):
 @pytest.fixture(scope="module")
 def two_bundles(tmp_path_factory):
     torch = pytest.importorskip("torch")  # bundles are made with our torch exporter
-    from tiny_dual import make_bundle
+    from firstwords.export.tiny_dual import make_bundle
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sec")
@@ -144,7 +143,7 @@ def bundle_a(two_bundles, tmp_path):
 @pytest.mark.parametrize("tower", ["image.onnx", "utterance.onnx"])
 def test_encoder_refuses_a_swapped_model_file(two_bundles, bundle_a, tower):
     """Another valid model with the same signature put in place of a tower: the checksum catches it."""
-    from edge.encode import Encoder
+    from firstwords.edge.encode import Encoder
 
     other = two_bundles[1] / tower
     assert other.stat().st_size == (bundle_a / tower).stat().st_size  # same size: only the hash can tell
@@ -172,7 +171,7 @@ def test_manifest_rehashed_for_a_swapped_model_is_still_a_valid_bundle_only_if_c
     rewrite the manifest (that needs signatures): a consistent manifest + model is accepted. Documented."""
     import json
 
-    from edge.bundle import sha256_file
+    from firstwords.edge.bundle import sha256_file
 
     shutil.copyfile(two_bundles[1] / "image.onnx", bundle_a / "image.onnx")
     m = json.loads((bundle_a / "manifest.json").read_text())
@@ -182,7 +181,7 @@ def test_manifest_rehashed_for_a_swapped_model_is_still_a_valid_bundle_only_if_c
 
 
 def test_encoder_refuses_a_model_swapped_after_the_bundle_was_loaded(two_bundles, bundle_a):
-    from edge.encode import Encoder
+    from firstwords.edge.encode import Encoder
 
     b = load_bundle(bundle_a)
     shutil.copyfile(two_bundles[1] / "image.onnx", bundle_a / "image.onnx")

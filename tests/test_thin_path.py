@@ -31,16 +31,16 @@ def chain(tmp_path_factory):
     pytest.importorskip("cv2")
     w = tmp_path_factory.mktemp("thin")
     corpus, ckpt, bundle, session, memory = w / "corpus", w / "ckpt", w / "bundle", w / "session", w / "memory.db"
-    info = _last_json(_run("tools/build_sample_corpus.py", "--tiny", "--out", str(corpus), "--no-progress"))
-    trained = _last_json(_run("-m", "edge.cli", "train", "--config", "compact", "--data", str(corpus / "train.json"),
+    info = _last_json(_run("-m", "firstwords.export.sample_corpus", "--tiny", "--out", str(corpus), "--no-progress"))
+    trained = _last_json(_run("-m", "firstwords.edge.cli", "train", "--config", "compact", "--data", str(corpus / "train.json"),
                               "-o", str(ckpt), "--steps", "30", "--no-progress", "--threads", "2"))
     # fp32: a model trained for seconds on 118 utterances has near-tied embeddings, and on the tiny eval set
     # (80 images, 200 trials, 0.5 point a trial) int8's few flips miss the 1.5-point gate by chance. int8 export
     # and its gate are tested on trained models in test_export.py and run by the demo on the full corpus.
-    exported = _last_json(_run("-m", "edge.cli", "export", str(ckpt), "-o", str(bundle), "--config", "laptop",
+    exported = _last_json(_run("-m", "firstwords.edge.cli", "export", str(ckpt), "-o", str(bundle), "--config", "laptop",
                                "--quantization", "none", "--eval-data", str(corpus / "eval.json")))
-    _run("tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session), "--no-speech")
-    replayed = _last_json(_run("-m", "edge.cli", "replay", str(session), "--bundle", str(bundle), "--memory",
+    _run("-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session), "--no-speech")
+    replayed = _last_json(_run("-m", "firstwords.edge.cli", "replay", str(session), "--bundle", str(bundle), "--memory",
                                str(memory), "--speed", "max", "--json", "-q"))
     return dict(corpus=corpus, bundle=bundle, memory=memory, info=info, trained=trained, exported=exported,
                 replayed=replayed)
@@ -57,11 +57,11 @@ def test_each_stage_produced_what_the_next_needs(chain):
 
 
 def test_the_memory_names_never_seen_frames_above_chance(chain):
-    from edge.bundle import load_bundle
-    from edge.encode import Encoder
-    from edge.evaluate import make_trials, score_trials
-    from edge.memory import AssociativeMemory
-    from export.data import load_eval_set, load_frame
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.evaluate import make_trials, score_trials
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.export.data import load_eval_set, load_frame
 
     eval_set = load_eval_set(chain["corpus"] / "eval.json")
     enc = Encoder(load_bundle(chain["bundle"]), threads=2)
@@ -83,6 +83,6 @@ def test_the_memory_names_never_seen_frames_above_chance(chain):
 
 def test_ask_answers_from_the_cli(chain):
     frame = json.loads((chain["corpus"] / "eval.json").read_text())["data"][0]
-    out = _run("-m", "edge.cli", "ask", "--memory", str(chain["memory"]), "--bundle", str(chain["bundle"]),
+    out = _run("-m", "firstwords.edge.cli", "ask", "--memory", str(chain["memory"]), "--bundle", str(chain["bundle"]),
                "--image", str(chain["corpus"] / frame["frame_filename"]), "-k", "3")
     assert len([ln for ln in out.splitlines() if ln.strip()]) >= 3

@@ -2,11 +2,10 @@
 
 import numpy as np
 import pytest
-
-from edge.errors import BundleError, InputError
-from edge.evaluate import make_trials, score_trials, wilson_interval
-from edge.preprocess import prepare_images, resize_bilinear
-from edge.tokenize import MAX_TOKENS, Vocab, build_vocab, words
+from firstwords.edge.errors import BundleError, InputError
+from firstwords.edge.evaluate import make_trials, score_trials, wilson_interval
+from firstwords.edge.preprocess import prepare_images, resize_bilinear
+from firstwords.edge.tokenize import MAX_TOKENS, Vocab, build_vocab, words
 
 
 def test_words_and_vocab_follow_cvcl_rules():

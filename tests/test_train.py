@@ -8,13 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from firstwords.edge.errors import FirstwordsError
+from firstwords.export.checkpoint import load_checkpoint
+from firstwords.export.train import TrainOptions, train
 from synthetic_corpus import build, tiny_config
-
-from edge.errors import FirstwordsError
-from export.checkpoint import load_checkpoint
-from export.train import TrainOptions, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -122,7 +119,7 @@ def test_too_little_data_is_a_clear_error(corpus, tmp_path):
 def _torchrun(corpus, out, cfg, nproc):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "export.train", "--config", str(cfg), "--data", str(corpus / "train.json"), "-o", str(out),
+           "-m", "firstwords.export.train", "--config", str(cfg), "--data", str(corpus / "train.json"), "-o", str(out),
            "--steps", "12", "--threads", "1", "--no-progress", "--cache-dir", str(out.parent / "cache")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                           check=False)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from edge.errors import DataError
-from edge.transcripts import (
+from firstwords.edge.errors import DataError
+from firstwords.edge.transcripts import (
     TimedUtterance,
     format_srt,
     format_webvtt,
@@ -16,6 +13,8 @@ from edge.transcripts import (
     parse_srt,
     parse_webvtt,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 SRT = """1
 00:00:01,000 --> 00:00:02,500

@@ -8,10 +8,9 @@ import subprocess
 
 import numpy as np
 import pytest
-
-from edge.errors import BundleError, InputError, MissingExtraError
-from edge.hear import SAMPLE_RATE, AudioFileSource, read_audio, write_wav
-from edge.vad import EnergyVAD, SileroVAD, make_vad, silero_model_path
+from firstwords.edge.errors import BundleError, InputError, MissingExtraError
+from firstwords.edge.hear import SAMPLE_RATE, AudioFileSource, read_audio, write_wav
+from firstwords.edge.vad import EnergyVAD, SileroVAD, make_vad, silero_model_path
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(ESPEAK is None, reason="espeak-ng not installed (Debian package espeak-ng; "

@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 
 def clip_vit_b32(dim: int = 512):
     """A CLIP ViT-B/32-sized image tower in plain torch: 32 px patches, width 768, 12 layers, 12 heads."""
@@ -66,9 +64,8 @@ def clip_vit_b32(dim: int = 512):
 def cvcl_image_tower():
     """CVCL's image tower: ResNeXt-50 32x4d + Linear(2048 -> 512), L2-normalised (random weights)."""
     import torch.nn.functional as F
+    from firstwords.export.model import ResNeXt50
     from torch import nn
-
-    from export.model import ResNeXt50
 
     class Tower(nn.Module):
         def __init__(self):
@@ -82,8 +79,8 @@ def cvcl_image_tower():
 
 
 def compact_image_tower(pretrained: bool):
-    from export.config import load_model_config
-    from export.model import ImageTower, build_model
+    from firstwords.export.config import load_model_config
+    from firstwords.export.model import ImageTower, build_model
 
     cfg = load_model_config("compact")
     try:
@@ -95,8 +92,7 @@ def compact_image_tower(pretrained: bool):
 
 def export_image(module, size: int, path: Path) -> Path:
     import torch
-
-    from export.onnx_export import _export_one
+    from firstwords.export.onnx_export import _export_one
 
     with torch.no_grad():
         _export_one(module, torch.randn(1, 3, size, size), path, "image", {0: "batch"}, 17, "torchscript")
@@ -104,7 +100,7 @@ def export_image(module, size: int, path: Path) -> Path:
 
 
 def latency(path: Path, size: int, threads: int, runs: int, warmup: int = 3) -> dict:
-    from edge.encode import make_session
+    from firstwords.edge.encode import make_session
 
     s = make_session(path, threads)
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20, help="timed runs per tower and thread count")
     ap.add_argument("--quantization", default="qdq_u8s8", choices=["qdq_u8s8", "qdq_s8s8", "dynamic"],
                     help="int8 format of our compact tower (default %(default)s)")
-    from export.quantize import DEFAULT_FP32_FIRST_CONVS
+    from firstwords.export.quantize import DEFAULT_FP32_FIRST_CONVS
 
     ap.add_argument("--fp32-first-convs", type=int, default=DEFAULT_FP32_FIRST_CONVS,
                     help="keep the input end of the int8 tower up to this conv in fp32 (default %(default)s: "
@@ -134,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
-    from export.quantize import quantize_image_tower
+    from firstwords.export.quantize import quantize_image_tower
 
     torch.set_num_threads(2)
     threads = [int(t) for t in args.threads.split(",")]
@@ -145,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exporting towers to {tmp} ...", flush=True)
     towers = {"compact_fp32": (export_image(compact, cs, tmp / "compact_fp32.onnx"), cs)}
     if args.calib_data:
-        from export.commands.export import calibration_images
+        from firstwords.export.commands.export import calibration_images
 
         calib = calibration_images(Path(args.calib_data), 64, cs, cfg.image.mean, cfg.image.std)
     else:

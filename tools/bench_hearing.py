@@ -25,16 +25,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from edge.asr import PocketSphinxRecognizer
-from edge.hear import SAMPLE_RATE, read_audio, write_wav
-from edge.tokenize import words as tokenize_words
-from edge.vad import make_vad
+from firstwords.edge.asr import PocketSphinxRecognizer
+from firstwords.edge.hear import SAMPLE_RATE, read_audio, write_wav
+from firstwords.edge.tokenize import words as tokenize_words
+from firstwords.edge.vad import make_vad
 
 try:  # the sample corpus' own phrases, so the bench measures what the demo hears
-    sys.path.insert(0, str(REPO / "tools"))
-    from build_sample_corpus import CHATTER, CLASS_WORDS, NAMING
+    from firstwords.export.sample_corpus import CHATTER, CLASS_WORDS, NAMING
 
     OBJECTS = sorted(set(CLASS_WORDS.values()))
 except ImportError:  # pragma: no cover - the corpus tool is optional here

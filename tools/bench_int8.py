@@ -21,8 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 # name -> (format, quantize_image_tower keyword arguments); "legacy_*" call onnxruntime directly (see below).
 OPTIONS = {
     "u8s8_all_minmax": ("qdq_u8s8", {"fp32_first_convs": 0, "fp32_tail_nodes": False, "bias_correction": False}),
@@ -41,9 +39,8 @@ def legacy(src: Path, dst: Path, fmt: str, calib: np.ndarray, how: str) -> Path:
     """The recipes before this benchmark: all-int8 with Percentile calibration, or (H3's fallback) the first 8
     Conv nodes alone in nodes_to_exclude -- which onnxruntime then re-quantises per tensor at session load."""
     import onnx
+    from firstwords.export.quantize import calibration_reader, preprocess_for_quantization
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-    from export.quantize import calibration_reader, preprocess_for_quantization
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = preprocess_for_quantization(src, Path(tmp) / "pre.onnx")
@@ -59,7 +56,7 @@ def legacy(src: Path, dst: Path, fmt: str, calib: np.ndarray, how: str) -> Path:
 
 
 def latencies(paths: dict[str, Path], size: int, threads: int, runs: int) -> dict[str, dict]:
-    from edge.encode import make_session
+    from firstwords.edge.encode import make_session
 
     x = np.random.default_rng(0).uniform(-1, 1, (1, 3, size, size)).astype(np.float32)
     sessions = {k: make_session(p, threads) for k, p in paths.items()}
@@ -87,12 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-
-    from export.checkpoint import load_checkpoint
-    from export.commands.export import calibration_images, eval_images
-    from export.onnx_export import export_bundle, export_towers
-    from export.parity import measure_parity
-    from export.quantize import quantize_image_tower, quantize_utterance_tower
+    from firstwords.export.checkpoint import load_checkpoint
+    from firstwords.export.commands.export import calibration_images, eval_images
+    from firstwords.export.onnx_export import export_bundle, export_towers
+    from firstwords.export.parity import measure_parity
+    from firstwords.export.quantize import quantize_image_tower, quantize_utterance_tower
 
     torch.set_num_threads(2)
     model, vocab, cfg, _meta = load_checkpoint(args.checkpoint)

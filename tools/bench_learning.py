@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
 
-    from export.evaluate import evaluate_checkpoint
-    from export.train import TrainOptions, describe, train
+    from firstwords.export.evaluate import evaluate_checkpoint
+    from firstwords.export.train import TrainOptions, describe, train
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     eval_json = args.corpus / "eval.json"

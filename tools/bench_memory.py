@@ -39,12 +39,11 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from edge.evaluate import make_trials, score_trials
-from edge.memory import AssociativeMemory, LearningParams, Utterance, whitener
-from edge.memory_store import Background
-from edge.tokenize import words as split_words
+from firstwords.edge.evaluate import make_trials, score_trials
+from firstwords.edge.memory import AssociativeMemory, LearningParams, Utterance, whitener
+from firstwords.edge.memory_store import Background
+from firstwords.edge.tokenize import words as split_words
 
 SHOTS = (1, 2, 5, 10)
 
@@ -139,9 +138,9 @@ def _read_rgb(path: Path, cv2) -> np.ndarray:
 
 
 def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, max_utterances: int = 0) -> BenchData:
-    from edge.bundle import load_bundle
-    from edge.capture import import_cv2
-    from edge.encode import Encoder
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.capture import import_cv2
+    from firstwords.edge.encode import Encoder
 
     cv2 = import_cv2()
     bundle = load_bundle(bundle_path)

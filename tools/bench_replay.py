@@ -32,11 +32,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from edge.commands.ask import encode_image_files
-from edge.errors import FirstwordsError
+from firstwords.edge.commands.ask import encode_image_files
+from firstwords.edge.errors import FirstwordsError
 
 
 def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], list[Path]]:
@@ -53,8 +51,8 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
 
 
 def replay_once(session_path: Path, encoder, cfg, words_from: str, speed, bias: str, memory_path: Path):
-    from edge.memory import AssociativeMemory
-    from edge.replay import (
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import (
         bundle_vocabulary,
         choose_words_source,
         discover_session,
@@ -104,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from edge.bundle import load_bundle
-    from edge.commands.replay import parse_speed, summary_text
-    from edge.config import load_device_config, resolve_device_config
-    from edge.encode import Encoder
-    from edge.evaluate import make_trials, score_trials
-    from edge.replay import load_utterances, object_word_recovery
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.commands.replay import parse_speed, summary_text
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.evaluate import make_trials, score_trials
+    from firstwords.edge.replay import load_utterances, object_word_recovery
 
     speed = parse_speed(args.speed)
     cfg = load_device_config(resolve_device_config(args.config))

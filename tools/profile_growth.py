@@ -29,18 +29,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 # One BLAS thread, as the runtime should run: the memory's matrix products are small, and OpenBLAS threads
 # fighting onnxruntime's for the cores turn a 0.2 ms query into tens of ms (measured; see docs/PROFILING.md).
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from edge import profiling
-from edge.bundle import load_bundle
-from edge.commands.profile import resolve_bundle
-from edge.config import load_device_config, resolve_device_config
-from edge.errors import DataError, FirstwordsError
+from firstwords.edge import profiling
+from firstwords.edge.bundle import load_bundle
+from firstwords.edge.commands.profile import resolve_bundle
+from firstwords.edge.config import load_device_config, resolve_device_config
+from firstwords.edge.errors import DataError, FirstwordsError
 
 EXPORT_SNIPPET = ("import argparse, sys; from export.commands import export as m; p = argparse.ArgumentParser(); "
                   "m.add_arguments(p); sys.exit(m.run(p.parse_args(sys.argv[1:])))")
@@ -95,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated sweeps to skip: length, memory, size, threads")
     ap.add_argument("--quick", action="store_true", help="small sweeps (tests, a first look)")
     args = ap.parse_args(argv)
-    progress = logging.getLogger("edge.profiling")  # one line per measured point
+    progress = logging.getLogger("firstwords.edge.profiling")  # one line per measured point
     if not progress.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("  %(message)s"))

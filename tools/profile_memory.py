@@ -22,17 +22,15 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 # One BLAS thread, as the runtime should run: the memory's matrix products are small, and OpenBLAS threads
 # fighting onnxruntime's for the cores turn a 0.2 ms query into tens of ms (measured; see docs/PROFILING.md).
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from edge import profiling
-from edge.commands.profile import resolve_bundle
-from edge.config import load_device_config, resolve_device_config
-from edge.errors import FirstwordsError
+from firstwords.edge import profiling
+from firstwords.edge.commands.profile import resolve_bundle
+from firstwords.edge.config import load_device_config, resolve_device_config
+from firstwords.edge.errors import FirstwordsError
 
 VARIANTS = (
     profiling.OrtMemoryOptions(),

@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 
 def rss_mb() -> float:
@@ -72,8 +70,9 @@ def slope(xs: list[float], ys: list[float]) -> float:
 def ensure_sample(workdir: Path, session: str | None, bundle: str | None) -> tuple[Path, Path]:
     if session and bundle:
         return Path(session), Path(bundle)
-    sys.path.insert(0, str(REPO / "tests"))
-    from sample_session import build_sample  # the tests' builder: corpus --tiny, session, tiny bundle
+    from firstwords.export.sample_data import (
+        build_sample,  # the tests' builder: corpus --tiny, session, tiny bundle
+    )
 
     print(f"building a 1-minute sample session and a tiny bundle in {workdir / 'sample'} ...", flush=True)
     s = build_sample(workdir / "sample")
@@ -98,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.seconds > 0 or not 0 <= args.warmup < 1:
         ap.error("--seconds must be positive and --warmup in [0, 1)")
 
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
-    from edge.replay import discover_session, replay
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import discover_session, replay
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     session, bundle = ensure_sample(args.workdir, args.session, args.bundle)
@@ -113,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                             capacity_episodes=args.capacity_episodes)
     vad = recognizer = None
     if args.audio:
-        from edge.asr import make_recognizer
-        from edge.vad import make_vad
+        from firstwords.edge.asr import make_recognizer
+        from firstwords.edge.vad import make_vad
 
         meta = json.loads((session / "session.json").read_text()) if (session / "session.json").is_file() else {}
         words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see", "it's"]

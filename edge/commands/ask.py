@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_image(path: str):
-    from edge.capture import import_cv2
-    from edge.errors import InputError
+    from firstwords.edge.capture import import_cv2
+    from firstwords.edge.errors import InputError
 
     cv2 = import_cv2()
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -40,9 +40,9 @@ def encode_image_files(encoder, paths, batch: int = 64):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.errors import InputError, MemoryStoreError
-    from edge.memory import AssociativeMemory
-    from edge.memory_store import describe_meta
+    from firstwords.edge.errors import InputError, MemoryStoreError
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.memory_store import describe_meta
 
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
-        from edge.bundle import load_bundle
-        from edge.encode import Encoder
+        from firstwords.edge.bundle import load_bundle
+        from firstwords.edge.encode import Encoder
 
         enc = Encoder(load_bundle(args.bundle), threads=1)
         if enc.dim != dim:

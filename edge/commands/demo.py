@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from edge.errors import FirstwordsError
+from firstwords.edge.errors import FirstwordsError
 
 HELP = "run the whole chain on the embedded sample corpus: train, export, replay, show what was learned"
 EXAMPLE = "firstwords demo --workdir work --train-minutes 3"
@@ -55,10 +54,10 @@ def _step(title: str, cmd: list[str], done: Path | None) -> None:
 def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict]) -> tuple[float, list[str]]:
     """Print how often the memory's first word for a never-seen image is its category (all its words compete,
     function words included), per category too; returns the overall share and the first word per image."""
-    from edge.bundle import load_bundle
-    from edge.commands.ask import encode_image_files
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.commands.ask import encode_image_files
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
 
     enc = Encoder(load_bundle(bundle))
     emb = encode_image_files(enc, [corpus / e["frame_filename"] for e in eval_set])
@@ -80,13 +79,13 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     py = sys.executable
-    fw = [py, "-m", "edge.cli"]
+    fw = [py, "-m", "firstwords.edge.cli"]
     corpus, ckpt, bundle = work / "corpus", work / "ckpt", work / "bundle"
     session, memory = work / "session", work / "memory.db"
     t0 = time.monotonic()
 
     _step("1/6 build the sample corpus (real Fashion-MNIST objects on real photos)",
-          [py, "tools/build_sample_corpus.py", "--out", str(corpus)], corpus / "corpus_info.json")
+          [py, "-m", "firstwords.export.sample_corpus", "--out", str(corpus)], corpus / "corpus_info.json")
     # An interrupted earlier run left last/ without DONE: carry on from it rather than refuse.
     resume = ["--resume"] if (ckpt / "last").exists() and not (ckpt / "DONE").exists() else []
     _step("2/6 train the compact dual encoder (frozen pretrained EfficientNet-Lite0 + projection)",
@@ -98,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
           fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
                 "--eval-data", str(corpus / "eval.json")], bundle / "manifest.json")
     _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
-          [py, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session),
+          [py, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session),
            "--max-minutes", str(args.session_minutes)],
           session / "session.json")
     if memory.exists():

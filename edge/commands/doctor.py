@@ -165,11 +165,11 @@ def check_disk(path: str | Path) -> Check:
 
 
 def check_camera(cfg: Any) -> Check:
-    from edge.errors import MissingExtraError
+    from firstwords.edge.errors import MissingExtraError
 
     dev = cfg.camera.device
     if dev == "picamera2":
-        from edge.capture import picamera2_available
+        from firstwords.edge.capture import picamera2_available
 
         if not picamera2_available():
             return Check(WARN, "camera", "the config uses picamera2 but it is not installed: sudo apt-get install "
@@ -178,7 +178,7 @@ def check_camera(cfg: Any) -> Check:
         return Check(OK, "camera", "picamera2 is installed (camera opened only by `firstwords run`)")
     videos = sorted(str(p) for p in Path("/dev").glob("video*")) if Path("/dev").is_dir() else []
     try:
-        from edge.capture import import_cv2, parse_camera_device
+        from firstwords.edge.capture import import_cv2, parse_camera_device
 
         cv2 = import_cv2()
     except MissingExtraError as e:
@@ -200,10 +200,10 @@ def check_camera(cfg: Any) -> Check:
 
 
 def check_microphone(cfg: Any) -> Check:
-    from edge.errors import MissingExtraError
+    from firstwords.edge.errors import MissingExtraError
 
     try:
-        from edge.hear import _import_sounddevice, list_input_devices, resolve_device
+        from firstwords.edge.hear import _import_sounddevice, list_input_devices, resolve_device
 
         devices = list_input_devices()
     except MissingExtraError as e:
@@ -237,8 +237,8 @@ def check_speech(cfg: Any) -> list[Check]:
         else:
             out.append(Check(OK, "asr", "pocketsphinx is installed"))
     if cfg.audio.vad == "silero":
-        from edge.errors import MissingExtraError
-        from edge.vad import silero_model_path
+        from firstwords.edge.errors import MissingExtraError
+        from firstwords.edge.vad import silero_model_path
 
         try:
             out.append(Check(OK, "vad", f"Silero VAD model at {silero_model_path()}"))
@@ -250,14 +250,14 @@ def check_speech(cfg: Any) -> list[Check]:
 
 
 def check_bundle(cfg: Any, path: str | None) -> tuple[list[Check], Any]:
-    from edge.errors import BundleError
+    from firstwords.edge.errors import BundleError
 
     if path is None:
         if (Path("work/bundle") / "manifest.json").is_file():
             path = "work/bundle"
         else:
             return [Check(WARN, "bundle", "no bundle given: pass --bundle DIR to check it and sample its latency")], None
-    from edge.bundle import load_bundle
+    from firstwords.edge.bundle import load_bundle
 
     try:
         b = load_bundle(path)
@@ -273,7 +273,7 @@ def check_bundle(cfg: Any, path: str | None) -> tuple[list[Check], Any]:
 
 
 def check_latency(cfg: Any, bundle: Any, runs: int) -> list[Check]:
-    from edge.profiling import profile_latency
+    from firstwords.edge.profiling import profile_latency
 
     report = profile_latency(cfg, bundle, runs=max(runs, 3), memory_words=min(cfg.memory.capacity_words, 2000),
                              stages=("frame_preprocess", "image_encode", "memory_query"))
@@ -297,8 +297,8 @@ def check_latency(cfg: Any, bundle: Any, runs: int) -> list[Check]:
 
 
 def diagnose(args: argparse.Namespace) -> list[Check]:
-    from edge.config import load_device_config, resolve_device_config
-    from edge.errors import ConfigError
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.errors import ConfigError
 
     checks: list[Check] = []
     try:

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_time(text: str) -> float:
-    from edge.errors import InputError
+    from firstwords.edge.errors import InputError
 
     try:
         t = float(text)
@@ -42,8 +42,8 @@ def parse_time(text: str) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.errors import MemoryStoreError
-    from edge.memory import AssociativeMemory, reset_memory
+    from firstwords.edge.errors import MemoryStoreError
+    from firstwords.edge.memory import AssociativeMemory, reset_memory
 
     path: Path = args.memory
     if args.reset:

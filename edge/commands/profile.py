@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def resolve_bundle(path: str | None) -> str:
     from pathlib import Path
 
-    from edge.errors import BundleError
+    from firstwords.edge.errors import BundleError
 
     if path:
         return path
@@ -48,8 +48,8 @@ def resolve_bundle(path: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from edge import profiling
-    from edge.config import load_device_config, resolve_device_config
+    from firstwords.edge import profiling
+    from firstwords.edge.config import load_device_config, resolve_device_config
 
     cfg = load_device_config(resolve_device_config(args.config))
     bundle = resolve_bundle(args.bundle)

@@ -47,7 +47,7 @@ def one_blas_thread() -> None:
 
 
 def parse_speed(text: str) -> float | None:
-    from edge.errors import InputError
+    from firstwords.edge.errors import InputError
 
     if text == "max":
         return None
@@ -106,11 +106,11 @@ def summary_text(rep, mem_stats: dict, source: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     one_blas_thread()
-    from edge.bundle import load_bundle
-    from edge.config import load_device_config, resolve_device_config
-    from edge.encode import Encoder
-    from edge.memory import AssociativeMemory
-    from edge.replay import (
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import (
         bundle_vocabulary,
         choose_words_source,
         discover_session,

@@ -42,18 +42,18 @@ def status_printer(enabled: bool, overflows):
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge.commands.replay import one_blas_thread
+    from firstwords.edge.commands.replay import one_blas_thread
 
     one_blas_thread()
-    from edge.bundle import load_bundle
-    from edge.capture import open_camera
-    from edge.commands.replay import summary_text
-    from edge.config import load_device_config, resolve_device_config
-    from edge.encode import Encoder
-    from edge.hear import MicrophoneSource
-    from edge.learner import Learner
-    from edge.memory import AssociativeMemory
-    from edge.replay import bundle_vocabulary, make_speech, options_from_config
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.capture import open_camera
+    from firstwords.edge.commands.replay import summary_text
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.hear import MicrophoneSource
+    from firstwords.edge.learner import Learner
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import bundle_vocabulary, make_speech, options_from_config
 
     cfg = load_device_config(resolve_device_config(args.config))
     encoder = Encoder(load_bundle(args.bundle), threads=cfg.model.threads)

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def frame_paths(path: Path) -> list[Path]:
-    from edge.errors import DataError
+    from firstwords.edge.errors import DataError
 
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
@@ -41,32 +41,32 @@ def frame_paths(path: Path) -> list[Path]:
             raise DataError(f"{path}: no image files (png, jpg) in this folder")
         return files
     if path.is_file():
-        from export.data import load_cvcl_metadata
+        from firstwords.export.data import load_cvcl_metadata
 
         return sorted({p for r in load_cvcl_metadata(path).records for p in r.frame_paths})
     raise DataError(f"{path}: calibration data not found (give a CVCL metadata JSON or a folder of images)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import require_torch
+    from firstwords.export import require_torch
 
     torch = require_torch()
-    from edge.bundle import sha256_file
-    from edge.errors import DataError, InputError
-    from export.commands.export import _spread, eval_images, load_images
-    from export.convert_cvcl import (
+    from firstwords.edge.bundle import sha256_file
+    from firstwords.edge.errors import DataError, InputError
+    from firstwords.export.commands.export import _spread, eval_images, load_images
+    from firstwords.export.convert_cvcl import (
         CVCL_MEAN,
         CVCL_STD,
         build_cvcl_model,
         load_cvcl_vocab,
         read_cvcl_checkpoint,
     )
-    from export.onnx_export import export_bundle
-    from export.quantize import STATIC_FORMATS
+    from firstwords.export.onnx_export import export_bundle
+    from firstwords.export.quantize import STATIC_FORMATS
 
     quant, threads, device = "qdq_u8s8", args.threads, ""
     if args.config:
-        from edge.config import load_device_config, resolve_device_config
+        from firstwords.edge.config import load_device_config, resolve_device_config
 
         dc = load_device_config(resolve_device_config(args.config))
         quant, threads, device = dc.model.quantization, args.threads or dc.model.threads, dc.name

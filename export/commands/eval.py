@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from export import require_torch
+    from firstwords.export import require_torch
 
     require_torch()
-    from export.evaluate import evaluate_checkpoint, plot_per_category
+    from firstwords.export.evaluate import evaluate_checkpoint, plot_per_category
 
     result = evaluate_checkpoint(args.checkpoint, args.data, n_way=args.n_way, trials=args.trials,
                                  seed=args.seed, frames_root=args.frames_root, progress=not args.no_progress)

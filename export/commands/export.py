@@ -46,9 +46,8 @@ def _spread(items: list, k: int) -> list:
 
 def load_images(paths: list[Path], size: int, mean, std):
     import numpy as np
-
-    from edge.preprocess import prepare_images
-    from export.data import load_frame
+    from firstwords.edge.preprocess import prepare_images
+    from firstwords.export.data import load_frame
 
     out = np.empty((len(paths), 3, size, size), np.float32)
     for i, p in enumerate(paths):
@@ -58,7 +57,7 @@ def load_images(paths: list[Path], size: int, mean, std):
 
 def eval_images(eval_path: Path, k: int, size: int, mean, std):
     """(images, labels, trials) from an eval set; trials only when the file holds CVCL's fixed trials."""
-    from export.data import load_eval_set
+    from firstwords.export.data import load_eval_set
 
     ev = load_eval_set(eval_path)
     if ev.trials is not None:
@@ -70,7 +69,7 @@ def eval_images(eval_path: Path, k: int, size: int, mean, std):
 
 
 def calibration_images(calib_path: Path, k: int, size: int, mean, std):
-    from export.data import load_cvcl_metadata
+    from firstwords.export.data import load_cvcl_metadata
 
     report = load_cvcl_metadata(calib_path)
     frames = sorted({str(p) for r in report.records for p in r.frame_paths})
@@ -79,11 +78,11 @@ def calibration_images(calib_path: Path, k: int, size: int, mean, std):
 
 def device_settings(args) -> tuple[str, int | None, int | None, str]:
     """(quantization, input_size, threads, device name) from --config and the overriding flags."""
-    from edge.errors import ConfigError
+    from firstwords.edge.errors import ConfigError
 
     quant, size, threads, device = None, None, None, ""
     if args.config:
-        from edge.config import load_device_config, resolve_device_config
+        from firstwords.edge.config import load_device_config, resolve_device_config
 
         dc = load_device_config(resolve_device_config(args.config))
         quant, size, threads, device = dc.model.quantization, dc.model.input_size, dc.model.threads, dc.name
@@ -95,14 +94,14 @@ def device_settings(args) -> tuple[str, int | None, int | None, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from export import require_torch
+    from firstwords.export import require_torch
 
     torch = require_torch()
-    from edge.bundle import sha256_file
-    from edge.errors import DataError, InputError
-    from export.checkpoint import load_checkpoint
-    from export.onnx_export import export_bundle
-    from export.quantize import STATIC_FORMATS
+    from firstwords.edge.bundle import sha256_file
+    from firstwords.edge.errors import DataError, InputError
+    from firstwords.export.checkpoint import load_checkpoint
+    from firstwords.export.onnx_export import export_bundle
+    from firstwords.export.quantize import STATIC_FORMATS
 
     quant, size, threads, device = device_settings(args)
     torch.set_num_threads(max(1, threads or torch.get_num_threads()))

@@ -9,7 +9,7 @@ EXAMPLE = "firstwords train --config compact --data work/corpus/train.json -o wo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from export.train_args import add_train_arguments  # argparse only: no torch at import time
+    from firstwords.export.train_args import add_train_arguments  # argparse only: no torch at import time
 
     add_train_arguments(parser)
     parser.add_argument("--nproc", type=int, default=1,
@@ -24,15 +24,15 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from export import require_torch
+    from firstwords.export import require_torch
 
     require_torch()
-    from export.train import describe, options_from_args, train
-    from export.train_args import train_argv
+    from firstwords.export.train import describe, options_from_args, train
+    from firstwords.export.train_args import train_argv
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "export.train", *train_argv(args)]
+               "-m", "firstwords.export.train", *train_argv(args)]
         print("launching:", " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     result = train(options_from_args(args))

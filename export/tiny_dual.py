@@ -47,8 +47,8 @@ def manifest_fields(**extra) -> dict:
 
 
 def make_bundle(out: Path, seed: int = 0, work: Path | None = None) -> Path:
-    from export.bundle import write_bundle
-    from export.onnx_export import export_towers
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.onnx_export import export_towers
 
     work = work or out.parent / f"{out.name}-onnx"
     towers = export_towers(tiny_model(seed), work, SIZE)
@@ -103,9 +103,8 @@ def train_tiny(model, steps: int = 150, seed: int = 0, size: int = SIZE):
     import numpy as np
     import torch
     import torch.nn.functional as F
-
-    from edge.preprocess import prepare_images
-    from edge.tokenize import Vocab
+    from firstwords.edge.preprocess import prepare_images
+    from firstwords.edge.tokenize import Vocab
 
     rng = np.random.default_rng(seed)
     vocab = Vocab(dict(VOCAB))

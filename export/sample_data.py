@@ -1,9 +1,6 @@
-"""A sample session and a bundle, made with the project's own tools, for the reliability / privacy tests and
-tools/soak.py: tools/build_sample_corpus.py --tiny (1 minute), tools/make_sample_session.py (video, espeak-ng
-soundtrack when installed, SRT), and the tiny exported dual encoder of tiny_dual.py (32 px, dim 16).
-
-Use the `sample` fixture (session-scoped: built once per test run, ~15 s) by importing it into a test module:
-    from sample_session import sample  # noqa: F401
+"""A sample session and a bundle, made with the project's own builders, for tests and tools/soak.py: the
+sample corpus --tiny (1 minute), the sample session (video, espeak-ng soundtrack when installed, SRT), and the
+tiny exported dual encoder of tiny_dual.py (32 px, dim 16). Needs torch (the train extra) for the bundle.
 """
 
 from __future__ import annotations
@@ -12,10 +9,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -30,7 +23,7 @@ class Sample:
 
 
 def _run(cmd: list[str]) -> None:
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -41,23 +34,15 @@ def build_sample(root: Path, minutes: float = 1.0, speech: bool = True) -> Sampl
     root.mkdir(parents=True, exist_ok=True)
     corpus, session, bundle = root / "corpus", root / "session", root / "bundle"
     if not (corpus / "timeline.json").is_file():
-        _run([sys.executable, "tools/build_sample_corpus.py", "--tiny", "--minutes", str(minutes), "--out",
+        _run([sys.executable, "-m", "firstwords.export.sample_corpus", "--tiny", "--minutes", str(minutes), "--out",
               str(corpus), "--no-progress"])
     if not (session / "session.json").is_file():
-        _run([sys.executable, "tools/make_sample_session.py", "--corpus", str(corpus), "--out", str(session)]
+        _run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session)]
              + ([] if speech else ["--no-speech"]))
     if not (bundle / "manifest.json").is_file():
-        sys.path.insert(0, str(Path(__file__).parent))
         import torch
-        from tiny_dual import make_bundle
+        from firstwords.export.tiny_dual import make_bundle
 
         torch.set_num_threads(1)
         make_bundle(bundle)
     return Sample(corpus, session, bundle)
-
-
-@pytest.fixture(scope="session")
-def sample(tmp_path_factory) -> Sample:
-    pytest.importorskip("torch")  # the bundle is made by our torch exporter
-    pytest.importorskip("cv2")  # the session video
-    return build_sample(tmp_path_factory.mktemp("sample"))
