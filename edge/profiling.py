@@ -250,7 +250,7 @@ def session_texts(session: str | Path | None, limit: int = 200) -> list[str]:
 def fill_memory(mem: Any, n_words: int, seed: int = 0, words_per_utterance: int = 10,
                 frames_per_utterance: int = 4, chunk: int = 200) -> None:
     """Teach an AssociativeMemory n_words distinct synthetic words (random unit frame embeddings)."""
-    from firstwords.edge.memory import Utterance as MemUtterance
+    from firstwords.edge.memory import Moment as MemUtterance
 
     rng = np.random.default_rng(seed)
     batch = []

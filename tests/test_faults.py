@@ -425,15 +425,15 @@ print("done", out["episodes_removed"], flush=True)
 
 
 def _teach(path: Path, n: int, seed: int) -> None:
-    from firstwords.edge.memory import AssociativeMemory, Utterance
+    from firstwords.edge.memory import AssociativeMemory, Moment
 
     rng = np.random.default_rng(seed)
     with AssociativeMemory(path, 16) as mem:
         batch = []
         for i in range(n):
             words = ["the", f"thing{i % 7}"] + (["secretword"] if i % 5 == 0 else [])
-            batch.append(Utterance(words, rng.normal(size=(6, 16)).astype(np.float32), float(i),
-                                   " ".join(words) + f" number {i}"))
+            batch.append(Moment(words, rng.normal(size=(6, 16)).astype(np.float32), float(i),
+                                " ".join(words) + f" number {i}"))
         mem.learn_batch(batch)
 
 

@@ -41,8 +41,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 from firstwords.edge.evaluate import make_trials, score_trials
-from firstwords.edge.memory import AssociativeMemory, LearningParams, Utterance, whitener
-from firstwords.edge.memory_store import Background
+from firstwords.edge.memory import AssociativeMemory, LearningParams, Moment
+from firstwords.edge.memory_rule import Background, whitener
 from firstwords.edge.tokenize import words as split_words
 
 SHOTS = (1, 2, 5, 10)
@@ -52,19 +52,20 @@ SHOTS = (1, 2, 5, 10)
 class BenchData:
     source: str
     dim: int
-    stream: list[Utterance]  # training utterances in session order (frame embeddings already encoded)
+    stream: list[Moment]  # training utterances in session order (frame embeddings already encoded)
     prior: dict[str, np.ndarray]  # in-vocabulary word -> the encoder's utterance embedding
     categories: list[str]
     eval_labels: list[str]
     eval_emb: np.ndarray
     novel_word: str
     novel_emb: np.ndarray  # [M, D] held-out images of the novel category
-    novel_exposures: list[Utterance]
+    novel_exposures: list[Moment]
     views: list[list[frozenset[str]]] | None = None  # per stream utterance, per frame: the categories in view
 
 
 # ------------------------------------------------------------------------------------------ synthetic data
-def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0) -> BenchData:
+def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0,
+                   look_away: float = 0.0) -> BenchData:
     """Embeddings shaped like the sample corpus. A frame embeds its scene: a shared component (embedding spaces
     are anisotropic) + the primary object + maybe a smaller distractor + one of 16 backgrounds + camera jitter,
     so a window's frames are near-duplicates of one scene. Utterances name what is in view (42 %), something
@@ -92,7 +93,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
     zipf = lambda items: items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]
     cat_w = 1.0 / np.arange(1, n_cat + 1) ** 0.6
     cat_w /= cat_w.sum()
-    stream: list[Utterance] = []
+    stream: list[Moment] = []
     views: list[list[frozenset[str]]] = []
     t = 0.0
     while t < minutes * 60:
@@ -109,8 +110,14 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
             else:
                 text = zipf(chatter)
             n = int(rng.integers(3, 16))
-            stream.append(Utterance(split_words(text), frames(primary, distractor, n, background), t, text))
-            views.append([frozenset(c for c in (primary, distractor) if c)] * n)
+            fr = frames(primary, distractor, n, background)
+            view = [frozenset(c for c in (primary, distractor) if c)] * n
+            if primary and primary in text and n >= 4 and rng.random() < look_away:
+                away = [c for c in cats if c not in (primary, distractor)][int(rng.integers(n_cat - 2))]
+                fr[n // 2:] = frames(away, None, n - n // 2, background)
+                view = view[:n // 2] + [frozenset([away])] * (n - n // 2)
+            stream.append(Moment(split_words(text), fr, t, text))
+            views.append(view)
             t += n / 5.0
     vocab_words = {w for u in stream for w in u.words}
     prior = {}
@@ -124,7 +131,7 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
     exposures = []
     for j in range(24):
         text = zipf(naming).format(w=novel)
-        exposures.append(Utterance(split_words(text), frames(novel, None, 5), 1e6 + j, text))
+        exposures.append(Moment(split_words(text), frames(novel, None, 5), 1e6 + j, text))
     return BenchData(f"synthetic (seed {seed}, dim {dim}, {n_cat} categories)", dim, stream, prior, cats,
                      eval_labels, eval_emb, novel, novel_emb, exposures, views)
 
@@ -192,7 +199,7 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     for r in train:
         ws = split_words(r["utterance"])
         if ws:
-            stream.append(Utterance(ws, emb[[row[f] for f in r["frame_filenames"]]],
+            stream.append(Moment(ws, emb[[row[f] for f in r["frame_filenames"]]],
                                     float(r.get("start_time", len(stream))), r["utterance"]))
             views.append([in_view.get(f, frozenset()) for f in r["frame_filenames"]])
     known = sorted({w for u in stream for w in u.words if enc.knows(w)})
@@ -202,7 +209,7 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     exposures = []
     for j, e in enumerate(exp):
         ws = split_words(e["utterance"])
-        exposures.append(Utterance(ws, emb[[row[f] for f in e["frame_filenames"]]], 1e9 + j, e["utterance"],
+        exposures.append(Moment(ws, emb[[row[f] for f in e["frame_filenames"]]], 1e9 + j, e["utterance"],
                                    {w: prior[w] for w in ws if w in prior}))
     cats = sorted({e["category"] for e in ev})
     return BenchData(f"bundle {bundle_path} on corpus {corpus}", enc.dim, stream, prior, cats,
@@ -342,7 +349,7 @@ def name_latency(dim: int, n_words: int = 10_000, queries: int = 2000, seed: int
         batch = []
         for i in range(0, n_words, 10):
             ws = [f"w{j}" for j in range(i, min(i + 10, n_words))]
-            batch.append(Utterance(ws, rng.normal(size=(4, dim)).astype(np.float32), float(i), " ".join(ws)))
+            batch.append(Moment(ws, rng.normal(size=(4, dim)).astype(np.float32), float(i), " ".join(ws)))
         for j in range(0, len(batch), 200):
             mem.learn_batch(batch[j:j + 200])
         assert len(mem.words()) == n_words
@@ -431,13 +438,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, help="a model bundle (firstwords export)")
     ap.add_argument("--corpus", type=Path, help="the sample corpus (tools/build_sample_corpus.py)")
     ap.add_argument("--synthetic", action="store_true", help="clustered synthetic embeddings instead")
+    ap.add_argument("--look-away", type=float, default=0.0, metavar="P",
+                    help="synthetic: the share of naming windows whose second half shows another object")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--points", type=int, default=10, help="checkpoints on the learning curve (plus early ones)")
     ap.add_argument("--trials", type=int, default=50, help="4-way trials per category at each checkpoint")
     ap.add_argument("--max-utterances", type=int, default=0, help="use only the first N (0: all)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--select-mode", choices=["predict", "gate", "explain"], default=None,
-                    help="re-entrance mode for (b)/(c) (default: the memory's default, LearningParams)")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -446,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print("firstwords memory benchmark")
     if args.synthetic:
-        data = synthetic_data()
+        data = synthetic_data(look_away=args.look_away)
     else:
         data = corpus_data(args.bundle, args.corpus, args.out / "cache", args.threads, args.max_utterances)
     if args.max_utterances:
@@ -457,8 +464,8 @@ def main(argv: list[str] | None = None) -> int:
           f"({len(data.novel_exposures)} exposures available)")
     checkpoints = sorted({0, *[c for c in (10, 25, 50, 100) if c < n],
                           *[round(x) for x in np.linspace(0, n, args.points + 1)]})
-    learning = LearningParams(select_mode=args.select_mode) if args.select_mode else LearningParams()
-    print(f"  re-entrance mode for (c): {learning.select_mode!r}; (b) is the same learner with it off")
+    learning = LearningParams()
+    print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
@@ -539,7 +546,7 @@ def main(argv: list[str] | None = None) -> int:
         "reentrance_better_seeds": int(np.sum(diff > 0)),
         "ideal_frames_minus_plain_auc": None if headroom is None else round(headroom[0], 4),
         "ideal_frames_minus_plain_auc_sd": None if headroom is None else round(headroom[1], 4),
-        "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict, "select_mode": learning.select_mode,
+        "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict,
         "frames_on_target": None if on_target is None else {k: round(v, 4) for k, v in on_target.items()},
         "novel_word": data.novel_word,
         "few_shot": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in few.items()},

@@ -24,6 +24,11 @@ def read_image(path: str):
     from firstwords.edge.capture import import_cv2
     from firstwords.edge.errors import InputError
 
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such image file; check the path")
+    if not p.is_file():
+        raise InputError(f"{path}: not a regular file; give an image file (png, jpg, bmp, ...)")
     cv2 = import_cv2()
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -40,31 +45,25 @@ def encode_image_files(encoder, paths, batch: int = 64):
 
 
 def run(args: argparse.Namespace) -> int:
-    from firstwords.edge.errors import InputError, MemoryStoreError
+    from firstwords.edge.errors import InputError
     from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.memory_store import describe_meta
+    from firstwords.edge.memory_moment import word_as_learned
 
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
-    if not Path(args.memory).is_file():
-        raise MemoryStoreError(f"{args.memory}: no such memory; make one with `firstwords replay` or `firstwords run`")
-    meta = describe_meta(args.memory)
-    if "dim" not in meta:
-        raise MemoryStoreError(f"{args.memory} is not a firstwords memory (or is damaged)")
-    dim = int(meta["dim"])
     if args.image:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
+        image = read_image(args.image)  # a missing or unreadable image is said before anything loads
         from firstwords.edge.bundle import load_bundle
         from firstwords.edge.encode import Encoder
 
-        enc = Encoder(load_bundle(args.bundle), threads=1)
-        if enc.dim != dim:
-            raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's ({dim}); use the "
-                             "bundle the memory was made with")
-        emb = enc.encode_image([read_image(args.image)])[0]
-        with AssociativeMemory(args.memory, dim) as mem:
-            answers = mem.name(emb, k=args.k)
+        with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
+            enc = Encoder(load_bundle(args.bundle), threads=1)
+            if enc.dim != mem.dim:
+                raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's ({mem.dim}); "
+                                 "use the bundle the memory was made with")
+            answers = mem.name(enc.encode_image([image])[0], k=args.k)
         if args.json:
             print(json.dumps({"image": args.image, "words": [[w, round(s, 4)] for w, s in answers]}))
         elif not answers:
@@ -73,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
             for w, s in answers:
                 print(f"{w:<16} {s:7.3f}")
         return 0
-    word = args.word.strip().lower()
-    with AssociativeMemory(args.memory, dim) as mem:
+    word = word_as_learned(args.word)
+    with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
         episodes = mem.find(word, k=args.k)
         exposures = mem.exposures(word)
     if args.json:
