@@ -140,9 +140,6 @@ class MemoryStore:
         if not tables and self.read_only:
             raise MemoryStoreError(f"{self.path} is an empty file, not a firstwords memory; check --memory")
         if not self._in_memory and not self.read_only:
-            reason = read_only_reason(self.path)
-            if reason:
-                raise read_only_error(self.path, reason)
             if not tables:  # must precede the first table; lets the disk cap give pages back to the OS
                 db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -164,7 +164,7 @@ def _replay_offline(sample, tmp_path: Path, words_from: str, *extra: str) -> tup
 def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) -> None:
     # only the memory database is written (SQLite writes its -wal/-shm in C, not through Python's open)
     writes = {Path(w).resolve() for w in out["writes"]}
-    allowed = {memory.resolve()}
+    allowed = {memory.resolve(), memory.with_name(memory.name + ".lock").resolve()}  # (+ its writer lock)
     others = [w for w in writes if w not in allowed and not str(w).startswith(str(tmp.resolve()))]
     assert not others, f"files written besides the memory: {others}"
     in_tmp = [w for w in writes if str(w).startswith(str(tmp.resolve()))]
@@ -172,7 +172,8 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
     for folder in (work, tmp):
         media = [p for p in _files(folder) if p.suffix.lower() in MEDIA_SUFFIXES]
         assert not media, f"media files written: {media}"
-    assert {p.name for p in _files(work)} <= {memory.name, memory.name + "-wal", memory.name + "-shm"}
+    assert {p.name for p in _files(work)} <= {memory.name, memory.name + "-wal", memory.name + "-shm",
+                                              memory.name + ".lock"}
     # no BLOB in the database larger than an embedding (float32 [dim]), and no media column filled
     db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
     try:
