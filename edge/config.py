@@ -55,6 +55,8 @@ class PairingConfig:
 class MemoryConfig:
     capacity_words: int
     capacity_episodes: int
+    max_disk_mb: float  # the memory file's cap on disk (oldest episodes evicted first; edge.memory_disk)
+    min_word_confidence: float  # 0..1: words heard with less confidence teach nothing (transcripts: 1.0)
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ _TABLES: dict[str, type] = {
 }
 _CHOICES = {("model", "quantization"): QUANTIZATION_FORMATS, ("audio", "vad"): VAD_KINDS,
             ("audio", "recognizer"): RECOGNIZERS}
-# Keys whose numbers must be > 0 (everything numeric except none so far).
+# Numbers must be > 0, except these, which must lie within [low, high].
+_RANGES = {("memory", "min_word_confidence"): (0.0, 1.0)}
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
@@ -102,7 +105,10 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
                           f"{value!r}")
     if typ is float and not math.isfinite(value):  # TOML allows inf and nan; `nan > 0` alone misses inf
         raise ConfigError(f"{where}: [{table}] {key} must be a finite number greater than 0, got {value!r}")
-    if typ in (int, float) and not value > 0:
+    bounds = _RANGES.get((table, key))
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{where}: [{table}] {key} must be within {bounds[0]}..{bounds[1]}, got {value!r}")
+    if typ in (int, float) and not bounds and not value > 0:
         raise ConfigError(f"{where}: [{table}] {key} must be greater than 0, got {value!r}")
     choices = _CHOICES.get((table, key))
     if choices and value not in choices:

@@ -80,8 +80,11 @@ class WriterLock:
                                    f"writer per memory: stop that process first, or use another --memory. "
                                    f"Reading (`firstwords ask`) works meanwhile; `firstwords forget` asks the "
                                    f"running writer to forget") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode())
+        try:  # who holds it, for the message a second writer gets (the flock itself is the lock)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode())
+        except OSError:  # (a full disk: the memory's own writes will say so)
+            pass
         self._fd = fd
 
     def release(self) -> None:

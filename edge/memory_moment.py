@@ -78,12 +78,12 @@ def normalise_word(word: str) -> str:
 def word_as_learned(text: str) -> str:
     """The memory's key for a word as a user typed it ("Ball!", "ñandú"): tokenised as learning tokenises what
     it hears, then normalised. InputError unless that gives exactly one word."""
-    if not isinstance(text, str) or not text.strip():
-        raise InputError(f"give a word, e.g. --word ball (got {text!r})")
-    found = words_of(text)
+    found = words_of(normalise_word(text)) if isinstance(text, str) else []
+    if not found:
+        raise InputError(f"give a word, e.g. --word ball (got {text!r}, which holds no word)")
     if len(found) != 1:
-        raise InputError(f"{text!r} is {len(found)} words as the memory learns them ({', '.join(found) or 'none'}); "
-                         f"give one word at a time, e.g. --word {found[0] if found else 'ball'}")
+        raise InputError(f"{text!r} is {len(found)} words as the memory learns them ({', '.join(found)}); "
+                         f"give one word at a time, e.g. --word {found[0]}")
     return normalise_word(found[0])
 
 
