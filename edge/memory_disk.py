@@ -1,7 +1,8 @@
 """The disk cap of a memory ([memory] max_disk_mb): the SD card never fills.
 
-The main file gets 3/4 of the cap and its write-ahead log 1/8 (checkpointed and truncated at that size); the
-rest is slack for the shared-memory index and the batch in flight. When the pages in use pass the main file's
+The main file gets 3/4 of the cap less 96 KB, its write-ahead log 1/8 (checkpointed and truncated at that
+size); the rest is for the WAL's index (-shm, 32 KB) and the update in flight, so the three files together stay
+under the cap. When the pages in use pass the main file's
 share, the oldest episodes are evicted in the same transaction as the update that passed it, down to 90 % of
 the share, and counted (state `evicted_episodes`); the words stay (their learning is in their sums). Freed
 pages are reused by later updates, and a few at a time are given back to the OS (incremental vacuum, bounded so
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 MAIN_SHARE = 0.75  # of max_disk_mb for the database file itself
 WAL_SHARE = 0.125  # for the write-ahead log
 LOW_WATER = 0.9  # evict down to this share of the main file's budget (not one episode per update)
+FIXED_BYTES = 96 * 1024  # the WAL index (-shm, 32 KB) and the pages one update writes beyond the WAL's share
 VACUUM_PAGES = 256  # pages given back to the OS per update at most (1 MB at 4 KiB pages)
 
 
@@ -38,7 +40,10 @@ class DiskCap:
 
     @property
     def budget(self) -> int:
-        return int(MAIN_SHARE * self.max_bytes) if self.max_bytes else 0
+        """Bytes the main file may use: its share of the cap less the fixed costs (index, one update)."""
+        if not self.max_bytes:
+            return 0
+        return max(int(MAIN_SHARE * self.max_bytes) - FIXED_BYTES, self.max_bytes // 4)
 
     def configure(self, db: sqlite3.Connection) -> None:
         """Bound the write-ahead log of a writable connection to its share of the cap."""

@@ -108,11 +108,12 @@ class MemoryStore:
         kw = {"isolation_level": None, "check_same_thread": False, "timeout": 10.0}
         if not self.read_only or self._in_memory:
             return sqlite3.connect(self.path, **kw)
+        db = sqlite3.connect(_uri(p, mode="ro"), uri=True, **kw)
         try:
-            db = sqlite3.connect(_uri(p, mode="ro"), uri=True, **kw)
             db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             return db
         except sqlite3.OperationalError:
+            db.close()
             if not read_only_reason(p):
                 raise
             # A WAL database in a read-only folder: SQLite cannot make its -shm there. Nobody can write here

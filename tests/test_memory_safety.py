@@ -196,7 +196,8 @@ def _read_only(folder: Path):
         subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True, capture_output=True)
         yield ro
     finally:
-        subprocess.run(["umount", str(ro)], capture_output=True, check=False)
+        if subprocess.run(["umount", str(ro)], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(ro)], capture_output=True, check=False)
 
 
 def test_a_healthy_memory_in_a_read_only_folder_is_called_read_only_not_damaged(tmp_path):
