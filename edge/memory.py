@@ -33,14 +33,7 @@ from firstwords.edge.memory_moment import (
     check_vectors,
     normalise_word,
 )
-from firstwords.edge.memory_rule import (
-    TINY,
-    LearningParams,
-    WordRow,
-    learn_moment,
-    whitener,
-    world_covariance,
-)
+from firstwords.edge.memory_rule import TINY, LearningParams, WordRow, learn_moment
 from firstwords.edge.memory_store import EpisodeRow, MemoryStore
 from firstwords.edge.memory_table import WordTable
 
@@ -89,14 +82,6 @@ class AssociativeMemory:
         for r in self._store.load_words():
             self._table.put(r)
         self._bg = self._store.load_background()
-        # The query arrays are derived against a cached background mean g; rows that change are re-derived at
-        # the next query, and everything is re-derived when the memory has grown by ~10 % since (g drifts ~1/n).
-        self._stale_words: set[str] = set()
-        self._full_rebuild = True
-        self._g_cached = np.zeros(dim, np.float32)
-        self._w_cached = np.eye(dim)
-        self._sigma_cached = np.eye(dim) / dim
-        self._rebuilt_at = 0
         self._closed = False
         if len(self._table) > self.capacity_words:
             log.warning("memory %s holds %d words, above capacity %d; the weakest go at the next update",
@@ -170,7 +155,7 @@ class AssociativeMemory:
             self.apply_forget_requests()
             staged: dict[str, WordRow] = {}
             bg = self._bg.copy()
-            self._ensure_derived()  # the whitener and background of the committed state
+            self._table.refresh(self._bg, self.params)  # the whitener and background of the committed state
             episodes: list[EpisodeRow] = []
             reports: list[LearnReport] = []
             learned: list[LearnReport] = []  # the reports of moments that became episodes
@@ -192,9 +177,8 @@ class AssociativeMemory:
                 self._table.put(r)
             for w in result.evicted_words:
                 self._table.remove(w)
-                self._stale_words.discard(w)
             self._bg = bg
-            self._stale_words.update(w for w in staged if w in self._table.index)
+            self._table.stale.update(w for w in staged if w in self._table.index)
         for rep, eid in zip(learned, result.episode_ids, strict=True):
             rep.episode_id = eid
         if result.evicted_words:
@@ -205,7 +189,7 @@ class AssociativeMemory:
 
     def _learn_one(self, m: CheckedMoment, staged: dict[str, WordRow], bg) -> tuple[EpisodeRow, LearnReport]:
         frames = m.frames
-        rival = self._table.rival_evidence(frames, set(m.words), self._g_cached, self.params) \
+        rival = self._table.rival_evidence(frames, set(m.words), self.params) \
             if self.reentrance else None  # judged by the committed state
         bg.add(frames)
         rows: list[WordRow] = []
@@ -220,7 +204,7 @@ class AssociativeMemory:
                 r.prior = m.prior[w]
             rows.append(r)
             staged[w] = r
-        taken, omega = learn_moment(rows, m.confidence, frames, m.t, bg, self._w_cached, rival, self.params)
+        taken, omega = learn_moment(rows, m.confidence, frames, m.t, bg, self._table.whiten, rival, self.params)
         per_word = taken.sum(axis=1)
         ep = EpisodeRow(m.t, m.text, ((omega @ frames) / max(float(omega.sum()), TINY)).astype(np.float32),
                         frames.sum(axis=0, dtype=np.float64).astype(np.float32), frames.mean(axis=0), len(frames),
@@ -233,27 +217,6 @@ class AssociativeMemory:
         return ep, rep
 
     # ------------------------------------------------------------------ queries
-    def _ensure_derived(self) -> None:
-        tb = self._table
-        n = len(tb)
-        moved = self._bg.utterances != self._rebuilt_at
-        grown = self._bg.utterances - self._rebuilt_at >= max(16, self._rebuilt_at // 10)
-        small = n * self.dim <= 65_536  # (~1k words at D = 64: re-deriving all is as cheap as a few rows)
-        if self._full_rebuild or grown or (small and moved):
-            self._g_cached = self._bg.mean(self.dim)
-            self._w_cached = whitener(self._bg, self.dim, self.params)
-            self._sigma_cached = world_covariance(self._bg, self.dim)
-            if n:
-                tb.rederive(slice(0, n), self._g_cached, self.params, self._w_cached, self._sigma_cached)
-            self._rebuilt_at = self._bg.utterances
-            self._full_rebuild = False
-            self._stale_words.clear()
-        elif self._stale_words:
-            rows = np.array(sorted(tb.index[w] for w in self._stale_words if w in tb.index), dtype=np.int64)
-            if rows.size:
-                tb.rederive(rows, self._g_cached, self.params, self._w_cached, self._sigma_cached)
-            self._stale_words.clear()
-
     def name(self, frame_embedding: np.ndarray, k: int = 5) -> list[tuple[str, float]]:
         """Top-k words for a frame embedding [D], best first, with scores (strength x contrast cosine)."""
         x = check_vectors(frame_embedding, self.dim, "frame_embedding", 1)[0]
@@ -261,7 +224,7 @@ class AssociativeMemory:
             raise InputError(f"k must be at least 1, got {k}")
         with self._lock:
             self._check_open()
-            self._ensure_derived()
+            self._table.refresh(self._bg, self.params)
             tb = self._table
             n = len(tb)
             if n == 0:
@@ -277,7 +240,7 @@ class AssociativeMemory:
         """Unit vectors of the words (all, or those asked for that the memory knows), for edge.evaluate."""
         with self._lock:
             self._check_open()
-            self._ensure_derived()
+            self._table.refresh(self._bg, self.params)
             idx = self._table.index
             wanted = self._table.words if words is None else [w for w in words if w in idx]
             return {w: self._table.vec[idx[w]].copy() for w in wanted}
@@ -285,7 +248,7 @@ class AssociativeMemory:
     def strength(self, word: str) -> float:
         """Naming strength of a word (0 for unknown words); low for diffuse words such as 'the'."""
         with self._lock:
-            self._ensure_derived()
+            self._table.refresh(self._bg, self.params)
             i = self._table.index.get(normalise_word(word))
             return 0.0 if i is None else float(self._table.strength[i])
 
@@ -299,12 +262,12 @@ class AssociativeMemory:
         word = normalise_word(word)
         with self._lock:
             self._check_open()
-            self._ensure_derived()
+            self._table.refresh(self._bg, self.params)
             i = self._table.index.get(word)
             if i is None:
                 return []
             v = self._table.vec[i].copy()
-            g = self._g_cached.copy()
+            g = self._table.g.copy()
         best: list[tuple[float, int, float, str]] = []
         for ids, ts, texts, emb in self._store.iter_episodes(word=word if heard_only else None):
             c = emb - g
@@ -356,7 +319,7 @@ class AssociativeMemory:
             self._table.remove(w)
         for r in keep:
             self._table.put(r)
-        self._full_rebuild = True
+        self._table.full_rebuild = True
         return result
 
     def forget_word(self, word: str, *, _request: int | None = None) -> dict:

@@ -52,6 +52,35 @@ def read_only_reason(path: str | Path) -> str | None:
     return None
 
 
+def damaged_error(path: str | Path, why: str) -> MemoryStoreError:
+    return MemoryStoreError(f"the memory database {path} is damaged or not a database ({why}); "
+                            + RESET_HINT.format(path=path, name=Path(path).name))
+
+
+def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str, in_memory: bool = False) -> MemoryStoreError:
+    """The user's message for an SQLite error met while `doing` ("writing to", ...) the memory at `path`: a full
+    disk, a read-only place and a damaged file each say what they are and what to do."""
+    code = getattr(e, "sqlite_errorcode", None)
+    text = str(e).lower()
+    if code == sqlite3.SQLITE_FULL or "full" in text:
+        return MemoryStoreError(f"the disk is full (or the database size limit was reached) while {doing} {path}; "
+                                f"nothing of this update was saved and the previous state is intact; free some "
+                                f"space or lower [memory] max_disk_mb / capacity_episodes")
+    if "no such table" in text or "no such column" in text:
+        return damaged_error(path, str(e))
+    if isinstance(e, sqlite3.OperationalError) and "locked" in text:
+        return MemoryStoreError(f"{path} is locked by another process while {doing}; stop the other firstwords "
+                                f"process using this --memory file")
+    if not in_memory and ("readonly" in text or "read-only" in text or "unable to open" in text):
+        reason = read_only_reason(path)
+        if reason or "readonly" in text:
+            return read_only_error(path, reason or "the database file is read-only")
+    if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
+        return damaged_error(path, str(e))
+    return MemoryStoreError(f"cannot {doing.split()[0]} the memory database {path} ({e}); the previous state is "
+                            f"intact")
+
+
 def read_only_error(path: str | Path, reason: str) -> MemoryStoreError:
     return MemoryStoreError(f"cannot write the memory {path}: {reason}. Nothing is wrong with the file: "
                             f"`firstwords ask --memory {path}` can still read it; to learn into it or forget, "

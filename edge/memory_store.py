@@ -23,9 +23,9 @@ import numpy as np
 from firstwords.edge.errors import MemoryStoreError
 from firstwords.edge.memory_disk import DiskCap
 from firstwords.edge.memory_files import (
-    RESET_HINT,
     WriterLock,
-    read_only_error,
+    damaged_error,
+    explain_sqlite_error,
     read_only_reason,
     sidecar_files,
 )
@@ -127,9 +127,7 @@ class MemoryStore:
 
     # ---------------------------------------------------------------- opening
     def damaged(self, why: str) -> MemoryStoreError:
-        name = Path(self.path).name
-        return MemoryStoreError(f"the memory database {self.path} is damaged or not a database ({why}); "
-                                + RESET_HINT.format(path=self.path, name=name))
+        return damaged_error(self.path, why)
 
     def _open(self, synchronous: str) -> None:
         db = self._db
@@ -190,25 +188,7 @@ class MemoryStore:
 
     # ---------------------------------------------------------------- errors and transactions
     def _fail(self, e: sqlite3.Error, doing: str) -> MemoryStoreError:
-        code = getattr(e, "sqlite_errorcode", None)
-        text = str(e).lower()
-        if code == sqlite3.SQLITE_FULL or "full" in text:
-            return MemoryStoreError(f"the disk is full (or the database size limit was reached) while {doing} "
-                                    f"{self.path}; nothing of this update was saved and the previous state is "
-                                    f"intact; free some space or lower [memory] max_disk_mb / capacity_episodes")
-        if "no such table" in text or "no such column" in text:
-            return self.damaged(str(e))
-        if isinstance(e, sqlite3.OperationalError) and "locked" in text:
-            return MemoryStoreError(f"{self.path} is locked by another process while {doing}; stop the other "
-                                    f"firstwords process using this --memory file")
-        if not self._in_memory and ("readonly" in text or "read-only" in text or "unable to open" in text):
-            reason = read_only_reason(self.path)
-            if reason or "readonly" in text:
-                return read_only_error(self.path, reason or "the database file is read-only")
-        if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
-            return self.damaged(str(e))
-        return MemoryStoreError(f"cannot {doing.split()[0]} the memory database {self.path} ({e}); the "
-                                f"previous state is intact")
+        return explain_sqlite_error(e, self.path, doing, self._in_memory)
 
     @contextmanager
     def transaction(self, doing: str) -> Iterator[sqlite3.Connection]:

@@ -1,10 +1,23 @@
 """The memory's words in RAM: raw sums as growable numpy arrays, a name index, and the derived query arrays
-(unit vector, strength, the name() matrix) that edge.memory re-derives lazily from the sums."""
+(unit vector, strength, the name() matrix) re-derived lazily from the sums.
+
+The query arrays are derived against a cached background mean g (and the world's whitener and covariance);
+rows that change are re-derived at the next query, and everything when the memory has grown by ~10 % since
+(g drifts ~1/n) or after forgetting."""
 
 from __future__ import annotations
 
 import numpy as np
-from firstwords.edge.memory_rule import TINY, LearningParams, WordRow, WordSums, derive
+from firstwords.edge.memory_rule import (
+    TINY,
+    Background,
+    LearningParams,
+    WordRow,
+    WordSums,
+    derive,
+    whitener,
+    world_covariance,
+)
 
 
 class WordTable:
@@ -37,6 +50,13 @@ class WordTable:
         self.name_mat = np.zeros((cap, dim), np.float32)
         self.name_bias = np.zeros(cap, np.float32)
         self.spread = np.ones(cap, np.float32)
+        # what they are derived against, and which rows are stale
+        self.g = np.zeros(dim, np.float32)
+        self.whiten = np.eye(dim)
+        self.sigma = np.eye(dim) / dim
+        self.stale: set[str] = set()
+        self.full_rebuild = True
+        self._rebuilt_at = 0
 
     def __len__(self) -> int:
         return len(self.words)
@@ -73,6 +93,7 @@ class WordTable:
         self.first_seen[i], self.last_seen[i], self.last_utt[i] = r.first_seen, r.last_seen, r.last_utt
 
     def remove(self, word: str) -> None:
+        self.stale.discard(word)
         i = self.index.pop(word, None)
         if i is None:
             return
@@ -89,10 +110,31 @@ class WordTable:
     def nbytes(self) -> int:
         return sum(getattr(self, n).nbytes for n in (*self._SUMS, *self._DERIVED))
 
-    def rederive(self, rows: np.ndarray | slice, g: np.ndarray, params: LearningParams, whiten: np.ndarray,
-                 sigma: np.ndarray) -> None:
-        """Recompute the derived query arrays of some rows against the background mean g, the whitener and the
-        world's frame covariance sigma."""
+    def refresh(self, bg: Background, params: LearningParams) -> None:
+        """Bring the derived arrays up to date with the committed sums and background."""
+        n = len(self)
+        moved = bg.utterances != self._rebuilt_at
+        grown = bg.utterances - self._rebuilt_at >= max(16, self._rebuilt_at // 10)
+        small = n * self.dim <= 65_536  # (~1k words at D = 64: re-deriving all is as cheap as a few rows)
+        if self.full_rebuild or grown or (small and moved):
+            self.g = bg.mean(self.dim)
+            self.whiten = whitener(bg, self.dim, params)
+            self.sigma = world_covariance(bg, self.dim)
+            if n:
+                self.rederive(slice(0, n), params)
+            self._rebuilt_at = bg.utterances
+            self.full_rebuild = False
+            self.stale.clear()
+        elif self.stale:
+            rows = np.array(sorted(self.index[w] for w in self.stale if w in self.index), dtype=np.int64)
+            if rows.size:
+                self.rederive(rows, params)
+            self.stale.clear()
+
+    def rederive(self, rows: np.ndarray | slice, params: LearningParams) -> None:
+        """Recompute the derived query arrays of some rows against the cached background, whitener and
+        covariance."""
+        g, whiten, sigma = self.g, self.whiten, self.sigma
         sums = WordSums(self.proto_sum[rows], self.weight[rows], self.weight_sq[rows], self.cooc_sum[rows],
                         self.cooc_count[rows], self.exposures[rows], self.prior[rows], self.has_prior[rows])
         v, s, _ = derive(sums, g, params, whiten)
@@ -103,11 +145,10 @@ class WordTable:
         self.name_bias[rows] = -(nm @ g)
         self.spread[rows] = np.sqrt(np.maximum(np.sum((v @ sigma) * v, axis=1), TINY))
 
-    def rival_evidence(self, frames: np.ndarray, heard: set[str], g: np.ndarray,
-                       params: LearningParams) -> np.ndarray:
+    def rival_evidence(self, frames: np.ndarray, heard: set[str], params: LearningParams) -> np.ndarray:
         """Per frame [K], the strongest evidence that it shows a word NOT heard: that word's score v_u.(f - g)
         in the world's standard deviations along v_u, weighed by how reliable a name it is (strength /
-        select_ref), among the `competitors` strongest words. Needs the derived arrays up to date."""
+        select_ref), among the `competitors` strongest words. Needs refresh() first."""
         n = len(self)
         rows = np.arange(n)
         if n > params.competitors:  # only strong words can make strong claims (claim <= strength * |f - g|)
@@ -116,5 +157,5 @@ class WordTable:
         rows = np.array([r for r in rows if r not in heard_rows], dtype=np.int64)
         if rows.size == 0:
             return np.full(frames.shape[0], -1e9, np.float32)
-        z = (self.vec[rows] @ (frames - g).T) / self.spread[rows, None]  # [M, K]
+        z = (self.vec[rows] @ (frames - self.g).T) / self.spread[rows, None]  # [M, K]
         return (z * (self.strength[rows] / params.select_ref)[:, None]).max(axis=0)
