@@ -132,8 +132,7 @@ def run(args: argparse.Namespace) -> int:
     opts.keep_media = args.keep_media
     print(f"replaying {session.describe()}", file=sys.stderr)
     Path(args.memory).parent.mkdir(parents=True, exist_ok=True)
-    mem = AssociativeMemory(args.memory, encoder.dim, capacity_words=cfg.memory.capacity_words,
-                            capacity_episodes=cfg.memory.capacity_episodes, keep_media=args.keep_media)
+    mem = AssociativeMemory.from_config(args.memory, encoder.dim, cfg.memory, keep_media=args.keep_media)
     t0 = time.perf_counter()
     try:
         rep = replay(session, encoder, mem, words_from=source, speed=speed, options=opts, vad=vad, recognizer=rec,

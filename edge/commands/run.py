@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     opts.keep_media = args.keep_media
     opts.clock_origin = None
     Path(args.memory).parent.mkdir(parents=True, exist_ok=True)
-    mem = AssociativeMemory(args.memory, encoder.dim, capacity_words=cfg.memory.capacity_words,
-                            capacity_episodes=cfg.memory.capacity_episodes, keep_media=args.keep_media)
+    mem = AssociativeMemory.from_config(args.memory, encoder.dim, cfg.memory, keep_media=args.keep_media)
     learner = Learner(encoder, mem, frames, audio=mic, vad=vad, recognizer=rec,
                       audio_overflows=lambda: mic.overflows, options=opts,
                       on_status=status_printer(not args.quiet, lambda: mic.overflows))
