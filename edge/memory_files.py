@@ -178,9 +178,14 @@ def set_aside(path: str | Path) -> Path | None:
     return moved
 
 
+def sqlite_uri(path: str | Path, **params: str) -> str:
+    """An SQLite URI for a file path (any characters in it escaped) with query parameters such as mode=ro."""
+    return Path(path).resolve().as_uri() + "?" + "&".join(f"{k}={v}" for k, v in params.items())
+
+
 def describe_meta(path: str | Path) -> dict:
     """The meta table of a memory file as a dict (for CLI messages); {} when unreadable."""
-    for uri in (f"file:{path}?mode=ro", f"file:{path}?immutable=1"):
+    for uri in (sqlite_uri(path, mode="ro"), sqlite_uri(path, immutable="1")):
         try:
             db = sqlite3.connect(uri, uri=True)
             try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from firstwords.edge.errors import MemoryStoreError
-from firstwords.edge.memory_files import read_only_error, read_only_reason, writer_holder
+from firstwords.edge.memory_files import read_only_error, read_only_reason, sqlite_uri, writer_holder
 from firstwords.edge.memory_rule import Background, WordRow
 from firstwords.edge.memory_store import MemoryStore, blob
 from firstwords.edge.memory_table import WordTable
@@ -114,7 +114,7 @@ def wait_for_request(path: str | Path, request_id: int, timeout: float) -> dict 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            db = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
+            db = sqlite3.connect(sqlite_uri(path, mode="ro"), uri=True, timeout=10.0)
             try:
                 row = db.execute("SELECT result FROM forget_requests WHERE id = ? AND applied_at IS NOT NULL",
                                  (request_id,)).fetchone()

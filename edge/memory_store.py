@@ -28,6 +28,7 @@ from firstwords.edge.memory_files import (
     explain_sqlite_error,
     read_only_reason,
     sidecar_files,
+    sqlite_uri,
 )
 from firstwords.edge.memory_rule import Background, WordRow
 from firstwords.edge.memory_schema import (
@@ -62,10 +63,6 @@ class BatchResult:
 
 def blob(vec: np.ndarray) -> bytes:
     return np.ascontiguousarray(vec, dtype="<f4").tobytes()
-
-
-def _uri(path: Path, **params: str) -> str:
-    return path.resolve().as_uri() + "?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
 class MemoryStore:
@@ -108,7 +105,7 @@ class MemoryStore:
         kw = {"isolation_level": None, "check_same_thread": False, "timeout": 10.0}
         if not self.read_only or self._in_memory:
             return sqlite3.connect(self.path, **kw)
-        db = sqlite3.connect(_uri(p, mode="ro"), uri=True, **kw)
+        db = sqlite3.connect(sqlite_uri(p, mode="ro"), uri=True, **kw)
         try:
             db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
             return db
@@ -118,7 +115,7 @@ class MemoryStore:
                 raise
             # A WAL database in a read-only folder: SQLite cannot make its -shm there. Nobody can write here
             # either, so reading the file as it is is safe.
-            return sqlite3.connect(_uri(p, immutable="1"), uri=True, **kw)
+            return sqlite3.connect(sqlite_uri(p, immutable="1"), uri=True, **kw)
 
     def _release(self) -> None:
         if self._writer is not None:

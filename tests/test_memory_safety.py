@@ -242,3 +242,14 @@ def test_learning_in_a_read_only_open_is_a_clear_error(tmp_path):
     with AssociativeMemory(path, D) as writer, AssociativeMemory(path, D, read_only=True) as reader:
         writer.learn(["ball"], np.ones((2, D), np.float32), 5.0, "ball")
         assert reader.stats()["episodes"] == 2
+
+
+def test_a_path_with_odd_characters_opens_for_reading_and_writing(tmp_path):
+    folder = tmp_path / "my #1 memories? 100%"
+    folder.mkdir()
+    path = folder / "mém ?.sqlite"
+    _teach(path, ["the ball"])
+    with AssociativeMemory.open_existing(path, read_only=True) as mem:
+        assert mem.exposures("ball") == 1
+    with AssociativeMemory.open_existing(path) as mem:
+        assert mem.forget_word("ball")["episodes_removed"] == 1
