@@ -79,15 +79,19 @@ class AssociativeMemory:
             self._store = MemoryStore(path, dim, **opts)
         self.path = self._store.path
         self._table = WordTable(dim)
-        for r in self._store.load_words():
-            self._table.put(r)
-        self._bg = self._store.load_background()
         self._closed = False
+        try:
+            for r in self._store.load_words():
+                self._table.put(r)
+            self._bg = self._store.load_background()
+            if not self.read_only:
+                self.apply_forget_requests()
+        except BaseException:
+            self._store.close(checkpoint=False)  # (and its writer lock)
+            raise
         if len(self._table) > self.capacity_words:
             log.warning("memory %s holds %d words, above capacity %d; the weakest go at the next update",
                         self.path, len(self._table), self.capacity_words)
-        if not self.read_only:
-            self.apply_forget_requests()
 
     @classmethod
     def from_config(cls, path: str | Path, dim: int, memory: Any, **kwargs) -> AssociativeMemory:

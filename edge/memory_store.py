@@ -370,6 +370,7 @@ class MemoryStore:
         """VACUUM and truncate the WAL: removed content is gone from the file, its space back to the OS."""
         with self._lock:
             try:
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (an older file takes it on with this VACUUM)
                 self._db.execute("VACUUM")
                 if not self._in_memory:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
