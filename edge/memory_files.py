@@ -77,8 +77,8 @@ def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str, in_memory: boo
             return read_only_error(path, reason or "the database file is read-only")
     if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
         return damaged_error(path, str(e))
-    return MemoryStoreError(f"cannot {doing.split()[0]} the memory database {path} ({e}); the previous state is "
-                            f"intact")
+    return MemoryStoreError(f"SQLite failed while {doing} the memory database {path} ({e}); the previous state "
+                            f"is intact")
 
 
 def read_only_error(path: str | Path, reason: str) -> MemoryStoreError:

@@ -91,7 +91,7 @@ class MemoryStore:
             self._db = self._connect(p)
         except sqlite3.Error as e:
             self._release()
-            raise MemoryStoreError(f"cannot open the memory database {self.path}: {e}") from e
+            raise self._fail(e, "opening") from e
         try:
             self._open(synchronous)
         except sqlite3.DatabaseError as e:
