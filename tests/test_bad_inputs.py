@@ -73,11 +73,14 @@ any_value = st.one_of(
 
 def _expected_ok(table: str, key: str, typ: type, v) -> bool | None:
     """True if a value is valid, False if it must be refused."""
-    from firstwords.edge.config import _CHOICES
+    from firstwords.edge.config import _CHOICES, _RANGES
 
     if typ is int:
         return type(v) is int and v > 0
     if typ is float:
+        if (table, key) in _RANGES:
+            low, high = _RANGES[(table, key)]
+            return type(v) in (int, float) and math.isfinite(v) and low <= v <= high
         return type(v) in (int, float) and math.isfinite(v) and v > 0
     if not isinstance(v, str):
         return False
