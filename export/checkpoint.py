@@ -1,6 +1,6 @@
 """Checkpoints: a directory written atomically.
 
-    <ckpt>/config.json       the model config (export.config.ModelConfig.to_dict())
+    <ckpt>/config.json       the model config (export.config.DualEncoderConfig.to_dict())
     <ckpt>/vocab.json        the vocabulary (CVCL's layout, specials 0..3)
     <ckpt>/model.pt          state_dict (torch.save; loaded with weights_only=True)
     <ckpt>/train_state.pt    optimizer / scheduler / step / RNG states for --resume (optional)
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from firstwords.edge.errors import ConfigError, DataError
 from firstwords.edge.tokenize import Vocab
-from firstwords.export.config import ModelConfig, config_from_dict
+from firstwords.export.config import DualEncoderConfig, config_from_dict
 from firstwords.export.model import DualEncoder, build_model
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    cfg: ModelConfig = model.config
+    cfg: DualEncoderConfig = model.config
     # DDP / compiled wrappers are unwrapped by the caller; keys must be the plain DualEncoder's.
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     _write_json(tmp / "config.json", cfg.to_dict())

@@ -57,12 +57,12 @@ class TrainConfig:
     eval_every: int  # steps between validation passes (0: once per epoch)
     cache_features: bool  # frozen backbone: compute its features once per frame, train the rest on them
     max_frames_per_utterance: int  # cached features: evenly spaced frames kept per utterance (0: all)
-    # Image-mode training (cache_features false) uses export.data.PairDataset's augmentation, CVCL's:
+    # Image-mode training (cache_features false) uses export.pairs.PairDataset's augmentation, CVCL's:
     # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's preprocessing.
 
 
 @dataclass
-class ModelConfig:
+class DualEncoderConfig:
     name: str
     description: str
     embedding_dim: int
@@ -112,7 +112,7 @@ def _build(cls, data, where: str, origin: str):
     return cls(**kwargs)
 
 
-def _check_values(cfg: ModelConfig, origin: str) -> None:
+def _check_values(cfg: DualEncoderConfig, origin: str) -> None:
     def bad(key, value, allowed):
         raise ConfigError(f"{origin}: key `{key}` = {value!r} is not allowed; allowed: {allowed}")
 
@@ -155,8 +155,8 @@ def _check_values(cfg: ModelConfig, origin: str) -> None:
         bad("train.batch_size", cfg.train.batch_size, ">= 2 (the contrastive loss needs negatives)")
 
 
-def config_from_dict(data: dict, origin: str = "<dict>") -> ModelConfig:
-    cfg = _build(ModelConfig, data, "", origin)
+def config_from_dict(data: dict, origin: str = "<dict>") -> DualEncoderConfig:
+    cfg = _build(DualEncoderConfig, data, "", origin)
     _check_values(cfg, origin)
     cfg.source = origin
     return cfg
@@ -166,7 +166,7 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_model_config(name_or_path: str | Path) -> ModelConfig:
+def load_model_config(name_or_path: str | Path) -> DualEncoderConfig:
     """A built-in config by name (`compact`, `cvcl`, ...) or a JSON file path."""
     s = str(name_or_path)
     path = Path(s) if (s.endswith(".json") or "/" in s or Path(s).is_file()) else CONFIG_DIR / f"{s}.json"

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from firstwords.edge.errors import ConfigError, MissingExtraError
-from firstwords.export.config import ModelConfig
+from firstwords.export.config import DualEncoderConfig
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class UtteranceEncoder(nn.Module):
 class DualEncoder(nn.Module):
     """CVCL-style dual encoder. encode_image / encode_utterance return L2-normalised [N, D]."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int):
+    def __init__(self, config: DualEncoderConfig, vocab_size: int):
         super().__init__()
         self.config = config
         bb = (EfficientNetLite0(config.image.pooling) if config.image.backbone == "efficientnet_lite0"
@@ -338,7 +338,7 @@ class UtteranceTower(nn.Module):
         return self.model.encode_utterance(tokens)
 
 
-def build_model(config: ModelConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
+def build_model(config: DualEncoderConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
     """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and load_pretrained)."""
     model = DualEncoder(config, vocab_size)
     if load_pretrained and config.image.pretrained == "imagenet":

@@ -1,4 +1,4 @@
-"""export.data: CVCL metadata / transcript / eval readers, bad-data reporting, and the pair dataset."""
+"""export.data: CVCL metadata / transcript / eval readers, bad-data reporting, and the pair dataset (export.pairs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from firstwords.edge.tokenize import Vocab, build_vocab
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from firstwords.export import data
+from firstwords.export import data, pairs  # noqa: E402 (after the importorskips)
 
 
 def _png(path: Path, colour=(200, 30, 30), size=(40, 32)) -> str:
@@ -191,7 +191,7 @@ def _dataset(corpus, **kw):
                              _rec("the shoe the shoe", [4, 5])])
     recs = data.load_cvcl_metadata(p).records
     vocab = Vocab(build_vocab([r.utterance for r in recs], min_freq=1))
-    return recs, vocab, data.PairDataset(recs, vocab, 24, **kw)
+    return recs, vocab, pairs.PairDataset(recs, vocab, 24, **kw)
 
 
 def test_pair_dataset_eval_uses_device_preprocessing(corpus):
@@ -221,10 +221,10 @@ def test_shuffled_pairs_control_pairs_other_frames(corpus):
     recs, vocab, ds = _dataset(corpus, train=False, shuffle_pairs=True, seed=1)
     assert sorted(ds.frame_source.tolist()) == [0, 1, 2]
     assert all(ds.frame_source[i] != i for i in range(3))
-    again = data.PairDataset(recs, vocab, 24, train=False, shuffle_pairs=True, seed=1)
+    again = pairs.PairDataset(recs, vocab, 24, train=False, shuffle_pairs=True, seed=1)
     assert ds.frame_source.tolist() == again.frame_source.tolist()
     img, tok, _ = ds[0]
-    other = data.PairDataset(recs, vocab, 24, train=False)[int(ds.frame_source[0])][0]
+    other = pairs.PairDataset(recs, vocab, 24, train=False)[int(ds.frame_source[0])][0]
     assert torch.equal(img, other)  # the frame of another utterance
     assert tok[:ds[0][2]].tolist() == vocab.encode(recs[0].utterance)  # the utterance stays its own
 
