@@ -25,13 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from firstwords.edge.errors import BundleError
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "firstwords-bundle"
 FORMAT_VERSION = 1
-QUANTIZATIONS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 MANIFEST = "manifest.json"
 IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE = "image.onnx", "utterance.onnx", "vocab.json"
 REQUIRED_FILES = (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)
@@ -171,8 +171,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     if type(dim) is not int or dim <= 0:
         raise bad(f"embedding_dim must be a positive integer, got {dim!r}")
     quant = manifest.get("quantization", "none")
-    if quant not in QUANTIZATIONS:
-        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATIONS)}")
+    if quant not in QUANTIZATION_FORMATS:
+        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATION_FORMATS)}")
     opset = manifest.get("opset")
     if opset is not None and type(opset) is not int:
         raise bad(f"opset must be an integer, got {opset!r}")

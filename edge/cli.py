@@ -1,8 +1,10 @@
 """`firstwords` command line: a thin dispatcher over the library.
 
 Each subcommand lives in its own module (edge/commands/*.py for the device side, export/commands/*.py for
-the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Modules are imported only when their
-command runs or help is asked for, so `firstwords --help` never imports torch or opens hardware.
+the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Building the parser imports every command
+module, so a command module imports heavy libraries (torch, OpenCV, onnxruntime) inside run(), never at the top:
+`firstwords --help` never imports torch or opens hardware. (The package sets one BLAS thread before numpy loads:
+see firstwords/edge/__init__.py.)
 """
 
 from __future__ import annotations
@@ -10,12 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
-
-# One BLAS thread before numpy loads: OpenBLAS's threads fight onnxruntime's for the same cores (measured: a
-# 10k-word memory query 0.17 ms -> 32 ms). A user's own setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from types import ModuleType
 
 from firstwords.edge.errors import FirstwordsError

@@ -134,18 +134,17 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
     """
     import tempfile
 
-    from firstwords.edge.bundle import QUANTIZATIONS
+    from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
     from firstwords.export.bundle import write_bundle
     from firstwords.export.parity import gate, measure_parity
     from firstwords.export.quantize import (
-        STATIC_FORMATS,
         capped_fp32_first_convs,
         quantize_image_tower,
         quantize_utterance_tower,
     )
 
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization not in QUANTIZATION_FORMATS:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_FORMATS}, got {quantization!r}")
     if quantization in STATIC_FORMATS and (calibration_images is None or len(calibration_images) == 0):
         raise ValueError(f"{quantization} needs calibration frames (training frames)")
     if not skip_parity and (eval_images is None or len(eval_images) < 2):

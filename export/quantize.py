@@ -41,11 +41,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from firstwords.edge.bundle import QUANTIZATIONS
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 
 log = logging.getLogger(__name__)
 
-STATIC_FORMATS = ("qdq_s8s8", "qdq_u8s8")
 # Convolutions at the input end kept fp32 by the static recipe (EfficientNet-Lite0: stem + first MBConv block).
 DEFAULT_FP32_FIRST_CONVS = 3
 
@@ -162,8 +161,8 @@ def quantize_image_tower(fp32_path: str | Path, out_path: str | Path, fmt: str,
         quantize_static,
     )
 
-    if fmt not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {fmt!r}")
+    if fmt not in QUANTIZATION_FORMATS:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_FORMATS}, got {fmt!r}")
     src, out = Path(fp32_path), Path(out_path)
     if fmt == "none":
         shutil.copyfile(src, out)

@@ -14,7 +14,7 @@ from firstwords.edge.tokenize import Vocab, build_vocab
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from firstwords.export import data, pairs  # noqa: E402 (after the importorskips)
+from firstwords.export import data, pairs
 
 
 def _png(path: Path, colour=(200, 30, 30), size=(40, 32)) -> str:

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"exporting towers to {tmp} ...", flush=True)
     towers = {"compact_fp32": (export_image(compact, cs, tmp / "compact_fp32.onnx"), cs)}
     if args.calib_data:
-        from firstwords.export.commands.export import calibration_images
+        from firstwords.export.image_sets import calibration_images
 
         calib = calibration_images(Path(args.calib_data), 64, cs, cfg.image.mean, cfg.image.std)
     else:

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from firstwords.export.checkpoint import load_checkpoint
-    from firstwords.export.commands.export import calibration_images, eval_images
+    from firstwords.export.image_sets import calibration_images, eval_images
     from firstwords.export.onnx_export import export_bundle, export_towers
     from firstwords.export.parity import measure_parity
     from firstwords.export.quantize import quantize_image_tower, quantize_utterance_tower

@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
+
 HELP = "export a checkpoint to an int8 ONNX bundle for a device, with a parity gate"
 EXAMPLE = ("firstwords export work/ckpt -o work/bundle --config device_configs/rpi5.toml "
            "--eval-data work/corpus/eval.json")
 
-QUANTIZATIONS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="bundle directory to write (or a path ending in .zip)")
     parser.add_argument("--config", help="device config: a TOML path or a name (laptop, rpi4, rpi5, rpi-zero-2w); "
                                          "sets quantization, input size and threads")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS,
+    parser.add_argument("--quantization", choices=QUANTIZATION_FORMATS,
                         help="override the device config's quantization (none = fp32)")
     parser.add_argument("--input-size", type=int, help="override the image input size in px (default: the device "
                                                        "config's, else the model's)")
@@ -36,46 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write the bundle without the parity gate (loudly recorded in the manifest)")
 
 
-def _spread(items: list, k: int) -> list:
-    """k items evenly spread over the list (deterministic: the same files every export)."""
-    if k >= len(items):
-        return list(items)
-    idx = sorted({round(i * (len(items) - 1) / max(k - 1, 1)) for i in range(k)})
-    return [items[i] for i in idx]
-
-
-def load_images(paths: list[Path], size: int, mean, std):
-    import numpy as np
-    from firstwords.edge.preprocess import prepare_images
-    from firstwords.export.data import load_frame
-
-    out = np.empty((len(paths), 3, size, size), np.float32)
-    for i, p in enumerate(paths):
-        out[i] = prepare_images([load_frame(p)], size, mean, std)[0]
-    return out
-
-
-def eval_images(eval_path: Path, k: int, size: int, mean, std):
-    """(images, labels, trials) from an eval set; trials only when the file holds CVCL's fixed trials."""
-    from firstwords.export.data import load_eval_set
-
-    ev = load_eval_set(eval_path)
-    if ev.trials is not None:
-        return load_images(ev.frame_paths, size, mean, std), ev.labels, ev.trials
-    # Keep every category: spread the k images over the set sorted by category.
-    order = sorted(range(len(ev.labels)), key=lambda i: (ev.labels[i], str(ev.frame_paths[i])))
-    pick = _spread(order, k)
-    return (load_images([ev.frame_paths[i] for i in pick], size, mean, std), [ev.labels[i] for i in pick], None)
-
-
-def calibration_images(calib_path: Path, k: int, size: int, mean, std):
-    from firstwords.export.data import load_cvcl_metadata
-
-    report = load_cvcl_metadata(calib_path)
-    frames = sorted({str(p) for r in report.records for p in r.frame_paths})
-    return load_images([Path(p) for p in _spread(frames, k)], size, mean, std)
-
-
 def device_settings(args) -> tuple[str, int | None, int | None, str]:
     """(quantization, input_size, threads, device name) from --config and the overriding flags."""
     from firstwords.edge.errors import ConfigError
@@ -89,7 +50,7 @@ def device_settings(args) -> tuple[str, int | None, int | None, str]:
     quant = args.quantization or quant
     if quant is None:
         raise ConfigError("say which quantization to use: --config device_configs/<device>.toml, or "
-                          f"--quantization {{{','.join(QUANTIZATIONS)}}}")
+                          f"--quantization {{{','.join(QUANTIZATION_FORMATS)}}}")
     return quant, args.input_size or size, args.threads or threads, device
 
 
@@ -100,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.edge.bundle import sha256_file
     from firstwords.edge.errors import DataError, InputError
     from firstwords.export.checkpoint import load_checkpoint
+    from firstwords.export.image_sets import calibration_images, eval_images
     from firstwords.export.onnx_export import export_bundle
-    from firstwords.export.quantize import STATIC_FORMATS
 
     quant, size, threads, device = device_settings(args)
     torch.set_num_threads(max(1, threads or torch.get_num_threads()))
