@@ -1,10 +1,11 @@
 """`firstwords` command line: a thin dispatcher over the library.
 
 Each subcommand lives in its own module (edge/commands/*.py for the device side, export/commands/*.py for
-the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Building the parser imports every command
-module, so a command module imports heavy libraries (torch, OpenCV, onnxruntime) inside run(), never at the top:
-`firstwords --help` never imports torch or opens hardware. (The package sets one BLAS thread before numpy loads:
-see firstwords/edge/__init__.py.)
+the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Building the parser imports every
+command module, so a command module imports heavy libraries (torch, OpenCV, onnxruntime) inside run(), never
+at the top: `firstwords --help` never imports torch or opens hardware. Helpers that more than one command
+needs live in library modules, not in a command module. (The package sets one BLAS thread before numpy
+loads: see edge/__init__.py.)
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = load_command(name)
-        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP,  # help is %-formatted
+        # help is %-formatted by argparse; description is not
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP,
                            epilog=f"example:\n  {mod.EXAMPLE}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)

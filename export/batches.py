@@ -1,8 +1,8 @@
 """What a training step sees: each utterance's tokens, the epoch's batches, one frame per utterance.
 
-Each epoch draws a permutation of the utterances fixed by (seed, epoch) and cuts it into global batches; per
-utterance one random frame of its window (CVCL; the first with single_frame), also fixed by (seed, epoch), so a
-resumed or multi-process run sees exactly the batches a single uninterrupted run sees.
+Each epoch draws a permutation of the utterances fixed by (seed, epoch) and cuts it into global batches;
+per utterance one random frame of its window (CVCL; the first with single_frame), also fixed by (seed,
+epoch), so a resumed or multi-process run sees exactly the batches a single uninterrupted run sees.
 """
 
 from __future__ import annotations
@@ -102,4 +102,5 @@ class SafePairs(torch.utils.data.Dataset):
                 return self.ds[(i + k) % len(self.ds)]
             except DataError as e:
                 log.warning("skipping a pair: %s", e)
-        raise DataError(f"8 consecutive training pairs from #{i} have unreadable frames; check the frame files")
+        raise DataError(f"8 consecutive training pairs from #{i} have unreadable frames; "
+                        "check the frame files")

@@ -8,13 +8,13 @@
 
 A training run directory (`firstwords train -o work/ckpt`) holds `last/` and `best/` checkpoints;
 `load_checkpoint` accepts either a checkpoint directory or a run directory (then `last/`, else `best/`).
-`last/` is the trained model; `best/` is the snapshot with the lowest validation loss. On the sample corpus the
-validation InfoNCE rises after a few epochs (chatter utterances get memorised) while held-out word accuracy
-still improves (0.60 at the lowest val loss vs 0.68 at the end), so the run's model is `last/`.
+`last/` is the trained model; `best/` is the snapshot with the lowest validation loss. On the sample corpus
+the validation InfoNCE rises after a few epochs (chatter utterances get memorised) while held-out word
+accuracy still improves (0.60 at the lowest val loss vs 0.68 at the end), so the run's model is `last/`.
 
 Atomic: files are written into `<ckpt>.tmp`, fsynced, then swapped in by renames (`<ckpt>` -> `<ckpt>.old`,
-`<ckpt>.tmp` -> `<ckpt>`, remove `<ckpt>.old`). A crash leaves either the old or the new checkpoint whole; if it
-struck between the two renames, `load_checkpoint` finds `<ckpt>.old` and uses it.
+`<ckpt>.tmp` -> `<ckpt>`, remove `<ckpt>.old`). A crash leaves either the old or the new checkpoint whole; if
+it struck between the two renames, `load_checkpoint` finds `<ckpt>.old` and uses it.
 """
 
 from __future__ import annotations
@@ -92,9 +92,9 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
     info.update(meta or {})
     _write_json(tmp / "meta.json", info)
     _fsync_dir(tmp)
-    # Swap: path -> .old, .tmp -> path. A crash between the renames leaves the checkpoint at .old only (which
-    # resolve_checkpoint finds); so .old is removed before the swap only while `path` holds a whole checkpoint,
-    # otherwise it is the one copy and stays until the new checkpoint is in place.
+    # Swap: path -> .old, .tmp -> path. A crash between the renames leaves the checkpoint at .old only
+    # (which resolve_checkpoint finds); so .old is removed before the swap only while `path` holds a whole
+    # checkpoint, otherwise it is the one copy and stays until the new checkpoint is in place.
     if path.exists():
         if old.exists():
             shutil.rmtree(old)

@@ -28,10 +28,12 @@ POOLINGS = ("avg", "avgmax")
 @dataclass
 class ImageConfig:
     backbone: str
-    pretrained: str  # "imagenet" or "none" (from scratch); resnext50 takes weights only from a CVCL checkpoint
+    # "imagenet" or "none" (from scratch); resnext50 takes weights only from a CVCL checkpoint
+    pretrained: str
     frozen: bool  # frozen backbone: BatchNorm stays in eval mode, no gradients (CVCL freezes its ResNeXt)
     input_size: int  # pixels, square; the device resizes whole frames to this
-    pooling: str  # avg (global average, CVCL) | avgmax (average and max concatenated: small objects in clutter)
+    # avg (global average, CVCL) | avgmax (average and max concatenated: small objects in clutter)
+    pooling: str
     mean: list[float]
     std: list[float]
 
@@ -58,7 +60,8 @@ class TrainConfig:
     cache_features: bool  # frozen backbone: compute its features once per frame, train the rest on them
     max_frames_per_utterance: int  # cached features: evenly spaced frames kept per utterance (0: all)
     # Image-mode training (cache_features false) uses export.pairs.PairDataset's augmentation, CVCL's:
-    # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's preprocessing.
+    # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's
+    # preprocessing.
 
 
 @dataclass
@@ -82,7 +85,8 @@ class DualEncoderConfig:
 def _build(cls, data, where: str, origin: str):
     """Build dataclass `cls` from dict `data`, strictly: unknown and missing keys are errors."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: `{where or 'top level'}` must be a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{origin}: `{where or 'top level'}` must be a JSON object, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
@@ -126,7 +130,8 @@ def _check_values(cfg: DualEncoderConfig, origin: str) -> None:
     if cfg.image.pooling not in POOLINGS:
         bad("image.pooling", cfg.image.pooling, ", ".join(POOLINGS))
     if cfg.image.backbone == "resnext50_32x4d" and cfg.image.pooling != "avg":
-        bad("image.pooling", cfg.image.pooling, "avg for resnext50_32x4d (CVCL's projection expects 2048 features)")
+        bad("image.pooling", cfg.image.pooling,
+            "avg for resnext50_32x4d (CVCL's projection expects 2048 features)")
     if not 0 <= cfg.train.feature_dropout < 1:
         bad("train.feature_dropout", cfg.train.feature_dropout, "0 <= p < 1")
     if cfg.utterance.encoder not in UTTERANCE_ENCODERS:

@@ -1,4 +1,4 @@
-"""The training curves: loss (train and validation) and held-out accuracy against steps, from metrics.jsonl."""
+"""The training curves from metrics.jsonl: loss (train and validation) and held-out accuracy by step."""
 
 from __future__ import annotations
 

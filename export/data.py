@@ -295,7 +295,7 @@ def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) 
     if "target_img_filename" in first:
         return _load_trials(items, path, root)
     labels, paths, missing, bad = [], [], [], 0
-    for i, it in enumerate(items):
+    for it in items:
         if not (isinstance(it, dict) and isinstance(it.get("category"), str) and it["category"].strip()
                 and isinstance(it.get("frame_filename"), str)):
             bad += 1
@@ -310,9 +310,9 @@ def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) 
         log.warning("%s: %d malformed records and %d missing frames skipped (e.g. %s)", path, bad,
                     len(missing), "; ".join(missing[:3]))
     if not paths:
-        raise DataError(f"{path}: no usable evaluation images ({bad} malformed records, {len(missing)} missing "
-                        f"frames, e.g. {'; '.join(missing[:3])}); records need \"category\" and "
-                        "\"frame_filename\"")
+        raise DataError(f"{path}: no usable evaluation images ({bad} malformed records, "
+                        f"{len(missing)} missing frames, e.g. {'; '.join(missing[:3])}); "
+                        "records need \"category\" and \"frame_filename\"")
     return EvalSet(labels, paths)
 
 
@@ -349,11 +349,13 @@ def _load_trials(items: list, path: Path, root: Path) -> EvalSet:
         log.warning("%s: %d of %d trials skipped (e.g. %s)", path, len(skipped), len(items),
                     "; ".join(skipped[:3]))
     if not trials:
-        raise DataError(f"{path}: none of the {len(items)} CVCL trials is usable (e.g. {'; '.join(skipped[:3])});"
-                        " check frames_root points at the folder holding the trial images")
+        raise DataError(f"{path}: none of the {len(items)} CVCL trials is usable "
+                        f"(e.g. {'; '.join(skipped[:3])}); "
+                        "check frames_root points at the folder holding the trial images")
     widths = {len(t.image_indices) for t in trials}
     if len(widths) != 1:
-        raise DataError(f"{path}: trials have different numbers of images {sorted(widths)}; one n-way per file")
+        raise DataError(f"{path}: trials have different numbers of images {sorted(widths)}; "
+                        "one n-way per file")
     return EvalSet(labels, paths, trials)
 
 

@@ -56,8 +56,9 @@ def cached_features(model: DualEncoder, cfg: DualEncoderConfig, paths: list[Path
                     progress: bool, deadline: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features [N, F] of frame files and a mask [N] of the rows computed and readable.
 
-    Cached in cache_dir and filled in the order of `paths`: with a deadline, extraction stops when it passes
-    and a later run (or --resume) continues where it stopped. Rank 0 computes; the other ranks wait and read."""
+    Cached in cache_dir and filled in the order of `paths`: with a deadline, extraction stops when it
+    passes and a later run (or --resume) continues where it stopped. Rank 0 computes; the other ranks wait
+    and read."""
     rank, _ = dist_info()
     key = _cache_key(cfg, paths)
     feat_file = cache_dir / f"features-{key}.npy"

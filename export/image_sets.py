@@ -40,7 +40,8 @@ def eval_images(eval_path: Path, k: int, size: int, mean, std
     # Keep every category: spread the k images over the set sorted by category.
     order = sorted(range(len(ev.labels)), key=lambda i: (ev.labels[i], str(ev.frame_paths[i])))
     pick = spread(order, k)
-    return (load_images([ev.frame_paths[i] for i in pick], size, mean, std), [ev.labels[i] for i in pick], None)
+    images = load_images([ev.frame_paths[i] for i in pick], size, mean, std)
+    return images, [ev.labels[i] for i in pick], None
 
 
 def calibration_images(calib_path: Path, k: int, size: int, mean, std) -> np.ndarray:

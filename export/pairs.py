@@ -30,8 +30,8 @@ class PairDataset(torch.utils.data.Dataset):
     train=True: a random frame of the utterance's window on each draw (CVCL), RandomResizedCrop(scale 0.2-1,
     ratio 3/4-4/3), Gaussian blur (sigma 0.1-2.0 at 224 px, scaled to image_size) with p=0.5, horizontal flip
     p=0.5, in torch ops. train=False or single_frame=True: the first frame, no augmentation, preprocessed by
-    `edge.preprocess.prepare_images` (the device's function). shuffle_pairs=True: each utterance is paired with
-    the frames of another utterance (a random derangement fixed by `seed`), CVCL's shuffled control.
+    `edge.preprocess.prepare_images` (the device's function). shuffle_pairs=True: each utterance is paired
+    with the frames of another utterance (a random derangement fixed by `seed`), CVCL's shuffled control.
     """
 
     def __init__(self, records: Sequence[UtteranceRecord], vocab: Vocab, image_size: int,

@@ -1,7 +1,8 @@
 """Training: CVCL's contrastive recipe, config-driven, seeded, resumable, scale-out through torchrun.
 
     firstwords train --config compact --data work/corpus/train.json -o work/ckpt
-    torchrun --nproc_per_node 2 -m firstwords.export.train --config compact --data work/corpus/train.json -o work/ckpt
+    torchrun --nproc_per_node 2 -m firstwords.export.train --config compact \
+        --data work/corpus/train.json -o work/ckpt
 
 Two modes, chosen by the config:
 - cached features (train.cache_features, frozen backbone): the backbone runs once per frame (the device's
@@ -72,7 +73,8 @@ class TrainOptions:
     threads: int | None = None
     progress: bool = True
     log_every: int = 10
-    save_every_s: float = 60.0  # last/ (and best/ when improved) are written at most this often, and at the end
+    # last/ (and best/ when improved) are written at most this often, and at the end
+    save_every_s: float = 60.0
 
 
 @dataclass
@@ -119,7 +121,8 @@ def train(opts: TrainOptions) -> TrainResult:
         # which on a shared 2-core machine made a step 30x slower with 2 threads
         torch.set_num_threads(1)
     loop = TrainLoop(model=model, vocab=vocab, cfg=cfg, opts=opts, opt=opt, sched=sched, progress=progress,
-                     inputs=inputs, batch=batch, epochs=epochs, out=out, rank=rank, world=world, t_start=t_start)
+                     inputs=inputs, batch=batch, epochs=epochs, out=out, rank=rank, world=world,
+                     t_start=t_start)
     if rank == 0:
         vp = inputs.val_pairs
         log.info("config %s: %d trainable / %d parameters; %d train and %d val utterances, vocab %d; "
@@ -128,7 +131,8 @@ def train(opts: TrainOptions) -> TrainResult:
                  world, "cached backbone features" if inputs.cached else "images")
     stopped_by, last_loss, val_loss, acc = loop.run()
     barrier()
-    result = TrainResult(out=out, steps=progress.step, epochs=round(progress.step / max(loop.steps_per_epoch, 1), 2),
+    result = TrainResult(out=out, steps=progress.step,
+                         epochs=round(progress.step / max(loop.steps_per_epoch, 1), 2),
                          seconds=round(time.time() - t_start, 1), stopped_by=stopped_by, train_loss=last_loss,
                          val_loss=val_loss,
                          best_val_loss=None if progress.best_val == math.inf else progress.best_val,
@@ -183,7 +187,8 @@ def _model_and_vocab(opts: TrainOptions, cfg: DualEncoderConfig, train_recs, las
         return build_model(cfg, len(vocab), load_pretrained=True), vocab, cfg, None
     model, vocab, cfg_ck, meta = load_checkpoint(last_dir, with_train_state=True)
     if cfg_ck.to_dict() != cfg.to_dict():
-        log.warning("resuming with the checkpoint's model config %r (the --config given differs)", cfg_ck.name)
+        log.warning("resuming with the checkpoint's model config %r (the --config given differs)",
+                    cfg_ck.name)
         cfg = cfg_ck
     state = meta.get("train_state")
     if state is None:
@@ -218,14 +223,16 @@ def _restore(state: dict, opt, sched, opts: TrainOptions) -> Progress:
                     best_val=state.get("best_val_loss", math.inf))
 
 
-def _inputs(model: DualEncoder, cfg: DualEncoderConfig, opts: TrainOptions, train_recs, val_recs, vocab: Vocab,
-            batch: int, problems: dict, out: Path, rank: int, t_start: float) -> Inputs:
+def _inputs(model: DualEncoder, cfg: DualEncoderConfig, opts: TrainOptions, train_recs, val_recs,
+            vocab: Vocab, batch: int, problems: dict, out: Path, rank: int, t_start: float) -> Inputs:
     """The pairs, and in cached mode the backbone features of every frame the run uses."""
     flags = {"single_frame": opts.single_frame, "shuffled": opts.shuffled, "seed": opts.seed}
     train_pairs = Pairs(train_recs, vocab, cfg, train=True, **flags)
     val_pairs = Pairs(val_recs, vocab, cfg, train=False, **flags) if len(val_recs) >= 2 else None
     if not cfg.train.cache_features:
-        val_x = torch.stack([val_pairs.ds[i][0] for i in range(val_pairs.n)]) if val_pairs is not None else None
+        val_x = None
+        if val_pairs is not None:
+            val_x = torch.stack([val_pairs.ds[i][0] for i in range(val_pairs.n)])
         return Inputs(cached=False, usable=np.arange(train_pairs.n), train_pairs=train_pairs,
                       val_pairs=val_pairs, val_x=val_x)
 
@@ -280,8 +287,9 @@ def describe(result: TrainResult) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point for `torchrun ... -m firstwords.export.train` (the CLI's `firstwords train` calls train() too)."""
-    p = argparse.ArgumentParser(prog="python -m firstwords.export.train", description=__doc__.split("\n\n")[0])
+    """Entry point for `torchrun ... -m firstwords.export.train` (`firstwords train` calls train() too)."""
+    p = argparse.ArgumentParser(prog="python -m firstwords.export.train",
+                                description=__doc__.split("\n\n")[0])
     add_train_arguments(p)
     a = p.parse_args(argv)
     rank = int(os.environ.get("RANK", "0"))

@@ -76,8 +76,8 @@ class StepModule(nn.Module):
 
 class TrainLoop:
     def __init__(self, *, model: DualEncoder, vocab: Vocab, cfg: DualEncoderConfig, opts: TrainOptions,
-                 opt: torch.optim.Optimizer, sched, progress: Progress, inputs: Inputs, batch: int, epochs: int,
-                 out: Path, rank: int, world: int, t_start: float):
+                 opt: torch.optim.Optimizer, sched, progress: Progress, inputs: Inputs, batch: int,
+                 epochs: int, out: Path, rank: int, world: int, t_start: float):
         self.model, self.vocab, self.cfg, self.opts = model, vocab, cfg, opts
         self.opt, self.sched, self.p, self.inputs = opt, sched, progress, inputs
         self.batch, self.epochs, self.out, self.rank, self.world = batch, epochs, out, rank, world
@@ -115,10 +115,11 @@ class TrainLoop:
 
     def train_state(self) -> dict:
         p, o = self.p, self.opts
-        return {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict() if self.sched else None,
-                "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch, "best_val_loss": p.best_val,
-                "torch_rng": torch.get_rng_state(), "seed": o.seed, "shuffled": o.shuffled,
-                "single_frame": o.single_frame}
+        return {"optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict() if self.sched else None,
+                "step": p.step, "epoch": p.epoch, "batch_in_epoch": p.batch_in_epoch,
+                "best_val_loss": p.best_val, "torch_rng": torch.get_rng_state(), "seed": o.seed,
+                "shuffled": o.shuffled, "single_frame": o.single_frame}
 
     def meta(self, vl: float | None) -> dict:
         p, o = self.p, self.opts
@@ -151,8 +152,8 @@ class TrainLoop:
         if (vl is not None and vl < p.best_val) or (vl is None and final):
             p.best_val = vl if vl is not None else p.best_val
             if self.rank == 0:
-                self.best_snapshot = {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-                                      "meta": self.meta(vl) | {"eval_acc": acc}}
+                state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_snapshot = {"state": state, "meta": self.meta(vl) | {"eval_acc": acc}}
         if final or time.time() - self.last_save >= self.opts.save_every_s:
             self.persist(vl)
         return vl, acc
@@ -167,7 +168,8 @@ class TrainLoop:
             choice = frame_choice(inp.frame_ids, self.opts.seed, p.epoch, self.opts.single_frame)
             for b in plan[p.batch_in_epoch:]:
                 idx = b[lo:hi]
-                yield inp.features[torch.from_numpy(choice[idx])], inp.train_pairs.tokens[torch.from_numpy(idx)]
+                rows = torch.from_numpy(choice[idx])
+                yield inp.features[rows], inp.train_pairs.tokens[torch.from_numpy(idx)]
             return
         mine = [b[lo:hi].tolist() for b in plan[p.batch_in_epoch:]]
         loader = torch.utils.data.DataLoader(SafePairs(inp.train_pairs.ds), batch_sampler=mine,
@@ -184,8 +186,8 @@ class TrainLoop:
         bar = None
         if opts.progress and self.rank == 0:
             from tqdm import tqdm
-            bar = tqdm(total=self.total_steps, initial=min(p.step, self.total_steps), desc="train", unit="step",
-                       dynamic_ncols=True)
+            bar = tqdm(total=self.total_steps, initial=min(p.step, self.total_steps), desc="train",
+                       unit="step", dynamic_ncols=True)
         stopped_by = "epochs" if self.total_steps == self.epochs * self.steps_per_epoch else "steps"
         deadline = self.t_start + opts.max_minutes * 60 if opts.max_minutes else None
         running, n_running, last_loss = 0.0, 0, math.nan

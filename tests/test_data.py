@@ -1,4 +1,4 @@
-"""export.data: CVCL metadata / transcript / eval readers, bad-data reporting, and the pair dataset (export.pairs)."""
+"""export.data's readers (CVCL metadata, transcript, eval sets) with bad-data reporting; export.pairs."""
 
 from __future__ import annotations
 
@@ -108,8 +108,8 @@ def test_frames_root_and_absolute_paths(corpus, tmp_path_factory):
     beside = data.load_cvcl_metadata(p)  # relative paths resolved beside the json: only the absolute one
     assert [r.utterance for r in beside.records] == ["abs"] and beside.problems["missing_frame"] == 2
     rep = data.load_cvcl_metadata(p, frames_root=corpus)
-    assert [r.frame_paths[0] for r in rep.records] == [corpus / "frames/000000.png", corpus / "frames/000001.png",
-                                                      corpus / "frames/000002.png"]
+    want = [corpus / f"frames/00000{i}.png" for i in range(3)]
+    assert [r.frame_paths[0] for r in rep.records] == want
     assert rep.records[1].timestamps[0] != rep.records[1].timestamps[0]  # NaN when no timestamps given
 
 
@@ -159,7 +159,8 @@ def test_eval_set_ours_and_cvcl_trials(corpus):
     es = data.load_eval_set(ours)
     assert es.labels == ["shoe", "bag"] and es.trials is None and es.categories == ["bag", "shoe"]
 
-    f = lambda i: str(corpus / f"frames/{i:06d}.png")  # CVCL stores absolute paths
+    def f(i):  # CVCL stores absolute paths
+        return str(corpus / f"frames/{i:06d}.png")
     trials = corpus / "eval_dev.json"
     trials.write_text(json.dumps({"data": [
         {"trial_num": 0, "target_category": "ball", "target_img_filename": f(0),

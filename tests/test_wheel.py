@@ -75,7 +75,8 @@ def test_installed_without_torch_under_the_projects_own_import_names(installed):
             "p = resolve_device_config('rpi4'); c = load_device_config(p); "
             "print(json.dumps([str(p.resolve()), c.name, 'torch' in sys.modules]))")
     path, name, torch_loaded = json.loads(_ok(_run([py, "-c", code], cwd)).strip().splitlines()[-1])
-    assert Path(path).is_relative_to(env_dir.resolve()) and path.endswith("firstwords/device_configs/rpi4.toml")
+    assert Path(path).is_relative_to(env_dir.resolve())
+    assert path.endswith("firstwords/device_configs/rpi4.toml")
     assert name and not torch_loaded
 
 

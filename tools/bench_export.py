@@ -37,7 +37,8 @@ def clip_vit_b32(dim: int = 512):
 
         def forward(self, x):
             n, t, w = x.shape
-            q, k, v = self.qkv(self.ln1(x)).reshape(n, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+            qkv = self.qkv(self.ln1(x)).reshape(n, t, 3, self.heads, w // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
             a = ((q @ k.transpose(-1, -2)) / (w // self.heads) ** 0.5).softmax(-1) @ v
             x = x + self.out(a.transpose(1, 2).reshape(n, t, w))
             return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp32-first-convs", type=int, default=DEFAULT_FP32_FIRST_CONVS,
                     help="keep the input end of the int8 tower up to this conv in fp32 (default %(default)s: "
                          "the export recipe; the gate may choose more)")
-    ap.add_argument("--calib-data", help="CVCL metadata JSON whose frames calibrate int8 (default: random frames)")
+    ap.add_argument("--calib-data",
+                    help="CVCL metadata JSON whose frames calibrate int8 (default: random frames)")
     ap.add_argument("--threads", default="1,2", help="thread counts (default %(default)s)")
     ap.add_argument("--no-imagenet", action="store_true", help="random weights for our tower too")
     args = ap.parse_args(argv)
@@ -149,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.quantization, calib,
                                                    fp32_first_convs=args.fp32_first_convs), cs)
     if args.fp32_first_convs:
-        towers["compact_int8_all"] = (quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
-                                                           args.quantization, calib), cs)
+        all_int8 = quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
+                                        args.quantization, calib)
+        towers["compact_int8_all"] = (all_int8, cs)
     towers["cvcl_fp32"] = (export_image(cvcl_image_tower(), 224, tmp / "cvcl_fp32.onnx"), 224)
     towers["clip_vitb32_fp32"] = (export_image(clip_vit_b32(), 224, tmp / "clip_vitb32_fp32.onnx"), 224)
 
@@ -158,11 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, (path, size) in towers.items():
         results[name] = {"input_px": size, "mb": round(path.stat().st_size / 1e6, 2)}
         for t in threads:
-            results[name][f"t{t}"] = latency(path, size, t, args.runs)
-            print(f"  {name:<18} {size:>4} px  {t} thread(s): median {results[name][f't{t}']['median_ms']:8.2f} ms"
-                  f"  p95 {results[name][f't{t}']['p95_ms']:8.2f} ms", flush=True)
+            lat = results[name][f"t{t}"] = latency(path, size, t, args.runs)
+            print(f"  {name:<18} {size:>4} px  {t} thread(s): median {lat['median_ms']:8.2f} ms"
+                  f"  p95 {lat['p95_ms']:8.2f} ms", flush=True)
 
-    print(f"\n{'tower':<18} {'px':>4} {'MB':>7} " + " ".join(f"{'t' + str(t) + ' med':>9} {'p95':>8}" for t in threads))
+    print(f"\n{'tower':<18} {'px':>4} {'MB':>7} "
+          + " ".join(f"{'t' + str(t) + ' med':>9} {'p95':>8}" for t in threads))
     for name, r in results.items():
         print(f"{name:<18} {r['input_px']:>4} {r['mb']:>7.2f} "
               + " ".join(f"{r[f't{t}']['median_ms']:>9.2f} {r[f't{t}']['p95_ms']:>8.2f}" for t in threads))

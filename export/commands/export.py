@@ -15,24 +15,29 @@ EXAMPLE = ("firstwords export work/ckpt -o work/bundle --config device_configs/r
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint directory, or a training run directory (uses best/ or last/)")
-    parser.add_argument("-o", "--output", required=True, help="bundle directory to write (or a path ending in .zip)")
-    parser.add_argument("--config", help="device config: a TOML path or a name (laptop, rpi4, rpi5, rpi-zero-2w); "
-                                         "sets quantization, input size and threads")
+    parser.add_argument("checkpoint",
+                        help="checkpoint directory, or a training run directory (uses best/ or last/)")
+    parser.add_argument("-o", "--output", required=True,
+                        help="bundle directory to write (or a path ending in .zip)")
+    parser.add_argument("--config", help="device config: a TOML path or a name (laptop, rpi4, rpi5, "
+                                         "rpi-zero-2w); sets quantization, input size and threads")
     parser.add_argument("--quantization", choices=QUANTIZATION_FORMATS,
                         help="override the device config's quantization (none = fp32)")
-    parser.add_argument("--input-size", type=int, help="override the image input size in px (default: the device "
-                                                       "config's, else the model's)")
+    parser.add_argument("--input-size", type=int, help="override the image input size in px (default: the "
+                                                       "device config's, else the model's)")
     parser.add_argument("--eval-data", default="work/corpus/eval.json",
                         help="held-out evaluation set for the parity gate (default: %(default)s)")
     parser.add_argument("--calib-data", help="training metadata JSON whose frames calibrate static int8 "
                                              "(default: train.json beside --eval-data)")
-    parser.add_argument("--calib-frames", type=int, default=64, help="calibration frames (default: %(default)s)")
+    parser.add_argument("--calib-frames", type=int, default=64,
+                        help="calibration frames (default: %(default)s)")
     parser.add_argument("--eval-images", type=int, default=400,
                         help="at most this many evaluation images for the gate (default: %(default)s)")
-    parser.add_argument("--n-way", type=int, default=4, help="n-way trials for the gate (default: %(default)s)")
+    parser.add_argument("--n-way", type=int, default=4,
+                        help="n-way trials for the gate (default: %(default)s)")
     parser.add_argument("--trials-per-category", type=int, default=50, help="(default: %(default)s)")
-    parser.add_argument("--threads", type=int, help="onnxruntime threads for the gate (default: the device config's)")
+    parser.add_argument("--threads", type=int,
+                        help="onnxruntime threads for the gate (default: the device config's)")
     parser.add_argument("--skip-parity", action="store_true",
                         help="write the bundle without the parity gate (loudly recorded in the manifest)")
 
@@ -78,16 +83,16 @@ def run(args: argparse.Namespace) -> int:
     ev_imgs = ev_labels = ev_trials = None
     if not args.skip_parity:
         if not eval_path.is_file():
-            raise DataError(f"{eval_path}: evaluation set not found; the parity gate needs held-out images: pass "
-                            "--eval-data (build the sample corpus with tools/build_sample_corpus.py), or "
-                            "--skip-parity to export unchecked")
+            raise DataError(f"{eval_path}: evaluation set not found; the parity gate needs held-out "
+                            "images: pass --eval-data (build the sample corpus with "
+                            "tools/build_sample_corpus.py), or --skip-parity to export unchecked")
         ev_imgs, ev_labels, ev_trials = eval_images(eval_path, args.eval_images, size, mean, std)
     calib = None
     if quant in STATIC_FORMATS:
         calib_path = Path(args.calib_data) if args.calib_data else eval_path.parent / "train.json"
         if not calib_path.is_file():
-            raise DataError(f"{calib_path}: calibration data not found; {quant} calibrates on training frames: "
-                            "pass --calib-data work/corpus/train.json (CVCL metadata format)")
+            raise DataError(f"{calib_path}: calibration data not found; {quant} calibrates on training "
+                            "frames: pass --calib-data work/corpus/train.json (CVCL metadata format)")
         calib = calibration_images(calib_path, args.calib_frames, size, mean, std)
         print(f"calibrating {quant} on {len(calib)} training frames from {calib_path}")
 
@@ -103,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     if result.parity is not None:
         print(result.parity.table())
     else:
-        print("WARNING: the parity gate was SKIPPED (--skip-parity); the manifest records parity_skipped: true")
+        print("WARNING: the parity gate was SKIPPED (--skip-parity); "
+              "the manifest records parity_skipped: true")
     for name, n in sorted(result.sizes.items()):
         print(f"  {name:<16} {n / 1e6:8.3f} MB")
     print(f"wrote {result.bundle} ({quant}; both towers {result.towers_bytes / 1e6:.2f} MB)")

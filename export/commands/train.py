@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.export.train_args import train_argv
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "firstwords.export.train", *train_argv(args)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", "-m", "firstwords.export.train", *train_argv(args)]
         print("launching:", " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     result = train(options_from_args(args))
