@@ -62,28 +62,12 @@ def clip_vit_b32(dim: int = 512):
     return ViT().eval()
 
 
-def cvcl_image_tower():
-    """CVCL's image tower: ResNeXt-50 32x4d + Linear(2048 -> 512), L2-normalised (random weights)."""
-    import torch.nn.functional as F
-    from firstwords.export.model import ResNeXt50
-    from torch import nn
-
-    class Tower(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone, self.fc = ResNeXt50(), nn.Linear(2048, 512)
-
-        def forward(self, x):
-            return F.normalize(self.fc(self.backbone(x)), dim=-1)
-
-    return Tower().eval()
-
-
-def compact_image_tower(pretrained: bool):
+def image_tower(config: str, pretrained: bool):
+    """The image tower of a model config (`cvcl`: ResNeXt-50 + Linear(2048 -> 512), random weights)."""
     from firstwords.export.config import load_model_config
     from firstwords.export.model import ImageTower, build_model
 
-    cfg = load_model_config("compact")
+    cfg = load_model_config(config)
     try:
         model = build_model(cfg, 100, load_pretrained=pretrained)
     except Exception:  # noqa: BLE001 — weights package missing: the speed is the same with random weights
@@ -137,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     threads = [int(t) for t in args.threads.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="firstwords-bench-"))
-    compact, cfg = compact_image_tower(pretrained=not args.no_imagenet)
+    compact, cfg = image_tower("compact", pretrained=not args.no_imagenet)
     cs = cfg.image.input_size
     print(f"exporting towers to {tmp} ...", flush=True)
     towers = {"compact_fp32": (export_image(compact, cs, tmp / "compact_fp32.onnx"), cs)}
@@ -154,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         all_int8 = quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
                                         args.quantization, calib)
         towers["compact_int8_all"] = (all_int8, cs)
-    towers["cvcl_fp32"] = (export_image(cvcl_image_tower(), 224, tmp / "cvcl_fp32.onnx"), 224)
+    towers["cvcl_fp32"] = (export_image(image_tower("cvcl", False)[0], 224, tmp / "cvcl_fp32.onnx"), 224)
     towers["clip_vitb32_fp32"] = (export_image(clip_vit_b32(), 224, tmp / "clip_vitb32_fp32.onnx"), 224)
 
     results: dict[str, dict] = {}
