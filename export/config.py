@@ -66,6 +66,11 @@ class TrainConfig:
 
 @dataclass
 class DualEncoderConfig:
+    """A model config file (model_configs/*.json): the dual encoder's architecture and its training recipe.
+
+    Not the device config's [model] table (`firstwords.edge.config.ModelConfig`: input size, quantisation and
+    threads on a device)."""
+
     name: str
     description: str
     embedding_dim: int
