@@ -9,7 +9,7 @@ from pathlib import Path
 from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
 
 HELP = "export a checkpoint to an int8 ONNX bundle for a device, with a parity gate"
-EXAMPLE = ("firstwords export work/ckpt -o work/bundle --config device_configs/rpi5.toml "
+EXAMPLE = ("firstwords export work/ckpt -o work/bundle --config rpi5 "
            "--eval-data work/corpus/eval.json")
 
 
@@ -54,7 +54,8 @@ def device_settings(args) -> tuple[str, int | None, int | None, str]:
         quant, size, threads, device = dc.model.quantization, dc.model.input_size, dc.model.threads, dc.name
     quant = args.quantization or quant
     if quant is None:
-        raise ConfigError("say which quantization to use: --config device_configs/<device>.toml, or "
+        raise ConfigError("say which quantization to use: --config <device> (laptop, rpi4, rpi5, "
+                          "rpi-zero-2w, or a TOML file), or "
                           f"--quantization {{{','.join(QUANTIZATION_FORMATS)}}}")
     return quant, args.input_size or size, args.threads or threads, device
 
