@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "forget": "firstwords.edge.commands.forget",
     "profile": "firstwords.edge.commands.profile",
     "doctor": "firstwords.edge.commands.doctor",
+    "report": "firstwords.edge.commands.report",
 }
 
 
