@@ -311,8 +311,19 @@ class Scene:
     distractor_instance: int | None
 
 
+def _sprite_box(alpha: np.ndarray, cy: int, cx: int) -> list[float]:
+    """The canvas box (x0, y0, x1, y1) of a sprite's opaque part when pasted centred at (cy, cx)."""
+    ys, xs = np.nonzero(alpha > 0.5)
+    if len(ys) == 0:
+        ys, xs = np.array([0, alpha.shape[0] - 1]), np.array([0, alpha.shape[1] - 1])
+    y0, x0 = cy - alpha.shape[0] // 2, cx - alpha.shape[1] // 2
+    return [float(x0 + xs.min()), float(y0 + ys.min()), float(x0 + xs.max() + 1), float(y0 + ys.max() + 1)]
+
+
 def render_scene(scene: Scene, images: np.ndarray, rng: np.random.Generator, pool, frame: int, cv2,
-                 margin: float = 1.25) -> np.ndarray:
+                 margin: float = 1.25) -> tuple[np.ndarray, dict[str, list[float]]]:
+    """The scene's canvas and the boxes of its objects on it ({category: [x0, y0, x1, y1]} in canvas px)."""
+    boxes: dict[str, list[float]] = {}
     C = round(frame * margin)
     canvas = background(rng, pool, C, cv2)
     clutter(canvas, rng, pool, cv2, rng.integers(1, 5))
@@ -322,7 +333,9 @@ def render_scene(scene: Scene, images: np.ndarray, rng: np.random.Generator, poo
                                scene.distractor)
         ang = rng.uniform(0, 2 * math.pi)
         r = frame * rng.uniform(0.28, 0.4)
-        paste(canvas, rgb, a, int(centre + r * math.sin(ang)), int(centre + r * math.cos(ang)))
+        cy, cx = int(centre + r * math.sin(ang)), int(centre + r * math.cos(ang))
+        paste(canvas, rgb, a, cy, cx)
+        boxes[scene.distractor] = _sprite_box(a, cy, cx)
     if scene.primary is not None:
         rgb, a = object_sprite(images[scene.primary_instance], rng, int(frame * rng.uniform(0.4, 0.7)), cv2,
                                scene.primary)
@@ -331,8 +344,9 @@ def render_scene(scene: Scene, images: np.ndarray, rng: np.random.Generator, poo
         cy = centre + rng.uniform(-slack, slack) * 0.9
         cx = centre + rng.uniform(-slack, slack) * 0.9
         paste(canvas, rgb, a, int(cy), int(cx))
+        boxes[scene.primary] = _sprite_box(a, int(cy), int(cx))  # the primary drawn last: over the distractor
     canvas *= rng.uniform(0.75, 1.15)  # the episode's lighting
-    return canvas
+    return canvas, boxes
 
 
 class CameraPath:
@@ -342,6 +356,7 @@ class CameraPath:
         self.rng, self.frame, self.canvas = rng, frame, canvas
         self.state = np.zeros(4)  # dx, dy (pixels), log zoom, roll (degrees)
         self.vel = np.zeros(4)
+        self.matrix = np.eye(2, 3)  # the last frame's canvas -> frame affine map
 
     def next(self, img: np.ndarray, cv2) -> np.ndarray:
         limit = np.array([(self.canvas - self.frame) / 2 * 0.9, (self.canvas - self.frame) / 2 * 0.9, 0.12, 6.0])
@@ -352,8 +367,22 @@ class CameraPath:
         c = self.canvas / 2
         M = cv2.getRotationMatrix2D((c + dx, c + dy), roll, zoom)
         M[:, 2] += self.frame / 2 - np.array([c + dx, c + dy])
+        self.matrix = M
         out = cv2.warpAffine(img, M, (self.frame, self.frame), flags=cv2.INTER_LINEAR,
                              borderMode=cv2.BORDER_REFLECT)
+        return out
+
+
+    def frame_boxes(self, boxes: dict[str, list[float]]) -> dict[str, list[float]]:
+        """Canvas boxes -> boxes in the last frame, as [x0, y0, x1, y1] in [0, 1] frame coordinates (the
+        bounding box of the moved corners, clipped to the frame); objects out of view are left out."""
+        out = {}
+        for cat, (x0, y0, x1, y1) in boxes.items():
+            corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]]) @ self.matrix.T
+            lo = np.clip(corners.min(0), 0, self.frame) / self.frame
+            hi = np.clip(corners.max(0), 0, self.frame) / self.frame
+            if hi[0] - lo[0] > 0.01 and hi[1] - lo[1] > 0.01:
+                out[cat] = [round(float(v), 3) for v in (lo[0], lo[1], hi[0], hi[1])]
         return out
 
 
@@ -418,23 +447,27 @@ def gaze_path(rng: np.random.Generator, n_frames: int, look_away: float) -> list
     return out[:n_frames]
 
 
-def _render_episode(job: tuple) -> int:
-    """Render one scene's frames; deterministic from (seed, episode) whatever the worker or order."""
+def _render_episode(job: tuple) -> tuple[int, list[dict]]:
+    """Render one scene's frames; deterministic from (seed, episode) whatever the worker or order. Returns the
+    first frame's number and each frame's object boxes."""
     ep, scene, away_scene, gaze, k0 = job
     w = _WORKER
     cv2 = _cv2()
-    canvas = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"], w["frame"],
+    canvas, boxes = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"], w["frame"],
                           cv2)
     cam = CameraPath(np.random.default_rng([w["seed"], ep, 2]), w["frame"], canvas.shape[0])
     away = away_cam = None
+    away_boxes: dict = {}
     if not all(gaze):  # what the child sees when looking away: another part of the room, maybe another toy
-        away = render_scene(away_scene, w["images"], np.random.default_rng([w["seed"], ep, 4]), w["pool"],
+        away, away_boxes = render_scene(away_scene, w["images"], np.random.default_rng([w["seed"], ep, 4]), w["pool"],
                             w["frame"], cv2)
         away_cam = CameraPath(np.random.default_rng([w["seed"], ep, 5]), w["frame"], away.shape[0])
+    frame_boxes = []
     for i, on in enumerate(gaze):
         img = cam.next(canvas, cv2) if on else away_cam.next(away, cv2)
+        frame_boxes.append(cam.frame_boxes(boxes) if on else away_cam.frame_boxes(away_boxes))
         to_jpeg(img, w["out"] / f"frames/{k0 + i:06d}.jpg", cv2, w["quality"])
-    return len(gaze)
+    return k0, frame_boxes
 
 
 def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, progress: bool = True,
@@ -543,18 +576,25 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
     duration = t
     bar = _bar(total=len(frames_meta), desc="session frames", unit="frame", enabled=progress)
     _WORKER.update(images=data["train_x"], pool=pool, seed=seed, frame=F, quality=quality, out=out)
+    by_frame = {round(m["t"] * FPS): m for m in frames_meta}
+
+    def rendered(k0: int, frame_boxes: list[dict]) -> None:
+        for i, b in enumerate(frame_boxes):
+            by_frame[k0 + i]["boxes"] = b  # where each object in view is: for localisation checks
+        bar.update(len(frame_boxes))
+
     if workers > 1:
         import multiprocessing as mp
         with mp.get_context("fork").Pool(workers) as procs:  # children inherit _WORKER
-            for n in procs.imap_unordered(_render_episode, jobs, chunksize=8):
-                bar.update(n)
+            for k0, frame_boxes in procs.imap_unordered(_render_episode, jobs, chunksize=8):
+                rendered(k0, frame_boxes)
     else:
         for job in jobs:
-            bar.update(_render_episode(job))
+            rendered(*_render_episode(job))
     bar.close()
 
     # ---- CVCL records: frames from the utterance's start to the next utterance's start (1..32 frames)
-    frame_of = {round(m["t"] * FPS): m for m in frames_meta}
+    frame_of = by_frame
     records = []
     for i, u in enumerate(utterances):
         nxt = utterances[i + 1]["start"] if i + 1 < len(utterances) else duration
@@ -588,15 +628,16 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
             w.writerow([f"{int(m)}:{s:04.1f}", f"{VIDEO_NAME}.mp4", u["text"], u["speaker"]])
 
     # ---- held-out evaluation: never-seen instances in new scenes (single frames, no camera path)
-    def still(word: str, instance: int, images: np.ndarray, name: str, salt: int) -> None:
+    def still(word: str, instance: int, images: np.ndarray, name: str, salt: int) -> dict[str, list[float]]:
         others = [c for c in cats if c != word]
         distractor = others[rng.integers(len(others))] if rng.random() < 0.25 else None
         # a distractor here is another held-out (test-split) instance: eval scenes hold no training instance
         d_inst = int(test_pool[distractor][rng.integers(len(test_pool[distractor]))]) if distractor else None
         scene = Scene(word, instance, distractor, d_inst)
-        canvas = render_scene(scene, images, np.random.default_rng([seed, salt]), pool, F, cv2)
+        canvas, boxes = render_scene(scene, images, np.random.default_rng([seed, salt]), pool, F, cv2)
         cam = CameraPath(np.random.default_rng([seed, salt, 2]), F, canvas.shape[0])
         to_jpeg(cam.next(canvas, cv2), out / name, cv2, quality)
+        return cam.frame_boxes(boxes)
 
     eval_items = []
     n_eval = sizes.eval_per_category * len(cats) + n_novel_eval + n_exposures
@@ -605,8 +646,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
         for j in range(sizes.eval_per_category):
             inst = int(test_pool[w][j])
             name = f"eval_frames/{len(eval_items) + 1:06d}.jpg"
-            still(w, inst, data["test_x"], name, 10_000_000 + len(eval_items))
-            eval_items.append({"category": w, "frame_filename": name, "instance": f"test:{inst}"})
+            boxes = still(w, inst, data["test_x"], name, 10_000_000 + len(eval_items))
+            eval_items.append({"category": w, "frame_filename": name, "instance": f"test:{inst}", "boxes": boxes})
             bar.update()
     _write_json(out / "eval.json", {"data": eval_items})
 
@@ -614,8 +655,9 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
     for j in range(n_novel_eval):
         inst = int(novel_test[j])
         name = f"novel_frames/{j + 1:06d}.jpg"
-        still(NOVEL_CATEGORY, inst, data["test_x"], name, 20_000_000 + j)
-        novel_items.append({"category": NOVEL_CATEGORY, "frame_filename": name, "instance": f"test:{inst}"})
+        boxes = still(NOVEL_CATEGORY, inst, data["test_x"], name, 20_000_000 + j)
+        novel_items.append({"category": NOVEL_CATEGORY, "frame_filename": name, "instance": f"test:{inst}",
+                            "boxes": boxes})
         bar.update()
     _write_json(out / "novel.json", {"data": novel_items})
 
@@ -623,8 +665,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
     for j in range(n_exposures):  # a short head-cam window naming the novel object, 5 frames each
         inst = int(novel_train[j])
         scene = Scene(NOVEL_CATEGORY, inst, None, None)
-        canvas = render_scene(scene, data["train_x"], np.random.default_rng([seed, 30_000_000 + j]), pool, F,
-                              cv2)
+        canvas, _ = render_scene(scene, data["train_x"], np.random.default_rng([seed, 30_000_000 + j]), pool, F,
+                                 cv2)
         cam = CameraPath(np.random.default_rng([seed, 30_000_000 + j, 2]), F, canvas.shape[0])
         names = []
         for k in range(5):

@@ -71,7 +71,7 @@ def words_section(rep: MemoryReport, max_words: int) -> str:
     for f in shown:
         moments = rep.moments.get(f.word)
         if moments is None:
-            cell = f'<span class="note">(shown for the first {MOMENT_WORDS} words)</span>'
+            cell = ""  # the header says moments are looked up for the first MOMENT_WORDS words
         elif not moments:
             cell = '<span class="note">no stored moment</span>'
         else:
@@ -83,8 +83,9 @@ def words_section(rep: MemoryReport, max_words: int) -> str:
             cell = "<br>".join(parts)
         rows.append([escape(f.word), str(f.exposures), html.fmt_time(f.first_seen - rep.t0),
                      html.fmt_time(None if f.known_at is None else f.known_at - rep.t0), f"{f.strength:.3f}", cell])
-    head = html.note(f"Showing {len(shown)} of {len(rep.words)} words, strongest first. Times are session time "
-                     f"(h:mm:ss from the first remembered moment). {media_note}")
+    head = html.note(f"Showing {len(shown)} of {len(rep.words)} words, strongest first; remembered moments for the "
+                     f"first {MOMENT_WORDS}. Times are session time (h:mm:ss from the first remembered moment). "
+                     f"{media_note}")
     return html.section("words", "Words", head, html.table(
         ["word", "exposures", "first heard", "known since", "strength", "best-matching remembered moments"],
         rows, numeric={1, 4}))

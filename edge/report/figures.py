@@ -77,11 +77,15 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     parts = [intro]
     boxed = [i for i, lab in enumerate(ev.labels) if ev.boxes[i] and lab in ev.boxes[i] and lab in vectors]
     if boxed:
-        hr = hit_rate(sp[boxed], [ev.labels[i] for i in boxed], [ev.boxes[i][ev.labels[i]] for i in boxed],
-                      vectors)
+        labels, boxes = [ev.labels[i] for i in boxed], [ev.boxes[i][ev.labels[i]] for i in boxed]
+        hr = hit_rate(sp[boxed], labels, boxes, vectors)
+        enc = _encoder(bundle, threads)
+        text = hit_rate(sp[boxed], labels, boxes, {c: enc.word_embedding(c) for c in set(labels) if enc.knows(c)})
         parts.append(html.note(f"Honesty check: the map's peak falls inside the named object's box in {hr.hits} of "
-                               f"{hr.n} evaluation frames ({hr.rate:.0%}); a peak placed at random would land there "
-                               f"{hr.chance:.0%} of the time (the boxes cover {hr.box_area:.0%} of a frame)."))
+                               f"{hr.n} evaluation frames ({hr.rate:.0%}) with the memory's word vectors, and in "
+                               f"{text.hits} of {text.n} ({text.rate:.0%}) with the bundle's text encoder; a peak "
+                               f"placed at random would land there {hr.chance:.0%} of the time (the boxes cover "
+                               f"{hr.box_area:.0%} of a frame)."))
     else:
         parts.append(html.note("The evaluation data records no object boxes, so the maps' peaks are not scored."))
     return html.section("maps", title, *parts, *figs), True
