@@ -18,6 +18,7 @@ from pathlib import Path
 
 from firstwords.edge.atomic import atomic_write_text
 from firstwords.edge.bundle import Bundle, load_bundle
+from firstwords.edge.encode import Encoder
 from firstwords.edge.errors import DataError, InputError
 from firstwords.edge.memory import AssociativeMemory
 from firstwords.edge.report import html
@@ -158,9 +159,9 @@ def build_report(memory: str | Path, bundle: str | Path | Bundle, out: str | Pat
         best_moments(mem, rep, [f.word for f in rep.words[:MOMENT_WORDS]])
         vectors = mem.word_vectors()
     sections = [growth_section(rep, plot), words_section(rep, max_words)]
-    maps, spatial = maps_section(rep, vectors, b, evalset, threads)
-    sections += [maps, alignment_section(rep, vectors, b, evalset, plot, threads),
-                 accuracy_section(vectors, b, evalset, plot, threads),
+    enc = Encoder(b, threads=threads) if evalset is not None else None  # eval frames are all it encodes
+    maps, spatial = maps_section(rep, vectors, b, evalset, enc, threads)
+    sections += [maps, alignment_section(rep, vectors, evalset, enc, plot), accuracy_section(vectors, evalset, enc, plot),
                  facts_section(rep, b, session, stats, plot, spatial)]
     result.sections = {s.split('"')[1]: ("marked" if 'class="warn"' in s else "ok") for s in sections}
     subtitle = (f"memory {memory} · bundle {b.source} · {len(rep.words)} words, {len(rep.known)} known · "

@@ -28,14 +28,6 @@ ALIGN_WORDS = 25
 ALIGN_IMAGES = 40  # per category
 
 
-def _encoder(bundle: Bundle, threads: int | None, cache: dict = {}) -> Encoder:  # noqa: B006 (a deliberate cache)
-    key = (id(bundle), threads)
-    if key not in cache:
-        cache.clear()
-        cache[key] = Encoder(bundle, threads=threads)
-    return cache[key]
-
-
 def _map_words(rep: MemoryReport, vectors: Mapping[str, np.ndarray], cats: list[str]) -> list[str]:
     """Eval categories the memory has a vector for, strongest first."""
     strength = {f.word: f.strength for f in rep.words}
@@ -43,22 +35,22 @@ def _map_words(rep: MemoryReport, vectors: Mapping[str, np.ndarray], cats: list[
 
 
 def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: Bundle, ev: EvalSet | None,
-                 threads: int | None) -> tuple[str, bool]:
+                 enc: Encoder | None, threads: int | None) -> tuple[str, bool]:
     title = "Where the word is in the picture"
     if spatial_spec(bundle) is None:
         return html.section("maps", title, html.warn(NEEDS_REEXPORT)), False
-    if ev is None:
+    if ev is None or enc is None:
         return html.section("maps", title, html.warn("localisation maps are drawn over evaluation frames: pass "
                                                      "--eval-data (e.g. work/corpus/eval.json)")), True
     words = _map_words(rep, vectors, ev.categories)[:MAP_WORDS]
     if not words:
         return html.section("maps", title, html.warn("the memory has no vector for any evaluation category "
                                                      f"({', '.join(ev.categories)}): nothing to map yet")), True
-    enc = SpatialEncoder(bundle, threads=threads)
+    senc = SpatialEncoder(bundle, threads=threads)
     frames = ev.frames()
     embs, spatial = [], []
     for i in range(0, len(frames), 64):
-        e, s = enc.encode(frames[i:i + 64])
+        e, s = senc.encode(frames[i:i + 64])
         embs.append(e)
         spatial.append(s)
     ev._embeddings = np.concatenate(embs)  # the same graph's embedding output: no second pass for the rest
@@ -79,7 +71,6 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     if boxed:
         labels, boxes = [ev.labels[i] for i in boxed], [ev.boxes[i][ev.labels[i]] for i in boxed]
         hr = hit_rate(sp[boxed], labels, boxes, vectors)
-        enc = _encoder(bundle, threads)
         text = hit_rate(sp[boxed], labels, boxes, {c: enc.word_embedding(c) for c in set(labels) if enc.knows(c)})
         parts.append(html.note(f"Honesty check: the map's peak falls inside the named object's box in {hr.hits} of "
                                f"{hr.n} evaluation frames ({hr.rate:.0%}) with the memory's word vectors, and in "
@@ -97,8 +88,8 @@ def _pca2(x: np.ndarray) -> np.ndarray:
     return x @ vt[:2].T if vt.shape[0] >= 2 else np.c_[x @ vt[:1].T, np.zeros(len(x))]
 
 
-def alignment_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: Bundle, ev: EvalSet | None,
-                      plot: Plotter, threads: int | None) -> str:
+def alignment_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], ev: EvalSet | None,
+                      enc: Encoder | None, plot: Plotter) -> str:
     title = "Alignment of words and images"
     if not vectors:
         return html.section("alignment", title, html.warn("the memory is empty: no word vectors to place"))
@@ -109,8 +100,8 @@ def alignment_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bund
         words = [f.word for f in rep.words[:ALIGN_WORDS]]
     wv = np.stack([vectors[w] for w in words])
     parts = []
-    if ev is not None:
-        emb = ev.embeddings(_encoder(bundle, threads))
+    if ev is not None and enc is not None:
+        emb = ev.embeddings(enc)
         keep = [i for c in sorted(cats) for i in [j for j, lab in enumerate(ev.labels) if lab == c][:ALIGN_IMAGES]]
         iv = emb[keep]
         # Each modality centred on its own mean: the words' offset from the images (the "modality gap") would
@@ -129,15 +120,14 @@ def alignment_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bund
     return html.section("alignment", title, *parts, html.img(uri, "PCA map of words and images"))
 
 
-def accuracy_section(vectors: Mapping[str, np.ndarray], bundle: Bundle, ev: EvalSet | None, plot: Plotter,
-                     threads: int | None) -> str:
+def accuracy_section(vectors: Mapping[str, np.ndarray], ev: EvalSet | None, enc: Encoder | None,
+                     plot: Plotter) -> str:
     title = "Per-category n-way accuracy"
-    if ev is None:
+    if ev is None or enc is None:
         return html.section("accuracy", title, html.warn("needs evaluation data: pass --eval-data"))
     cats = ev.categories
     if len(cats) < 2:
         return html.section("accuracy", title, html.warn(f"{ev.path} holds fewer than 2 categories"))
-    enc = _encoder(bundle, threads)
     emb = ev.embeddings(enc)
     trials = make_trials(ev.labels, n_way=min(4, len(cats)), trials_per_category=100, seed=0)
     series, rows = [], []
