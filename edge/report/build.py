@@ -80,8 +80,9 @@ def words_section(rep: MemoryReport, max_words: int) -> str:
             for m in moments:
                 uri = media_uri(m.media) if m.media else None
                 label = escape(f"{html.fmt_time(m.t - rep.t0)} “{m.text}”")
-                parts.append(html.img(uri, m.text, "thumb") + label if uri else label)
-            cell = "<br>".join(parts)
+                parts.append(f'<span class="moment">{html.img(uri, m.text, "thumb")}<br>{label}</span>' if uri
+                             else label)
+            cell = ("" if any(m.media for m in moments) else "<br>").join(parts)
         rows.append([escape(f.word), str(f.exposures), html.fmt_time(f.first_seen - rep.t0),
                      html.fmt_time(None if f.known_at is None else f.known_at - rep.t0), f"{f.strength:.3f}", cell])
     head = html.note(f"Showing {len(shown)} of {len(rep.words)} words, strongest first; remembered moments for the "

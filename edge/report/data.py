@@ -86,10 +86,11 @@ GROUP BY word
 """
 
 
-def _curve(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Utterance indices at which events happened -> a cumulative step curve (x, count)."""
+def _curve(positions: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
+    """Utterance indices at which events happened -> a cumulative step curve (x, count) from 0 to `end`."""
     p = np.sort(positions[positions > 0])
-    return np.concatenate([[0], p]).astype(np.float64), np.arange(len(p) + 1, dtype=np.float64)
+    return (np.concatenate([[0], p, [max(end, p[-1] if len(p) else 0)]]).astype(np.float64),
+            np.concatenate([np.arange(len(p) + 1), [len(p)]]).astype(np.float64))
 
 
 def read_memory(mem: AssociativeMemory, criterion: Criterion) -> MemoryReport:
@@ -124,8 +125,8 @@ def read_memory(mem: AssociativeMemory, criterion: Criterion) -> MemoryReport:
     words.sort(key=lambda f: (-f.strength, -f.exposures, f.word))
     first_positions = np.array([v[0] for v in first_nth.values() if v[0] is not None], np.int64)
     known_positions = np.array([f.known_utterance for f in words if f.known_utterance is not None], np.int64)
-    return MemoryReport(Path(mem.path), criterion, stats, words, times, t0, _curve(first_positions),
-                        _curve(known_positions), int(media_kept))
+    return MemoryReport(Path(mem.path), criterion, stats, words, times, t0, _curve(first_positions, len(times)),
+                        _curve(known_positions, len(times)), int(media_kept))
 
 
 def best_moments(mem: AssociativeMemory, report: MemoryReport, words: list[str], k: int = 3) -> None:

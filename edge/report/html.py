@@ -13,7 +13,8 @@ th { background: #f2f2f2; text-align: left; } td.n { text-align: right; font-var
 .note { color: #555; font-size: 13px; } .warn { background: #fff4e0; border-left: 4px solid #e69500;
   padding: 6px 10px; font-size: 14px; }
 .maps { display: flex; flex-wrap: wrap; gap: 14px; } .maps figure { margin: 0; text-align: center; font-size: 12px; }
-img.chart { max-width: 100%; height: auto; } img.thumb { width: 64px; height: auto; margin-right: 3px; }
+img.chart { max-width: 100%; height: auto; } img.thumb { width: 64px; height: auto; }
+.moment { display: inline-block; width: 118px; vertical-align: top; font-size: 11px; margin: 0 4px 4px 0; }
 img.map { width: 128px; height: 128px; image-rendering: auto; }
 section { page-break-inside: avoid; }
 @media print { body { margin: 0; max-width: none; } h2 { page-break-after: avoid; } }
