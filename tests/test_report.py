@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import sqlite3
@@ -179,3 +180,28 @@ def test_png_round_trip_through_ppm():
     cv2 = pytest.importorskip("cv2")
     back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
     assert np.array_equal(back, img)
+
+
+def test_word_table_is_capped_and_says_so(sample, tmp_path):
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.report.bench import synthetic_memory
+
+    dim = load_bundle(sample.bundle).embedding_dim
+    mem = synthetic_memory(tmp_path / "big.db", dim, n_words=500, n_episodes=2000)
+    res = build_report(mem, sample.bundle, tmp_path / "big.html", max_words=50, criterion=Criterion(0.0, 3))
+    text = (tmp_path / "big.html").read_text()
+    assert "Showing 50 of 500 words" in text
+    assert text.split('<section id="words">')[1].split("</section>")[0].count("<tr>") == 51  # header + 50
+    assert res.words == 500 and 0 < res.known < 500  # words heard fewer than 3 times are not known
+
+
+@pytest.mark.slow
+def test_large_memory_report_under_a_minute(sample, tmp_path):
+    """10,000 words and 50,000 remembered moments: the report builds in under a minute (tools/bench_report.py)."""
+    proc = subprocess.run([sys.executable, "tools/bench_report.py", "--bundle", str(sample.bundle), "--out",
+                           str(tmp_path / "r.html")], capture_output=True, text=True, timeout=1200, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert figures["words"] == 10_000 and figures["episodes"] == 50_000
+    assert figures["report_seconds"] < 60 and figures["under_a_minute"]
