@@ -120,7 +120,8 @@ def facts_section(rep: MemoryReport | None, bundle: Bundle, session: Path | None
         except (OSError, ValueError, TypeError) as e:
             parts.append(html.warn(f"session facts: cannot read {meta_path} ({e})"))
     if run_stats:
-        for k in ("config", "frames_encoded", "frames_dropped", "audio_overflows", "realtime_factor", "wall_seconds"):
+        for k in ("config", "utterances", "frames_encoded", "frames_dropped", "audio_overflows", "realtime_factor",
+                  "wall_seconds"):
             if k in run_stats:
                 facts.append((k.replace("_", " "), str(run_stats[k])))
     else:

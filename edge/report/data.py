@@ -95,7 +95,7 @@ def _curve(positions: np.ndarray, end: int) -> tuple[np.ndarray, np.ndarray]:
 
 def read_memory(mem: AssociativeMemory, criterion: Criterion) -> MemoryReport:
     """Everything but the moments, from an open memory."""
-    db = sqlite3.connect(f"file:{Path(mem.path).resolve()}?mode=ro", uri=True)
+    db = sqlite3.connect(Path(mem.path).resolve().as_uri() + "?mode=ro", uri=True)
     try:
         rows = db.execute("SELECT word, exposures, first_seen FROM words").fetchall()
         times = np.array([r[0] for r in db.execute("SELECT t FROM episodes ORDER BY t, id")], np.float64)
@@ -135,7 +135,7 @@ def best_moments(mem: AssociativeMemory, report: MemoryReport, words: list[str],
     ids = sorted({e.id for eps in found.values() for e in eps})
     media: dict[int, bytes] = {}
     if ids and report.media_kept:
-        db = sqlite3.connect(f"file:{Path(mem.path).resolve()}?mode=ro", uri=True)
+        db = sqlite3.connect(Path(mem.path).resolve().as_uri() + "?mode=ro", uri=True)
         try:
             for i in range(0, len(ids), 500):
                 part = ids[i:i + 500]
