@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "forget": "firstwords.edge.commands.forget",
     "profile": "firstwords.edge.commands.profile",
     "doctor": "firstwords.edge.commands.doctor",
+    "report": "firstwords.edge.commands.report",
 }
 
 
