@@ -25,13 +25,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from firstwords.edge.errors import BundleError
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "firstwords-bundle"
 FORMAT_VERSION = 1
-QUANTIZATIONS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 MANIFEST = "manifest.json"
 IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE = "image.onnx", "utterance.onnx", "vocab.json"
 REQUIRED_FILES = (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)
@@ -171,8 +171,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     if type(dim) is not int or dim <= 0:
         raise bad(f"embedding_dim must be a positive integer, got {dim!r}")
     quant = manifest.get("quantization", "none")
-    if quant not in QUANTIZATIONS:
-        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATIONS)}")
+    if quant not in QUANTIZATION_FORMATS:
+        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATION_FORMATS)}")
     opset = manifest.get("opset")
     if opset is not None and type(opset) is not int:
         raise bad(f"opset must be an integer, got {opset!r}")
@@ -213,8 +213,10 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
 
     vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens)
 
+    spatial = image_m.get("spatial")  # optional second output for localisation maps (edge.report.maps)
+    extra = (spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str) else ()
     _check_graph(image.path, source, IMAGE_FILE if image.path.name == IMAGE_FILE else image.path.name,
-                 image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim)
+                 image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim, extra)
     _check_graph(utterance.path, source, utterance.path.name, utterance.input, ONNX_INT64, [None, None],
                  utterance.output, dim)
 
@@ -510,8 +512,9 @@ def _fmt_shape(shape) -> str:
 
 
 def _check_graph(path: Path, source: Path, name: str, in_name: str, in_type: int, in_shape: list,
-                 out_name: str, dim: int) -> None:
-    """Input `in_name` of `in_type` with shape in_shape (None = any/dynamic), output `out_name` [N, dim] float."""
+                 out_name: str, dim: int, extra_outputs: tuple[str, ...] = ()) -> None:
+    """Input `in_name` of `in_type` with shape in_shape (None = any/dynamic), output `out_name` [N, dim] float,
+    besides the optional outputs the manifest names in `extra_outputs`."""
     try:
         sig = read_graph_signature(path)
     except (ValueError, UnicodeDecodeError, OSError) as e:
@@ -525,7 +528,7 @@ def _check_graph(path: Path, source: Path, name: str, in_name: str, in_type: int
 
     if list(sig.inputs) != [in_name]:
         raise wrong(f"expected one input named {in_name!r}, found {list(sig.inputs)}")
-    if list(sig.outputs) != [out_name]:
+    if [o for o in sig.outputs if o not in extra_outputs] != [out_name]:
         raise wrong(f"expected one output named {out_name!r}, found {list(sig.outputs)}")
     inp, out = sig.inputs[in_name], sig.outputs[out_name]
     if inp.elem_type != in_type:

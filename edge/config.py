@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from firstwords.edge.errors import ConfigError
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 
-QUANTIZATION_FORMATS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 VAD_KINDS = ("energy", "silero")
 RECOGNIZERS = ("pocketsphinx", "transcript")
 

@@ -82,6 +82,10 @@ def build_manifest(files: Mapping[str, Path], manifest_fields: Mapping[str, Any]
     for key in ("input_size", "mean", "std"):
         if key not in image:
             raise ValueError(f"manifest_fields['image'] must give {key}")
+    sp = image.get("spatial")  # optional: the image graph's spatial output (export.spatial)
+    if sp is not None and not (isinstance(sp, dict) and isinstance(sp.get("output"), str) and
+                               isinstance(sp.get("grid"), list) and len(sp["grid"]) == 2):
+        raise ValueError(f"manifest_fields['image']['spatial'] must be {{'output': name, 'grid': [h, w]}}, got {sp!r}")
     utterance = {"file": UTTERANCE_FILE, "input": "tokens", "output": "embedding", **fields.pop("utterance", {})}
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,

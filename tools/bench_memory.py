@@ -31,19 +31,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# One BLAS thread: the memory's products are small, and OpenBLAS threads fighting other work for the cores turn a
-# 50 us product into tens of ms (measured on a loaded 2-core machine). Set before numpy loads; the device
-# runtime should do the same.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+import firstwords.edge  # noqa: F401  (first: it sets one BLAS thread before numpy loads)
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-
 from firstwords.edge.evaluate import make_trials, score_trials
 from firstwords.edge.memory import AssociativeMemory, LearningParams, Moment
 from firstwords.edge.memory_rule import Background, whitener
 from firstwords.edge.tokenize import words as split_words
+
+REPO = Path(__file__).resolve().parents[1]
 
 SHOTS = (1, 2, 5, 10)
 

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers for a word (--word)"
-EXAMPLE = "firstwords ask --memory work/memory.db --bundle work/bundle --image work/corpus/eval_frames/000001.jpg -k 5"
+EXAMPLE = ("firstwords ask --memory work/memory.db --bundle work/bundle "
+           "--image work/corpus/eval_frames/000001.jpg -k 5")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,11 +25,6 @@ def read_image(path: str):
     from firstwords.edge.capture import import_cv2
     from firstwords.edge.errors import InputError
 
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{path}: no such image file; check the path")
-    if not p.is_file():
-        raise InputError(f"{path}: not a regular file; give an image file (png, jpg, bmp, ...)")
     cv2 = import_cv2()
     bgr = cv2.imread(path, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -54,15 +50,18 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
-        image = read_image(args.image)  # a missing or unreadable image is said before anything loads
+        if not Path(args.image).is_file():
+            raise InputError(f"{args.image}: no such image file; check the path" if not Path(args.image).exists()
+                             else f"{args.image}: not a regular file; give an image file (png, jpg, ...)")
+        image = read_image(args.image)  # an unreadable image is said before anything loads
         from firstwords.edge.bundle import load_bundle
         from firstwords.edge.encode import Encoder
 
         with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
             enc = Encoder(load_bundle(args.bundle), threads=1)
             if enc.dim != mem.dim:
-                raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's ({mem.dim}); "
-                                 "use the bundle the memory was made with")
+                raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's "
+                                 f"({mem.dim}); use the bundle the memory was made with")
             answers = mem.name(enc.encode_image([image])[0], k=args.k)
         if args.json:
             print(json.dumps({"image": args.image, "words": [[w, round(s, 4)] for w, s in answers]}))

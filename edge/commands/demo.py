@@ -117,5 +117,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"-- a never-seen {category!r}: {item['frame_filename']}", flush=True)
         subprocess.run(fw + ["ask", "--memory", str(memory), "--bundle", str(bundle),
                              "--image", str(corpus / item["frame_filename"]), "-k", "3"], cwd=REPO, check=False)
+    from firstwords.edge.report import build_report
+
+    rep = build_report(memory, bundle, work / "report.html", eval_data=corpus / "eval.json", session=session)
+    print(f"\nreport of what the device learned: {rep.path} (open it in a browser)")
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s; everything is in {work}")
     return 0
