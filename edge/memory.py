@@ -99,8 +99,9 @@ class AssociativeMemory:
         and the confidence threshold. kwargs pass on (keep_media, reentrance, ...)."""
         learning = replace(kwargs.pop("learning", None) or LearningParams(),
                            min_word_confidence=memory.min_word_confidence)
-        return cls(path, dim, capacity_words=memory.capacity_words, capacity_episodes=memory.capacity_episodes,
-                   max_disk_mb=memory.max_disk_mb, learning=learning, **kwargs)
+        return cls(path, dim, capacity_words=memory.capacity_words,
+                   capacity_episodes=memory.capacity_episodes, max_disk_mb=memory.max_disk_mb,
+                   learning=learning, **kwargs)
 
     @classmethod
     def open_existing(cls, path: str | Path, **kwargs) -> AssociativeMemory:
@@ -140,8 +141,9 @@ class AssociativeMemory:
             raise MemoryStoreError("the memory is closed; open it again with AssociativeMemory(path, dim)")
 
     # ------------------------------------------------------------------ learning
-    def learn(self, words: Sequence[str | HeardWord], frame_embeddings: np.ndarray, t: float, utterance_text: str,
-              prior: Mapping[str, np.ndarray] | None = None, *, media: bytes | None = None) -> LearnReport:
+    def learn(self, words: Sequence[str | HeardWord], frame_embeddings: np.ndarray, t: float,
+              utterance_text: str, prior: Mapping[str, np.ndarray] | None = None, *,
+              media: bytes | None = None) -> LearnReport:
         """Learn from one moment (one transaction). Words are str (confidence 1.0) or HeardWord. Raises
         InputError for bad input (nothing learned) and MemoryStoreError when the database cannot be written
         (nothing learned, previous state intact)."""
@@ -149,7 +151,8 @@ class AssociativeMemory:
 
     def learn_batch(self, moments: Sequence[Moment]) -> list[LearnReport]:
         """Learn from several moments, in order, in ONE transaction (all or nothing)."""
-        checked = [check_moment(m, self.dim, self.params.min_word_confidence) for m in moments]  # before anything
+        # every moment checked before anything changes
+        checked = [check_moment(m, self.dim, self.params.min_word_confidence) for m in moments]
         if not checked:
             return []
         with self._lock:
@@ -201,23 +204,24 @@ class AssociativeMemory:
         for w in m.words:
             r = staged.get(w) or self._table.row(w)
             if r is None:
-                r = WordRow(w, np.zeros(self.dim, np.float32), 0.0, 0.0, np.zeros(self.dim, np.float32), 0.0, 0,
-                            m.prior.get(w), m.t, m.t, bg.utterances)
+                zero = np.zeros(self.dim, np.float32)
+                r = WordRow(w, zero, 0.0, 0.0, zero.copy(), 0.0, 0, m.prior.get(w), m.t, m.t, bg.utterances)
                 new_words.append(w)
             elif r.prior is None and w in m.prior:
                 r.prior = m.prior[w]
             rows.append(r)
             staged[w] = r
-        taken, omega = learn_moment(rows, m.confidence, frames, m.t, bg, self._table.whiten, rival, self.params)
-        per_word = taken.sum(axis=1)
+        taken, omega = learn_moment(rows, m.confidence, frames, m.t, bg, self._table.whiten, rival,
+                                    self.params)
+        per_word = {w: float(u) for w, u in zip(m.words, taken.sum(axis=1))}
         ep = EpisodeRow(m.t, m.text, ((omega @ frames) / max(float(omega.sum()), TINY)).astype(np.float32),
-                        frames.sum(axis=0, dtype=np.float64).astype(np.float32), frames.mean(axis=0), len(frames),
-                        {w: float(u) for w, u in zip(m.words, per_word)},
-                        {w: float(c) for w, c in zip(m.words, m.confidence)}, m.media if self.keep_media else None)
-        total = max(float(per_word.sum()), TINY)
-        rep = LearnReport(-1, {w: float(u) / total for w, u in zip(m.words, per_word)},
-                          {w: float(u) for w, u in zip(m.words, per_word)}, [float(x) for x in omega], new_words,
-                          frame_taken={w: taken[i].tolist() for i, w in enumerate(m.words)}, skipped_words=m.skipped)
+                        frames.sum(axis=0, dtype=np.float64).astype(np.float32), frames.mean(axis=0),
+                        len(frames), per_word, {w: float(c) for w, c in zip(m.words, m.confidence)},
+                        m.media if self.keep_media else None)
+        total = max(sum(per_word.values()), TINY)
+        rep = LearnReport(-1, {w: u / total for w, u in per_word.items()}, dict(per_word),
+                          [float(x) for x in omega], new_words, skipped_words=m.skipped,
+                          frame_taken={w: taken[i].tolist() for i, w in enumerate(m.words)})
         return ep, rep
 
     # ------------------------------------------------------------------ queries

@@ -1,13 +1,13 @@
 """The disk cap of a memory ([memory] max_disk_mb): the SD card never fills.
 
 The main file gets 3/4 of the cap less 96 KB, its write-ahead log 1/8 (checkpointed and truncated at that
-size); the rest is for the WAL's index (-shm, 32 KB) and the update in flight, so the three files together stay
-under the cap. When the pages in use pass the main file's
-share, the oldest episodes are evicted in the same transaction as the update that passed it, down to 90 % of
-the share, and counted (state `evicted_episodes`); the words stay (their learning is in their sums). Freed
-pages are reused by later updates, and a few at a time are given back to the OS (incremental vacuum, bounded so
-that no update waits long). A memory created before the cap existed reuses freed pages but gives none back
-until the next `forget` vacuums it.
+size); the rest is for the WAL's index (-shm, 32 KB) and the update in flight, so the three files together
+stay under the cap. When the pages in use pass the main file's share, the oldest episodes are evicted in the
+same transaction as the update that passed it, down to 90 % of the share, and counted (state
+`evicted_episodes`); the words stay (their learning is in their sums). Freed pages are reused by later
+updates, and a few at a time are given back to the OS (incremental vacuum, bounded so that no update waits
+long). A memory created before the cap existed reuses freed pages but gives none back until the next `forget`
+vacuums it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ VACUUM_PAGES = 256  # pages given back to the OS per update at most (1 MB at 4 K
 
 class DiskCap:
     def __init__(self, max_disk_mb: float | None):
-        if max_disk_mb is not None and (isinstance(max_disk_mb, bool) or not isinstance(max_disk_mb, (int, float))
-                                        or not math.isfinite(max_disk_mb) or max_disk_mb <= 0):
-            raise InputError(f"max_disk_mb must be a number greater than 0 (or None: no cap), got {max_disk_mb!r}; "
-                             f"check the device config's [memory] max_disk_mb")
+        number = isinstance(max_disk_mb, (int, float)) and not isinstance(max_disk_mb, bool)
+        if max_disk_mb is not None and (not number or not math.isfinite(max_disk_mb) or max_disk_mb <= 0):
+            raise InputError("max_disk_mb must be a number greater than 0 (or None: no cap), got "
+                             f"{max_disk_mb!r}; check the device config's [memory] max_disk_mb")
         self.max_bytes = None if max_disk_mb is None else int(max_disk_mb * 1024 * 1024)
         self._warned = False
 
@@ -56,13 +56,14 @@ class DiskCap:
 
     @staticmethod
     def _used(db: sqlite3.Connection) -> tuple[int, int, int]:
-        """(bytes in use, pages in the file, page size) as this connection sees it, its transaction included."""
+        """(bytes in use, pages in the file, page size) as this connection sees them (its transaction too)."""
         pages = db.execute("PRAGMA page_count").fetchone()[0]
         free = db.execute("PRAGMA freelist_count").fetchone()[0]
         size = db.execute("PRAGMA page_size").fetchone()[0]
         return (pages - free) * size, pages, size
 
-    def evict(self, db: sqlite3.Connection, evict_oldest: Callable[[int], tuple[int, float]]) -> tuple[int, float]:
+    def evict(self, db: sqlite3.Connection,
+              evict_oldest: Callable[[int], tuple[int, float]]) -> tuple[int, float]:
         """Inside the update's transaction: evict the oldest episodes until the pages in use are back under
         LOW_WATER of the budget. Returns (episodes evicted, latest time among them)."""
         if not self.max_bytes:
@@ -82,7 +83,8 @@ class DiskCap:
         if used > self.budget and not self._warned:
             self._warned = True
             log.warning("the memory's words alone take %d KB, more than [memory] max_disk_mb allows the file "
-                        "(%d KB); lower capacity_words or raise max_disk_mb", used // 1024, self.budget // 1024)
+                        "(%d KB); lower capacity_words or raise max_disk_mb", used // 1024,
+                        self.budget // 1024)
         return total, latest
 
     def give_back(self, db: sqlite3.Connection, lock: threading.RLock) -> None:

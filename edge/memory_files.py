@@ -18,8 +18,8 @@ from pathlib import Path
 from firstwords.edge.errors import MemoryStoreError
 
 # How a user starts fresh when the file is damaged; every error about a damaged file says this.
-RESET_HINT = ("start fresh with `firstwords forget --reset --memory {path}` (the damaged file is kept aside as "
-              "{name}.corrupt-<timestamp>, nothing is deleted)")
+RESET_HINT = ("start fresh with `firstwords forget --reset --memory {path}` (the damaged file is kept aside "
+              "as {name}.corrupt-<timestamp>, nothing is deleted)")
 
 
 def sidecar_files(path: Path) -> list[Path]:
@@ -57,34 +57,35 @@ def damaged_error(path: str | Path, why: str) -> MemoryStoreError:
                             + RESET_HINT.format(path=path, name=Path(path).name))
 
 
-def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str, in_memory: bool = False) -> MemoryStoreError:
-    """The user's message for an SQLite error met while `doing` ("writing to", ...) the memory at `path`: a full
-    disk, a read-only place and a damaged file each say what they are and what to do."""
+def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str,
+                         in_memory: bool = False) -> MemoryStoreError:
+    """The user's message for an SQLite error met while `doing` ("writing to", ...) the memory at `path`: a
+    full disk, a read-only place and a damaged file each say what they are and what to do."""
     code = getattr(e, "sqlite_errorcode", None)
     text = str(e).lower()
     if code == sqlite3.SQLITE_FULL or "full" in text:
-        return MemoryStoreError(f"the disk is full (or the database size limit was reached) while {doing} {path}; "
-                                f"nothing of this update was saved and the previous state is intact; free some "
-                                f"space or lower [memory] max_disk_mb / capacity_episodes")
+        return MemoryStoreError(f"the disk is full (or the database size limit was reached) while {doing} "
+                                f"{path}; nothing of this update was saved and the previous state is intact; "
+                                f"free some space or lower [memory] max_disk_mb / capacity_episodes")
     if "no such table" in text or "no such column" in text:
         return damaged_error(path, str(e))
     if isinstance(e, sqlite3.OperationalError) and "locked" in text:
-        return MemoryStoreError(f"{path} is locked by another process while {doing}; stop the other firstwords "
-                                f"process using this --memory file")
+        return MemoryStoreError(f"{path} is locked by another process while {doing}; stop the other "
+                                f"firstwords process using this --memory file")
     if not in_memory and ("readonly" in text or "read-only" in text or "unable to open" in text):
         reason = read_only_reason(path)
         if reason or "readonly" in text:
             return read_only_error(path, reason or "the database file is read-only")
     if isinstance(e, sqlite3.DatabaseError) and not isinstance(e, sqlite3.OperationalError):
         return damaged_error(path, str(e))
-    return MemoryStoreError(f"SQLite failed while {doing} the memory database {path} ({e}); the previous state "
-                            f"is intact")
+    return MemoryStoreError(f"SQLite failed while {doing} the memory database {path} ({e}); the previous "
+                            f"state is intact")
 
 
 def read_only_error(path: str | Path, reason: str) -> MemoryStoreError:
     return MemoryStoreError(f"cannot write the memory {path}: {reason}. Nothing is wrong with the file: "
-                            f"`firstwords ask --memory {path}` can still read it; to learn into it or forget, "
-                            f"make the folder writable or copy the file to a writable place")
+                            f"`firstwords ask --memory {path}` can still read it; to learn into it or "
+                            f"forget, make the folder writable or copy the file to a writable place")
 
 
 class WriterLock:
@@ -99,16 +100,17 @@ class WriterLock:
             reason = read_only_reason(db_path)
             if reason:
                 raise read_only_error(db_path, reason) from e
-            raise MemoryStoreError(f"cannot create the writer lock {self.path} ({e}); check the folder") from e
+            raise MemoryStoreError(f"cannot create the writer lock {self.path} ({e}); check the "
+                                   f"folder") from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = describe_holder(self.path, fd)
             os.close(fd)
-            raise MemoryStoreError(f"the memory {db_path} is being written by another process ({holder}); one "
-                                   f"writer per memory: stop that process first, or use another --memory. "
-                                   f"Reading (`firstwords ask`) works meanwhile; `firstwords forget` asks the "
-                                   f"running writer to forget") from None
+            raise MemoryStoreError(f"the memory {db_path} is being written by another process ({holder}); "
+                                   "one writer per memory: stop that process first, or use another "
+                                   "--memory. Reading (`firstwords ask`) works meanwhile; `firstwords "
+                                   f"forget` asks the running writer to forget") from None
         try:  # who holds it, for the message a second writer gets (the flock itself is the lock)
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps({"pid": os.getpid(), "since": time.time()}).encode())
@@ -124,7 +126,8 @@ class WriterLock:
 
 
 def describe_holder(lock: Path, fd: int | None = None) -> str:
-    """"process 1234, since 2026-11-30 08:12:03" from a lock file's contents ("unknown process" if unreadable)."""
+    """"process 1234, since 2026-11-30 08:12:03" from a lock file's contents ("an unknown process" if
+    unreadable)."""
     try:
         raw = os.pread(fd, 4096, 0) if fd is not None else lock.read_bytes()[:4096]
         info = json.loads(raw.decode())

@@ -4,8 +4,9 @@ A memory has one writer (edge.memory_files). When `firstwords forget` finds anot
 memory, it must not change the file behind that writer's back: the writer keeps the words in RAM and would
 write a forgotten word back at its next update. Instead, forget records a request in the database
 (`forget_requests`) and waits; the writer applies pending requests to its RAM and to the file before every
-update, when it opens and when it closes, and marks each applied with what it removed, in the same transaction.
-A request made while nobody writes is applied by the next writable open; nothing forgotten comes back.
+update, when it opens and when it closes, and marks each applied with what it removed, in the same
+transaction. A request made while nobody writes is applied by the next writable open; nothing forgotten comes
+back.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def undo_episodes(store: MemoryStore, table: WordTable, bg: Background, ids: lis
     rows: dict[str, WordRow] = {}
     for i in ids:
         for w, credit, conf, mean, frame_sum, n in store.query(
-                "SELECT w.word, w.credit, w.confidence, e.learned_mean, e.frame_sum, e.n_frames FROM episode_words w "
-                "JOIN episodes e ON e.id = w.episode_id WHERE w.episode_id = ?", (i,), "forgetting in"):
+                "SELECT w.word, w.credit, w.confidence, e.learned_mean, e.frame_sum, e.n_frames FROM "
+                "episode_words w JOIN episodes e ON e.id = w.episode_id WHERE w.episode_id = ?", (i,),
+                "forgetting in"):
             r = None if w in drop else (rows.get(w) or table.row(w))
             if r is None:
                 continue
@@ -64,15 +66,17 @@ def undo_episodes(store: MemoryStore, table: WordTable, bg: Background, ids: lis
 
 def write_forget(store: MemoryStore, gone: list[str], keep: list[WordRow], ids: list[int], bg: Background,
                  request: tuple[int, dict] | None = None) -> None:
-    """Remove words and episodes in one transaction (marking the forget request applied, if any), then VACUUM
-    and truncate the WAL so the removed content is gone from the file (secure_delete zeroes freed pages too)."""
+    """Remove words and episodes in one transaction (marking the forget request applied, if any), then
+    VACUUM and truncate the WAL so the removed content is gone from the file (secure_delete zeroes freed
+    pages too)."""
     with store.transaction("forgetting in") as db:
         db.executemany("DELETE FROM words WHERE word = ?", [(w,) for w in gone])
         db.executemany("DELETE FROM episode_words WHERE word = ?", [(w,) for w in gone])
         for r in keep:
-            db.execute("UPDATE words SET proto_sum=?, weight=?, weight_sq=?, cooc_sum=?, cooc_count=?, exposures=?, "
-                       "last_seen=? WHERE word=?", (blob(r.proto_sum), r.weight, r.weight_sq, blob(r.cooc_sum),
-                                                    r.cooc_count, r.exposures, r.last_seen, r.word))
+            db.execute("UPDATE words SET proto_sum=?, weight=?, weight_sq=?, cooc_sum=?, cooc_count=?, "
+                       "exposures=?, last_seen=? WHERE word=?",
+                       (blob(r.proto_sum), r.weight, r.weight_sq, blob(r.cooc_sum), r.cooc_count, r.exposures,
+                        r.last_seen, r.word))
         store.delete_episodes(ids)
         store.write_background(bg)
         if request is not None:

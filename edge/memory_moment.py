@@ -1,5 +1,6 @@
-"""What the memory learns from and what it answers: a Moment (words heard + the frames of their window + time),
-the report of learning it, a remembered Episode; and the checks every input passes before anything changes."""
+"""What the memory learns from and what it answers: a Moment (words heard + the frames of their window +
+time), the report of learning it, a remembered Episode; and the checks every input passes before anything
+changes."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class LearnReport:
     evicted_words: list[str] = field(default_factory=list)
     frame_taken: dict[str, list[float]] = field(default_factory=dict)  # per word heard: frames' worth learned
     #                                                                    from each frame of the window
-    skipped_words: list[str] = field(default_factory=list)  # heard below the confidence threshold: not learned
+    skipped_words: list[str] = field(default_factory=list)  # heard below the confidence threshold: unlearned
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class CheckedMoment:
 
 
 def normalise_word(word: str) -> str:
-    """The key a word is stored under: Unicode NFC (a word typed with combining accents finds the word heard)."""
+    """The key a word is stored under: Unicode NFC (a word typed with combining accents finds the word
+    heard)."""
     return unicodedata.normalize("NFC", word)
 
 
@@ -100,8 +102,8 @@ def check_vectors(x, dim: int, what: str, max_rows: int) -> np.ndarray:
     if not 1 <= arr.shape[0] <= max_rows:
         raise InputError(f"{what} must hold 1..{max_rows} vectors, got {arr.shape[0]}")
     if not np.all(np.isfinite(arr)):
-        raise InputError(f"{what} contains NaN or Inf; the encoder output is broken (check the frames and the "
-                         f"bundle) -- nothing was learned from it")
+        raise InputError(f"{what} contains NaN or Inf; the encoder output is broken (check the frames and "
+                         f"the bundle) -- nothing was learned from it")
     norms = np.linalg.norm(arr, axis=1, keepdims=True)
     if np.any(norms < 1e-6):
         raise InputError(f"{what} contains an all-zero vector; nothing was learned from it")
@@ -126,8 +128,8 @@ def check_words(words, min_confidence: float = 0.0) -> tuple[list[str], list[flo
         w = normalise_word(str(w))  # (numpy str_ -> str)
         conf[w] = max(conf.get(w, 0.0), c)
     if not conf:
-        raise InputError(f"a moment needs at least one word (of at most {MAX_WORD_CHARS} characters); nothing "
-                         f"was learned")
+        raise InputError(f"a moment needs at least one word (of at most {MAX_WORD_CHARS} characters); "
+                         f"nothing was learned")
     if len(conf) > MAX_WORDS:
         raise InputError(f"a moment may hold at most {MAX_WORDS} distinct words, got {len(conf)}")
     kept = [w for w, c in conf.items() if c >= min_confidence and c > 0.0]

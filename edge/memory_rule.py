@@ -6,38 +6,40 @@ Update rule (cross-situational, in the spirit of Fazly, Alishahi & Stevenson 201
 moment with words w_1..w_m and the frame embeddings f_1..f_K of its window (g: the running mean of every frame
 seen, the background; v_w a word's unit vector, s_w its naming strength):
   * association   A[w, k] = max(0, s_w * v_w . (f_k - g)); clipped, so a (possibly wrong) hypothesis makes a
-                  word claim frames but never refuse one that nobody claims -- no lock-in on a first impression
-  * credit        each frame's unit of credit is shared among the words, softmax_w(beta * A[w, k]) mixed with a
-                  uniform share that decays as the memory hears more: words that already explain a frame take
-                  it, a new word is left what nobody explains (mutual exclusivity falls out of this)
+                  word claim frames but never refuse one that nobody claims -- no lock-in on a first
+                  impression
+  * credit        each frame's unit of credit is shared among the words, softmax_w(beta * A[w, k]) mixed with
+                  a uniform share that decays as the memory hears more: words that already explain a frame
+                  take it, a new word is left what nobody explains (mutual exclusivity falls out of this)
   * re-entrance   the memory's state decides what in the window it learns from (the "gate"). Per frame, the
                   strongest claim of a word in memory that was NOT said (the dress in view while "shoe" is
                   heard: the toy seen on looking away, the scene's other object, or a displaced reference), in
-                  the world's standard deviations along that word's direction, z_u = v_u.(f - g) /
-                  sqrt(v_u' Sigma v_u), weighed by how reliable a name it is (s_u / select_ref). A frame where it
-                  passes ~1.5 counts less (down to select_floor) for the words heard, as far as each has evidence
-                  behind it (maturity: a word heard for the first time learns from the whole window; an encoder
-                  prior alone gives half a say). The judgement looks along the OTHER words' directions only:
-                  choosing frames by how well they fit a word's own guess would bias the word towards its guess.
+                  the world's standard deviations along that word's direction, z_u = v_u.(f - g) / sqrt(v_u'
+                  Sigma v_u), weighed by how reliable a name it is (s_u / select_ref). A frame where it passes
+                  ~1.5 counts less (down to select_floor) for the words heard, as far as each has evidence
+                  behind it (maturity: a word heard for the first time learns from the whole window; an
+                  encoder prior alone gives half a say). The judgement looks along the OTHER words' directions
+                  only: choosing frames by how well they fit a word's own guess would bias the word towards
+                  its guess.
   * confidence    each word learns in proportion to the recogniser's confidence in it (1.0 for a transcript);
                   a word below LearningParams.min_word_confidence is not learned at all.
-  * prototype     sum_w += sum_k omega[w, k] C[w, k] f_k; weight_w += its credit (frames' worth); the prototype
-                  is the credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g, whitened by the
-                  world's frame covariance (W c_w: Fisher's discriminant against everything seen, so that what
-                  varies in every scene -- backgrounds, light -- stops masking what the word's frames share),
-                  gives the direction.
-Naming strength: how far the PLAIN co-occurrence mean of the word (every frame of every window it was heard in)
-sits from the background, relative to the spread of the world (sigma^2 = 1 - |g|^2), ramped by the effective
-number of utterances behind it. A function word ("the", "look", "you") is heard whatever is in view: its
-co-occurrence mean is the background and its strength ~0 -- learned from diffuse co-occurrence, no stop list.
-Debiased for rare words: a word heard in n windows sits ~sqrt(chance / n) sigma from the background by chance
-alone (a window's frames are ~one draw of its scene), so s_learned = sqrt(max(|cc|^2 / sigma^2 - chance / n,
-0)) x ramp: a word heard twice is no name yet, however alike its two scenes.
-For an in-vocabulary word the encoder's utterance embedding p_w is the prior: v_w = normalise(a p_w +
-(1 - a) c_w / |c_w|), a = n0 / (n0 + weight_w): the memory takes over the direction with the credit the word
-takes. Its strength s_w = a' prior_strength + (1 - a') s_learned, a' = n0 / (n0 + frames heard with): the prior's
-say in the strength fades with co-occurrence, not credit (a function word loses every frame's credit to the
-object words, so a credit-faded prior would keep it at prior_strength for ever), and prior_strength is small: an
+  * prototype     sum_w += sum_k omega[w, k] C[w, k] f_k; weight_w += its credit (frames' worth); the
+                  prototype is the credit-weighted mean m_w = sum_w / weight_w; its contrast c_w = m_w - g,
+                  whitened by the world's frame covariance (W c_w: Fisher's discriminant against everything
+                  seen, so that what varies in every scene -- backgrounds, light -- stops masking what the
+                  word's frames share), gives the direction.
+Naming strength: how far the PLAIN co-occurrence mean of the word (every frame of every window it was heard
+in) sits from the background, relative to the spread of the world (sigma^2 = 1 - |g|^2), ramped by the
+effective number of utterances behind it. A function word ("the", "look", "you") is heard whatever is in view:
+its co-occurrence mean is the background and its strength ~0 -- learned from diffuse co-occurrence, no stop
+list. Debiased for rare words: a word heard in n windows sits ~sqrt(chance / n) sigma from the background by
+chance alone (a window's frames are ~one draw of its scene), so s_learned = sqrt(max(|cc|^2 / sigma^2 - chance
+/ n, 0)) x ramp: a word heard twice is no name yet, however alike its two scenes.
+For an in-vocabulary word the encoder's utterance embedding p_w is the prior: v_w = normalise(a p_w + (1 - a)
+c_w / |c_w|), a = n0 / (n0 + weight_w): the memory takes over the direction with the credit the word takes.
+Its strength s_w = a' prior_strength + (1 - a') s_learned, a' = n0 / (n0 + frames heard with): the prior's say
+in the strength fades with co-occurrence, not credit (a function word loses every frame's credit to the object
+words, so a credit-faded prior would keep it at prior_strength for ever), and prior_strength is small: an
 encoder prior alone makes a weak name. Words outside the vocabulary start from scratch (a = a' = 0).
 """
 
@@ -62,15 +64,16 @@ class LearningParams:
     prior_strength: float = 0.1  # naming strength of a prior before any exposure: small, so that rare
     #                              in-vocabulary words ('up', 'did') never outrank learned object words
     confidence_utterances: float = 2.0  # strength ramp n/(n + this), n = effective utterances behind a word
-    chance_windows: float = 1.0  # debiasing of the strength: the squared contrast a word heard in n windows shows
-    #                              by chance alone is this * sigma^2 / n (one window's frames are ~one draw of
-    #                              the scene: its mean varies ~0.94 sigma^2 around the background on the sample)
-    debias: bool = True  # False: the raw contrast, the prior faded by credit (what the debiasing guards against)
-    select_threshold: float = 1.5  # gate: a frame turns from the words heard when a word not said scores this many
-    #                                world standard deviations along its direction (x its reliability) ...
-    select_beta: float = 3.0  # gate: ... with this sharpness (per standard deviation)
-    select_ref: float = 0.4  # gate: the naming strength of a fully reliable name (a word's claim is weighed by
-    #                          strength / select_ref: a weak encoder's or a new word's names cut little)
+    # debiasing of the strength: the squared contrast a word heard in n windows shows by chance alone is
+    # this * sigma^2 / n (one window's frames are ~one draw of the scene: its mean varies ~0.94 sigma^2 around
+    # the background on the sample)
+    chance_windows: float = 1.0
+    debias: bool = True  # False: the raw contrast, the prior faded by credit (what debiasing guards against)
+    select_threshold: float = 1.5  # gate: a frame turns from the words heard when a word not said scores
+    #                                this many world standard deviations along its direction (x reliability)
+    select_beta: float = 3.0  # gate: the sharpness of that turn (per standard deviation)
+    select_ref: float = 0.4  # gate: the naming strength of a fully reliable name (a word's claim is weighed
+    #                          by strength / select_ref: a weak encoder's or a new word's names cut little)
     select_floor: float = 0.1  # gate: a mature word still learns this share from a frame claimed by another
     whiten: bool = True  # word directions whitened by the world's frame covariance (Fisher's discriminant)
     whiten_eps: float = 0.01  # ridge on the covariance, relative to its mean variance
@@ -113,7 +116,7 @@ class Background:
     total: np.ndarray  # [D] sum of frame embeddings
     count: float
     utterances: int
-    evicted_through: float  # latest time of an evicted episode (-inf if none): forget_since can't undo past it
+    evicted_through: float  # latest time of an evicted episode (-inf if none): forget_since can't undo it
     second: np.ndarray | None = None  # [D, D] sum of f f^T (None: unknown)
 
     def copy(self) -> Background:
@@ -163,9 +166,9 @@ def world_covariance(bg: Background, dim: int) -> np.ndarray:
 
 
 def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
-    """W = (Sigma + eps I)^-1 for the world's frame covariance Sigma, shrunk towards a scaled identity while few
-    frames are known. A word's direction W c_w is then Fisher's discriminant of its frames against the world:
-    variation every scene has (backgrounds, lighting) stops masking what the word's frames have in common."""
+    """W = (Sigma + eps I)^-1 for the world's frame covariance Sigma, shrunk towards a scaled identity while
+    few frames are known. A word's direction W c_w is then Fisher's discriminant of its frames against the
+    world: variation every scene has (backgrounds, lighting) stops masking what the word's frames share."""
     eye = np.eye(dim)
     if bg.second is None or bg.count < 2 or not params.whiten:
         return eye
@@ -179,8 +182,8 @@ def whitener(bg: Background, dim: int, params: LearningParams) -> np.ndarray:
 
 def derive(sums: WordSums, g: np.ndarray, params: LearningParams,
            whiten: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Unit word vectors v [n, D], naming strengths s [n] and maturities [n] (0..1, how much evidence is behind
-    the word) from the raw sums (see the module doc)."""
+    """Unit word vectors v [n, D], naming strengths s [n] and maturities [n] (0..1, how much evidence is
+    behind the word) from the raw sums (see the module doc)."""
     sigma = math.sqrt(max(1.0 - float(g @ g), 1e-6))
     weight = sums.weight
     learned = weight > TINY
@@ -194,7 +197,7 @@ def derive(sums: WordSums, g: np.ndarray, params: LearningParams,
     # background, however its credit was spent; a referring word ("ball") does not.
     cc = np.where((sums.cooc_count > 0)[:, None],
                   sums.cooc_sum / np.maximum(sums.cooc_count, TINY)[:, None] - g[None, :], 0.0)
-    n_eff = weight * weight / np.maximum(sums.weight_sq, TINY)  # effective number of utterances behind the word
+    n_eff = weight * weight / np.maximum(sums.weight_sq, TINY)  # effective number of utterances behind it
     maturity = np.where(learned, n_eff / (n_eff + params.confidence_utterances), 0.0)
     a = np.where(sums.has_prior, params.prior_frames / (params.prior_frames + weight), 0.0)
     v = a[:, None] * sums.prior + (1.0 - a)[:, None] * direction
@@ -231,9 +234,10 @@ def gate(rival: np.ndarray, params: LearningParams) -> np.ndarray:
 def learn_moment(rows: list[WordRow], confidence: np.ndarray, frames: np.ndarray, t: float, bg: Background,
                  whiten: np.ndarray, rival: np.ndarray | None, params: LearningParams
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one moment to the rows of its words (updated in place). `bg` already includes the moment's frames;
-    `rival` is the per-frame evidence of words not said (None: re-entrance off, every frame counts alike).
-    Returns (taken [m, K]: frames' worth each word learned from each frame, omega [K]: each frame's weight)."""
+    """Apply one moment to the rows of its words (updated in place). `bg` already includes the moment's
+    frames; `rival` is the per-frame evidence of words not said (None: re-entrance off, every frame counts
+    alike). Returns (taken [m, K]: frames' worth each word learned from each frame, omega [K]: each frame's
+    weight)."""
     k = frames.shape[0]
     g = bg.mean(frames.shape[1])
     v, s, maturity = derive(WordSums.of_rows(rows, frames.shape[1]), g, params, whiten)

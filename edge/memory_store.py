@@ -1,5 +1,5 @@
-"""SQLite storage of the associative memory (stdlib sqlite3): schema, opening with version and corruption checks,
-one transaction per update batch, eviction by capacity and by disk size.
+"""SQLite storage of the associative memory (stdlib sqlite3): opening with version and corruption checks, one
+transaction per update batch, eviction by capacity and by disk size.
 
 The database is the truth; `edge.memory` keeps a numpy copy in RAM for queries and only applies an update to
 that copy after its transaction has committed, so a failed write (disk full, power cut) never leaves RAM and
@@ -82,7 +82,8 @@ class MemoryStore:
             if p.exists() and not p.is_file():
                 raise MemoryStoreError(f"{p} is not a file; choose a file path for --memory")
             if not p.parent.exists():
-                raise MemoryStoreError(f"the folder of {p} does not exist; create it or choose another --memory path")
+                raise MemoryStoreError(f"the folder of {p} does not exist; create it or choose another "
+                                       f"--memory path")
             if read_only and not p.is_file():
                 raise MemoryStoreError(f"no memory database at {p}; check --memory")
             if not read_only:
@@ -151,23 +152,23 @@ class MemoryStore:
             return
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("app") != APP_ID:
-            raise MemoryStoreError(f"{self.path} is not a firstwords memory (app={meta.get('app')!r}); choose "
-                                   f"another --memory path (it was left untouched)")
+            raise MemoryStoreError(f"{self.path} is not a firstwords memory (app={meta.get('app')!r}); "
+                                   f"choose another --memory path (it was left untouched)")
         try:
             version = int(meta.get("schema_version", "-1"))
             dim = int(meta.get("dim", "-1"))
         except ValueError as e:
             raise self.damaged(f"bad meta values {meta}") from e
         if version > SCHEMA_VERSION:
-            raise MemoryStoreError(f"{self.path} was written by a newer firstwords (memory schema v{version}; "
-                                   f"this one reads up to v{SCHEMA_VERSION}); upgrade firstwords or use "
-                                   f"another --memory path")
+            raise MemoryStoreError(f"{self.path} was written by a newer firstwords (memory schema "
+                                   f"v{version}; this one reads up to v{SCHEMA_VERSION}); upgrade firstwords "
+                                   f"or use another --memory path")
         if version < 1:
             raise self.damaged(f"schema version {version}")
         if dim != self.dim:
-            raise MemoryStoreError(f"{self.path} holds a memory of embedding dim {dim} but the bundle has dim "
-                                   f"{self.dim}; a memory belongs to one model: use another --memory path "
-                                   f"for this bundle")
+            raise MemoryStoreError(f"{self.path} holds a memory of embedding dim {dim} but the bundle has "
+                                   f"dim {self.dim}; a memory belongs to one model: use another --memory "
+                                   f"path for this bundle")
         check = db.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:
             raise self.damaged("integrity check: " + "; ".join(r[0] for r in check[:3]))
@@ -192,7 +193,8 @@ class MemoryStore:
         """BEGIN IMMEDIATE ... COMMIT under the store's lock; any failure rolls back and raises a clear
         MemoryStoreError (the previous state intact)."""
         if self.read_only:
-            raise MemoryStoreError(f"the memory {self.path} was opened read-only; open it for writing to change it")
+            raise MemoryStoreError(f"the memory {self.path} was opened read-only; open it for writing to "
+                                   f"change it")
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -232,11 +234,11 @@ class MemoryStore:
         return out
 
     def load_words(self) -> list[WordRow]:
-        rows = self.query("SELECT word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, prior, "
-                          "first_seen, last_seen, last_utt FROM words")
-        return [WordRow(w, self.vec(s, f"word {w!r}"), float(wt), float(wsq), self.vec(cs, f"co-occurrence of {w!r}"),
-                        float(cc), int(n), None if p is None else self.vec(p, f"prior of {w!r}"), float(f),
-                        float(last), int(lu))
+        rows = self.query("SELECT word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, "
+                          "prior, first_seen, last_seen, last_utt FROM words")
+        return [WordRow(w, self.vec(s, f"word {w!r}"), float(wt), float(wsq),
+                        self.vec(cs, f"co-occurrence of {w!r}"), float(cc), int(n),
+                        None if p is None else self.vec(p, f"prior of {w!r}"), float(f), float(last), int(lu))
                 for w, s, wt, wsq, cs, cc, n, p, f, last, lu in rows]
 
     def load_background(self) -> Background:
@@ -256,16 +258,17 @@ class MemoryStore:
             raise self.damaged(f"state table incomplete ({e})") from e
 
     def counters(self) -> dict[str, int]:
-        """Counts kept in the state table: evicted_episodes (oldest first: capacity or disk cap), evicted_words."""
-        st = dict(self.query("SELECT key, value FROM state WHERE key IN ('evicted_episodes', 'evicted_words')"))
+        """Counts kept in the state table: evicted_episodes (oldest first: capacity or disk cap) and
+        evicted_words."""
+        st = dict(self.query("SELECT key, value FROM state WHERE key LIKE 'evicted_%'"))
         return {k: int(st.get(k) or 0) for k in ("evicted_episodes", "evicted_words")}
 
     def counts(self) -> tuple[int, int]:
-        return (self.query("SELECT COUNT(*) FROM words")[0][0], self.query("SELECT COUNT(*) FROM episodes")[0][0])
+        return tuple(self.query(f"SELECT COUNT(*) FROM {table}")[0][0] for table in ("words", "episodes"))
 
     def iter_episodes(self, chunk: int = 4096, word: str | None = None
                       ) -> Iterator[tuple[np.ndarray, np.ndarray, list[str], np.ndarray]]:
-        """Episodes in chunks: (ids int64 [n], times [n], texts, embeddings float32 [n, D]), from a snapshot."""
+        """Episodes in chunks: (ids int64 [n], times [n], texts, embeddings float32 [n, D]) of a snapshot."""
         if word is None:
             rows = self.query("SELECT id, t, text, embedding FROM episodes ORDER BY id")
         else:
@@ -273,8 +276,9 @@ class MemoryStore:
                               "w.episode_id = e.id WHERE w.word = ? ORDER BY e.id", (word,))
         for i in range(0, len(rows), chunk):
             part = rows[i:i + chunk]
-            yield (np.array([r[0] for r in part], dtype=np.int64), np.array([r[1] for r in part], dtype=np.float64),
-                   [r[2] for r in part], np.stack([self.vec(r[3], f"episode {r[0]}") for r in part]))
+            yield (np.array([r[0] for r in part], dtype=np.int64),
+                   np.array([r[1] for r in part], dtype=np.float64), [r[2] for r in part],
+                   np.stack([self.vec(r[3], f"episode {r[0]}") for r in part]))
 
     def episode_words(self, episode_ids: list[int]) -> dict[int, list[str]]:
         return {i: [w for (w,) in self.query("SELECT word FROM episode_words WHERE episode_id = ?", (i,))]
@@ -308,24 +312,24 @@ class MemoryStore:
         and beyond the disk cap (never a word in `protect`, the words of this batch). All or nothing."""
         with self.transaction("writing to") as db:
             db.executemany(
-                "INSERT INTO words(word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, prior, "
-                "first_seen, last_seen, last_utt) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(word) DO UPDATE SET "
-                "proto_sum=excluded.proto_sum, weight=excluded.weight, weight_sq=excluded.weight_sq, "
-                "cooc_sum=excluded.cooc_sum, cooc_count=excluded.cooc_count, exposures=excluded.exposures, "
-                "prior=excluded.prior, first_seen=excluded.first_seen, last_seen=excluded.last_seen, "
-                "last_utt=excluded.last_utt",
-                [(r.word, blob(r.proto_sum), r.weight, r.weight_sq, blob(r.cooc_sum), r.cooc_count, r.exposures,
-                  None if r.prior is None else blob(r.prior), r.first_seen, r.last_seen, r.last_utt)
-                 for r in words])
+                "INSERT INTO words(word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, "
+                "prior, first_seen, last_seen, last_utt) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(word) DO "
+                "UPDATE SET proto_sum=excluded.proto_sum, weight=excluded.weight, "
+                "weight_sq=excluded.weight_sq, cooc_sum=excluded.cooc_sum, cooc_count=excluded.cooc_count, "
+                "exposures=excluded.exposures, prior=excluded.prior, first_seen=excluded.first_seen, "
+                "last_seen=excluded.last_seen, last_utt=excluded.last_utt",
+                [(r.word, blob(r.proto_sum), r.weight, r.weight_sq, blob(r.cooc_sum), r.cooc_count,
+                  r.exposures, None if r.prior is None else blob(r.prior), r.first_seen, r.last_seen,
+                  r.last_utt) for r in words])
             ids = []
             for ep in episodes:
-                cur = db.execute("INSERT INTO episodes(t, text, embedding, frame_sum, learned_mean, n_frames, "
-                                 "media) VALUES (?,?,?,?,?,?,?)",
-                                 (ep.t, ep.text, blob(ep.embedding), blob(ep.frame_sum), blob(ep.learned_mean),
-                                  ep.n_frames, ep.media))
+                cur = db.execute("INSERT INTO episodes(t, text, embedding, frame_sum, learned_mean, "
+                                 "n_frames, media) VALUES (?,?,?,?,?,?,?)",
+                                 (ep.t, ep.text, blob(ep.embedding), blob(ep.frame_sum),
+                                  blob(ep.learned_mean), ep.n_frames, ep.media))
                 ids.append(int(cur.lastrowid))
                 db.executemany("INSERT OR REPLACE INTO episode_words(word, episode_id, credit, confidence) "
-                               "VALUES (?,?,?,?)", [(w, cur.lastrowid, float(c), float(ep.confidence.get(w, 1.0)))
+                               "VALUES (?,?,?,?)", [(w, cur.lastrowid, float(c), ep.confidence.get(w, 1.0))
                                                     for w, c in ep.credits.items()])
             evicted_words = self._evict_words(capacity_words, background.utterances, protect)
             n_ep, latest = self._evict_oldest(db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0]
@@ -346,10 +350,12 @@ class MemoryStore:
         if n <= capacity:
             return []
         # Down to 99 % of capacity at once, so that a full memory scans its words once per ~1 % of new words,
-        # not at every new word. Weakest = least credit, discounted by how long ago (in utterances) it was heard.
+        # not at every new word. Weakest = least credit, discounted by how long ago (in utterances) it was
+        # heard.
         excess = n - capacity + capacity // 100
         rows = self._db.execute(
-            "SELECT word FROM words ORDER BY weight / (1.0 + (? - last_utt) / 1000.0) ASC, last_seen ASC LIMIT ?",
+            "SELECT word FROM words ORDER BY weight / (1.0 + (? - last_utt) / 1000.0) ASC, last_seen ASC "
+            "LIMIT ?",
             (now_utt, excess + len(protect))).fetchall()
         victims = [w for (w,) in rows if w not in protect][:excess]
         self._db.executemany("DELETE FROM words WHERE word = ?", [(w,) for w in victims])
@@ -358,7 +364,8 @@ class MemoryStore:
     def _evict_oldest(self, excess: int) -> tuple[int, float]:
         if excess <= 0:
             return 0, -math.inf
-        rows = self._db.execute("SELECT id, t FROM episodes ORDER BY t ASC, id ASC LIMIT ?", (excess,)).fetchall()
+        rows = self._db.execute("SELECT id, t FROM episodes ORDER BY t ASC, id ASC LIMIT ?",
+                                (excess,)).fetchall()
         self.delete_episodes([r[0] for r in rows])
         return len(rows), max((r[1] for r in rows), default=-math.inf)
 
@@ -370,7 +377,7 @@ class MemoryStore:
         """VACUUM and truncate the WAL: removed content is gone from the file, its space back to the OS."""
         with self._lock:
             try:
-                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (an older file takes it on with this VACUUM)
+                self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # (an older file takes it on here)
                 self._db.execute("VACUUM")
                 if not self._in_memory:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

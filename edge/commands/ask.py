@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers for a word (--word)"
+HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers of a word (--word)"
 EXAMPLE = ("firstwords ask --memory work/memory.db --bundle work/bundle "
            "--image work/corpus/eval_frames/000001.jpg -k 5")
 
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
         if not Path(args.image).is_file():
-            raise InputError(f"{args.image}: no such image file; check the path" if not Path(args.image).exists()
+            missing = not Path(args.image).exists()
+            raise InputError(f"{args.image}: no such image file; check the path" if missing
                              else f"{args.image}: not a regular file; give an image file (png, jpg, ...)")
         image = read_image(args.image)  # an unreadable image is said before anything loads
         from firstwords.edge.bundle import load_bundle

@@ -51,7 +51,8 @@ def parse_time(text: str) -> float:
 
 def _say(typed: str, out: dict) -> str:
     if "since" in out:
-        return f"since {out['since']}: {out['episodes_removed']} moments and {out['words_removed']} words removed"
+        return (f"since {out['since']}: {out['episodes_removed']} moments and {out['words_removed']} words "
+                f"removed")
     as_typed = "" if typed == out["word"] else f" (as {out['word']!r})"
     if not out["known"] and not out["episodes_removed"]:
         return f"{typed}{as_typed}: was not in memory; nothing removed"
@@ -71,8 +72,9 @@ def _ask_writer(path: Path, holder: str, jobs: list[tuple[str, str, str]], wait:
             AssociativeMemory.open_existing(path).close()
             out = wait_for_request(path, rid, 0.0)
         if out is None:
-            print(f"{typed}: asked; the writer has not applied it yet. It will before its next update or when it "
-                  f"stops, and nothing forgotten comes back; run forget again later to see what was removed")
+            print(f"{typed}: asked; the writer has not applied it yet. It will before its next update or "
+                  f"when it stops, and nothing forgotten comes back; run forget again later to see what was "
+                  f"removed")
         else:
             print(_say(typed, out))
     return 0
@@ -105,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             out = mem.forget_word(value) if kind == "word" else mem.forget_since(float(value))
             print(_say(typed, out))
         after = mem.stats()
-    print(f"memory now: {after['words']} words, {after['episodes']} moments, {after['bytes_on_disk']} bytes on "
-          f"disk (was {before['words']} words, {before['episodes']} moments, {before['bytes_on_disk']} bytes)")
+    print(f"memory now: {after['words']} words, {after['episodes']} moments, {after['bytes_on_disk']} bytes "
+          f"on disk (was {before['words']} words, {before['episodes']} moments, {before['bytes_on_disk']} "
+          f"bytes)")
     return 0
