@@ -25,7 +25,7 @@ def test_synthetic_run_prints_every_figure_and_a_plot(tmp_path):
     assert set(res["curves_mean"]) == {"encoder", "memory", "memory_reentrant", "ideal_frames"}
     assert all(len(c) == n for c in res["curves_mean"].values())
     assert res["auc_mean"]["memory"] > res["auc_mean"]["encoder"]  # the memory learns beyond its prior
-    # every synthetic frame shows what its scene holds: ground-truth frame choice keeps every frame, so (d) = (b)
+    # every synthetic frame shows what its scene holds: ground-truth frame choice keeps every frame: (d) = (b)
     assert res["ideal_frames_minus_plain_auc"] == 0.0
     assert res["reentrance_minus_plain_auc_sd"] >= 0 and len(res["reentrance_minus_plain_auc_per_seed"]) == 2
     assert set(res["few_shot"]["memory"]) == {"1", "2", "5", "10"} and res["name_median_ms_10k"] > 0

@@ -334,7 +334,8 @@ def test_forget_since_undoes_recent_learning(tmp_path):
         before = {w: mem.exposures(w) for w in mem.words()}
         vec_before = mem.word_vectors()
         for i in range(5):
-            mem.learn(["the", "thing0", "recentword"], world.frames(0, 4), 1000.0 + i, "the thing0 recentword")
+            words = ["the", "thing0", "recentword"]
+            mem.learn(words, world.frames(0, 4), 1000.0 + i, " ".join(words))
         out = mem.forget_since(1000.0)
         assert out["episodes_removed"] == 5 and "recentword" not in mem.words()
         assert {w: mem.exposures(w) for w in mem.words()} == before
@@ -380,8 +381,8 @@ def test_forget_command_word_since_and_reset(tmp_path, capsys):
 
 
 def test_property_arbitrary_input_never_corrupts(tmp_path):
-    """Whatever arrives (any shape, NaN/Inf, odd words, times), learn() either learns or raises InputError, and
-    the database still opens with exactly the committed state."""
+    """Whatever arrives (any shape, NaN/Inf, odd words, times), learn() either learns or raises InputError,
+    and the database still opens with exactly the committed state."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     from hypothesis.extra.numpy import arrays
@@ -420,12 +421,14 @@ def test_property_arbitrary_input_never_corrupts(tmp_path):
 
 
 def _diffuse_and_rare_stream(mem, learning_seed=0):
-    """Every word in the encoder's vocabulary with an UNINFORMATIVE prior (a random direction): 'the' heard with
-    every category, each object word with its own, and 'hungry' twice -- both times in category 3's scenes."""
+    """Every word in the encoder's vocabulary with an UNINFORMATIVE prior (a random direction): 'the' heard
+    with every category, each object word with its own, and 'hungry' twice -- both times in category 3's
+    scenes."""
     world = World(seed=11, n_cat=6)
     rng = np.random.default_rng(learning_seed)
     vocab = ["the", "hungry"] + world.cats
-    prior = {w: (v / np.linalg.norm(v)).astype(np.float32) for w, v in zip(vocab, rng.normal(size=(len(vocab), D)))}
+    vecs = rng.normal(size=(len(vocab), D))
+    prior = {w: (v / np.linalg.norm(v)).astype(np.float32) for w, v in zip(vocab, vecs)}
     rare_at = {40, 90}
     for i in range(150):
         c = 3 if i in rare_at else i % len(world.cats)
@@ -451,8 +454,8 @@ def test_diffuse_and_rare_words_are_not_strong_names():
 
 
 def test_raw_strength_would_name_rare_and_diffuse_words():
-    """The same stream with the undebiased strength (and a prior strength that held as long as credit was low):
-    the rare word is as strong a name as an object word -- what the test above guards against."""
+    """The same stream with the undebiased strength (and a prior strength that held as long as credit was
+    low): the rare word is as strong a name as an object word -- what the test above guards against."""
     with AssociativeMemory(":memory:", D, learning=LearningParams(debias=False, prior_strength=0.5)) as mem:
         world = _diffuse_and_rare_stream(mem)
         objects = min(mem.strength(c) for c in world.cats)
@@ -460,9 +463,10 @@ def test_raw_strength_would_name_rare_and_diffuse_words():
 
 
 def test_reentrance_gate_judges_frames_by_the_words_not_said():
-    """The gate looks along the other words' directions, in the world's standard deviations: frames a known word
-    not said clearly shows count less for the word heard; frames nobody else names keep their full weight; a word
-    heard for the first time learns from the whole window; and a rival with a weak name cuts little."""
+    """The gate looks along the other words' directions, in the world's standard deviations: frames a known
+    word not said clearly shows count less for the word heard; frames nobody else names keep their full
+    weight; a word heard for the first time learns from the whole window; and a rival with a weak name cuts
+    little."""
     mem, world = _taught(5)
     with mem:
         fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # the child looks from thing1 to thing4

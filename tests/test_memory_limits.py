@@ -1,5 +1,5 @@
-"""What the memory learns from a word depends on the recogniser's confidence in it; the file stays under its disk
-cap through a long run, evicting the oldest episodes and counting them."""
+"""What the memory learns from a word depends on the recogniser's confidence in it; the file stays under its
+disk cap through a long run, evicting the oldest episodes and counting them."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_a_word_below_the_threshold_teaches_nothing():
 def test_a_word_learns_in_proportion_to_its_confidence():
     sure = {i: HeardWord("shoe", 0.0, 0.5, 1.0) for i in range(0, 60, 5)}
     unsure = {i: HeardWord("shoe", 0.0, 0.5, 0.4) for i in range(0, 60, 5)}
-    as_text = {i: "shoe" for i in range(0, 60, 5)}
+    as_text = dict.fromkeys(range(0, 60, 5), "shoe")
     with AssociativeMemory(":memory:", D) as a, AssociativeMemory(":memory:", D) as b, \
             AssociativeMemory(":memory:", D) as c:
         _stream(a, sure)
@@ -76,7 +76,8 @@ def test_the_threshold_comes_from_the_device_config():
     cfg = MemoryConfig(capacity_words=100, capacity_episodes=100, max_disk_mb=8.0, min_word_confidence=0.5)
     with AssociativeMemory.from_config(":memory:", D, cfg) as mem:
         assert mem.params.min_word_confidence == 0.5
-        rep = mem.learn([HeardWord("ball", 0, 1, 0.49), HeardWord("cup", 0, 1, 0.5)], np.ones((2, D)), 0.0, "x")
+        heard = [HeardWord("ball", 0, 1, 0.49), HeardWord("cup", 0, 1, 0.5)]
+        rep = mem.learn(heard, np.ones((2, D)), 0.0, "x")
         assert mem.words() == ["cup"] and rep.skipped_words == ["ball"]
     with pytest.raises(InputError, match="min_word_confidence"):
         LearningParams(min_word_confidence=1.5)

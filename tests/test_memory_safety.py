@@ -58,8 +58,8 @@ def _start_writer(path: Path, again: int = 0) -> subprocess.Popen:
 
 
 def _cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firstwords.edge.cli", *argv], capture_output=True, text=True,
-                          timeout=timeout, env=_env(), check=False)
+    return subprocess.run([sys.executable, "-m", "firstwords.edge.cli", *argv], capture_output=True,
+                          text=True, timeout=timeout, env=_env(), check=False)
 
 
 def _teach(path: Path, texts: list[str], dim: int = D) -> None:
@@ -73,9 +73,10 @@ def test_a_second_writer_is_refused_naming_the_first_and_readers_are_not(tmp_pat
     path = tmp_path / "mem.sqlite"
     writer = _start_writer(path)
     try:
-        code = "import sys\nfrom firstwords.edge.memory import AssociativeMemory\nAssociativeMemory(sys.argv[1], 16)"
-        second = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
-                                env=_env(), check=False)
+        code = ("import sys\nfrom firstwords.edge.memory import AssociativeMemory\n"
+                "AssociativeMemory(sys.argv[1], 16)")
+        second = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
+                                timeout=60, env=_env(), check=False)
         assert second.returncode != 0
         assert f"being written by another process (process {writer.pid}, since 20" in second.stderr
         with AssociativeMemory(path, D, read_only=True) as reader:  # readers are never refused
@@ -190,7 +191,8 @@ def _read_only(folder: Path):
         return
     ro = folder.with_name(folder.name + "-ro")
     ro.mkdir()
-    if subprocess.run(["mount", "--bind", str(folder), str(ro)], capture_output=True, check=False).returncode != 0:
+    bound = subprocess.run(["mount", "--bind", str(folder), str(ro)], capture_output=True, check=False)
+    if bound.returncode != 0:
         pytest.skip("cannot bind-mount here to make a read-only folder")
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(ro)], check=True, capture_output=True)
