@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from firstwords.edge.errors import DataError
-from firstwords.edge.tokenize import Vocab
+from firstwords.edge.tokenize import SPACY_RULE, Vocab
 from firstwords.export.model import Bottleneck, ImageEncoder, UtteranceEncoder, cvcl_key_map
 from torch import nn
 
@@ -101,7 +101,29 @@ def read_cvcl_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+# MultiModalLitModel holds its encoders twice more: MultiModalModel's image_embed / text_embed and
+# LanguageModel's text_encoder are the same modules (prefix of the copy -> prefix of the original).
+_DUPLICATES = {"model.image_embed.": "vision_encoder.", "model.text_embed.": "text_encoder.",
+               "language_model.text_encoder.": "text_encoder."}
+
+
+def check_duplicates(sd: Mapping[str, torch.Tensor]) -> int:
+    """The copies of a CVCL checkpoint must equal their originals (they are one module saved under several
+    names); a checkpoint where they differ was edited or merged and is refused. Returns how many were checked."""
+    n = 0
+    for k, v in sd.items():
+        for dup, orig in _DUPLICATES.items():
+            if k.startswith(dup):
+                o = sd.get(orig + k[len(dup):])
+                if o is not None and (o.shape != v.shape or not torch.equal(o, v)):
+                    raise DataError(f"the checkpoint's {k} differs from {orig + k[len(dup):]}: they should be one "
+                                    "module saved twice (CVCL's MultiModalLitModel); the checkpoint was altered")
+                n += 1
+    return n
+
+
 def _mapped(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    check_duplicates(sd)
     out = {}
     for k, v in sd.items():
         dst = cvcl_key_map(k)
@@ -147,7 +169,7 @@ def load_cvcl_vocab(path: str | Path) -> Vocab:
     if not p.is_file():
         raise DataError(f"{p}: CVCL's vocab.json not found; pass --vocab PATH (it ships with CVCL's checkpoint)")
     try:
-        return Vocab.from_file(p)
+        return Vocab.from_file(p, rule=SPACY_RULE)  # CVCL counted spaCy's English tokens
     except Exception as e:
         raise DataError(f"{p}: not a CVCL vocabulary: {e}") from e
 
