@@ -2,12 +2,16 @@
 
 CVCL: a ResNeXt-50 32x4d image encoder (torchvision layout) whose `fc` is a Linear(2048 -> 512) projection, and
 an utterance encoder that is an Embedding(vocab, 512) averaged over the non-pad tokens (<sos>, <eos> included,
-CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2, <eos> 3) and
-tokenisation (lowercased). Its Lightning checkpoint stores these under
+CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2, <eos> 3), whose
+tokens are spaCy's English tokenizer's, lowercased ("'s", "n't", punctuation): the bundle records the tokenizer
+rule spacy_en_v1 (edge.tokenize). Its Lightning checkpoint (MultiModalLitModel) stores the weights under
     vision_encoder.model.*           (conv1, bn1, layer1..4, fc)
     text_encoder.embedding.weight
-(key mapping: export.model.cvcl_key_map). The ResNeXt's depth and widths are read from the checkpoint's
-shapes, so a same-layout checkpoint of another size converts too (the tests use a narrow one for speed).
+and the same modules again under model.image_embed.*, model.text_embed.* and language_model.* (checked equal,
+then ignored), plus model.logit_neg_log_temperature when the temperature was learned (ignored: evaluation
+compares cosines). Key mapping: export.model.cvcl_key_map. The ResNeXt's depth and widths are read from the
+checkpoint's shapes, so a same-layout checkpoint of another size converts too (the tests use a narrow one).
+docs/REPRODUCE_CVCL.md walks through converting and evaluating CVCL's released model.
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def plot_per_category(results: EvalResult | Sequence[EvalResult], out_png: str |
     cats = sorted(set().union(*(r.per_category for r in results)), key=lambda c: -first.per_category.get(c, 0.0))
     width = 0.8 / len(results)
     colours = ("#4C72B0", "#55A868")
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(cats) * len(results) + 2), 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(7.5, 0.45 * len(cats) * len(results) + 2), 3.6), dpi=120)
     for k, r in enumerate(results):
         xs = np.arange(len(cats) + 1) + (k - (len(results) - 1) / 2) * width
         xs[-1] += 0.5
@@ -276,10 +276,11 @@ def plot_per_category(results: EvalResult | Sequence[EvalResult], out_png: str |
                label=f"{r.direction} ({what}): {100 * r.overall:.1f} %")
     ax.axhline(first.chance, ls="--", color="k", lw=1, label=f"chance ({first.chance:.2f})")
     ax.set_xticks(list(range(len(cats))) + [len(cats) + 0.5], cats + ["overall"], rotation=60, ha="right")
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.2)  # room for the legend above the bars
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
     ax.set_ylabel(f"{first.n_way}-way accuracy")
     ax.set_title(title or f"{first.n_way}-way classification, {first.n_trials} trials")
-    ax.legend(loc="upper right", fontsize=7)
+    ax.legend(loc="upper center", fontsize=7, ncol=len(results) + 1, frameon=False)
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
