@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from firstwords.edge.errors import InputError
 from firstwords.edge.evaluate import Trial, label_tokens, make_trials, score_trials, word_vectors
-from firstwords.edge.tokenize import Vocab, build_vocab
+from firstwords.edge.tokenize import Vocab, build_vocab, words
 
 
 def _world(seed=0):
@@ -71,3 +71,32 @@ def test_label_tokens_bare_or_as_utterance_and_word_for():
 
     vecs = word_vectors(encode, vocab, ["cat", "ball"], bare=True, word_for={"cat": "kitty"})
     assert set(vecs) == {"cat", "ball"} and vecs["cat"][vocab.ids["kitty"]] == pytest.approx(1.0)
+
+
+def test_the_online_memory_is_scored_in_both_directions(tmp_path):
+    """The memory's prototypes go through the same scorer: after learning from utterances naming what is in
+    view, both directions are well above chance; before, there is nothing to score."""
+    from firstwords.edge.memory import AssociativeMemory
+
+    rng = np.random.default_rng(0)
+    cats = [f"thing{i}" for i in range(6)]
+    mu = rng.normal(size=(6, 32))
+    mu /= np.linalg.norm(mu, axis=1, keepdims=True)
+
+    def frames(c, n):
+        x = mu[c] + 0.5 * rng.normal(size=(n, 32)) / np.sqrt(32)
+        return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+    labels = [c for c in cats for _ in range(8)]
+    imgs = np.concatenate([frames(i, 8) for i in range(6)])
+    trials = make_trials(labels, 4, 20, seed=1)
+    with AssociativeMemory(tmp_path / "m.db", 32) as mem:
+        assert score_trials(trials, imgs, mem.word_vectors(), "text").n_trials == 0
+        for i in range(200):
+            c = int(rng.integers(6))
+            text = f"look at the {cats[c]}!"
+            mem.learn(words(text), frames(c, 4), float(i), text)
+        vecs = mem.word_vectors()
+        assert "!" not in vecs  # punctuation is not a word the memory learns
+        for d in ("image", "text"):
+            assert score_trials(trials, imgs, vecs, d).overall > 0.8, d
