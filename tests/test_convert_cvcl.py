@@ -253,3 +253,50 @@ def test_full_size_cvcl_converts(tmp_path):
     frames = _frames(2)
     ref_img, _ = reference_forward(sd, prepare_images(frames, 224, MEAN, STD), np.array([[2, 3]]))
     np.testing.assert_allclose(enc.encode_image(frames), ref_img, atol=1e-4)
+
+
+def test_converted_bundle_is_evaluated_as_cvcl_evaluates(ckpt, tmp_path):
+    """convert-cvcl then eval on a CVCL trial file: both directions equal a hand computation over the reference
+    forward pass, with labels embedded as CVCL's eval.py does (the word's id alone) and "cat" judged as "kitty"
+    (its --use_kitty_label)."""
+    import random
+
+    from firstwords.export.evaluate import evaluate
+
+    assert convert([str(ckpt), "-o", str(tmp_path / "b"), "--quantization", "none", "--input-size", str(SIZE),
+                    "--skip-parity"]) == 0
+    files = sorted((ckpt.parent / "frames").glob("*.png"))
+    cat_of = {f: CATEGORIES[i % 4] for i, f in enumerate(files)}
+    rng = random.Random(0)
+    trials = []
+    for cat in CATEGORIES:
+        for i in range(6):
+            foils = rng.sample([c for c in CATEGORIES if c != cat], 3)
+            pick = {c: rng.choice([f for f in files if cat_of[f] == c]) for c in [cat, *foils]}
+            trials.append({"trial_num": i, "target_category": cat, "target_img_filename": str(pick[cat]),
+                           "foil_categories": foils, "foil_img_filenames": [str(pick[c]) for c in foils]})
+    path = tmp_path / "eval_test.json"
+    path.write_text(json.dumps({"data": trials}))
+    res = evaluate(tmp_path / "b", path, word_for={"cat": "kitty"}, threads=1)
+
+    from firstwords.export.data import load_frame
+
+    sd = torch.load(ckpt, weights_only=False)["state_dict"]
+    img, _ = reference_forward(sd, prepare_images([load_frame(f) for f in files], SIZE, MEAN, STD),
+                               np.array([[2, 3]]))
+    emb = sd["text_encoder.embedding.weight"].numpy()
+    word = {c: emb[cvcl_vocab()["kitty" if c == "cat" else c]] for c in CATEGORIES}
+    word = {c: v / np.linalg.norm(v) for c, v in word.items()}  # CVCL's normalize_features
+    row = {str(f): i for i, f in enumerate(files)}
+    hits = {"image": 0, "text": 0}
+    for t in trials:
+        images = [img[row[t["target_img_filename"]]]] + [img[row[f]] for f in t["foil_img_filenames"]]
+        hits["image"] += int(np.argmax([word[t["target_category"]] @ v for v in images]) == 0)
+        words = [word[c] for c in [t["target_category"], *t["foil_categories"]]]
+        hits["text"] += int(np.argmax([images[0] @ w for w in words]) == 0)
+    for d in ("image", "text"):
+        assert res[d].n_trials == len(trials) and res[d].overall == hits[d] / len(trials), d
+    # (the same trials judged with <sos> word <eos> labels, or with "cat" itself, come out otherwise)
+    other = evaluate(tmp_path / "b", path, word_for={"cat": "kitty"}, bare_labels=False, threads=1)
+    plain = evaluate(tmp_path / "b", path, threads=1)
+    assert any(r[d].per_category != res[d].per_category for r in (other, plain) for d in res)
