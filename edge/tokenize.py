@@ -224,8 +224,9 @@ def rule_of(recorded, where: str) -> str:
     a warning, when it names none (it predates the record)."""
     if recorded is None:
         log.warning("%s does not name its tokenizer rule, so it was made before firstwords tokenised as CVCL does; "
-                    "it keeps the old rule (%s: \"that's\" whole, punctuation dropped). Re-train or re-export "
-                    "it to use %s", where, LEGACY_RULE, SPACY_RULE)
+                    "it keeps the old rule (%s: \"that's\" whole, punctuation dropped), which its vocabulary was "
+                    "counted with. Re-export it to record that rule; re-train to use %s", where, LEGACY_RULE,
+                    SPACY_RULE)
         return LEGACY_RULE
     if not isinstance(recorded, str):
         raise BundleError(f"{where}: the tokenizer rule must be a string, got {recorded!r}")
