@@ -318,6 +318,7 @@ class AudioFileSource:
         self._reader = _open_audio(self.path)
         self.source_rate = self._reader.rate
         self.duration = self._reader.frames / self._reader.rate
+        self.nonfinite_samples = 0  # NaN / Inf samples of the file, replaced by silence before resampling
         self._closed = False
 
     def __iter__(self) -> Iterator[AudioBlock]:
@@ -335,7 +336,12 @@ class AudioFileSource:
                     done = True
                     out = rs.flush()
                 else:
-                    out = rs.process(_to_mono(chunk))
+                    mono = _to_mono(chunk)
+                    bad = ~np.isfinite(mono)
+                    if bad.any():  # a damaged float file: silence in their place (counted), not NaN everywhere
+                        self.nonfinite_samples += int(np.count_nonzero(bad))
+                        mono = np.where(bad, np.float32(0.0), mono)
+                    out = rs.process(mono)
                 pending = np.concatenate([pending, out]) if len(pending) else out
             while len(pending) >= self.block or (done and len(pending)):
                 samples, pending = pending[: self.block], pending[self.block:]

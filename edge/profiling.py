@@ -606,7 +606,7 @@ class ProbeSpec:
 
 def looped_frames(video: Path, fps: float, seconds: float) -> Iterator[tuple[float, np.ndarray]]:
     """A session's video played again and again, time running on, until `seconds` of media."""
-    from firstwords.edge.capture import VideoFileSource
+    from firstwords.edge.frame_files import VideoFileSource
 
     offset = 0.0
     while offset < seconds:

@@ -39,15 +39,23 @@ class TimedUtterance:
     video: str | None = None  # CVCL CSV's "Video Name" (None for SRT / WebVTT)
 
 
+class TranscriptEncodingError(DataError):
+    """The file's bytes are not text in the encoding tried (or the encoding name is unknown)."""
+
+
 def _decode(data: str | bytes, encoding: str, what: str) -> str:
     if isinstance(data, str):
         text = data
     elif isinstance(data, (bytes, bytearray, memoryview)):
         try:
             text = bytes(data).decode(encoding)
-        except (UnicodeDecodeError, LookupError) as e:
-            raise DataError(f"{what}: cannot decode as {encoding} ({e}); re-save the file as UTF-8 or pass "
-                            "encoding='cp1252' (or the file's encoding)") from e
+        except LookupError as e:
+            raise TranscriptEncodingError(f"{what}: unknown encoding {encoding!r}; give a Python codec name "
+                                          "such as utf-8, cp1252 or latin-1 (replay: --encoding)") from e
+        except UnicodeDecodeError as e:
+            raise TranscriptEncodingError(
+                f"{what}: cannot decode as {encoding} ({e}); re-save the file as UTF-8, or give its encoding "
+                "(replay: --encoding cp1252, or the file's own; in Python: encoding='cp1252')") from e
     else:
         raise DataError(f"{what}: expected text or bytes, got {type(data).__name__}")
     if "\x00" in text:

@@ -8,17 +8,14 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from firstwords.edge.capture import (
-    Backoff,
-    FrameSource,
+from firstwords.edge.capture import Backoff, FrameSource, OpenCVCamera, ResilientCamera
+from firstwords.edge.errors import DataError, DeviceError
+from firstwords.edge.frame_files import (
     ImageFolderSource,
-    OpenCVCamera,
     PacedSource,
-    ResilientCamera,
     VideoFileSource,
     open_frame_file_source,
 )
-from firstwords.edge.errors import DataError, DeviceError
 
 
 def colour_frame(i, w=64, h=48):

@@ -90,11 +90,11 @@ def test_object_word_recovery_counts_hits_misses_and_false_alarms():
     assert r["per_word"] == {"boot": 1.0, "shoe": 0.5}
 
 
-def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
+def test_sample_session_has_what_session_json_says(sample):
     meta = json.loads((sample.session / "session.json").read_text())
     assert meta["video"] == "session.avi" and meta["transcript"] == "session.srt" and meta["fps"] == 5.0
     timeline = json.loads((sample.corpus / "timeline.json").read_text())
-    from firstwords.edge.capture import VideoFileSource
+    from firstwords.edge.frame_files import VideoFileSource
     from firstwords.edge.transcripts import load_transcript
 
     n = sum(1 for _ in VideoFileSource(sample.session / "session.avi"))
@@ -113,7 +113,7 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
         assert np.sqrt(np.mean(inside ** 2)) > 0.01
 
 
-def test_session_without_espeak_is_transcript_only(sample, tmp_path):  # noqa: F811
+def test_session_without_espeak_is_transcript_only(sample, tmp_path):
     out = tmp_path / "s"
     subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus), "--out",
                     str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True, capture_output=True)
@@ -123,7 +123,7 @@ def test_session_without_espeak_is_transcript_only(sample, tmp_path):  # noqa: F
     assert s.audio is None and choose_words_source(s, "auto") == "transcript"
 
 
-def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: F811
+def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):
     mem = tmp_path / "m.db"
     rc = cli("replay", [str(sample.session), "--bundle", str(sample.bundle), "--memory", str(mem),
                         "--words-from", "transcript", "--json", "-q"])
@@ -168,7 +168,7 @@ def test_ask_errors_are_clear(tmp_path):
         cli("ask", ["--memory", str(tmp_path / "none.db"), "--word", "ball"])
 
 
-def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
+def test_paced_replay_runs_the_live_path(sample, tmp_path):
     """--speed: the sources are paced and the loop runs as live (frames may be dropped, never audio)."""
     from firstwords.edge.encode import Encoder
     from firstwords.edge.learner import LearnerOptions
@@ -186,11 +186,12 @@ def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to hear")
-def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
+def test_audio_replay_recovers_object_words(sample, tmp_path):
     """The soundtrack -> energy VAD -> pocketsphinx (biased to the bundle's words) -> words -> memory."""
     from firstwords.edge.encode import Encoder
     from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.replay import load_utterances, make_speech, replay
+    from firstwords.edge.replay import load_utterances, replay
+    from firstwords.edge.runtime import make_speech
 
     enc = Encoder(sample.bundle, threads=1)
     s = discover_session(sample.session, audio=None)
@@ -212,7 +213,7 @@ def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install ffmpeg): "
                     "a video's own soundtrack cannot be extracted")
-def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):  # noqa: F811
+def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):
     if not sample.has_audio:
         pytest.skip("espeak-ng not installed: the sample session has no soundtrack to mux")
     from firstwords.edge.hear import read_audio
