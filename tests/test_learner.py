@@ -288,3 +288,59 @@ def test_run_command_without_a_microphone_fails_clearly_before_starting(bundle, 
     with pytest.raises((DeviceError, MissingExtraError), match="audio|PortAudio|sounddevice"):
         run_cmd.run(args)
     assert not (tmp_path / "m.db").exists()
+
+
+# ------------------------------------------------------------------ health for the service's watchdog
+
+def test_health_snapshots_advance_and_on_tick_is_called(encoder, tmp_path):
+    """health(): wall-clock stamps, counters and a progress counter that grows while stages work; on_tick gets
+    the same snapshot about once per status interval from run()'s own thread."""
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    utts = [Utterance(float(i), i + 0.5, "look a ball") for i in range(8)]
+    ticks, polled = [], []
+    lr = Learner(encoder, mem, PacedFrames(60, fps=5), transcript=utts,
+                 options=LearnerOptions(realtime=False, status_interval=0.05), on_tick=ticks.append)
+    before = lr.health()
+    assert before.progress == 0 and before.last_frame_at is None and before.last_utterance_at is None
+    assert before.last_error is None and before.frames_in == 0
+    stop = threading.Event()
+    poller = threading.Thread(target=lambda: [polled.append(lr.health()) or time.sleep(0.01)
+                                              for _ in iter(lambda: stop.is_set(), True)])
+    poller.start()
+    t0 = time.time()
+    rep = lr.run(install_signal_handlers=False)
+    stop.set()
+    poller.join()
+    h = lr.health()
+    assert len(ticks) >= 3 and all(type(t) is type(h) for t in ticks)
+    progress = [t.progress for t in ticks] + [h.progress]
+    assert progress == sorted(progress) and progress[-1] > progress[0]
+    assert [p.progress for p in polled] == sorted(p.progress for p in polled)
+    assert t0 - 1 <= h.started <= h.last_frame_at <= time.time()
+    assert h.last_utterance_at is not None and h.last_error is None
+    assert h.frames_in == rep.stats["frames_captured"] == 60 and h.frames_dropped == 0
+    assert h.utterances_learned == rep.stats["utterances"] == 8 and h.words_learned == 3
+    mem.close()
+
+
+def test_health_names_the_error_of_a_stage_that_died(bundle, tmp_path):
+    class BrokenEncoder(Encoder):
+        def encode_image_array(self, x):
+            raise RuntimeError("onnxruntime: out of memory")
+
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(20), transcript=[Utterance(0.0, 0.5, "ball")],
+                 options=LearnerOptions(realtime=False))
+    rep = lr.run(install_signal_handlers=False)
+    assert rep.errors == [lr.health().last_error] and "out of memory" in rep.errors[0]
+    assert "\n" not in rep.errors[0]
+    mem.close()
+
+
+class PacedFrames(ListFrames):
+    """Frames at `fps`, each after 1/fps s of wall time: a run long enough to be ticked."""
+
+    def __iter__(self):
+        for t, f in self.items:
+            time.sleep(1 / 40)
+            yield t, f

@@ -229,3 +229,45 @@ def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path
     finally:
         s.cleanup()
     assert not s.audio.exists()  # the extracted soundtrack lived in a temp folder
+
+
+def test_replay_leaves_the_callers_options_alone(sample, tmp_path):
+    """replay() paces and clocks a copy: the caller's options are unchanged afterwards (they were not)."""
+    import dataclasses
+
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import replay
+
+    opts = LearnerOptions(realtime=True, clock_origin=None, fps=5.0)
+    before = dataclasses.asdict(opts)
+    with AssociativeMemory(tmp_path / "m.db", 16) as mem:
+        rep = replay(discover_session(sample.session), Encoder(sample.bundle, threads=1), mem,
+                     words_from="transcript", speed=None, options=opts, install_signal_handlers=False)
+    assert rep.stats["utterances"] > 0 and rep.stats["frames_dropped"] == 0
+    assert dataclasses.asdict(opts) == before
+
+
+def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.runtime import build_runtime
+
+    cfg = load_device_config(resolve_device_config("rpi4"))
+    with build_runtime("rpi4", sample.bundle, tmp_path / "sub" / "m.db", realtime=False,
+                       clock_origin=None) as rt:
+        assert rt.config == cfg and rt.vad is None and rt.recognizer is None
+        o = rt.options
+        assert (o.realtime, o.fps, o.max_frames, o.frame_queue, o.clock_origin) == (
+            False, cfg.pairing.fps, cfg.pairing.max_frames, cfg.pairing.frame_queue, None)
+        assert rt.encoder.threads == cfg.model.threads and rt.memory.dim == rt.encoder.dim
+        assert rt.memory.capacity_words == cfg.memory.capacity_words
+        mem = rt.memory
+    from firstwords.edge.errors import MemoryStoreError
+
+    with pytest.raises(MemoryStoreError, match="closed"):  # closed with the runtime
+        mem.stats()
+    pytest.importorskip("pocketsphinx")
+    with build_runtime(cfg, sample.bundle, tmp_path / "m2.db", speech=True, capacity_words=7) as rt:
+        assert rt.vad is not None and hasattr(rt.recognizer, "transcribe")
+        assert rt.memory.capacity_words == 7 and rt.options.realtime
