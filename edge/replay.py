@@ -213,7 +213,7 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
            recognizer_name: str = "pocketsphinx", encoding: str | None = None,
            on_status: Callable[[LearnerStats], None] | None = None,
            on_learned: Callable | None = None, on_utterance: Callable | None = None,
-           install_signal_handlers: bool = True) -> LearnerReport:
+           on_tick: Callable | None = None, install_signal_handlers: bool = True) -> LearnerReport:
     """Run a session through the learner into `memory`. vad / recognizer: the audio path's (edge.runtime's
     build_runtime(speech=True) makes them); ignored for a transcript. `options` is not changed: the replay
     runs on a copy with its pacing (`speed`) and the session's clock. The report's `warnings` say what
@@ -247,7 +247,7 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
                 warnings.append(f"{session.transcript}: the transcript holds no utterances; nothing to learn")
             kw.update(transcript=utts, transcript_paced=speed)
         learner = Learner(encoder, memory, frames, options=opts, on_status=on_status, on_learned=on_learned,
-                          on_utterance=on_utterance, **kw)
+                          on_utterance=on_utterance, on_tick=on_tick, **kw)
         report = learner.run(install_signal_handlers=install_signal_handlers)
     finally:
         session.cleanup()

@@ -50,29 +50,23 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
     return labels, paths
 
 
-def replay_once(session_path: Path, encoder, cfg, words_from: str, speed, bias: str, memory_path: Path):
-    from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.replay import (
-        bundle_vocabulary,
-        choose_words_source,
-        discover_session,
-        make_speech,
-        options_from_config,
-        replay,
-    )
+def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path):
+    """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the runtime."""
+    from firstwords.edge.replay import choose_words_source, discover_session, replay
+    from firstwords.edge.runtime import build_runtime
 
     session = discover_session(session_path)
     source = choose_words_source(session, words_from, cfg.audio.recognizer)
-    vad = rec = None
-    if source == "audio":
-        vad, rec = make_speech(cfg.audio.vad, bundle_vocabulary(encoder), bias=bias)
     heard = []
-    mem = AssociativeMemory(memory_path, encoder.dim, capacity_words=cfg.memory.capacity_words,
-                            capacity_episodes=cfg.memory.capacity_episodes)
-    rep = replay(session, encoder, mem, words_from=source, speed=speed,
-                 options=options_from_config(cfg, realtime=speed is not None), vad=vad, recognizer=rec,
-                 recognizer_name=cfg.audio.recognizer, on_utterance=heard.append, install_signal_handlers=False)
-    return source, rep, mem, heard, session
+    rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio", bias=bias)
+    try:
+        rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
+                     vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
+                     on_utterance=heard.append, install_signal_handlers=False)
+    except BaseException:
+        rt.close()
+        raise
+    return source, rep, rt, heard, session
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     from firstwords.edge.bundle import load_bundle
-    from firstwords.edge.commands.replay import parse_speed, summary_text
-    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.commands.replay import parse_speed
     from firstwords.edge.encode import Encoder
     from firstwords.edge.evaluate import make_trials, score_trials
+    from firstwords.edge.outcome import summary_text
     from firstwords.edge.replay import load_utterances, object_word_recovery
+    from firstwords.edge.runtime import load_config
 
     speed = parse_speed(args.speed)
-    cfg = load_device_config(resolve_device_config(args.config))
+    cfg = load_config(args.config)
     encoder = Encoder(load_bundle(args.bundle), threads=cfg.model.threads)
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
@@ -130,13 +125,11 @@ def bench(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(str(mpath) + suffix).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        source, rep, mem, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath)
+        source, rep, rt, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath)
         wall = time.perf_counter() - t0
-        try:
-            vecs = mem.word_vectors(cats)
-            stats = mem.stats()
-        finally:
-            mem.close()
+        with rt:
+            vecs = rt.memory.word_vectors(cats)
+            stats = rt.memory.stats()
         result = score_trials(trials, img, vecs)
         print(f"\n== replay ({source}) of {session_path}")
         print(summary_text(rep, stats, source))

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from firstwords.edge import profiling
+from firstwords.edge import growth, memory_probe, profile_stats
 from firstwords.edge.bundle import load_bundle
 from firstwords.edge.commands.profile import resolve_bundle
 from firstwords.edge.config import load_device_config, resolve_device_config
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated sweeps to skip: length, memory, size, threads")
     ap.add_argument("--quick", action="store_true", help="small sweeps (tests, a first look)")
     args = ap.parse_args(argv)
-    progress = logging.getLogger("firstwords.edge.profiling")  # one line per measured point
+    progress = logging.getLogger("firstwords.edge.growth")  # one line per measured point
     if not progress.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("  %(message)s"))
@@ -121,45 +121,45 @@ def run(args: argparse.Namespace) -> dict:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sweeps: list[profiling.Sweep] = []
+    sweeps: list[growth.Sweep] = []
     notes: list[str] = []
     t_all = time.perf_counter()
 
     if "length" not in skip and args.session:
         print(f"session length: replaying {args.session} looped to {minutes} min (fresh process each) ...", flush=True)
-        spec = profiling.ProbeSpec(bundle=bundle, threads=cfg.model.threads, session=args.session, fps=cfg.pairing.fps,
+        spec = memory_probe.ProbeSpec(bundle=bundle, threads=cfg.model.threads, session=args.session, fps=cfg.pairing.fps,
                                    max_frames=cfg.pairing.max_frames, frame_queue=cfg.pairing.frame_queue,
                                    capacity_episodes=cfg.memory.capacity_episodes)
-        sweeps.append(profiling.sweep_session_length(spec, minutes))
+        sweeps.append(growth.sweep_session_length(spec, minutes))
     elif "length" not in skip:
         notes.append("session-length sweep skipped: give --session (tools/make_sample_session.py writes one)")
     if "memory" not in skip:
         print(f"memory size: {words} words ...", flush=True)
-        sweeps.extend(profiling.sweep_memory_size(b.embedding_dim, words, runs, frames=16))
+        sweeps.extend(growth.sweep_memory_size(b.embedding_dim, words, runs, frames=16))
     if "size" not in skip and args.checkpoint:
         print(f"input size: {sizes} px (exporting from {args.checkpoint}) ...", flush=True)
         corpus = Path(args.corpus) if (Path(args.corpus) / "train.json").is_file() else None
         bundles = size_bundles(args.checkpoint, sizes, cfg, out, corpus)
-        sweeps.append(profiling.sweep_input_size(bundles, cfg.model.threads, runs))
+        sweeps.append(growth.sweep_input_size(bundles, cfg.model.threads, runs))
     elif "size" not in skip:
         notes.append("input-size sweep skipped: give --checkpoint to export the model at each size")
     if "threads" not in skip:
         print(f"threads: {threads} ...", flush=True)
-        sweeps.append(profiling.sweep_threads(b, threads, runs))
+        sweeps.append(growth.sweep_threads(b, threads, runs))
 
     print()
-    print(profiling.format_sweeps(sweeps))
+    print(growth.format_sweeps(sweeps))
     findings = []
     for s in sweeps:
         e = s.exponent
         if e is None:
             continue
-        if s.variable != "threads" and profiling.growth_verdict(e) == "SUPER-LINEAR":
+        if s.variable != "threads" and profile_stats.growth_verdict(e) == "SUPER-LINEAR":
             findings.append(f"{s.metric} grows super-linearly with {s.variable} (exponent {e:.2f})")
     for n in notes:
         print(f"note: {n}")
     print("FINDING: " + "; ".join(findings) if findings else "no super-linear growth found")
-    png = profiling.plot_growth(sweeps, out / "growth.png")
+    png = growth.plot_growth(sweeps, out / "growth.png")
     if png is not None:
         print(f"plot: {png}")
     figures = {"device": cfg.name, "bundle": bundle, "quick": quick, "sweeps": [s.to_dict() for s in sweeps],

@@ -16,6 +16,7 @@ Human tables first; the LAST line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -27,17 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 # Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from firstwords.edge import profiling
+from firstwords.edge import memory_probe
 from firstwords.edge.commands.profile import resolve_bundle
 from firstwords.edge.config import load_device_config, resolve_device_config
 from firstwords.edge.errors import FirstwordsError
 
 VARIANTS = (
-    profiling.OrtMemoryOptions(),
-    profiling.OrtMemoryOptions(arena=False),
-    profiling.OrtMemoryOptions(mem_pattern=False),
-    profiling.OrtMemoryOptions(prepacking=False),
-    profiling.OrtMemoryOptions(arena=False, mem_pattern=False, prepacking=False),
+    memory_probe.OrtMemoryOptions(),
+    memory_probe.OrtMemoryOptions(arena=False),
+    memory_probe.OrtMemoryOptions(mem_pattern=False),
+    memory_probe.OrtMemoryOptions(prepacking=False),
+    memory_probe.OrtMemoryOptions(arena=False, mem_pattern=False, prepacking=False),
 )
 
 
@@ -46,22 +47,23 @@ def measure(args: argparse.Namespace) -> dict:
     bundle = resolve_bundle(args.bundle)
     threads = args.threads or cfg.model.threads
     words = args.words if args.words is not None else cfg.memory.capacity_words
-    base = profiling.ProbeSpec(bundle=bundle, threads=threads, words=words, fps=cfg.pairing.fps,
-                               max_frames=cfg.pairing.max_frames, frame_queue=cfg.pairing.frame_queue,
-                               capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
+    base = memory_probe.ProbeSpec(config=args.config, bundle=bundle, threads=threads, words=words,
+                                  fps=cfg.pairing.fps, max_frames=cfg.pairing.max_frames,
+                                  frame_queue=cfg.pairing.frame_queue,
+                                  capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
     figures: dict = {"device": cfg.name, "bundle": bundle, "threads": threads, "words": words,
                      "budget_mb": cfg.budget.ram_mb}
 
-    full = profiling.ProbeSpec(**{**profiling.asdict(base), "session": args.session,
+    full = memory_probe.ProbeSpec(**{**dataclasses.asdict(base), "session": args.session,
                                   "replay_minutes": args.replay_minutes if args.session else 0.0})
-    probe = profiling.run_probe(full)
+    probe = memory_probe.run_probe(full)
     what = f"{words} words" + (f", {args.replay_minutes:g} min replay of {args.session}" if args.session else "")
     print(f"runtime process on this machine ({threads} threads, bundle {bundle}, {what}):")
-    print(profiling.format_memory_table(probe, cfg.budget.ram_mb))
+    print(memory_probe.format_memory_table(probe, cfg.budget.ram_mb))
     if not args.session:
         print("note: no --session given, so no replay ran; the peak is the loaded runtime's")
     steps = {s["step"]: s for s in probe["steps"]}
-    bd = profiling.breakdown(probe)
+    bd = memory_probe.breakdown(probe)
     parts = {"python_baseline_mb": bd[0][1], "onnxruntime_import_mb": round(bd[1][2], 1),
              "sessions_mb": round(bd[2][2], 1) if len(bd) > 2 else None,
              "inference_mb": round(bd[3][2], 1) if len(bd) > 3 else None}
@@ -78,10 +80,10 @@ def measure(args: argparse.Namespace) -> dict:
         rows = []
         default_peak = None
         for v in VARIANTS:
-            spec = profiling.ProbeSpec(bundle=bundle, threads=threads, words=0, db_dir=args.db_dir,
-                                       ort=profiling.asdict(v))
-            p = profiling.run_probe(spec)
-            b = profiling.breakdown(p)
+            spec = memory_probe.ProbeSpec(bundle=bundle, threads=threads, words=0, db_dir=args.db_dir,
+                                       ort=dataclasses.asdict(v))
+            p = memory_probe.run_probe(spec)
+            b = memory_probe.breakdown(p)
             row = {"options": v.label, "sessions_mb": round(b[2][2], 1), "inference_mb": round(b[3][2], 1),
                    "peak_mb": p["peak_mb"]}
             default_peak = default_peak if default_peak is not None else p["peak_mb"]

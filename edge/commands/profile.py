@@ -48,7 +48,7 @@ def resolve_bundle(path: str | None) -> str:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from firstwords.edge import profiling
+    from firstwords.edge import memory_probe, profiling
     from firstwords.edge.config import load_device_config, resolve_device_config
 
     cfg = load_device_config(resolve_device_config(args.config))
@@ -59,11 +59,11 @@ def run(args: argparse.Namespace) -> int:
     print(profiling.format_latency_table(report))
     figures = report.to_dict()
     if args.memory:
-        spec = profiling.ProbeSpec(bundle=bundle, threads=report.threads, words=report.memory_words,
+        spec = memory_probe.ProbeSpec(bundle=bundle, threads=report.threads, words=report.memory_words,
                                    capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
-        probe = profiling.run_probe(spec)
+        probe = memory_probe.run_probe(spec)
         print()
-        print(profiling.format_memory_table(probe, cfg.budget.ram_mb))
+        print(memory_probe.format_memory_table(probe, cfg.budget.ram_mb))
         figures["memory"] = {"peak_mb": probe["peak_mb"], "budget_mb": cfg.budget.ram_mb,
                              "over": probe["peak_mb"] > cfg.budget.ram_mb, "steps": probe["steps"]}
     print(json.dumps(figures))
