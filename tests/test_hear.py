@@ -14,14 +14,13 @@ from firstwords.edge.errors import DataError, InputError, MissingExtraError
 from firstwords.edge.hear import (
     SAMPLE_RATE,
     AudioFileSource,
-    MicrophoneSource,
     Resampler,
     check_audio,
     read_audio,
     resample,
-    resolve_device,
     write_wav,
 )
+from firstwords.edge.microphone import MicrophoneSource, resolve_device
 
 
 def _sine(freq, rate, seconds, amp=0.5):

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
 
     one_blas_thread()
     from firstwords.edge.capture import open_camera
-    from firstwords.edge.hear import SAMPLE_RATE, MicrophoneSource
+    from firstwords.edge.hear import SAMPLE_RATE
     from firstwords.edge.learner import Learner
+    from firstwords.edge.microphone import MicrophoneSource
     from firstwords.edge.outcome import exit_code, summary_text
     from firstwords.edge.runtime import build_runtime, load_config
 
