@@ -54,7 +54,7 @@ from firstwords.edge.learner_types import (
     UtteranceHeard,
     WordMemory,
 )
-from firstwords.edge.pair import Paired, Pairer, Utterance
+from firstwords.edge.pair import Paired, Pairer, TimedUtterance
 from firstwords.edge.teach import Teacher
 
 __all__ = ["STAGES", "Health", "Learner", "LearnerOptions", "LearnerReport", "LearnerStats", "StageLatencies"]
@@ -70,7 +70,7 @@ class Learner(SourceStages):
     frames: iterable of (t, uint8 RGB frame) with `close()` (edge.capture); None = no camera (every utterance
         is then reported without frames).
     audio + vad + recognizer: speech from a microphone or file (edge.hear / edge.vad / edge.asr);
-    or transcript: timed utterances (edge.pair.Utterance or anything with start, end, text) instead.
+    or transcript: timed utterances (edge.pair.TimedUtterance or anything with start, end, text) instead.
     audio_overflows: a callable giving the microphone queue's overflow count (for the status line).
     """
 
@@ -79,7 +79,7 @@ class Learner(SourceStages):
                  transcript: Iterable | None = None, options: LearnerOptions | None = None,
                  on_status: Callable[[LearnerStats], None] | None = None,
                  on_learned: Callable[[Paired, list[str]], None] | None = None,
-                 on_utterance: Callable[[Utterance], None] | None = None,
+                 on_utterance: Callable[[TimedUtterance], None] | None = None,
                  on_tick: Callable[[Health], None] | None = None,
                  audio_overflows: Callable[[], int] | None = None, transcript_paced: float | None = None) -> None:
         if audio is not None and (vad is None or recognizer is None):

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 from firstwords.edge.errors import InputError
 from firstwords.edge.hear import SAMPLE_RATE
+from firstwords.edge.heard import HeardWord
 from firstwords.edge.learner_types import FramesEncoded, StreamEnded, Tick, UtteranceHeard
-from firstwords.edge.pair import Utterance
+from firstwords.edge.pair import TimedUtterance
 from firstwords.edge.teach import thumbnail
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,13 @@ def recognised_text(result: Any) -> str:
     if isinstance(result, str):
         return result
     return str(getattr(result, "text", "") or "")
+
+
+def heard_words(result: Any, offset: float) -> tuple[HeardWord, ...]:
+    """A recogniser result's words on the session's clock (their times are from the segment's start)."""
+    return tuple(HeardWord(str(w.text), offset + float(w.start), offset + float(w.end),
+                           min(1.0, max(0.0, float(w.confidence))))
+                 for w in getattr(result, "words", ()) or ())
 
 
 def finite_samples(samples: np.ndarray) -> tuple[np.ndarray, int]:
@@ -234,15 +242,17 @@ class SourceStages:
             dur = len(seg.audio) / SAMPLE_RATE
             try:
                 with self.latency.time("asr", audio_seconds=dur):
-                    text = recognised_text(self.recognizer.transcribe(seg.audio))
+                    result = self.recognizer.transcribe(seg.audio)
+                text = recognised_text(result)
+                words = heard_words(result, seg.start)
             except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
                 log.warning("recogniser failed on speech at %.2f s: %s", seg.start, e)
-                text = ""
+                text, words = "", ()
             with self._lock:
                 if self._asr_pending:
                     self._asr_pending.popleft()
             if text.strip():
-                self._events.put(UtteranceHeard(Utterance(seg.start, seg.end, text.strip())))
+                self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(), words=words)))
                 self.clock.beat(utterance=True)
             else:
                 self.stats.empty_recognitions += 1
@@ -281,8 +291,8 @@ class SourceStages:
                             self._stop.wait(delay)
                         if self._stop.is_set() and due > self._stop_wall:
                             break  # not yet heard when the session stopped
-                    utt = u if isinstance(u, Utterance) else Utterance(float(u.start), float(u.end), str(u.text),
-                                                                       str(getattr(u, "speaker", "") or ""))
+                    utt = u if isinstance(u, TimedUtterance) else TimedUtterance(
+                        float(u.start), float(u.end), str(u.text), getattr(u, "speaker", None) or None)
                     self._events.put(UtteranceHeard(utt))
                     self.clock.beat(utterance=True)
                     with self._lock:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
-from firstwords.edge.pair import Utterance
+from firstwords.edge.pair import TimedUtterance
 
 # ------------------------------------------------------------------------------------ interfaces we consume
 
@@ -169,7 +169,7 @@ class FramesEncoded:
 
 @dataclass(frozen=True)
 class UtteranceHeard:
-    utterance: Utterance
+    utterance: TimedUtterance
 
 
 @dataclass(frozen=True)

@@ -127,8 +127,7 @@ class LoopedFrames:
 
 
 def looped_utterances(utterances: Sequence[Any], period: float, seconds: float) -> list[Any]:
-    """The transcript repeated every `period` seconds up to `seconds` (edge.pair.Utterance objects)."""
-    from firstwords.edge.pair import Utterance
+    """The transcript repeated every `period` seconds up to `seconds` (edge.pair.TimedUtterance objects)."""
 
     if period <= 0:
         raise InputError("the session's duration must be positive to loop it")
@@ -137,7 +136,8 @@ def looped_utterances(utterances: Sequence[Any], period: float, seconds: float) 
         for u in utterances:
             if offset + u.start >= seconds:
                 return out
-            out.append(Utterance(offset + u.start, offset + u.end, u.text, getattr(u, "speaker", "") or ""))
+            out.append(replace(u, start=offset + u.start, end=offset + u.end,
+                               words=tuple(replace(w, start=offset + w.start, end=offset + w.end) for w in u.words)))
         offset += period
     return out
 

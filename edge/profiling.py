@@ -147,7 +147,7 @@ def measure_memory(dim: int, n_words: int, runs: int, frames: int, db_dir: str |
 
 def measure_pairing(fps: float, max_frames: int, dim: int, runs: int) -> list[float]:
     """Seconds per closed window: a 60 s ring of frame embeddings, utterances every ~3 s."""
-    from firstwords.edge.pair import Pairer, Utterance
+    from firstwords.edge.pair import Pairer, TimedUtterance
 
     pairer = Pairer(fps=fps, max_frames=max_frames, ring_seconds=60.0)
     rng = np.random.default_rng(0)
@@ -160,11 +160,11 @@ def measure_pairing(fps: float, max_frames: int, dim: int, runs: int) -> list[fl
     times = []
     for i in range(runs + 2):
         start = t
-        pairer.add_utterance(Utterance(start, start + 1.5, "look at the ball"))
+        pairer.add_utterance(TimedUtterance(start, start + 1.5, "look at the ball"))
         while t < start + 3.0:
             pairer.add_frame(t, emb[int(t * fps) % 64])
             t += period
-        pairer.add_utterance(Utterance(t, t + 1.5, "next"))  # ends the first one's window ...
+        pairer.add_utterance(TimedUtterance(t, t + 1.5, "next"))  # ends the first one's window ...
         pairer.add_frame(t, emb[0])  # ... and a frame at its end completes it
         t += period
         t0 = time.perf_counter()

@@ -28,7 +28,7 @@ from firstwords.edge.capture import IMAGE_SUFFIXES
 from firstwords.edge.errors import DataError, InputError
 from firstwords.edge.frame_files import ImageFolderSource, PacedSource, VideoFileSource
 from firstwords.edge.learner import Learner, LearnerOptions, LearnerReport, LearnerStats
-from firstwords.edge.pair import Utterance
+from firstwords.edge.pair import TimedUtterance
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def choose_words_source(session: Session, words_from: str, recognizer_name: str 
 
 
 def load_utterances(path: Path, encoding: str | None = None,
-                    warnings: list[str] | None = None) -> list[Utterance]:
+                    warnings: list[str] | None = None) -> list[TimedUtterance]:
     """A transcript's utterances. encoding None: UTF-8, and when the file is not UTF-8, cp1252 (Windows'
     Western encoding, which reads any byte) with a line added to `warnings` saying so."""
     from firstwords.edge.transcripts import TranscriptEncodingError, load_transcript
@@ -197,7 +197,7 @@ def load_utterances(path: Path, encoding: str | None = None,
             if warnings is not None:
                 warnings.append(f"{path}: not UTF-8; read as cp1252 (Windows Western). If words look wrong, "
                                 "pass --encoding with the file's encoding")
-    return [Utterance(float(u.start), float(u.end), u.text, u.speaker or "") for u in rows]
+    return rows
 
 
 def session_duration(session: Session) -> float | None:
@@ -258,7 +258,8 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
     return report
 
 
-def object_word_recovery(heard: Sequence[Utterance], spoken: Sequence[Utterance], object_words: Sequence[str],
+def object_word_recovery(heard: Sequence[TimedUtterance], spoken: Sequence[TimedUtterance],
+                         object_words: Sequence[str],
                          slack: float = 0.3) -> dict[str, Any]:
     """How many object words spoken (the transcript) were recognised in speech overlapping them in time
     (within `slack` s), and how many recognised object words were not said there (false alarms)."""

@@ -1,8 +1,11 @@
 """The last step of the learner loop: an utterance paired with its frames -> the words to learn -> the memory.
 
-Words come from the utterance's text through the project's tokenizer; words longer than `max_word_chars` (an
-ASR / transcript hiccup) are dropped and counted; an utterance the memory refuses (InputError) is skipped and
-counted. The words the bundle knows get the encoder's own embedding as the memory's prior.
+Words are the utterance's `HeardWord`s: the recogniser's (with its confidence) or, for a transcript, its text
+through the project's tokenizer at confidence 1.0. The memory is given their texts (its confidence threshold
+applies once edge.memory takes HeardWords: then pass `heard` instead of `ws` below). Words longer than
+`max_word_chars` (an ASR / transcript hiccup) are dropped and counted; an utterance the memory refuses
+(InputError) is skipped and counted. The words the bundle knows get the encoder's own embedding as the
+memory's prior.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 from firstwords.edge.errors import InputError
+from firstwords.edge.heard import HeardWord
 from firstwords.edge.latency import StageLatencies
 from firstwords.edge.learner_types import ImageTextEncoder, LearnerOptions, LearnerStats, WordMemory
-from firstwords.edge.pair import Paired
-from firstwords.edge.tokenize import words as split_words
+from firstwords.edge.pair import Paired, TimedUtterance
 
 MAX_TEXT_CHARS = 10_000  # an utterance's text kept with its episode (the memory refuses longer ones)
 
@@ -56,21 +59,24 @@ class Teacher:
         self.stats, self.latency, self.reject, self.on_learned = stats, latency, reject, on_learned
         self.word_counts: dict[str, int] = {}
 
-    def words(self, text: str) -> list[str]:
+    def words(self, u: TimedUtterance) -> list[HeardWord]:
+        """The utterance's words (the recogniser's, or its text's through the tokenizer at confidence 1.0),
+        without those longer than max_word_chars (counted)."""
         o = self.options
-        ws = [w for w in split_words(text) if len(w) >= o.min_word_chars]
-        long_words = sum(len(w) > o.max_word_chars for w in ws)
+        ws = [w for w in u.heard_words() if len(w.text) >= o.min_word_chars]
+        long_words = sum(len(w.text) > o.max_word_chars for w in ws)
         if long_words:
             self.stats.words_rejected += long_words
             self.reject("word", InputError(f"a word of more than {o.max_word_chars} characters was dropped"))
-            ws = [w for w in ws if len(w) <= o.max_word_chars]
+            ws = [w for w in ws if len(w.text) <= o.max_word_chars]
         return ws
 
     def learn(self, p: Paired) -> bool:
         """True when the memory learned from this utterance."""
         u = p.utterance
         self.stats.paired_time = max(self.stats.paired_time, u.end)
-        ws = self.words(u.text)
+        heard = self.words(u)
+        ws = [w.text for w in heard]
         if not ws:
             return False
         self.stats.words_heard += len(ws)

@@ -1,4 +1,4 @@
-"""Transcript files for replay -> `TimedUtterance`s: SRT, WebVTT and CVCL's raw transcript CSV.
+"""Transcript files for replay -> `TimedUtterance`s (edge.pair): SRT, WebVTT and CVCL's raw transcript CSV.
 
 Every parser takes `str` or `bytes` and either returns utterances sorted by start time or raises
 `edge.errors.DataError` naming the line — never any other exception, whatever the input (tested with hypothesis).
@@ -20,23 +20,14 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from firstwords.edge.errors import DataError
+from firstwords.edge.pair import TimedUtterance
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a transcript larger than this is not a transcript
-
-
-@dataclass(frozen=True)
-class TimedUtterance:
-    start: float  # seconds from the start of the recording
-    end: float
-    text: str
-    speaker: str | None = None
-    video: str | None = None  # CVCL CSV's "Video Name" (None for SRT / WebVTT)
 
 
 class TranscriptEncodingError(DataError):

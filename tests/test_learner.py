@@ -163,9 +163,10 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     enc = SlowEncoder(bundle, threads=1)
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     rec = PocketSphinxRecognizer(vocabulary=["look", "at", "the", "ball", "a", "dog", "cat", "shoe"])
+    heard = []
     lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec, audio_overflows=lambda: mic.overflows,
                  options=LearnerOptions(realtime=True, fps=5, frame_queue=2, encode_batch=1, grace=0.5,
-                                        clock_origin=None, status_interval=0.1))
+                                        clock_origin=None, status_interval=0.1), on_utterance=heard.append)
     threading.Thread(target=lambda: (mic.finished.wait(10), time.sleep(0.3), lr.stop()), daemon=True).start()
     rep = lr.run(install_signal_handlers=False)
     s = rep.stats
@@ -181,6 +182,11 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     assert s["frames_captured"] == s["frames_encoded"] + s["frames_dropped"]
     if spoken:
         assert s["utterances"] >= 1 and mem.stats()["utterances_learned"] == s["utterances"]
+    # the recogniser's words travel as HeardWords on the session's clock, inside their utterance
+    assert heard or not spoken
+    for u in heard:
+        assert u.words and [w.text for w in u.words] == u.text.split()
+        assert all(u.start - 0.01 <= w.start < w.end <= u.end + 0.01 and 0 <= w.confidence <= 1 for w in u.words)
     mem.close()
 
 
