@@ -118,7 +118,8 @@ class Health:
     started: float
     last_frame_at: float | None
     last_utterance_at: float | None
-    frames_in: int
+    frames_in: int  # frames captured (after thinning to the pairing fps)
+    audio_in: int  # audio blocks fed to the VAD
     frames_dropped: int
     utterances_learned: int
     words_learned: int
@@ -154,7 +155,7 @@ class HealthClock:
     def snapshot(self, stats: LearnerStats, audio_overflows: int) -> Health:
         with self._lock:
             return Health(self.started, self.last_frame_at, self.last_utterance_at, stats.frames_captured,
-                          stats.frames_dropped, stats.utterances, stats.words_learned, audio_overflows,
+                          stats.audio_blocks, stats.frames_dropped, stats.utterances, stats.words_learned, audio_overflows,
                           self.last_error, self.progress)
 
 

@@ -175,6 +175,8 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     assert mic.fed_blocks == n_blocks and mic.overflows == 0 and s["audio_overflows"] == 0
     assert mic.blocks_captured == n_blocks
     assert s["audio_blocks"] >= n_blocks - 1  # the resampler-free path yields one AudioBlock per block
+    h = lr.health()
+    assert h.audio_in == s["audio_blocks"] and h.frames_in == s["frames_captured"] and h.last_frame_at
     assert s["audio_seconds"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=block_ms / 1000)
     assert s["speech_segments"] == 2
     # the encoder (0.5 s / frame) cannot keep up with 5 fps: frames were dropped, and all are accounted for
@@ -324,7 +326,7 @@ def test_health_snapshots_advance_and_on_tick_is_called(encoder, tmp_path):
     assert [p.progress for p in polled] == sorted(p.progress for p in polled)
     assert t0 - 1 <= h.started <= h.last_frame_at <= time.time()
     assert h.last_utterance_at is not None and h.last_error is None
-    assert h.frames_in == rep.stats["frames_captured"] == 60 and h.frames_dropped == 0
+    assert h.frames_in == rep.stats["frames_captured"] == 60 and h.frames_dropped == 0 and h.audio_in == 0
     assert h.utterances_learned == rep.stats["utterances"] == 8 and h.words_learned == 3
     mem.close()
 
