@@ -214,6 +214,7 @@ class Learner(SourceStages):
         counts = ((frames_unreadable, f"unreadable frames were skipped{first}"),
                   (s.frames_rejected, "frames the encoder refused were skipped"),
                   (s.nonfinite_samples, "NaN or Inf audio samples were replaced by silence"),
+                  (s.audio_blocks_rejected, "audio blocks the VAD refused were skipped"),
                   (s.utterances_rejected, "utterances the memory refused were skipped"),
                   (s.words_rejected, f"words longer than {self.options.max_word_chars} characters were dropped"))
         return [f"{n} {what}" for n, what in counts if n]

@@ -44,13 +44,16 @@ def heard_words(result: Any, offset: float) -> tuple[HeardWord, ...]:
                  for w in getattr(result, "words", ()) or ())
 
 
-def finite_samples(samples: np.ndarray) -> tuple[np.ndarray, int]:
-    """The block with NaN / Inf samples replaced by silence, and how many there were."""
-    a = np.asarray(samples, dtype=np.float32)
+def finite_samples(samples: Any) -> tuple[Any, int]:
+    """A float block with NaN / Inf samples replaced by silence, and how many there were (other blocks as
+    given: the VAD says what is wrong with them)."""
+    a = np.asarray(samples)
+    if not np.issubdtype(a.dtype, np.floating):
+        return samples, 0
     bad = ~np.isfinite(a)
     n = int(np.count_nonzero(bad))
     if n:
-        a = np.where(bad, np.float32(0.0), a)
+        a = np.where(bad, a.dtype.type(0.0), a)
     return a, n
 
 
@@ -208,8 +211,13 @@ class SourceStages:
                     self.stats.nonfinite_samples += bad
                     self._reject("audio block", InputError(f"{bad} NaN or Inf samples were replaced by silence"))
                 dur = len(samples) / SAMPLE_RATE
-                with self.latency.time("vad", audio_seconds=dur):
-                    segments = self.vad.feed(t, samples)
+                try:
+                    with self.latency.time("vad", audio_seconds=dur):
+                        segments = self.vad.feed(t, samples)
+                except InputError as e:  # a block the VAD refuses (shape, dtype, time): skipped, counted
+                    self.stats.audio_blocks_rejected += 1
+                    self._reject("audio block", e)
+                    continue
                 self.stats.audio_blocks += 1
                 self.stats.audio_seconds += dur
                 self._enqueue_segments(segments)

@@ -72,6 +72,7 @@ class LearnerStats:
     frames_rejected: int = 0  # frames the encoder refused (wrong shape / dtype / time): dropped, session goes on
     audio_blocks: int = 0
     audio_seconds: float = 0.0
+    audio_blocks_rejected: int = 0  # blocks the VAD refused (wrong shape / dtype): skipped, session goes on
     nonfinite_samples: int = 0  # NaN / Inf audio samples replaced by silence before the VAD
     speech_segments: int = 0
     utterances: int = 0  # utterances with words, learned from

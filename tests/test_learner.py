@@ -352,3 +352,29 @@ class PacedFrames(ListFrames):
         for t, f in self.items:
             time.sleep(1 / 40)
             yield t, f
+
+
+def test_odd_audio_blocks_do_not_kill_the_audio_stage(encoder, tmp_path):
+    """NaN samples are replaced by silence and counted; blocks the VAD refuses (int16, stereo) are skipped and
+    counted; the blocks after them are still heard (before: the first such block ended the audio thread)."""
+    pytest.importorskip("pocketsphinx")
+    from firstwords.edge.asr import PocketSphinxRecognizer
+    from firstwords.edge.hear import AudioBlock
+
+    n = 512
+    quiet = np.zeros(n, np.float32)
+    nan = quiet.copy()
+    nan[10:110] = np.nan
+    blocks = [AudioBlock(0.0, quiet), AudioBlock(n / SAMPLE_RATE, nan),
+              AudioBlock(2 * n / SAMPLE_RATE, np.zeros(n, np.int16)),
+              AudioBlock(3 * n / SAMPLE_RATE, np.zeros((n, 2), np.float32))]
+    blocks += [AudioBlock(i * n / SAMPLE_RATE, quiet) for i in range(4, 40)]
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(encoder, mem, ListFrames(10), audio=blocks, vad=EnergyVAD(),
+                 recognizer=PocketSphinxRecognizer(vocabulary=["ball"]), options=LearnerOptions(realtime=False))
+    rep = lr.run(install_signal_handlers=False)
+    s = rep.stats
+    assert s["errors"] == []
+    assert s["nonfinite_samples"] == 100 and s["audio_blocks_rejected"] == 2 and s["audio_blocks"] == 38
+    assert any("NaN" in w for w in rep.warnings) and any("VAD refused" in w for w in rep.warnings)
+    mem.close()
