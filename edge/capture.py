@@ -55,7 +55,8 @@ def import_cv2() -> Any:
     try:
         import cv2
     except ImportError as e:
-        raise MissingExtraError(f"OpenCV is needed for cameras, video files and image folders; {CAMERA_HINT}") from e
+        raise MissingExtraError("OpenCV is needed for cameras, video files and image folders; "
+                                f"{CAMERA_HINT}") from e
     return cv2
 
 
@@ -119,7 +120,7 @@ class ResilientCamera:
         if self._reader is not None:
             try:
                 self._reader.release()
-            except Exception as e:  # noqa: BLE001  # a vanished device may fail to release; we are dropping it anyway
+            except Exception as e:  # noqa: BLE001  # a vanished device may fail to release: dropped anyway
                 log.debug("camera %s: release failed: %s", self.name, e)
             self._reader = None
 

@@ -57,8 +57,10 @@ class Sweep:
 
     def to_dict(self) -> dict[str, Any]:
         e = self.exponent
-        return {"variable": self.variable, "unit": self.unit, "metric": self.metric, "metric_unit": self.metric_unit,
-                "x": self.xs, "y": [round(y, 5) for y in self.ys], "exponent": None if e is None else round(e, 3),
+        return {"variable": self.variable, "unit": self.unit, "metric": self.metric,
+                "metric_unit": self.metric_unit,
+                "x": self.xs, "y": [round(y, 5) for y in self.ys],
+                "exponent": None if e is None else round(e, 3),
                 "verdict": self.verdict, "extra": self.extra}
 
 
@@ -117,14 +119,14 @@ def sweep_input_size(bundles: dict[int, Any], threads: int, runs: int) -> Sweep:
     sizes = sorted(bundles)
     encs = [Encoder(bundles[size], threads=threads) for size in sizes]
     xs_in = [e.prepare(synthetic_frames(1, 320, 240)) for e in encs]
-    secs = time_interleaved([lambda e=e, x=x: e.encode_image_array(x) for e, x in zip(encs, xs_in, strict=True)],
-                            runs)
+    calls = [lambda e=e, x=x: e.encode_image_array(x) for e, x in zip(encs, xs_in, strict=True)]
+    secs = time_interleaved(calls, runs)
     ys = [median_p95(s)[0] * 1e3 for s in secs]
     extra = [{"size": size, "quantization": e.bundle.quantization, "p95_ms": round(median_p95(s)[1] * 1e3, 3)}
              for size, e, s in zip(sizes, encs, secs, strict=True)]
     # x = pixels (side squared): the convolutions' work is proportional to it, so linear is what to expect
-    return Sweep("input pixels", "side^2", "image_encode", "ms/frame", [float(v * v) for v in sizes], ys, extra,
-                 expect="linear in pixels")
+    return Sweep("input pixels", "side^2", "image_encode", "ms/frame", [float(v * v) for v in sizes], ys,
+                 extra, expect="linear in pixels")
 
 
 def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
@@ -140,7 +142,8 @@ def sweep_session_length(spec: ProbeSpec, minutes: Sequence[float]) -> Sweep:
         per_item = rep.get("latency_ms_per_item", {})
         xs.append(float(m))
         ys.append(float(rep["cpu_s"]))
-        extra.append({"minutes": m, "cpu_s": rep["cpu_s"], "wall_s": rep["wall_s"], "peak_mb": probe["peak_mb"],
+        extra.append({"minutes": m, "cpu_s": rep["cpu_s"], "wall_s": rep["wall_s"],
+                      "peak_mb": probe["peak_mb"],
                       "frames_encoded": rep["frames_encoded"], "utterances": rep["utterances"],
                       "episodes": rep["episodes"], "db_mb": rep["db_mb"],
                       "cpu_s_per_media_min": round(rep["cpu_s"] / m, 3),

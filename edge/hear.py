@@ -1,4 +1,4 @@
-"""Audio in at 16 kHz: the block type and the source interface, streaming resampling, and audio files for replay
+"""Audio in at 16 kHz: the block type, the source interface, streaming resampling and audio files for replay
 (the live microphone, behind the same interface, is edge.microphone).
 
 Every source is an iterator of `AudioBlock`s — float32 mono samples at 16 kHz (`SAMPLE_RATE`) with the time in
@@ -57,15 +57,18 @@ def check_audio(samples: np.ndarray, what: str = "audio") -> np.ndarray:
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 1:
-        raise InputError(f"{what}: expected mono samples of shape [n], got shape {a.shape}; mix channels first "
+        raise InputError(f"{what}: expected mono samples of shape [n], got shape {a.shape}; mix channels "
+                         "first "
                          "(samples.mean(axis=1))")
     if not np.issubdtype(a.dtype, np.floating):
-        raise InputError(f"{what}: expected float samples in [-1, 1], got dtype {a.dtype}; convert int16 with "
+        raise InputError(f"{what}: expected float samples in [-1, 1], got dtype {a.dtype}; convert int16 "
+                         "with "
                          "samples.astype(np.float32) / 32768")
     a = a.astype(np.float32, copy=False)
     if a.size and not np.isfinite(a).all():
         bad = int(np.count_nonzero(~np.isfinite(a)))
-        raise InputError(f"{what}: {bad} of {a.size} samples are NaN or Inf; the source is broken or the buffer "
+        raise InputError(f"{what}: {bad} of {a.size} samples are NaN or Inf; the source is broken or the "
+                         "buffer "
                          "uninitialised — drop this block or fix the capture")
     return a
 
@@ -82,8 +85,8 @@ class Resampler:
     Memory is bounded for any ratio: the kernel table has one row per phase (`up` of them) only while it holds
     at most MAX_TABLE values; past that (e.g. 383999 Hz -> 16 kHz has 16000 phases) it keeps MAX_TABLE values'
     worth of phases and interpolates linearly between the two nearest rows (error ~ 1/phases^2, as in Julius
-    Smith's resample). The filter is at most 2 * MAX_WIDTH taps (fewer zero crossings for extreme down-sampling)
-    and outputs are computed in chunks, so the working arrays stay small too.
+    Smith's resample). The filter is at most 2 * MAX_WIDTH taps (fewer zero crossings for extreme
+    down-sampling) and outputs are computed in chunks, so the working arrays stay small too.
     """
 
     MAX_TABLE = 1 << 18  # kernel values (2 MB of float64)
@@ -91,19 +94,20 @@ class Resampler:
     _CHUNK = 1 << 18  # gathered input values per step of _emit (2 MB of float64)
 
     def __init__(self, sr_in: int, sr_out: int = SAMPLE_RATE, half_width: int = 16, rolloff: float = 0.94):
-        if (isinstance(sr_in, bool) or isinstance(sr_out, bool) or not isinstance(sr_in, (int, float, np.number))
-                or not isinstance(sr_out, (int, float, np.number)) or not (math.isfinite(sr_in)
-                                                                          and math.isfinite(sr_out))
+        number = (int, float, np.number)
+        if (isinstance(sr_in, bool) or isinstance(sr_out, bool) or not isinstance(sr_in, number)
+                or not isinstance(sr_out, number) or not (math.isfinite(sr_in) and math.isfinite(sr_out))
                 or sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out):
             raise InputError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
         g = math.gcd(int(sr_in), int(sr_out))
         self.up, self.down = int(sr_out) // g, int(sr_in) // g  # output n sits at input position n*down/up
         self.identity = self.up == self.down
         cutoff = min(1.0, self.up / self.down) * rolloff  # fraction of the input Nyquist kept
-        self.width = min(math.ceil(half_width / cutoff), self.MAX_WIDTH)  # input samples each side of the output
+        # input samples each side of the output
+        self.width = min(math.ceil(half_width / cutoff), self.MAX_WIDTH)
         taps = 2 * self.width
-        # Phases: exact (one per output offset p/up) when the table fits, else a grid of `phases` rows plus one
-        # (offset 1.0) to interpolate between.
+        # Phases: exact (one per output offset p/up) when the table fits, else a grid of `phases` rows plus
+        # one (offset 1.0) to interpolate between.
         self.phases = self.up if self.up * taps <= self.MAX_TABLE else max(2, self.MAX_TABLE // taps - 1)
         self.exact = self.phases == self.up
         rows = self.phases if self.exact else self.phases + 1
@@ -135,8 +139,8 @@ class Resampler:
         """Kernel rows for outputs at fractional input offsets rem / up (rem: int64 in [0, up))."""
         if self.exact:
             return self.table[rem]
-        # rem / up on the grid of `phases`: row q plus a fraction a of the way to row q + 1 (no extra look-ahead:
-        # every row uses the same input samples)
+        # rem / up on the grid of `phases`: row q plus a fraction a of the way to row q + 1 (no extra
+        # look-ahead: every row uses the same input samples)
         scaled = rem.astype(np.float64) * (self.phases / self.up)
         q = np.minimum(scaled.astype(np.int64), self.phases - 1)
         a = (scaled - q)[:, None]
@@ -207,7 +211,8 @@ class _WavReader:
         self.frames = self.w.getnframes()
         if self.width not in (1, 2, 3, 4) or self.channels < 1 or self.rate <= 0:
             self.w.close()
-            raise DataError(f"{path}: unsupported wav layout ({self.width * 8}-bit, {self.channels} channels, "
+            raise DataError(f"{path}: unsupported wav layout ({self.width * 8}-bit, {self.channels} "
+                            "channels, "
                             f"{self.rate} Hz); convert with sox to 16-bit PCM")
 
     def read(self, n: int) -> np.ndarray:
@@ -238,13 +243,16 @@ class _SoundfileReader:
             import soundfile  # optional: only for flac and non-PCM wav
         except (ImportError, OSError) as e:
             raise MissingExtraError(
-                f"{path}: reading {path.suffix or 'this'} audio needs the soundfile package (pip install soundfile); "
-                f"or convert it to 16-bit wav: `sox {path.name} -b 16 out.wav` / `ffmpeg -i {path.name} out.wav`"
+                f"{path}: reading {path.suffix or 'this'} audio needs the soundfile package (pip install "
+                "soundfile); "
+                f"or convert it to 16-bit wav: `sox {path.name} -b 16 out.wav` / `ffmpeg -i {path.name} "
+                "out.wav`"
             ) from e
         try:
             self.f = soundfile.SoundFile(str(path))
         except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
-            raise DataError(f"{path}: cannot decode audio ({e}); convert it to 16-bit wav with sox or ffmpeg") from e
+            raise DataError(f"{path}: cannot decode audio ({e}); convert it to 16-bit wav with sox or "
+                            "ffmpeg") from e
         self.rate, self.channels, self.frames = self.f.samplerate, self.f.channels, self.f.frames
 
     def read(self, n: int) -> np.ndarray:
@@ -331,7 +339,8 @@ class AudioFileSource:
                 else:
                     mono = _to_mono(chunk)
                     bad = ~np.isfinite(mono)
-                    if bad.any():  # a damaged float file: silence in their place (counted), not NaN everywhere
+                    # a damaged float file: silence in their place (counted), not NaN everywhere
+                    if bad.any():
                         self.nonfinite_samples += int(np.count_nonzero(bad))
                         mono = np.where(bad, np.float32(0.0), mono)
                     out = rs.process(mono)
@@ -376,8 +385,8 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) ->
 
 
 # The live microphone lives in edge.microphone; these names are kept readable from here for its callers.
-_MICROPHONE_NAMES = ("MicrophoneSource", "list_input_devices", "resolve_device", "_import_sounddevice", "DEVICE_ENV",
-                     "SOUNDDEVICE_HINT")
+_MICROPHONE_NAMES = ("MicrophoneSource", "list_input_devices", "resolve_device", "_import_sounddevice",
+                     "DEVICE_ENV", "SOUNDDEVICE_HINT")
 
 
 def __getattr__(name: str):

@@ -2,15 +2,17 @@
 limit is refused before anything is decoded (a 1.2 MB PNG can claim 20000 x 20000 pixels = 1.2 GB of RGB).
 
 `read_image(path, max_pixels=MAX_PIXELS)` -> uint8 RGB H x W x 3 (OpenCV decodes). Used for frames from
-image folders (edge.capture) and for `ask --image`. `image_size(path)` reads (width, height) from the header
+image folders (edge.frame_files) and for `ask --image`; `encode_image_files(encoder, paths)` embeds many.
+`image_size(path)` reads (width, height) from the header
 of PNG, JPEG, BMP, PPM/PGM and WebP files, without decoding.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 from firstwords.edge.errors import DataError, MissingExtraError
@@ -143,3 +145,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     if bgr is None:
         raise DataError(f"{p}: not a readable image (OpenCV cannot decode it; the file may be damaged)")
     return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def encode_image_files(encoder: Any, paths: Sequence[str | Path], batch: int = 64,
+                       max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Image embeddings [N, D] of image files (edge.encode.Encoder), read and encoded `batch` at a time so
+    that RAM stays bounded however many files there are."""
+    return np.concatenate([encoder.encode_image([read_image(p, max_pixels) for p in paths[i:i + batch]])
+                           for i in range(0, len(paths), batch)])

@@ -1,4 +1,5 @@
-"""Per-stage latency figures of the learner loop, kept for the status line, `replay`'s summary and profiling."""
+"""Per-stage latency figures of the learner loop, kept for the status line, `replay`'s summary and
+profiling."""
 
 from __future__ import annotations
 

@@ -10,8 +10,8 @@
 - Replay at full speed (`realtime=False`): queues apply back-pressure instead of dropping, so a replay learns
   from every frame and is limited only by the CPU.
 - Stop (Ctrl-C, SIGTERM, `stop()`): sources are closed, pending utterances are paired with the frames at hand
-  and written to memory, then `run()` returns; nothing already heard is lost (a transcript counts as heard up to
-  the moment of the stop: all of it unpaced, up to the stop's media time paced).
+  and written to memory, then `run()` returns; nothing already heard is lost (a transcript counts as heard up
+  to the moment of the stop: all of it unpaced, up to the stop's media time paced).
 - Odd input does not end a session: a frame the encoder refuses (RGBA, wrong dtype or shape, no finite time)
   is dropped and counted (`frames_rejected`); NaN / Inf audio samples are replaced by silence and counted
   (`nonfinite_samples`); long words and utterances the memory refuses are skipped and counted (edge.teach).
@@ -75,13 +75,15 @@ class Learner(SourceStages):
     """
 
     def __init__(self, encoder: ImageTextEncoder, memory: WordMemory, frames: Iterable | None = None, *,
-                 audio: Iterable | None = None, vad: Segmenter | None = None, recognizer: Recognizer | None = None,
+                 audio: Iterable | None = None, vad: Segmenter | None = None,
+                 recognizer: Recognizer | None = None,
                  transcript: Iterable | None = None, options: LearnerOptions | None = None,
                  on_status: Callable[[LearnerStats], None] | None = None,
                  on_learned: Callable[[Paired, list[str]], None] | None = None,
                  on_utterance: Callable[[TimedUtterance], None] | None = None,
                  on_tick: Callable[[Health], None] | None = None,
-                 audio_overflows: Callable[[], int] | None = None, transcript_paced: float | None = None) -> None:
+                 audio_overflows: Callable[[], int] | None = None,
+                 transcript_paced: float | None = None) -> None:
         if audio is not None and (vad is None or recognizer is None):
             raise ValueError("an audio source needs a vad and a recognizer")
         if audio is not None and transcript is not None:
@@ -95,7 +97,8 @@ class Learner(SourceStages):
         self.stats = LearnerStats()
         self.latency = StageLatencies()
         self.clock = HealthClock()
-        self.teacher = Teacher(encoder, memory, self.options, self.stats, self.latency, self._reject, on_learned)
+        self.teacher = Teacher(encoder, memory, self.options, self.stats, self.latency, self._reject,
+                               on_learned)
         o = self.options
         self.pairer = Pairer(fps=o.fps, max_frames=o.max_frames, ring_seconds=o.ring_seconds, grace=o.grace)
         self._stop = threading.Event()
@@ -190,7 +193,8 @@ class Learner(SourceStages):
         return lambda: signal.signal(signal.SIGTERM, old)
 
     def _reject(self, what: str, err: Exception) -> None:
-        """Log a rejected input once per kind (its message with the numbers taken out); later ones are counted."""
+        """Log a rejected input once per kind (its message with the numbers taken out); later ones are
+        counted."""
         kind = what + ":" + re.sub(r"\d+(\.\d+)?", "N", str(err))
         if kind not in self._warned:
             self._warned.add(kind)
@@ -216,7 +220,7 @@ class Learner(SourceStages):
                   (s.nonfinite_samples, "NaN or Inf audio samples were replaced by silence"),
                   (s.audio_blocks_rejected, "audio blocks the VAD refused were skipped"),
                   (s.utterances_rejected, "utterances the memory refused were skipped"),
-                  (s.words_rejected, f"words longer than {self.options.max_word_chars} characters were dropped"))
+                  (s.words_rejected, f"words over {self.options.max_word_chars} characters were dropped"))
         return [f"{n} {what}" for n, what in counts if n]
 
     def _spawn(self, name: str, fn: Callable[[], None], daemon: bool = True) -> None:

@@ -105,12 +105,14 @@ class SourceStages:
                         raise ValueError(t)
                 except (TypeError, ValueError):
                     self.stats.frames_rejected += 1
-                    self._reject("camera frame", InputError(f"a frame's time must be a finite number of seconds, "
+                    self._reject("camera frame", InputError("a frame's time must be a finite number of "
+                                                            "seconds, "
                                                             f"got {type(t).__name__}"))
                     continue
                 if t + 1e-6 < next_t:  # thin to the pairing fps
                     continue
-                # Next slot on a fixed grid (not t + period, which drifts: 5 fps thinned to 2 fps gave 1.67 fps).
+                # Next slot on a fixed grid (not t + period, which drifts: 5 fps thinned to 2 fps gave 1.67
+                # fps).
                 if anchor is None:
                     anchor = t
                 next_t = anchor + (math.floor((t - anchor) / period + 1e-6) + 1) * period
@@ -156,8 +158,8 @@ class SourceStages:
             batch = [item]
             while len(batch) < batch_max:
                 try:
-                    # Live: whatever is waiting. Full-speed replay: always full batches, so that a replay gives
-                    # the same embeddings (and the same memory) run after run.
+                    # Live: whatever is waiting. Full-speed replay: always full batches, so that a replay
+                    # gives the same embeddings (and the same memory) run after run.
                     nxt = self._frame_q.get() if not self.options.realtime else self._frame_q.get_nowait()
                 except queue.Empty:
                     break
@@ -209,7 +211,8 @@ class SourceStages:
                 samples, bad = finite_samples(samples)
                 if bad:  # a broken buffer or file: silence in its place, counted; the session goes on
                     self.stats.nonfinite_samples += bad
-                    self._reject("audio block", InputError(f"{bad} NaN or Inf samples were replaced by silence"))
+                    self._reject("audio block", InputError(f"{bad} NaN or Inf samples were replaced by "
+                                                           "silence"))
                 dur = len(samples) / SAMPLE_RATE
                 try:
                     with self.latency.time("vad", audio_seconds=dur):
@@ -260,7 +263,8 @@ class SourceStages:
                 if self._asr_pending:
                     self._asr_pending.popleft()
             if text.strip():
-                self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(), words=words)))
+                self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(),
+                                                               words=words)))
                 self.clock.beat(utterance=True)
             else:
                 self.stats.empty_recognitions += 1
@@ -283,11 +287,11 @@ class SourceStages:
     # -- transcript -> utterances --------------------------------------------------------------------------
     def _transcript_loop(self) -> None:
         """Deliver the transcript's utterances as they are heard. A stop (Ctrl-C, a failed worker) ends the
-        transcript at the moment of the stop, not at whatever point this thread had reached: unpaced, the whole
-        transcript is heard at once, so every utterance is still delivered (the pairing closes each window with
-        the frames at hand); paced, the utterances whose end came before the stop are. Breaking on the stop
-        flag instead made the result depend on thread timing: an encoder that failed before this thread had
-        run learned nothing, although utterances had their frames encoded."""
+        transcript at the moment of the stop, not at whatever point this thread had reached: unpaced, the
+        whole transcript is heard at once, so every utterance is still delivered (the pairing closes each
+        window with the frames at hand); paced, the utterances whose end came before the stop are. Breaking on
+        the stop flag instead made the result depend on thread timing: an encoder that failed before this
+        thread had run learned nothing, although utterances had their frames encoded."""
         t_wall0 = time.monotonic()
         try:
             if self.transcript is not None:

@@ -69,7 +69,8 @@ class LearnerStats:
     frames_captured: int = 0
     frames_encoded: int = 0
     frames_dropped: int = 0  # live only: dropped because the encoder was behind
-    frames_rejected: int = 0  # frames the encoder refused (wrong shape / dtype / time): dropped, session goes on
+    # frames the encoder refused (wrong shape / dtype / time): dropped, session goes on
+    frames_rejected: int = 0
     audio_blocks: int = 0
     audio_seconds: float = 0.0
     audio_blocks_rejected: int = 0  # blocks the VAD refused (wrong shape / dtype): skipped, session goes on
@@ -156,11 +157,11 @@ class HealthClock:
     def snapshot(self, stats: LearnerStats, audio_overflows: int) -> Health:
         with self._lock:
             return Health(self.started, self.last_frame_at, self.last_utterance_at, stats.frames_captured,
-                          stats.audio_blocks, stats.frames_dropped, stats.utterances, stats.words_learned, audio_overflows,
-                          self.last_error, self.progress)
+                          stats.audio_blocks, stats.frames_dropped, stats.utterances, stats.words_learned,
+                          audio_overflows, self.last_error, self.progress)
 
 
-# ------------------------------------------------------------------------------------ events to the pairing thread
+# ------------------------------------------------------------------------------- events to the pairing thread
 
 @dataclass(frozen=True)
 class FramesEncoded:

@@ -89,7 +89,7 @@ class ProbeSpec:
     encode_batch: int = 8
 
 
-# ------------------------------------------------------------------------------------------------ a long replay
+# ---------------------------------------------------------------------------------------------- a long replay
 
 def looped_frames(video: Path, fps: float, seconds: float) -> Iterator[tuple[float, np.ndarray]]:
     """A session's video played again and again, time running on, until `seconds` of media."""
@@ -137,7 +137,8 @@ def looped_utterances(utterances: Sequence[Any], period: float, seconds: float) 
             if offset + u.start >= seconds:
                 return out
             out.append(replace(u, start=offset + u.start, end=offset + u.end,
-                               words=tuple(replace(w, start=offset + w.start, end=offset + w.end) for w in u.words)))
+                               words=tuple(replace(w, start=offset + w.start,
+                                                   end=offset + w.end) for w in u.words)))
         offset += period
     return out
 
@@ -148,7 +149,8 @@ def session_files(session: str | Path) -> tuple[Path, Path, float]:
 
     s = discover_session(session)
     if s.transcript is None:
-        raise DataError(f"{session}: the growth sweep replays the transcript path; this session has no transcript")
+        raise DataError(f"{session}: the growth sweep replays the transcript path; this session has no "
+                        "transcript")
     if s.frames is None or not s.frames.is_file():
         raise DataError(f"{session}: the sweep loops a video file; this session has frames in a folder")
     duration = session_duration(s)
@@ -167,8 +169,8 @@ def replay_looped(runtime: Any, session: str | Path, minutes: float) -> Any:
     seconds = minutes * 60.0
     utts = looped_utterances(load_utterances(transcript), duration, seconds)
     opts = replace(runtime.options, realtime=False, clock_origin=0.0)
-    learner = Learner(runtime.encoder, runtime.memory, LoopedFrames(video, opts.fps, seconds), transcript=utts,
-                      options=opts)
+    learner = Learner(runtime.encoder, runtime.memory, LoopedFrames(video, opts.fps, seconds),
+                      transcript=utts, options=opts)
     return learner.run(install_signal_handlers=False)
 
 
@@ -278,7 +280,8 @@ def format_memory_table(probe: dict[str, Any], budget_mb: float | None = None) -
     peak = probe["peak_mb"]
     verdict = ""
     if budget_mb is not None:
-        verdict = f"  budget {budget_mb:g} MB: " + ("OVER" if peak > budget_mb else f"ok ({peak / budget_mb:.0%})")
+        share = "OVER" if peak > budget_mb else f"ok ({peak / budget_mb:.0%})"
+        verdict = f"  budget {budget_mb:g} MB: {share}"
     lines.append(f"{'peak (VmHWM)':<44} {peak:>8.1f}{verdict}")
     return "\n".join(lines)
 

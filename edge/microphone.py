@@ -1,9 +1,9 @@
 """The live microphone: `sounddevice.InputStream` (PortAudio) as in sherpa-onnx's microphone examples.
 
 The callback only copies the block into a bounded queue (never blocks; a full queue drops the block and counts
-it), the consumer resamples to 16 kHz and yields edge.hear.AudioBlock's stamped with `time.monotonic()` seconds
-taken at stream start and advanced by the sample count, so dropped blocks show up as a jump, never as drift.
-The device is chosen by flag, else $FIRSTWORDS_AUDIO_DEVICE, else the system default.
+it), the consumer resamples to 16 kHz and yields edge.hear.AudioBlock's stamped with `time.monotonic()`
+seconds taken at stream start and advanced by the sample count, so dropped blocks show up as a jump, never as
+drift. The device is chosen by flag, else $FIRSTWORDS_AUDIO_DEVICE, else the system default.
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ def _import_sounddevice():
     except ImportError as e:
         raise MissingExtraError(f"live audio needs sounddevice: {SOUNDDEVICE_HINT}") from e
     except OSError as e:  # sounddevice raises OSError('PortAudio library not found')
-        raise MissingExtraError(f"sounddevice cannot load PortAudio ({e}): sudo apt-get install libportaudio2") from e
+        raise MissingExtraError(f"sounddevice cannot load PortAudio ({e}): sudo apt-get install "
+                                "libportaudio2") from e
     return sounddevice
 
 
 def list_input_devices() -> list[dict]:
-    """Input-capable devices as [{index, name, channels, default_samplerate, hostapi}] (for `firstwords doctor`)."""
+    """Input-capable devices as [{index, name, channels, default_samplerate, hostapi}] (for `firstwords
+    doctor`)."""
     sd = _import_sounddevice()
     out = []
     for i, d in enumerate(sd.query_devices()):
@@ -70,12 +72,13 @@ def resolve_device(device: int | str | None) -> int | str | None:
 
 
 class MicrophoneSource:
-    """Live microphone via `sounddevice.InputStream` (opened in `start()` / on first iteration, never at import).
+    """Live microphone via `sounddevice.InputStream` (opened in `start()` / on first iteration, never at
+    import).
 
     device: index or name; None -> $FIRSTWORDS_AUDIO_DEVICE, else the system default input.
-    device_rate: capture rate; None -> 16 kHz if the device accepts it, else its default rate (then resampled).
-    queue_blocks: bounded queue length between the PortAudio thread and the consumer (~32 ms blocks).
-    stall_timeout: seconds without a block before iteration raises DeviceError (microphone gone).
+    device_rate: capture rate; None -> 16 kHz if the device accepts it, else its default rate (then
+    resampled). queue_blocks: bounded queue length between the PortAudio thread and the consumer (~32 ms
+    blocks). stall_timeout: seconds without a block before iteration raises DeviceError (microphone gone).
     Counters: `overflows` = blocks dropped because the queue was full; `input_overflows` = PortAudio's own
     input-overflow flags (samples lost inside the driver); `bad_blocks` = blocks with NaN/Inf, dropped.
     A drop shows as a jump in block times (times come from the sample count, dropped blocks included).
@@ -85,7 +88,8 @@ class MicrophoneSource:
                  block_ms: float = 32.0, queue_blocks: int = 256, stall_timeout: float = 5.0):
         if queue_blocks < 1 or block_ms <= 0 or channels < 1:
             raise InputError("queue_blocks, block_ms and channels must be positive")
-        if device_rate is not None and (isinstance(device_rate, bool) or not isinstance(device_rate, (int, np.integer))
+        if device_rate is not None and (isinstance(device_rate, bool)
+                                        or not isinstance(device_rate, (int, np.integer))
                                         or not MIN_SOURCE_RATE <= device_rate <= MAX_SOURCE_RATE):
             raise InputError(f"device_rate must be an integer from {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE} Hz "
                              f"(or None for the device's own), got {device_rate!r}")
@@ -146,7 +150,8 @@ class MicrophoneSource:
             self.t0 = time.monotonic()
             stream.start()
         except Exception as e:  # PortAudioError, ValueError: bad device / rate / channels
-            raise DeviceError(f"cannot open audio input {info['name']!r} at {self.rate} Hz, {self.channels} ch "
+            raise DeviceError(f"cannot open audio input {info['name']!r} at {self.rate} Hz, {self.channels} "
+                              "ch "
                               f"({e}); try another --audio-device or device rate") from e
         self._stream = stream
         log.info("microphone %r open at %d Hz (block %d frames)", info["name"], self.rate, blocksize)
@@ -165,7 +170,7 @@ class MicrophoneSource:
                     break
                 if time.monotonic() - last_block > self.stall_timeout:
                     raise DeviceError(f"the microphone delivered nothing for {self.stall_timeout:.1f} s "
-                                      "(unplugged?); check the device and restart")
+                                      "(unplugged?); check the device and restart") from None
                 continue
             last_block = time.monotonic()
             if not np.isfinite(data).all():  # a broken driver buffer: drop it (counted), never pass NaN on

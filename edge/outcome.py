@@ -26,7 +26,8 @@ def summary_text(rep: LearnerReport, mem_stats: dict, source: str) -> str:
         "top words: " + ", ".join(f"{w} ({n})" for w, n in rep.top_words),
         (f"frames encoded: {s['frames_encoded']}   frames dropped: {s['frames_dropped']}   "
          f"audio overflows: {s['audio_overflows']}"),
-        f"media {rep.media_seconds:.1f} s in {rep.wall_seconds:.1f} s: realtime factor {rep.realtime_factor:.2f}x",
+        (f"media {rep.media_seconds:.1f} s in {rep.wall_seconds:.1f} s: realtime factor "
+         f"{rep.realtime_factor:.2f}x"),
         "median latency (ms): " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in rep.latency.items()),
     ]
     if rep.interrupted:

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TimedUtterance:
-    """An utterance on the session's clock — a transcript's line or what the recogniser heard — with its words.
+    """An utterance on the session's clock — a transcript's line or what the recogniser heard — with its
+    words.
 
     `words`: as `HeardWord`s (time and confidence; a transcript's have confidence 1.0 and the utterance's
     times). Empty means "not split yet": `heard_words()` then splits `text` with the project's tokenizer."""
@@ -144,9 +145,9 @@ class PairingStats:
 class Pairer:
     """Collects utterances and closes each one's window once the frames up to its end have arrived.
 
-    Feed frames with `add_frame(t, item)` and utterances (in start order) with `add_utterance(u)`; `ready(now)`
-    returns the utterances whose windows are complete: the frame clock (latest frame) has passed the window
-    end, or `now` (another clock, e.g. the audio's, in live mode) has passed it by `grace` seconds.
+    Feed frames with `add_frame(t, item)` and utterances (in start order) with `add_utterance(u)`;
+    `ready(now)` returns the utterances whose windows are complete: the frame clock (latest frame) has passed
+    the window end, or `now` (another clock, e.g. the audio's, in live mode) has passed it by `grace` seconds.
     `flush()` closes all pending windows with whatever frames there are.
     """
     fps: float = 5.0
@@ -191,7 +192,8 @@ class Pairer:
         p = Paired(u, (start, end), times[idx], self.ring.take(idx))
         if p.empty:
             self.stats.without_frames += 1
-            log.info("utterance %r at %.2f-%.2f s: no frames in its window [%.2f, %.2f) (ring holds %.2f-%.2f s)",
+            log.info("utterance %r at %.2f-%.2f s: no frames in its window [%.2f, %.2f) (ring holds "
+                     "%.2f-%.2f s)",
                      u.text, u.start, u.end, start, end, self.ring.oldest, self.ring.latest)
         else:
             self.stats.paired += 1

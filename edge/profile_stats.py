@@ -21,6 +21,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,8 +64,8 @@ def time_calls(fn: Callable[[int], Any], runs: int, warmup: int = 2) -> list[flo
 
 
 def time_interleaved(calls: Sequence[Callable[[], Any]], runs: int, warmup: int = 2) -> list[list[float]]:
-    """Seconds per call for each of several alternatives, measured round-robin (a, b, c, a, b, c ...) so that a
-    machine getting busier or quieter during the sweep affects every alternative alike."""
+    """Seconds per call for each of several alternatives, measured round-robin (a, b, c, a, b, c ...) so that
+    a machine getting busier or quieter during the sweep affects every alternative alike."""
     for _ in range(warmup):
         for fn in calls:
             fn()
@@ -167,14 +168,17 @@ def synthetic_frames(n: int, width: int, height: int, seed: int = 0) -> list[np.
 def fill_memory(mem: Any, n_words: int, seed: int = 0, words_per_utterance: int = 10,
                 frames_per_utterance: int = 4, chunk: int = 200) -> None:
     """Teach an AssociativeMemory n_words distinct synthetic words (random unit frame embeddings)."""
-    from firstwords.edge.memory import Utterance as MemUtterance
+    from firstwords.edge import memory as memory_module
+
+    # one learning moment of edge.memory (named Moment where the memory module has that name)
+    moment = getattr(memory_module, "Moment", None) or memory_module.Utterance
 
     rng = np.random.default_rng(seed)
     batch = []
     for i in range(0, n_words, words_per_utterance):
         ws = [f"w{j}" for j in range(i, min(i + words_per_utterance, n_words))]
         fr = rng.normal(size=(frames_per_utterance, mem.dim)).astype(np.float32)
-        batch.append(MemUtterance(ws, fr, float(i), " ".join(ws)))
+        batch.append(moment(ws, fr, float(i), " ".join(ws)))
         if len(batch) == chunk:
             mem.learn_batch(batch)
             batch = []
@@ -196,3 +200,14 @@ def memory_learn_call(mem: Any, n_words: int, frames: int, seed: int = 0) -> Cal
 
     return learn
 
+
+def resolve_bundle(path: str | None) -> str:
+    """The bundle to profile: the given path, else ./work/bundle when it exists."""
+    from firstwords.edge.errors import BundleError
+
+    if path:
+        return path
+    if (Path("work/bundle") / "manifest.json").is_file():
+        return "work/bundle"
+    raise BundleError("no bundle given and no work/bundle here: pass --bundle DIR (make one with "
+                      "`firstwords export CHECKPOINT -o work/bundle --config device_configs/<device>.toml`)")

@@ -55,7 +55,8 @@ def speak(text: str, voice: str = "en-us", wpm: int = 165) -> np.ndarray:
     if exe is None:
         raise DataError("espeak-ng is not installed (sudo apt-get install espeak-ng), and no --session with "
                         "speech was given")
-    proc = subprocess.run([exe, "-v", voice, "-s", str(wpm), "--stdout", text], capture_output=True, check=False)
+    proc = subprocess.run([exe, "-v", voice, "-s", str(wpm), "--stdout", text], capture_output=True,
+                          check=False)
     if proc.returncode != 0 or not proc.stdout:
         raise DataError(f"espeak-ng failed on {text!r}: {proc.stderr.decode(errors='replace').strip()}")
     with wave.open(io.BytesIO(proc.stdout)) as w:
@@ -74,7 +75,8 @@ class SpeechSample:
 def speech_sample(session: str | Path | None = None, texts: Sequence[str] = DEFAULT_TEXTS,
                   max_seconds: float = 120.0) -> SpeechSample | None:
     """Speech to profile VAD and ASR on: the first `max_seconds` of a session's soundtrack (with its
-    transcript), else the texts spoken by espeak-ng with pauses between them; None when neither is available."""
+    transcript), else the texts spoken by espeak-ng with pauses between them; None when neither is
+    available."""
     if session is not None:
         from firstwords.edge.hear import read_audio
         from firstwords.edge.transcripts import load_transcript
@@ -217,7 +219,8 @@ def measure_asr(recognizer: Any, segments: Sequence[np.ndarray]) -> list[float]:
 
 
 def known_word_batches(texts: Sequence[str], knows: Callable[[str], bool]) -> list[list[str]]:
-    """What the learner encodes per utterance: the sorted in-vocabulary words (utterances with none skipped)."""
+    """What the learner encodes per utterance: the sorted in-vocabulary words (utterances with none
+    skipped)."""
     from firstwords.edge.tokenize import words as split_words
 
     out = []
@@ -271,20 +274,24 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
     cpus = os.cpu_count() or 1
     notes: list[str] = []
     if threads > cpus:
-        notes.append(f"{threads} onnxruntime threads on {cpus} cores: oversubscribed, figures are pessimistic; "
+        notes.append(f"{threads} onnxruntime threads on {cpus} cores: oversubscribed, figures are "
+                     "pessimistic; "
                      f"profile on the device itself")
     if b.image.input_size != config.model.input_size:
-        notes.append(f"bundle input {b.image.input_size} px differs from the config's {config.model.input_size} px;"
+        notes.append(f"bundle input {b.image.input_size} px differs from the config's "
+                     f"{config.model.input_size} px;"
                      f" re-export with --config {config.path or config.name}")
     if b.quantization != config.model.quantization:
-        notes.append(f"bundle quantization {b.quantization} differs from the config's {config.model.quantization}")
+        notes.append(f"bundle quantization {b.quantization} differs from the config's "
+                     f"{config.model.quantization}")
     load = machine_load()
     if load is not None and load > 0.5 * cpus:
         notes.append(f"this machine is busy (load average {load:.1f} on {cpus} cores): figures are inflated; "
                      "stop other work and profile again")
     blas = os.environ.get("OPENBLAS_NUM_THREADS")
     if blas != "1":
-        notes.append(f"numpy's BLAS may use every core (OPENBLAS_NUM_THREADS={blas or 'unset'}): the memory stages' "
+        notes.append(f"numpy's BLAS may use every core (OPENBLAS_NUM_THREADS={blas or 'unset'}): the memory "
+                     "stages' "
                      "small products then fight onnxruntime's threads; set OPENBLAS_NUM_THREADS=1")
     words = memory_words if memory_words is not None else config.memory.capacity_words
     enc = Encoder(b, threads=threads)
@@ -296,7 +303,8 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
     if "frame_preprocess" in want:
         secs = time_calls(lambda i: enc.prepare([frames[i % len(frames)]]), runs)
         results.append(stage_result("frame_preprocess", [s * 1e3 for s in secs], budget,
-                                    f"{config.camera.width}x{config.camera.height} -> {b.image.input_size} px"))
+                                    f"{config.camera.width}x{config.camera.height} -> {b.image.input_size} "
+                                    "px"))
     if "image_encode" in want:
         x = enc.prepare(frames[:1])
         secs = time_calls(lambda i: enc.encode_image_array(x), runs)
@@ -314,8 +322,10 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
             results.append(skipped("vad", budget, "no speech: give --session or install espeak-ng"))
         else:
             vals = measure_vad(config.audio.vad, sample.audio, config.audio.block_ms)
-            results.append(stage_result("vad", vals, budget, f"{config.audio.vad}, {config.audio.block_ms} ms "
-                                        f"blocks, {len(sample.audio) / SAMPLE_RATE:.0f} s of {Path(sample.source).name}"))
+            results.append(stage_result("vad", vals, budget, f"{config.audio.vad}, {config.audio.block_ms} "
+                                                             "ms "
+                                        f"blocks, {len(sample.audio) / SAMPLE_RATE:.0f} s of "
+                                        f"{Path(sample.source).name}"))
     if "asr" in want:
         results.append(_profile_asr(config, b, sample, asr_segments, budget))
 
@@ -347,7 +357,8 @@ def profile_latency(config: DeviceConfig, bundle: Any, *, runs: int = 50, thread
                          results, notes)
 
 
-def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limit: int, budget: Any) -> StageResult:
+def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limit: int,
+                 budget: Any) -> StageResult:
     if config.audio.recognizer == "transcript":
         return skipped("asr", budget, "the config's recognizer is 'transcript' (no speech recognition)")
     if sample is None:
@@ -356,7 +367,8 @@ def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limi
     from firstwords.edge.errors import MissingExtraError
 
     try:
-        rec = make_recognizer(config.audio.recognizer, vocabulary=[w for w in b.vocab.ids if not w.startswith("<")])
+        rec = make_recognizer(config.audio.recognizer,
+                              vocabulary=[w for w in b.vocab.ids if not w.startswith("<")])
     except MissingExtraError as e:
         return skipped("asr", budget, str(e))
     segs = speech_segments(sample, config.audio.vad, limit)
@@ -364,13 +376,15 @@ def _profile_asr(config: DeviceConfig, b: Any, sample: SpeechSample | None, limi
         return skipped("asr", budget, "no speech found in the sample")
     vals = measure_asr(rec, segs)
     secs = sum(len(s) for s in segs) / SAMPLE_RATE
-    return stage_result("asr", vals, budget, f"{config.audio.recognizer}, {len(segs)} utterances, {secs:.0f} s "
+    return stage_result("asr", vals, budget, f"{config.audio.recognizer}, {len(segs)} utterances, {secs:.0f} "
+                                             "s "
                         "of speech, biased to the bundle's vocabulary")
 
 
 def format_latency_table(report: LatencyReport) -> str:
     lines = [(f"latency on this machine vs the '{report.device}' budget ({report.threads} threads, "
-              f"{report.cpu_count} cores; bundle {report.bundle}: {report.input_size} px, {report.quantization})"),
+              f"{report.cpu_count} cores; bundle {report.bundle}: {report.input_size} px, "
+              f"{report.quantization})"),
              f"{'stage':<17} {'median':>9} {'p95':>9} {'budget':>9}  {'unit':<11} {'status':<9} runs  note"]
     for s in report.stages:
         def f(v: float | None) -> str:

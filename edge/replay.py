@@ -8,8 +8,8 @@ A session is found from one path (`discover_session`):
 - a transcript or a wav file, with a video of the same stem beside it.
 
 `replay(...)` runs the same `edge.learner.Learner` the live device runs, at full speed (`speed=None`:
-back-pressure, nothing dropped) or paced (`speed=1.0`: as a camera and microphone would deliver, frames dropped
-when the CPU falls behind).
+back-pressure, nothing dropped) or paced (`speed=1.0`: as a camera and microphone would deliver, frames
+dropped when the CPU falls behind).
 """
 
 from __future__ import annotations
@@ -80,8 +80,10 @@ def extract_soundtrack(video: Path, out_wav: Path) -> bool:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return False
-    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac", "1",
-                           "-ar", "16000", "-c:a", "pcm_s16le", str(out_wav)], capture_output=True, check=False)
+    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac",
+                           "1",
+                           "-ar", "16000", "-c:a", "pcm_s16le", str(out_wav)], capture_output=True,
+                          check=False)
     if proc.returncode != 0 or not out_wav.is_file() or out_wav.stat().st_size <= 44:
         log.info("no soundtrack extracted from %s: %s", video, proc.stderr.decode(errors="replace").strip())
         return False
@@ -93,7 +95,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
     """Find a session's frames, soundtrack and transcript from one path (explicit ones override)."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{p}: no such session; give a session folder (tools/make_sample_session.py writes one), "
+        raise DataError(f"{p}: no such session; give a session folder (tools/make_sample_session.py writes "
+                        "one), "
                         "a video file, or a transcript / wav with a video beside it")
     s = Session(None, None, None)
     if p.is_dir():
@@ -102,7 +105,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise DataError(f"{meta_path}: unreadable session description ({e}); remake the session") from e
+                raise DataError(f"{meta_path}: unreadable session description ({e}); remake the "
+                                "session") from e
             s.meta = meta
             for key in ("video", "audio", "transcript"):
                 name = meta.get(key)
@@ -137,7 +141,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
             s.audio = _beside(p, AUDIO_SUFFIXES)
         else:
             raise DataError(f"{p}: not a session: expected a folder, a video ({', '.join(VIDEO_SUFFIXES)}), "
-                            f"audio ({', '.join(AUDIO_SUFFIXES)}) or a transcript ({', '.join(TRANSCRIPT_SUFFIXES)})")
+                            f"audio ({', '.join(AUDIO_SUFFIXES)}) or a transcript "
+                            f"({', '.join(TRANSCRIPT_SUFFIXES)})")
     if frames is not None:
         s.frames = Path(frames)
     if audio is not None:
@@ -155,17 +160,20 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
         else:
             tmp.cleanup()
     if s.frames is None:
-        raise DataError(f"{p}: found no video or image frames for this session; pass --frames VIDEO_OR_FOLDER")
+        raise DataError(f"{p}: found no video or image frames for this session; pass --frames "
+                        "VIDEO_OR_FOLDER")
     if s.audio is None and s.transcript is None:
-        hint = "" if shutil.which("ffmpeg") else " (ffmpeg is not installed, so a video's own soundtrack cannot be read: " \
-                                                 "sudo apt-get install ffmpeg, or put a .wav beside the video)"
-        raise DataError(f"{p}: found neither a soundtrack nor a transcript; pass --audio WAV or --transcript SRT{hint}")
+        hint = "" if shutil.which("ffmpeg") else (" (ffmpeg is not installed, so a video's own soundtrack "
+                                                  "cannot be read: sudo apt-get install ffmpeg, or put a "
+                                                  ".wav beside the video)")
+        raise DataError(f"{p}: found neither a soundtrack nor a transcript; pass --audio WAV or "
+                        f"--transcript SRT{hint}")
     return s
 
 
 def choose_words_source(session: Session, words_from: str, recognizer_name: str = "pocketsphinx") -> str:
-    """'audio' or 'transcript'. auto: the soundtrack through VAD + ASR when there is one and the device config's
-    recogniser is not 'transcript'; otherwise the transcript."""
+    """'audio' or 'transcript'. auto: the soundtrack through VAD + ASR when there is one and the device
+    config's recogniser is not 'transcript'; otherwise the transcript."""
     if words_from not in WORDS_FROM:
         raise InputError(f"words_from must be one of {WORDS_FROM}, got {words_from!r}")
     if words_from == "auto":
@@ -200,6 +208,19 @@ def load_utterances(path: Path, encoding: str | None = None,
     return rows
 
 
+def parse_speed(text: str) -> float | None:
+    """--speed: 'max' -> None (as fast as the CPU allows), else a positive factor of real time."""
+    if text == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError as e:
+        raise InputError(f"--speed must be 'max' or a positive number (1 = real time), got {text!r}") from e
+    if not v > 0:
+        raise InputError(f"--speed must be 'max' or a positive number (1 = real time), got {text!r}")
+    return v
+
+
 def session_duration(session: Session) -> float | None:
     if session.duration:
         return float(session.duration)
@@ -208,7 +229,8 @@ def session_duration(session: Session) -> float | None:
     return None
 
 
-def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "auto", speed: float | None = None,
+def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "auto",
+           speed: float | None = None,
            options: LearnerOptions | None = None, vad: Any = None, recognizer: Any = None,
            recognizer_name: str = "pocketsphinx", encoding: str | None = None,
            on_status: Callable[[LearnerStats], None] | None = None,
@@ -219,7 +241,8 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
     runs on a copy with its pacing (`speed`) and the session's clock. The report's `warnings` say what
     was odd about the session's files (an empty transcript, a soundtrack without audio, no frames)."""
     if speed is not None and not speed > 0:
-        raise InputError(f"speed must be positive (1 = real time) or None for as fast as possible, got {speed!r}")
+        raise InputError("speed must be positive (1 = real time) or None for as fast as possible, got "
+                         f"{speed!r}")
     source = choose_words_source(session, words_from, recognizer_name)
     opts = replace(options if options is not None else LearnerOptions(), realtime=speed is not None,
                    clock_origin=0.0)

@@ -1,6 +1,7 @@
-"""The device runtime assembled in one place: a device config + a bundle + a memory -> encoder, memory, learner
-options and (for the audio path) VAD and recogniser. `run`, `replay`, tools/bench_replay.py, tools/soak.py and
-the profiling tools all build theirs with `build_runtime`, so they measure and run the same thing.
+"""The device runtime assembled in one place: a device config + a bundle + a memory -> encoder, memory,
+learner options and (for the audio path) VAD and recogniser. `run`, `replay`, tools/bench_replay.py,
+tools/soak.py and the profiling tools all build theirs with `build_runtime`, so they measure and run the same
+thing.
 
     with build_runtime("rpi4", "work/bundle", "work/memory.db", realtime=True) as rt:
         Learner(rt.encoder, rt.memory, frames, audio=mic, vad=rt.vad, recognizer=rt.recognizer,
@@ -80,14 +81,32 @@ def options_from_config(cfg: DeviceConfig, realtime: bool) -> LearnerOptions:
     return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue)
 
 
+def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool = False,
+                capacity_words: int | None = None, capacity_episodes: int | None = None) -> Any:
+    """The memory file with the config's [memory] table (capacities overridable).
+    AssociativeMemory.from_config, where the memory has it, also applies the table's disk cap and
+    confidence threshold."""
+    from firstwords.edge.memory import AssociativeMemory
+
+    table = replace(cfg.memory, capacity_words=capacity_words or cfg.memory.capacity_words,
+                    capacity_episodes=capacity_episodes or cfg.memory.capacity_episodes)
+    from_config = getattr(AssociativeMemory, "from_config", None)
+    if from_config is not None:
+        return from_config(path, dim, table, keep_media=keep_media)
+    return AssociativeMemory(path, dim, keep_media=keep_media, capacity_words=table.capacity_words,
+                             capacity_episodes=table.capacity_episodes)
+
+
 def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *, realtime: bool = True,
-                  speech: bool = False, threads: int | None = None, bias: str = "lm", keep_media: bool = False,
+                  speech: bool = False, threads: int | None = None, bias: str = "lm",
+                  keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
                   vocabulary: Sequence[str] | None = None, **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
-    config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready Encoder.
-    memory: a memory file (opened, created if missing, with the config's capacities unless overridden), or a
+    config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
+    Encoder. memory: a memory file (opened, created if missing, with the config's capacities unless
+    overridden), or a
     ready AssociativeMemory. speech: also build the VAD and recogniser of the config's [audio] table, biased
     (`bias`) towards `vocabulary` (default: the bundle's words). realtime: live / paced (frames dropped when
     behind) or full-speed replay (back-pressure). option_overrides: LearnerOptions fields (e.g. clock_origin).
@@ -108,9 +127,7 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
             mem = memory
         else:
             Path(memory).parent.mkdir(parents=True, exist_ok=True)
-            mem = AssociativeMemory(memory, encoder.dim, keep_media=keep_media,
-                                    capacity_words=capacity_words or cfg.memory.capacity_words,
-                                    capacity_episodes=capacity_episodes or cfg.memory.capacity_episodes)
+            mem = open_memory(memory, encoder.dim, cfg, keep_media, capacity_words, capacity_episodes)
             owned.append(mem)
         options = replace(options_from_config(cfg, realtime), keep_media=keep_media, **option_overrides)
         vad = rec = None

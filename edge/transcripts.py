@@ -1,7 +1,8 @@
 """Transcript files for replay -> `TimedUtterance`s (edge.pair): SRT, WebVTT and CVCL's raw transcript CSV.
 
 Every parser takes `str` or `bytes` and either returns utterances sorted by start time or raises
-`edge.errors.DataError` naming the line — never any other exception, whatever the input (tested with hypothesis).
+`edge.errors.DataError` naming the line — never any other exception, whatever the input (tested with
+hypothesis).
 
 CVCL CSV (`Time, Video Name, Utterance, Speaker`; extra columns ignored, header names case-insensitive):
 `Time` is a start time; SAYCam writes minutes:seconds ("1:05", "12:30", sometimes a range "1:05-1:10").
@@ -129,7 +130,8 @@ def parse_srt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "SRT")
 _VOICE = re.compile(r"<v(?:\.[\w.-]*)?\s+([^>]*)>")
 
 
-def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "WebVTT") -> list[TimedUtterance]:
+def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig",
+                 what: str = "WebVTT") -> list[TimedUtterance]:
     text = _decode(data, encoding, what)
     blocks = _blocks(text)
     if not blocks or not re.match(r"^WEBVTT(?:[ \t].*)?$", blocks[0][1][0].strip()):
@@ -144,7 +146,8 @@ def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "We
             raise DataError(f"{what}: line {first}: a cue identifier without a timing line")
         times = _parse_cue_time(lines[k], first + k, what)
         if times is None:
-            raise DataError(f"{what}: line {first + k}: expected 'MM:SS.mmm --> MM:SS.mmm', got {lines[k][:80]!r}")
+            raise DataError(f"{what}: line {first + k}: expected 'MM:SS.mmm --> MM:SS.mmm', got "
+                            f"{lines[k][:80]!r}")
         raw = " ".join(lines[k + 1:])
         voice = _VOICE.search(raw)
         speaker = (" ".join(voice.group(1).split()) or None) if voice else None
@@ -241,7 +244,8 @@ def parse_cvcl_csv(data: str | bytes, encoding: str = "utf-8-sig", time_format: 
             if start is None or not utt:
                 if cell(it) and start is None and time_format == "auto":
                     raise DataError(f"{what}: line {lineno}: cannot read time {cell(it)[:40]!r}; expected "
-                                    "'M:SS', 'H:MM:SS' or seconds (or time_format='saycam' for CVCL's reading)")
+                                    "'M:SS', 'H:MM:SS' or seconds (or time_format='saycam' for CVCL's "
+                                    "reading)")
                 skipped += 1
                 continue
             rows.append((vid, start, end, utt, cell(isp) or None))

@@ -110,7 +110,7 @@ def test_vanished_camera_is_retried_with_backoff_and_counted():
 
     cam = ResilientCamera(open_reader, fps=1e6, name="flaky", backoff=Backoff(first=0.001, maximum=0.004))
     got = []
-    for t, f in cam:
+    for t, _ in cam:
         got.append(t)
         if len(got) == 6:
             cam.close()
@@ -135,7 +135,8 @@ def test_opencv_camera_on_missing_device_gives_up_with_device_error(tmp_path):
 
 
 def test_opencv_camera_reopens_a_stream_that_ends(tmp_path):
-    """A stream that stops delivering (here: a file's end) is released and reopened, not the end of capture."""
+    """A stream that stops delivering (here: a file's end) is released and reopened, not the end of
+    capture."""
     path = tmp_path / "v.avi"
     write_video(path, 4)
     cam = OpenCVCamera(str(path), 64, 48, fps=1000, backoff=Backoff(first=0.001))

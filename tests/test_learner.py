@@ -97,7 +97,8 @@ def test_frames_are_thinned_on_a_fixed_grid(encoder, tmp_path, source_fps, fps, 
 
 def test_utterance_without_frames_is_reported(encoder, tmp_path):
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
-    lr = Learner(encoder, mem, ListFrames(10), transcript=[Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")],
+    utts = [Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")]
+    lr = Learner(encoder, mem, ListFrames(10), transcript=utts,
                  options=LearnerOptions(realtime=False))
     rep = lr.run(install_signal_handlers=False)
     assert rep.stats["utterances"] == 1 and rep.stats["utterances_without_frames"] == 1
@@ -159,12 +160,14 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     audio = np.concatenate([gap, parts[0], gap, parts[1], gap])
     block_ms = 32
     mic = FileFedMicrophone(audio, block_ms=block_ms, queue_blocks=64)
-    cam = ResilientCamera(lambda: PacedReader(fps=10, n=1000), fps=10, name="fake", epoch=0.0)  # monotonic clock
+    # monotonic clock
+    cam = ResilientCamera(lambda: PacedReader(fps=10, n=1000), fps=10, name="fake", epoch=0.0)
     enc = SlowEncoder(bundle, threads=1)
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     rec = PocketSphinxRecognizer(vocabulary=["look", "at", "the", "ball", "a", "dog", "cat", "shoe"])
     heard = []
-    lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec, audio_overflows=lambda: mic.overflows,
+    lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec,
+                 audio_overflows=lambda: mic.overflows,
                  options=LearnerOptions(realtime=True, fps=5, frame_queue=2, encode_batch=1, grace=0.5,
                                         clock_origin=None, status_interval=0.1), on_utterance=heard.append)
     threading.Thread(target=lambda: (mic.finished.wait(10), time.sleep(0.3), lr.stop()), daemon=True).start()
@@ -188,14 +191,16 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     assert heard or not spoken
     for u in heard:
         assert u.words and [w.text for w in u.words] == u.text.split()
-        assert all(u.start - 0.01 <= w.start < w.end <= u.end + 0.01 and 0 <= w.confidence <= 1 for w in u.words)
+        assert all(u.start - 0.01 <= w.start < w.end <= u.end + 0.01 and 0 <= w.confidence <= 1
+                   for w in u.words)
     mem.close()
 
 
 @pytest.fixture
 def python_sigint():
-    """Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with SIGINT
-    ignored, and Python then never installs its handler (the test then failed when CI ran in the background)."""
+    """Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with
+    SIGINT ignored, and Python then never installs its handler (the test then failed when CI ran in the
+    background)."""
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
@@ -250,7 +255,8 @@ class LateTranscript:
 
 
 @pytest.mark.parametrize("late_transcript", [False, True])
-def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(bundle, tmp_path, late_transcript):
+def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(
+        bundle, tmp_path, late_transcript):
     class BrokenEncoder(Encoder):
         calls = 0
 
@@ -271,7 +277,8 @@ def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learne
                  options=LearnerOptions(realtime=False, encode_batch=2, frame_queue=2),
                  on_learned=lambda p, ws: learned.append((p.utterance.start, len(p.items))))
     rep = lr.run(install_signal_handlers=False)
-    assert rep.stats["errors"] and "encoder" in rep.stats["errors"][0] and "out of memory" in rep.stats["errors"][0]
+    errors = rep.stats["errors"]
+    assert errors and "encoder" in errors[0] and "out of memory" in errors[0]
     # 3 batches of 2 frames at 5 fps were encoded: t = 0.0 .. 1.0. Utterance 0's window [0, 1) is covered and
     # learned from its 5 frames; utterance 1's [1, 2) from the one frame at hand; the rest had no frames.
     assert rep.stats["frames_encoded"] == 6
@@ -337,7 +344,8 @@ def test_health_names_the_error_of_a_stage_that_died(bundle, tmp_path):
             raise RuntimeError("onnxruntime: out of memory")
 
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
-    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(20), transcript=[Utterance(0.0, 0.5, "ball")],
+    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(20),
+                 transcript=[Utterance(0.0, 0.5, "ball")],
                  options=LearnerOptions(realtime=False))
     rep = lr.run(install_signal_handlers=False)
     assert rep.errors == [lr.health().last_error] and "out of memory" in rep.errors[0]
@@ -371,7 +379,8 @@ def test_odd_audio_blocks_do_not_kill_the_audio_stage(encoder, tmp_path):
     blocks += [AudioBlock(i * n / SAMPLE_RATE, quiet) for i in range(4, 40)]
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     lr = Learner(encoder, mem, ListFrames(10), audio=blocks, vad=EnergyVAD(),
-                 recognizer=PocketSphinxRecognizer(vocabulary=["ball"]), options=LearnerOptions(realtime=False))
+                 recognizer=PocketSphinxRecognizer(vocabulary=["ball"]),
+                 options=LearnerOptions(realtime=False))
     rep = lr.run(install_signal_handlers=False)
     s = rep.stats
     assert s["errors"] == []

@@ -1,5 +1,6 @@
 """edge.profiling, profile_stats, memory_probe, growth and the profiling tools: statistics, budget comparison,
-looped sessions, fresh-process memory probes and the growth sweep, over a real tiny bundle (firstwords.export.tiny_dual) and real onnxruntime / SQLite.
+looped sessions, fresh-process memory probes and the growth sweep, over a real tiny bundle
+(firstwords.export.tiny_dual) and real onnxruntime / SQLite.
 
 No wall-clock figure is asserted: only that the figures exist, have the right shape, and that the comparison
 with a budget goes the way a budget of ~0 or ~infinity forces it to.
@@ -93,7 +94,8 @@ def test_profile_latency_compares_every_stage_with_its_budget(bundle, tmp_path):
     # A budget of ~0 is always exceeded, a huge one never: the marking follows the budget, not the machine.
     cfg = config(image_encode_ms=1e-9, memory_query_ms=1e6)
     report = profiling.profile_latency(cfg, bundle, runs=3, memory_words=50, db_dir=tmp_path,
-                                       stages=[s for s in profiling.STAGES if s != "asr"], speech=noise_speech())
+                                       stages=[s for s in profiling.STAGES if s != "asr"],
+                                       speech=noise_speech())
     stages = {s.stage: s for s in report.stages}
     assert list(stages) == [s for s in profiling.STAGES if s != "asr"]  # in pipeline order
     for s in stages.values():
@@ -181,7 +183,7 @@ def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):
     assert e2 == pytest.approx(2 * e1, abs=2)
 
 
-# ------------------------------------------------------------------------------------------------ memory probe
+# ----------------------------------------------------------------------------------------------- memory probe
 
 def test_probe_in_a_fresh_process_breaks_memory_down(bundle):
     p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(bundle), threads=1, words=300))
@@ -199,7 +201,8 @@ def test_probe_in_a_fresh_process_breaks_memory_down(bundle):
 def test_probe_applies_onnxruntime_memory_options(bundle):
     opts = memory_probe.OrtMemoryOptions(arena=False, prepacking=False)
     assert opts.label == "no arena + no prepacking"
-    p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(bundle), threads=1, ort=dataclasses.asdict(opts)))
+    p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(bundle), threads=1,
+                                                      ort=dataclasses.asdict(opts)))
     assert p["ort"] == "no arena + no prepacking"
 
 
@@ -245,8 +248,10 @@ def _last_json(out: str) -> dict:
 
 
 def test_profile_latency_tool_prints_table_then_json(bundle, capsys):
-    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(bundle), "--runs", "3", "--threads",
-                                        "1", "--words", "50", "--stages", "frame_preprocess,image_encode,pairing"])
+    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(bundle), "--runs", "3",
+                                        "--threads",
+                                        "1", "--words", "50", "--stages",
+                                        "frame_preprocess,image_encode,pairing"])
     out = capsys.readouterr().out
     assert rc == 0
     assert "stage" in out.splitlines()[1] and "budget" in out.splitlines()[1]
@@ -298,6 +303,7 @@ def test_profiling_imports_no_torch():
     import subprocess
 
     code = ("import sys, firstwords.edge.profiling, firstwords.edge.memory_probe, firstwords.edge.growth, "
-            "firstwords.edge.commands.profile, firstwords.edge.commands.doctor; print('torch' in sys.modules)")
+            "firstwords.edge.commands.profile, firstwords.edge.commands.doctor; print('torch' in "
+            "sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

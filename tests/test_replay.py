@@ -83,7 +83,8 @@ def test_words_source_choice(tmp_path):
 
 
 def test_object_word_recovery_counts_hits_misses_and_false_alarms():
-    spoken = [Utterance(0, 1, "look at the shoe"), Utterance(2, 3, "a boot and a shoe"), Utterance(5, 6, "hi")]
+    spoken = [Utterance(0, 1, "look at the shoe"), Utterance(2, 3, "a boot and a shoe"),
+              Utterance(5, 6, "hi")]
     heard = [Utterance(0.1, 1.1, "look the shoe"), Utterance(2.0, 3.1, "a boot"), Utterance(5, 6, "bag")]
     r = object_word_recovery(heard, spoken, ["shoe", "boot", "bag"])
     assert (r["object_words_said"], r["object_words_recovered"], r["false_alarms"]) == (3, 2, 1)
@@ -115,8 +116,10 @@ def test_sample_session_has_what_session_json_says(sample):
 
 def test_session_without_espeak_is_transcript_only(sample, tmp_path):
     out = tmp_path / "s"
-    subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus), "--out",
-                    str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus),
+                    "--out",
+                    str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True,
+                   capture_output=True)
     meta = json.loads((out / "session.json").read_text())
     assert meta["audio"] is None and not (out / "session.wav").exists()
     s = discover_session(out)
@@ -185,7 +188,8 @@ def test_paced_replay_runs_the_live_path(sample, tmp_path):
         assert rep.stats["frames_captured"] == rep.stats["frames_encoded"] + rep.stats["frames_dropped"]
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to hear")
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to "
+                                                              "hear")
 def test_audio_replay_recovers_object_words(sample, tmp_path):
     """The soundtrack -> energy VAD -> pocketsphinx (biased to the bundle's words) -> words -> memory."""
     from firstwords.edge.encode import Encoder
@@ -211,7 +215,8 @@ def test_audio_replay_recovers_object_words(sample, tmp_path):
     assert rep.stats["audio_overflows"] == 0 and rep.stats["frames_dropped"] == 0
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install ffmpeg): "
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install "
+                                                           "ffmpeg): "
                     "a video's own soundtrack cannot be extracted")
 def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):
     if not sample.has_audio:
@@ -219,8 +224,10 @@ def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path
     from firstwords.edge.hear import read_audio
 
     mkv = tmp_path / "recording.mkv"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"), "-i",
-                    str(sample.session / "session.wav"), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"),
+                    "-i",
+                    str(sample.session / "session.wav"), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv)],
+                   check=True)
     s = discover_session(mkv)
     try:
         assert s.frames == mkv and s.transcript is None and s.audio is not None and s.audio.suffix == ".wav"

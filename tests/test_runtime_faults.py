@@ -158,7 +158,7 @@ def test_a_huge_frame_in_a_folder_is_skipped_not_decoded(sample, tmp_path, capsy
     assert last_json(cap.out)["frames_unreadable"] == 1 and "20000 x 20000" in cap.err
 
 
-# ------------------------------------------------------------------------------------------ warnings, encodings
+# ---------------------------------------------------------------------------------------- warnings, encodings
 
 def test_empty_transcript_and_header_only_wav_are_warned_about(sample, tmp_path, capsys):
     s = session_copy(sample, tmp_path / "s", audio=False)

@@ -1,4 +1,5 @@
-"""Transcript parsers: known files parse to the right times; arbitrary text/bytes raise DataError or nothing."""
+"""Transcript parsers: known files parse to the right times; arbitrary text/bytes raise DataError or
+nothing."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ PARSERS = [parse_srt, parse_webvtt, parse_cvcl_csv,
 # text made of the characters that matter to these formats, so that near-valid files are common
 fragments = st.sampled_from(["\n", "\n\n", "\r\n", " --> ", "00:", "01", ":", ",", ".", "-", "WEBVTT", "NOTE",
                              "<v Mom>", "</v>", "<i>", "&amp;", "1", "99999999999",
-                             ("Time,Video Name,Utterance,Speaker\n"), '"', "ball", "\ufeff", "\x00", "é", "12.5"])
+                             ("Time,Video Name,Utterance,Speaker\n"), '"', "ball", "\ufeff", "\x00", "é",
+                             "12.5"])
 near_valid = st.lists(fragments, max_size=40).map("".join)
 
 
@@ -156,8 +158,8 @@ def test_format_then_parse_round_trips(items):
 
 
 def test_cvcl_csv_the_one_parser_for_training_and_replay(tmp_path):
-    """CVCL's raw transcript CSV as export/ once read it with a second parser: start times as seconds, M:SS or a
-    range (its end kept); an empty utterance skipped; a time that is not a time said, with its line."""
+    """CVCL's raw transcript CSV as export/ once read it with a second parser: start times as seconds, M:SS or
+    a range (its end kept); an empty utterance skipped; a time that is not a time said, with its line."""
     from firstwords.edge.transcripts import load_transcript
 
     p = tmp_path / "t.csv"

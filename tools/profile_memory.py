@@ -18,20 +18,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# One BLAS thread, as the runtime should run: the memory's matrix products are small, and OpenBLAS threads
-# fighting onnxruntime's for the cores turn a 0.2 ms query into tens of ms (measured; see docs/PROFILING.md).
-# Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+import firstwords.edge  # noqa: F401  (first: the package sets numpy's BLAS to one thread before numpy loads)
 from firstwords.edge import memory_probe
-from firstwords.edge.commands.profile import resolve_bundle
 from firstwords.edge.config import load_device_config, resolve_device_config
 from firstwords.edge.errors import FirstwordsError
+from firstwords.edge.profile_stats import resolve_bundle
 
 VARIANTS = (
     memory_probe.OrtMemoryOptions(),
@@ -57,7 +51,8 @@ def measure(args: argparse.Namespace) -> dict:
     full = memory_probe.ProbeSpec(**{**dataclasses.asdict(base), "session": args.session,
                                   "replay_minutes": args.replay_minutes if args.session else 0.0})
     probe = memory_probe.run_probe(full)
-    what = f"{words} words" + (f", {args.replay_minutes:g} min replay of {args.session}" if args.session else "")
+    what = f"{words} words" + (f", {args.replay_minutes:g} min replay of "
+                               f"{args.session}" if args.session else "")
     print(f"runtime process on this machine ({threads} threads, bundle {bundle}, {what}):")
     print(memory_probe.format_memory_table(probe, cfg.budget.ram_mb))
     if not args.session:
@@ -89,14 +84,16 @@ def measure(args: argparse.Namespace) -> dict:
             default_peak = default_peak if default_peak is not None else p["peak_mb"]
             row["peak_vs_default"] = round(p["peak_mb"] / default_peak, 3)
             rows.append(row)
-            print(f"{v.label:<46} {row['sessions_mb']:>12.1f} {row['inference_mb']:>14.1f} {row['peak_mb']:>8.1f} "
+            print(f"{v.label:<46} {row['sessions_mb']:>12.1f} {row['inference_mb']:>14.1f} "
+                  f"{row['peak_mb']:>8.1f} "
                   f"{row['peak_vs_default']:>10.3f}")
         best = min(rows, key=lambda r: r["peak_mb"])
         print(f"lowest peak: {best['options']} ({best['peak_mb']:.1f} MB, "
               f"{default_peak - best['peak_mb']:+.1f} MB saved vs default)")
         figures["ort_options"] = rows
     verdict = "OVER" if figures["over_budget"] else "within"
-    print(f"\npeak RSS {figures['peak_mb']:.1f} MB: {verdict} the '{cfg.name}' budget of {cfg.budget.ram_mb:g} MB")
+    print(f"\npeak RSS {figures['peak_mb']:.1f} MB: {verdict} the '{cfg.name}' budget of "
+          f"{cfg.budget.ram_mb:g} MB")
     return figures
 
 
@@ -104,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="example:\n  python tools/profile_memory.py --config device_configs/"
-                                        "rpi-zero-2w.toml --bundle work/bundle --session work/session --words 10000")
+                                        "rpi-zero-2w.toml --bundle work/bundle --session work/session "
+                                        "--words 10000")
     ap.add_argument("--config", required=True, help="device config: TOML path or name")
     ap.add_argument("--bundle", help="model bundle (default: work/bundle if present)")
-    ap.add_argument("--session", help="session folder to replay while measuring (transcript path, full speed)")
+    ap.add_argument("--session", help="session folder to replay while measuring (transcript path, full "
+                                      "speed)")
     ap.add_argument("--replay-minutes", type=float, default=1.0,
                     help="minutes of the session to replay (looped if shorter; default: %(default)s)")
     ap.add_argument("--words", type=int, help="words in the memory (default: the config's capacity_words)")

@@ -24,25 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the config's)")
     parser.add_argument("--words", type=int, help="words in the memory for the memory stages "
                                                   "(default: the config's capacity_words)")
-    parser.add_argument("--stages", help="comma-separated subset of: frame_preprocess, image_encode, vad, asr, "
+    parser.add_argument("--stages", help="comma-separated subset of: frame_preprocess, image_encode, vad, "
+                                         "asr, "
                                          "utterance_encode, pairing, memory_update, memory_query")
     parser.add_argument("--db-dir", help="folder for the temporary memory database (default: the system temp "
                                          "folder; point it at the device's SD card to include its cost)")
     parser.add_argument("--memory", action="store_true",
-                        help="also measure the runtime's peak RSS in a fresh process (as tools/profile_memory.py)")
-
-
-def resolve_bundle(path: str | None) -> str:
-    from pathlib import Path
-
-    from firstwords.edge.errors import BundleError
-
-    if path:
-        return path
-    if (Path("work/bundle") / "manifest.json").is_file():
-        return "work/bundle"
-    raise BundleError("no bundle given and no work/bundle here: pass --bundle DIR (make one with "
-                      "`firstwords export CHECKPOINT -o work/bundle --config device_configs/<device>.toml`)")
+                        help="also measure the runtime's peak RSS in a fresh process (as "
+                             "tools/profile_memory.py)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,11 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     from firstwords.edge import memory_probe, profiling
     from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.profile_stats import resolve_bundle
 
     cfg = load_device_config(resolve_device_config(args.config))
     bundle = resolve_bundle(args.bundle)
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else profiling.STAGES
-    report = profiling.profile_latency(cfg, bundle, runs=args.runs, threads=args.threads, session=args.session,
+    stages = (tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages
+              else profiling.STAGES)
+    report = profiling.profile_latency(cfg, bundle, runs=args.runs, threads=args.threads,
+                                       session=args.session,
                                        memory_words=args.words, stages=stages, db_dir=args.db_dir)
     print(profiling.format_latency_table(report))
     figures = report.to_dict()

@@ -7,21 +7,24 @@ import sys
 import threading
 
 HELP = "run the live learner: camera + microphone -> voice activity -> words -> memory (Ctrl-C to stop)"
-EXAMPLE = "firstwords run --config device_configs/rpi4.toml --bundle work/bundle --memory work/memory.db --camera 0"
+EXAMPLE = "firstwords run --config rpi4 --bundle work/bundle --memory work/memory.db --camera 0"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="device config: a name in device_configs/ or a .toml path")
+    parser.add_argument("--config", required=True, help="device config: a name in device_configs/ or a .toml "
+                                                        "path")
     parser.add_argument("--bundle", required=True, help="model bundle directory or .zip (firstwords export)")
     parser.add_argument("--memory", default="memory.db", help="memory file (SQLite; created if missing, else "
                         "added to; default: memory.db)")
-    parser.add_argument("--camera", help="camera: an OpenCV index (0), a device path (/dev/video0) or 'picamera2' "
+    parser.add_argument("--camera", help="camera: an OpenCV index (0), a device path (/dev/video0) or "
+                                         "'picamera2' "
                         "(default: the device config's)")
     parser.add_argument("--audio-device", help="microphone: a sounddevice index or name (default: the device "
                         "config's, else $FIRSTWORDS_AUDIO_DEVICE, else the system default)")
     parser.add_argument("--bias", choices=("lm", "grammar", "keywords", "none"), default="lm",
                         help="bias speech recognition to the bundle's words (default: lm)")
-    parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered moment "
+    parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
+                                                                  "moment "
                         "(off by default: no images or audio are stored)")
     parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no status line")
@@ -34,16 +37,14 @@ def status_printer(enabled: bool, overflows):
         if not enabled:
             return
         line = (f"utterances {stats.utterances}  words {stats.words_learned}  frames {stats.frames_encoded} "
-                f"(dropped {stats.frames_dropped})  audio overflows {overflows()}  heard {stats.audio_seconds:.0f} s")
+                f"(dropped {stats.frames_dropped})  audio overflows {overflows()}  heard "
+                f"{stats.audio_seconds:.0f} s")
         print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     return show
 
 
 def run(args: argparse.Namespace) -> int:
-    from firstwords.edge.commands.replay import one_blas_thread
-
-    one_blas_thread()
     from firstwords.edge.capture import open_camera
     from firstwords.edge.hear import SAMPLE_RATE
     from firstwords.edge.learner import Learner
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     cam = cfg.camera
     mic = MicrophoneSource(device=args.audio_device or cfg.audio.device or None,
-                           device_rate=None if cfg.audio.sample_rate == SAMPLE_RATE else cfg.audio.sample_rate,
+                           device_rate=(None if cfg.audio.sample_rate == SAMPLE_RATE
+                                        else cfg.audio.sample_rate),
                            block_ms=cfg.audio.block_ms, queue_blocks=cfg.audio.queue_blocks)
     mic.start()  # fail now, with the list of devices, before a thread runs or a memory file is made
     try:
