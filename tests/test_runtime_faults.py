@@ -175,6 +175,21 @@ def test_empty_transcript_and_header_only_wav_are_warned_about(sample, tmp_path,
     assert rc == 0 and "warning:" in cap.err and "no audio" in cap.err, cap.err
 
 
+def test_a_video_without_frames_is_warned_about_and_an_empty_file_is_an_error(sample, tmp_path, capsys):
+    import cv2
+
+    s = session_copy(sample, tmp_path / "s", audio=False)
+    cv2.VideoWriter(str(s / "session.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (64, 48)).release()
+    rc = replay(sample, s, tmp_path / "m.db")
+    cap = capsys.readouterr()
+    assert rc == 0 and last_json(cap.out)["utterances"] == 0
+    assert "warning:" in cap.err and "no frames were read" in cap.err, cap.err
+    (s / "session.avi").write_bytes(b"")
+    rc = replay(sample, s, tmp_path / "m2.db")
+    err = capsys.readouterr().err
+    assert rc == 1 and "cannot read this video" in err
+
+
 def test_srt_in_cp1252_is_read_with_encoding_or_by_fallback(sample, tmp_path, capsys):
     s = session_copy(sample, tmp_path / "s", audio=False)
     srt = (sample.session / "session.srt").read_text(encoding="utf-8").replace("good job", "très bien")
