@@ -268,7 +268,7 @@ def check_source_rate(rate, what: str) -> int:
             MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE):
         raise DataError(f"{what}: sample rate {rate!r} Hz is outside the supported {MIN_SOURCE_RATE}.."
                         f"{MAX_SOURCE_RATE} Hz (the file is damaged or not ordinary audio); convert it with "
-                        "`sox IN -r 16000 -b 16 out.wav`")
+                        f"`sox IN -r {SAMPLE_RATE} -b 16 out.wav`")
     return int(rate)
 
 

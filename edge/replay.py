@@ -27,6 +27,7 @@ from typing import Any
 from firstwords.edge.capture import IMAGE_SUFFIXES
 from firstwords.edge.errors import DataError, InputError
 from firstwords.edge.frame_files import ImageFolderSource, PacedSource, VideoFileSource
+from firstwords.edge.hear import SAMPLE_RATE
 from firstwords.edge.learner import Learner, LearnerOptions, LearnerReport, LearnerStats
 from firstwords.edge.pair import TimedUtterance
 
@@ -80,10 +81,9 @@ def extract_soundtrack(video: Path, out_wav: Path) -> bool:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return False
-    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac",
-                           "1",
-                           "-ar", "16000", "-c:a", "pcm_s16le", str(out_wav)], capture_output=True,
-                          check=False)
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", str(out_wav)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not out_wav.is_file() or out_wav.stat().st_size <= 44:
         log.info("no soundtrack extracted from %s: %s", video, proc.stderr.decode(errors="replace").strip())
         return False
