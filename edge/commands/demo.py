@@ -22,6 +22,7 @@ from firstwords.edge.errors import FirstwordsError
 HELP = "run the whole chain on the embedded sample corpus: train, export, replay, show what was learned"
 EXAMPLE = "firstwords demo --workdir work --train-minutes 3"
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="work", help="where corpus, checkpoint, bundle, session and "
                                                           "memory go "
@@ -29,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-minutes", type=float, default=3.0,
                         help="training budget in minutes on this machine (default: 3)")
     parser.add_argument("--device-config", default="laptop",
-                        help="device config (a shipped name or a .toml path) for export and replay (default: laptop)")
+                        help="device config (a shipped name or a .toml path) for export and replay "
+                             "(default: laptop)")
     parser.add_argument("--session-minutes", type=float, default=10.0,
                         help="minutes of the recorded session to replay (spoken soundtrack -> VAD -> speech "
                              "recognition; default: 10)")
