@@ -26,7 +26,7 @@ from typing import Any
 
 from firstwords.edge.errors import BundleError
 from firstwords.edge.quantization import QUANTIZATION_FORMATS
-from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.tokenize import LEGACY_RULE, MAX_TOKENS, SPECIAL_TOKENS, Vocab, rule_of
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class UtteranceSpec:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
+    rule: str  # edge.tokenize's rule version; a manifest without one gets the old rule (with a warning)
     lowercase: bool
     strip_punctuation: bool
     max_tokens: int
@@ -201,17 +202,23 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     utterance = UtteranceSpec(
         path=root / _member(utt_m, "file", UTTERANCE_FILE, files, bad),
         input=_str(utt_m, "input", "tokens", bad), output=_str(utt_m, "output", "embedding", bad))
+    try:
+        rule = rule_of(tok_m.get("rule"), f"bundle {source}")
+    except BundleError as e:
+        raise bad(f"tokenizer.rule: {e}") from e
     tokenizer = TokenizerSpec(
-        lowercase=bool(tok_m.get("lowercase", True)), strip_punctuation=bool(tok_m.get("strip_punctuation", True)),
+        rule=rule, lowercase=bool(tok_m.get("lowercase", True)),
+        strip_punctuation=bool(tok_m.get("strip_punctuation", rule == LEGACY_RULE)),
         max_tokens=_posint(tok_m, "max_tokens", bad, default=MAX_TOKENS),
         add_sos_eos=bool(tok_m.get("add_sos_eos", True)))
     specials = tok_m.get("special_tokens", SPECIAL_TOKENS)
     if specials != SPECIAL_TOKENS:
         raise bad(f"tokenizer.special_tokens must be {SPECIAL_TOKENS} (CVCL's layout), got {specials!r}")
-    if not (tokenizer.lowercase and tokenizer.strip_punctuation and tokenizer.add_sos_eos):
-        raise bad("this firstwords only implements CVCL's tokenisation (lowercase, strip punctuation, <sos>/<eos>)")
+    if not (tokenizer.lowercase and tokenizer.add_sos_eos) or tokenizer.strip_punctuation != (rule == LEGACY_RULE):
+        raise bad(f"tokenizer {tok_m!r} is not a tokenisation this firstwords implements (rule {rule}: lowercase, "
+                  f"<sos>/<eos>, strip_punctuation {str(rule == LEGACY_RULE).lower()})")
 
-    vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens)
+    vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens, rule=rule)
 
     spatial = image_m.get("spatial")  # optional second output for localisation maps (edge.report.maps)
     extra = (spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str) else ()

@@ -6,8 +6,8 @@ stay under the cap. When the pages in use pass the main file's share, the oldest
 same transaction as the update that passed it, down to 90 % of the share, and counted (state
 `evicted_episodes`); the words stay (their learning is in their sums). Freed pages are reused by later
 updates, and a few at a time are given back to the OS (incremental vacuum, bounded so that no update waits
-long). A memory created before the cap existed reuses freed pages but gives none back until the next `forget`
-vacuums it.
+long) once the file has incremental auto-vacuum, which the first `forget` (a VACUUM) gives it; a new file
+starts without it, to take as few pages as it can on a nearly full card, and reuses its freed pages.
 """
 
 from __future__ import annotations

@@ -63,7 +63,8 @@ def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str,
     full disk, a read-only place and a damaged file each say what they are and what to do."""
     code = getattr(e, "sqlite_errorcode", None)
     text = str(e).lower()
-    if code == sqlite3.SQLITE_FULL or "full" in text:
+    if code == sqlite3.SQLITE_FULL or "full" in text or ("i/o error" in text and not in_memory
+                                                         and _nearly_full(Path(path).parent)):
         return MemoryStoreError(f"the disk is full (or the database size limit was reached) while {doing} "
                                 f"{path}; nothing of this update was saved and the previous state is intact; "
                                 f"free some space or lower [memory] max_disk_mb / capacity_episodes")
@@ -80,6 +81,16 @@ def explain_sqlite_error(e: sqlite3.Error, path: str, doing: str,
         return damaged_error(path, str(e))
     return MemoryStoreError(f"SQLite failed while {doing} the memory database {path} ({e}); the previous "
                             f"state is intact")
+
+
+def _nearly_full(folder: Path) -> bool:
+    """Less than 1 MiB free where the memory lives (a failed write there is a full disk, whatever SQLite
+    says)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
 
 
 def read_only_error(path: str | Path, reason: str) -> MemoryStoreError:

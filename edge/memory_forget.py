@@ -20,6 +20,7 @@ import numpy as np
 from firstwords.edge.errors import MemoryStoreError
 from firstwords.edge.memory_files import read_only_error, read_only_reason, sqlite_uri, writer_holder
 from firstwords.edge.memory_rule import Background, WordRow
+from firstwords.edge.memory_schema import FORGET_REQUESTS
 from firstwords.edge.memory_store import MemoryStore, blob
 from firstwords.edge.memory_table import WordTable
 
@@ -87,6 +88,8 @@ def write_forget(store: MemoryStore, gone: list[str], keep: list[WordRow], ids: 
 
 def pending_requests(store: MemoryStore) -> list[tuple[int, str, str]]:
     """(id, kind, value) of the forget requests not applied yet, oldest first."""
+    if not store.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'forget_requests'"):
+        return []
     return store.query("SELECT id, kind, value FROM forget_requests WHERE applied_at IS NULL ORDER BY id")
 
 
@@ -97,6 +100,7 @@ def request_forget(path: str | Path, kind: str, value: str) -> int:
     try:
         db = sqlite3.connect(str(path), timeout=30.0)
         try:
+            db.execute(FORGET_REQUESTS)
             with db:
                 cur = db.execute("INSERT INTO forget_requests(kind, value, requested_at) VALUES (?, ?, ?)",
                                  (kind, value, time.time()))

@@ -6,7 +6,7 @@ import sqlite3
 import time
 
 APP_ID = "firstwords-memory"
-SCHEMA_VERSION = 2  # v2: episode_words.confidence, forget_requests (a v1 file is upgraded by a writable open)
+SCHEMA_VERSION = 2  # v2: episode_words.confidence (a v1 file is upgraded by a writable open)
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,18 +43,20 @@ CREATE TABLE episode_words (
     PRIMARY KEY (word, episode_id)
 ) WITHOUT ROWID;
 CREATE INDEX episode_words_ep ON episode_words(episode_id);
-CREATE TABLE forget_requests (
+"""
+# Made by the first `firstwords forget` that finds a writer running (edge.memory_forget), not with the file:
+# a new memory takes as few pages as it can (it may be made on a nearly full card).
+FORGET_REQUESTS = """
+CREATE TABLE IF NOT EXISTS forget_requests (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,           -- 'word' or 'since'
     value TEXT NOT NULL,
     requested_at REAL NOT NULL,
     applied_at REAL,              -- NULL until the writer has applied it
     result TEXT                   -- JSON: what was removed
-);
-"""
+)"""
 _UPGRADE_1_TO_2 = [
     "ALTER TABLE episode_words ADD COLUMN confidence REAL NOT NULL DEFAULT 1.0",
-    _SCHEMA[_SCHEMA.index("CREATE TABLE forget_requests"):],
     "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
 ]
 

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +50,7 @@ class EpisodeRow:
     learned_mean: np.ndarray  # float32 [D]
     n_frames: int
     credits: dict[str, float]  # word -> credit taken
-    confidence: dict[str, float]  # word -> the recogniser's confidence
+    confidence: dict[str, float] = field(default_factory=dict)  # word -> the recogniser's confidence (else 1)
     media: bytes | None = None
 
 
@@ -137,8 +137,6 @@ class MemoryStore:
         if not tables and self.read_only:
             raise MemoryStoreError(f"{self.path} is an empty file, not a firstwords memory; check --memory")
         if not self._in_memory and not self.read_only:
-            if not tables:  # must precede the first table; lets the disk cap give pages back to the OS
-                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
                 raise MemoryStoreError(f"cannot switch {self.path} to WAL mode (got {mode}); is it on a "
@@ -395,4 +393,5 @@ class MemoryStore:
             self._release()
 
 
-__all__ = ["APP_ID", "SCHEMA_VERSION", "BatchResult", "EpisodeRow", "MemoryStore", "blob"]
+__all__ = ["APP_ID", "SCHEMA_VERSION", "Background", "BatchResult", "EpisodeRow", "MemoryStore", "WordRow",
+           "blob"]

@@ -41,7 +41,7 @@ from firstwords.edge.bundle import (
     sha256_file,
 )
 from firstwords.edge.errors import BundleError
-from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.tokenize import Vocab, manifest_entry
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ def firstwords_version() -> str:
 
 
 def default_tokenizer() -> dict[str, Any]:
-    return {"lowercase": True, "strip_punctuation": True, "max_tokens": MAX_TOKENS, "add_sos_eos": True,
-            "special_tokens": dict(SPECIAL_TOKENS)}
+    return manifest_entry()
 
 
 def vocab_json(vocab: Vocab | Mapping[str, int]) -> bytes:
@@ -221,6 +220,9 @@ def _write(out: Path, image_onnx_path: Path, utterance_onnx_path: Path, vocab: V
         shutil.copyfile(utterance_onnx_path, tmp / UTTERANCE_FILE)
         (tmp / VOCAB_FILE).write_bytes(vocab_json(vocab))
         files = {n: tmp / n for n in (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)}
+        if isinstance(vocab, Vocab):  # the manifest names the rule the vocabulary was counted with
+            tok = {**manifest_fields.get("tokenizer", {}), **manifest_entry(vocab.rule, vocab.max_tokens)}
+            manifest_fields = {**manifest_fields, "tokenizer": tok}
         manifest = build_manifest(files, manifest_fields)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for p in tmp.iterdir():

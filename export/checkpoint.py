@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 from firstwords.edge.errors import ConfigError, DataError
-from firstwords.edge.tokenize import Vocab
+from firstwords.edge.tokenize import Vocab, rule_of
 from firstwords.export.config import DualEncoderConfig, config_from_dict
 from firstwords.export.model import DualEncoder, build_model
 
@@ -87,7 +87,7 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
         "model_config": cfg.name, "embedding_dim": cfg.embedding_dim,
         "input_size": cfg.image.input_size, "mean": list(cfg.image.mean), "std": list(cfg.image.std),
-        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "saved_at": time.time(),
+        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "tokenizer": vocab.rule, "saved_at": time.time(),
     }
     info.update(meta or {})
     _write_json(tmp / "meta.json", info)
@@ -152,7 +152,8 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = False):
     except ConfigError as e:
         raise DataError(f"{ck}: its model config is invalid: {e}") from e
     try:
-        vocab = Vocab.from_file(ck / "vocab.json", max_tokens=cfg.utterance.max_tokens)
+        rule = rule_of(meta.get("tokenizer"), f"checkpoint {ck}")
+        vocab = Vocab.from_file(ck / "vocab.json", max_tokens=cfg.utterance.max_tokens, rule=rule)
     except Exception as e:  # BundleError from edge.tokenize
         raise DataError(f"{ck}/vocab.json: {e}") from e
     try:

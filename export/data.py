@@ -1,8 +1,9 @@
-"""Training and evaluation data readers: CVCL's metadata format, its raw transcript CSV, eval sets, pairs.
+"""Training and evaluation data readers: CVCL's metadata format, eval sets, pairs.
 
 Formats (compatible with wkvong/multimodal-baby, so SAYCam users can point firstwords at CVCL's files):
 - metadata `{"data": [{"utterance": "...", "frame_filenames": [...], "timestamps": [...], ...}]}`;
-- raw transcript CSV with columns `Time, Video Name, Utterance, Speaker`;
+- (CVCL's raw transcript CSV, `Time, Video Name, Utterance, Speaker`, is read by the one parser in
+  firstwords.edge.transcripts: `load_transcript(path)` / `parse_cvcl_csv(...)`);
 - eval sets either `{"data": [{"category": "shoe", "frame_filename": "eval_frames/000001.jpg"}]}` (ours) or
   CVCL's pre-generated trials `{"data": [{"target_category", "target_img_filename", "foil_categories",
   "foil_img_filenames", "trial_num"}]}`.
@@ -15,7 +16,6 @@ train extra (the torch dataset over these records is `export.pairs.PairDataset`)
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import logging
 import math
@@ -71,15 +71,6 @@ class LoadReport:
         for kind, n in sorted(self.problems.items()):
             lines.append(f"  {kind}: {n} (e.g. {'; '.join(self.examples.get(kind, []))})")
         return "\n".join(lines)
-
-
-@dataclass
-class TranscriptRow:
-    time: float | None  # seconds from the start of the video; None when the Time cell is not a time
-    video: str
-    utterance: str
-    speaker: str
-    raw_time: str = ""
 
 
 @dataclass
@@ -222,66 +213,6 @@ def load_cvcl_metadata(json_path: str | Path, frames_root: str | Path | None = N
                            f"\nFrame paths were resolved under {root}; pass frames_root if they live "
                            "elsewhere."))
     return report
-
-
-_TIME_SPLIT = re.compile(r"[:.,;]")
-
-
-def parse_transcript_time(cell: str) -> float | None:
-    """SAYCam's Time cells: seconds ("12.5"), "m:ss", "h:mm:ss", or a range "m:ss-m:ss" (its start)."""
-    s = cell.strip().split("-")[0].strip()
-    if not s:
-        return None
-    try:
-        return float(s) if ":" not in s else _clock(s)
-    except ValueError:
-        return None
-
-
-def _clock(s: str) -> float:
-    parts = s.split(":")
-    if len(parts) > 3 or not all(parts):
-        raise ValueError(s)
-    secs = 0.0
-    for p in parts:
-        secs = secs * 60 + float(p)
-    return secs
-
-
-def load_transcript_csv(csv_path: str | Path) -> list[TranscriptRow]:
-    """CVCL's raw transcript CSV (`Time, Video Name, Utterance, Speaker`; header names matched loosely).
-    Rows with an empty utterance are skipped with a log line; unparseable times become None (counted)."""
-    path = Path(csv_path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: transcript CSV not found") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the transcript as UTF-8") from e
-    reader = csv.DictReader(text.splitlines())
-    norm = {re.sub(r"[^a-z]", "", (h or "").lower()): h for h in (reader.fieldnames or [])}
-    need = {"time": "Time", "videoname": "Video Name", "utterance": "Utterance", "speaker": "Speaker"}
-    missing = [v for k, v in need.items() if k not in norm]
-    if missing:
-        raise DataError(f"{path}: transcript CSV lacks column(s) {', '.join(missing)}; CVCL's columns are "
-                        f"Time, Video Name, Utterance, Speaker (found: {', '.join(reader.fieldnames or [])})")
-    rows, empty, bad_time = [], 0, 0
-    for r in reader:
-        utt = (r.get(norm["utterance"]) or "").strip()
-        if not utt:
-            empty += 1
-            continue
-        raw = (r.get(norm["time"]) or "").strip()
-        t = parse_transcript_time(raw)
-        bad_time += t is None
-        rows.append(TranscriptRow(t, (r.get(norm["videoname"]) or "").strip(), utt,
-                                  (r.get(norm["speaker"]) or "").strip(), raw))
-    if empty or bad_time:
-        log.warning("%s: %d rows without an utterance skipped, %d rows with an unreadable Time", path, empty,
-                    bad_time)
-    if not rows:
-        raise DataError(f"{path}: the transcript has no rows with an utterance")
-    return rows
 
 
 def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) -> EvalSet:

@@ -136,21 +136,6 @@ def test_load_frame_errors_name_the_file(corpus):
         data.load_frame(corpus / "gone.png")
 
 
-def test_transcript_csv(tmp_path):
-    p = tmp_path / "t.csv"
-    p.write_text("Time,Video Name,Utterance,Speaker\n"
-                 "0:05,S_001.mp4,look at the ball,M\n"
-                 "1:02-1:04,S_001.mp4,where's the cat?,F\n"
-                 "12.5,S_001.mp4,,M\n"
-                 "??,S_001.mp4,all done,M\n", encoding="utf-8")
-    rows = data.load_transcript_csv(p)
-    assert [(r.time, r.utterance, r.speaker) for r in rows] == [
-        (5.0, "look at the ball", "M"), (62.0, "where's the cat?", "F"), (None, "all done", "M")]
-    p.write_text("When,Text\n1,hi\n")
-    with pytest.raises(DataError, match="Time, Video Name, Utterance, Speaker"):
-        data.load_transcript_csv(p)
-
-
 def test_eval_set_ours_and_cvcl_trials(corpus):
     ours = corpus / "eval.json"
     ours.write_text(json.dumps({"data": [{"category": "shoe", "frame_filename": "frames/000000.png"},

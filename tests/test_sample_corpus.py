@@ -128,7 +128,7 @@ def test_speech_statistics(tiny):
 
 
 def test_timeline_and_transcript_agree(tiny):
-    from firstwords.export.data import load_transcript_csv
+    from firstwords.edge.transcripts import load_transcript
     out, _ = tiny
     tl = _load(out / "timeline.json")
     times = [f["t"] for f in tl["frames"]]
@@ -138,9 +138,9 @@ def test_timeline_and_transcript_agree(tiny):
     assert starts == sorted(starts) and all(u["end"] > u["start"] for u in tl["utterances"])
     assert all(a["end"] <= b["start"] for a, b in zip(tl["utterances"], tl["utterances"][1:]))  # no overlap
     assert tl["duration"] >= tl["utterances"][-1]["end"]
-    rows = load_transcript_csv(out / "transcript.csv")
-    assert [r.utterance for r in rows] == [u["text"] for u in tl["utterances"]]
-    assert np.allclose([r.time for r in rows], starts, atol=0.06)
+    rows = load_transcript(out / "transcript.csv")
+    assert [r.text for r in rows] == [u["text"] for u in tl["utterances"]]
+    assert np.allclose([r.start for r in rows], starts, atol=0.06)
     assert {r.video for r in rows} == {"session_000.mp4"}
 
 

@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.seconds > 0 or not 0 <= args.warmup < 1:
         ap.error("--seconds must be positive and --warmup in [0, 1)")
 
-    from firstwords.edge.encode import Encoder
-    from firstwords.edge.memory import AssociativeMemory
     from firstwords.edge.replay import discover_session, replay
+    from firstwords.edge.runtime import build_runtime
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     session, bundle = ensure_sample(args.workdir, args.session, args.bundle)
@@ -107,17 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
-    enc = Encoder(bundle, threads=args.threads)
-    mem = AssociativeMemory(db, enc.dim, capacity_words=args.capacity_words,
-                            capacity_episodes=args.capacity_episodes)
-    vad = recognizer = None
+    words = None
     if args.audio:
-        from firstwords.edge.asr import make_recognizer
-        from firstwords.edge.vad import make_vad
-
         meta = json.loads((session / "session.json").read_text()) if (session / "session.json").is_file() else {}
         words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see", "it's"]
-        vad, recognizer = make_vad("energy"), make_recognizer("pocketsphinx", vocabulary=words)
+    rt = build_runtime("laptop", bundle, db, realtime=False, speech=args.audio, threads=args.threads,
+                       capacity_words=args.capacity_words, capacity_episodes=args.capacity_episodes,
+                       vocabulary=words)
+    enc, mem, vad, recognizer = rt.encoder, rt.memory, rt.vad, rt.recognizer
 
     rows = []
     t0 = time.monotonic()
@@ -128,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.capacity_words} words / {args.capacity_episodes} episodes", flush=True)
     while time.monotonic() - t0 < args.seconds:
         words_from = "audio" if args.audio and it % 2 == 1 else "transcript"
-        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None, vad=vad,
-                     recognizer=recognizer, install_signal_handlers=False)
+        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None, options=rt.options,
+                     vad=vad, recognizer=recognizer, install_signal_handlers=False)
         it += 1
         media += rep.media_seconds
         utts += rep.stats["utterances"]
@@ -142,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                      "db_main_kb": db.stat().st_size / 1024, "wal_kb": (wal.stat().st_size if wal.exists() else 0) / 1024,
                      "words": st["words"], "episodes": st["episodes"], "utterances_total": st["utterances_learned"]})
     wall = time.monotonic() - t0
-    mem.close()
+    rt.close()
 
     print(f"\n{'t s':>7} {'iter':>5} {'source':>10} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'DB KB':>8} {'WAL KB':>8} "
           f"{'words':>6} {'episodes':>8}")

@@ -21,25 +21,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answers as one JSON line")
 
 
-def read_image(path: str):
-    from firstwords.edge.capture import import_cv2
-    from firstwords.edge.errors import InputError
-
-    cv2 = import_cv2()
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{path}: not a readable image (png, jpg, bmp, ...)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def encode_image_files(encoder, paths, batch: int = 64):
-    """Image embeddings [N, D] of image files, read and encoded `batch` at a time (bounded RAM)."""
-    import numpy as np
-
-    return np.concatenate([encoder.encode_image([read_image(str(p)) for p in paths[i:i + batch]])
-                           for i in range(0, len(paths), batch)])
-
-
 def run(args: argparse.Namespace) -> int:
     from firstwords.edge.errors import InputError
     from firstwords.edge.memory import AssociativeMemory
@@ -50,14 +31,15 @@ def run(args: argparse.Namespace) -> int:
     if args.image:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
+        from firstwords.edge.bundle import load_bundle
+        from firstwords.edge.encode import Encoder
+        from firstwords.edge.images import read_image
+
         if not Path(args.image).is_file():
             missing = not Path(args.image).exists()
             raise InputError(f"{args.image}: no such image file; check the path" if missing
                              else f"{args.image}: not a regular file; give an image file (png, jpg, ...)")
-        image = read_image(args.image)  # an unreadable image is said before anything loads
-        from firstwords.edge.bundle import load_bundle
-        from firstwords.edge.encode import Encoder
-
+        image = read_image(args.image)  # an unreadable or huge image is said before anything loads
         with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
             enc = Encoder(load_bundle(args.bundle), threads=1)
             if enc.dim != mem.dim:

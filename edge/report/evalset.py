@@ -29,7 +29,7 @@ class EvalSet:
 
     def frames(self) -> list[np.ndarray]:
         if self._frames is None:
-            from firstwords.edge.commands.ask import read_image
+            from firstwords.edge.images import read_image
 
             try:
                 self._frames = [read_image(str(p)) for p in self.files]
