@@ -272,7 +272,8 @@ def test_profile_memory_tool(bundle):
 
 def test_profile_growth_tool_quick(bundle, tmp_path):
     proc = _run_tool("profile_growth", "--config", "laptop", "--bundle", str(bundle), "--quick", "--out",
-                     str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3", "--skip", "length,size")
+                     str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3",
+                     "--skip", "length,size")
     assert proc.returncode == 0, proc.stderr
     figures = _last_json(proc.stdout)
     assert [s["metric"] for s in figures["sweeps"]] == ["memory_update", "memory_query", "image_encode"]
