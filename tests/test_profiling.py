@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -234,67 +235,59 @@ def test_sweeps(bundle, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ the tools
 
-def _tool(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_profile_latency_tool_prints_table_then_json(bundle, capsys):
-    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(bundle), "--runs", "3",
-                                        "--threads",
-                                        "1", "--words", "50", "--stages",
-                                        "frame_preprocess,image_encode,pairing"])
-    out = capsys.readouterr().out
-    assert rc == 0
+def _run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_profile_latency_tool_prints_table_then_json(bundle):
+    proc = _run_tool("profile_latency", "--config", "laptop", "--bundle", str(bundle), "--runs", "3",
+                     "--threads", "1", "--words", "50", "--stages", "frame_preprocess,image_encode,pairing")
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
     assert "stage" in out.splitlines()[1] and "budget" in out.splitlines()[1]
     figures = _last_json(out)
     assert set(figures["stages"]) == {"frame_preprocess", "image_encode", "pairing"}
     assert figures["threads"] == 1
 
 
-def test_profile_latency_tool_missing_bundle_is_an_error(tmp_path, capsys):
-    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(tmp_path / "nope")])
-    assert rc == 2 and "no such bundle" in capsys.readouterr().err
+def test_profile_latency_tool_missing_bundle_is_an_error(tmp_path):
+    proc = _run_tool("profile_latency", "--config", "laptop", "--bundle", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "no such bundle" in proc.stderr
 
 
-def test_profile_memory_tool(bundle, capsys):
-    rc = _tool("profile_memory").main(["--config", "rpi-zero-2w", "--bundle", str(bundle), "--words", "200",
-                                       "--threads", "1", "--no-variants"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    figures = _last_json(out)
+def test_profile_memory_tool(bundle):
+    proc = _run_tool("profile_memory", "--config", "rpi-zero-2w", "--bundle", str(bundle), "--words", "200",
+                     "--threads", "1", "--no-variants")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     assert figures["budget_mb"] == 250.0 and figures["words"] == 200
     assert figures["peak_mb"] > figures["breakdown"]["python_baseline_mb"] > 0
     assert figures["breakdown"]["memory_matrix_mb"] > 0
 
 
-def test_profile_growth_tool_quick(bundle, tmp_path, capsys):
-    rc = _tool("profile_growth").main(["--config", "laptop", "--bundle", str(bundle), "--quick", "--out",
-                                       str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3",
-                                       "--skip", "length,size"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    figures = _last_json(out)
+def test_profile_growth_tool_quick(bundle, tmp_path):
+    proc = _run_tool("profile_growth", "--config", "laptop", "--bundle", str(bundle), "--quick", "--out",
+                     str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3",
+                     "--skip", "length,size")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     assert [s["metric"] for s in figures["sweeps"]] == ["memory_update", "memory_query", "image_encode"]
     assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "growth.json").read_text())["sweeps"] == figures["sweeps"]
 
 
 @pytest.mark.slow
-def test_profile_growth_tool_session_length(sample, tmp_path, capsys):
-    rc = _tool("profile_growth").main(["--config", "laptop", "--bundle", str(sample.bundle), "--session",
-                                       str(sample.session), "--out", str(tmp_path), "--minutes", "0.5,1,2",
-                                       "--skip", "memory,size,threads"])
-    figures = _last_json(capsys.readouterr().out)
-    assert rc == 0
+def test_profile_growth_tool_session_length(sample, tmp_path):
+    proc = _run_tool("profile_growth", "--config", "laptop", "--bundle", str(sample.bundle), "--session",
+                     str(sample.session), "--out", str(tmp_path), "--minutes", "0.5,1,2", "--skip",
+                     "memory,size,threads")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     sweep = figures["sweeps"][0]
     assert sweep["variable"] == "session length" and len(sweep["y"]) == 3
 
