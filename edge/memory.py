@@ -149,11 +149,14 @@ class AssociativeMemory:
         (nothing learned, previous state intact)."""
         return self.learn_batch([Moment(words, frame_embeddings, t, utterance_text, prior, media)])[0]
 
-    def learn_batch(self, moments: Sequence[Moment]) -> list[LearnReport]:
-        """Learn from several moments, in order, in ONE transaction (all or nothing)."""
+    def learn_batch(self, moments: Sequence[Moment], *, ledger: Mapping[str, str] | None = None
+                    ) -> list[LearnReport]:
+        """Learn from several moments, in order, in ONE transaction (all or nothing). `ledger`: entries
+        written in that same transaction (e.g. which recorded session these moments are), read back with
+        `ledger()`: a batch and its ledger entries are in the memory together or not at all."""
         # every moment checked before anything changes
         checked = [check_moment(m, self.dim, self.params.min_word_confidence) for m in moments]
-        if not checked:
+        if not checked and not ledger:
             return []
         with self._lock:
             self._check_open()
@@ -175,10 +178,12 @@ class AssociativeMemory:
                 reports.append(rep)
                 learned.append(rep)
             if not episodes:
+                if ledger:
+                    self._store.write_ledger(ledger)
                 return reports
             bg.total = bg.total.astype(np.float32)
             result = self._store.write_batch(list(staged.values()), episodes, bg, self.capacity_words,
-                                             self.capacity_episodes, protect=set(staged))
+                                             self.capacity_episodes, protect=set(staged), ledger=ledger)
             # Committed: now (and only now) bring RAM in line.
             for r in staged.values():
                 self._table.put(r)
@@ -193,6 +198,12 @@ class AssociativeMemory:
             log.info("memory full: evicted %d weakest words (%s ...)", len(result.evicted_words),
                      ", ".join(result.evicted_words[:5]))
         return reports
+
+    def ledger(self, prefix: str = "") -> dict[str, str]:
+        """The ledger entries (written with learn_batch) whose key starts with `prefix`."""
+        with self._lock:
+            self._check_open()
+            return self._store.read_ledger(prefix)
 
     def _learn_one(self, m: CheckedMoment, staged: dict[str, WordRow], bg) -> tuple[EpisodeRow, LearnReport]:
         frames = m.frames

@@ -14,7 +14,7 @@ import logging
 import math
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +40,9 @@ from firstwords.edge.memory_schema import (
 )
 
 log = logging.getLogger(__name__)
+
+LEDGER_NS = "ledger:"  # meta keys of the ledger (AssociativeMemory.learn_batch(..., ledger=...))
+
 
 @dataclass
 class EpisodeRow:
@@ -305,10 +308,13 @@ class MemoryStore:
                              "value = COALESCE(value, 0) + excluded.value", (key, n))
 
     def write_batch(self, words: list[WordRow], episodes: list[EpisodeRow], background: Background,
-                    capacity_words: int, capacity_episodes: int, protect: set[str]) -> BatchResult:
+                    capacity_words: int, capacity_episodes: int, protect: set[str],
+                    ledger: Mapping[str, str] | None = None) -> BatchResult:
         """One transaction: upsert the words, add the episodes, store the background, evict beyond capacity
-        and beyond the disk cap (never a word in `protect`, the words of this batch). All or nothing."""
+        and beyond the disk cap (never a word in `protect`, the words of this batch), write the ledger
+        entries. All or nothing."""
         with self.transaction("writing to") as db:
+            self._put_ledger(db, ledger)
             db.executemany(
                 "INSERT INTO words(word, proto_sum, weight, weight_sq, cooc_sum, cooc_count, exposures, "
                 "prior, first_seen, last_seen, last_utt) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(word) DO "
@@ -342,6 +348,22 @@ class MemoryStore:
         if n_disk:
             self.disk.give_back(self._db, self._lock)
         return BatchResult(ids, evicted_words, n_ep)
+
+    def write_ledger(self, ledger: Mapping[str, str]) -> None:
+        with self.transaction("writing to") as db:
+            self._put_ledger(db, ledger)
+
+    @staticmethod
+    def _put_ledger(db: sqlite3.Connection, ledger: Mapping[str, str] | None) -> None:
+        # In the meta table, namespaced so that no entry can overwrite the memory's own keys.
+        if ledger:
+            db.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                           [(LEDGER_NS + k, str(v)) for k, v in ledger.items()])
+
+    def read_ledger(self, prefix: str = "") -> dict[str, str]:
+        head = LEDGER_NS + prefix
+        rows = self._db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(head), head))
+        return {k[len(LEDGER_NS):]: v for k, v in rows}
 
     def _evict_words(self, capacity: int, now_utt: int, protect: set[str]) -> list[str]:
         n = self._db.execute("SELECT COUNT(*) FROM words").fetchone()[0]

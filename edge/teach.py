@@ -98,7 +98,7 @@ class Teacher:
                     vecs = self.encoder.encode_utterance(known)
                 prior = dict(zip(known, vecs, strict=True))
             with self.latency.time("memory_update"):
-                self.memory.learn(ws, frames, u.start, text, prior=prior, **kw)
+                self.memory.learn(heard, frames, u.start, text, prior=prior, **kw)
         except InputError as e:  # the memory refused this utterance (nothing learned): skip it, learn on
             self.stats.utterances_rejected += 1
             self.reject("utterance", e)

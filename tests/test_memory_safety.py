@@ -255,3 +255,25 @@ def test_a_path_with_odd_characters_opens_for_reading_and_writing(tmp_path):
         assert mem.exposures("ball") == 1
     with AssociativeMemory.open_existing(path) as mem:
         assert mem.forget_word("ball")["episodes_removed"] == 1
+
+
+def test_a_batch_and_its_ledger_entries_are_written_together(tmp_path):
+    """The ledger (which recorded session a batch is) commits with the batch, or neither does."""
+    import numpy as np
+    from firstwords.edge.errors import InputError
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.memory_moment import Moment
+
+    frames = np.random.default_rng(0).standard_normal((3, 8)).astype(np.float32)
+    with AssociativeMemory(tmp_path / "m.db", 8) as mem:
+        mem.learn_batch([Moment(["ball"], frames, 1.0, "ball")], ledger={"session:day1": "{}"})
+        mem.learn_batch([], ledger={"session:day2": "{}"})  # a session that taught nothing is still recorded
+        bad = Moment(["dog"], np.full((3, 8), np.nan, np.float32), 2.0, "dog")
+        try:
+            mem.learn_batch([Moment(["cat"], frames, 2.0, "cat"), bad], ledger={"session:day3": "{}"})
+        except InputError:
+            pass
+        assert mem.ledger("session:") == {"session:day1": "{}", "session:day2": "{}"}
+        assert sorted(mem.words()) == ["ball"]
+    with AssociativeMemory.open_existing(tmp_path / "m.db") as mem:  # and it survives reopening
+        assert set(mem.ledger()) == {"session:day1", "session:day2"}
