@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from firstwords.edge.bundle import Bundle, load_bundle
 from firstwords.edge.errors import BundleError, InputError
+from firstwords.edge.ort import onnxruntime
 from firstwords.edge.preprocess import prepare_images
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,7 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
     With `model_bytes` the session is built from those (already verified) bytes; `path` only names it.
     `tune(session_options)` may change further settings (e.g. onnxruntime's memory options) before the
     session is made."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()  # telemetry off (edge/ort.py)
     opts = ort.SessionOptions()
     if threads is not None:
         if type(threads) is not int or threads < 1:

@@ -5,9 +5,10 @@
 #   sox             audio conversion used by tests
 #   dataset-fashion-mnist  full source for tools/build_sample_corpus.py (a subset ships in data/)
 #   ffmpeg          replay of a video's own soundtrack (optional: a .wav beside the video works without it)
+#   strace          the privacy test watches a replay's system calls: no internet socket (onnxruntime telemetry)
 # Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
 set -u
-pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins ffmpeg)
+pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins ffmpeg strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
