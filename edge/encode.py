@@ -11,12 +11,14 @@ The same names exist on the torch model (export.model.DualEncoder), over tensors
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from firstwords.edge.bundle import Bundle, load_bundle
+from firstwords.edge.config import max_threads
 from firstwords.edge.errors import BundleError, InputError
 from firstwords.edge.ort import onnxruntime
 from firstwords.edge.preprocess import prepare_images
@@ -38,6 +40,9 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
     if threads is not None:
         if type(threads) is not int or threads < 1:
             raise InputError(f"threads must be a positive integer, got {threads!r}")
+        if threads > max_threads():
+            raise InputError(f"threads = {threads} is too many: at most {max_threads()} on this machine "
+                             f"({os.cpu_count() or 1} cores); use {os.cpu_count() or 1} or fewer")
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -97,3 +97,17 @@ def test_bad_arrays_raise_input_error(enc):
 def test_bad_threads(bundle):
     with pytest.raises(InputError, match="threads"):
         Encoder(bundle, threads=0)
+
+
+def test_threads_beyond_the_machine_are_refused_before_any_thread_starts(bundle):
+    """threads = 100000 (a typo, or --threads) used to start ~1000 OS threads and hang the machine."""
+    import os
+    import time
+
+    from firstwords.edge.config import max_threads
+
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"threads = 100000 is too many: at most \d+ on this machine"):
+        Encoder(bundle, threads=100000)
+    assert time.monotonic() - t0 < 5
+    assert Encoder(bundle, threads=min(max_threads(), 2 * (os.cpu_count() or 1))).dim == DIM
