@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -361,6 +362,8 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
     if "ptrace" in proc.stderr and "Operation not permitted" in proc.stderr:
         pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 130, (proc.returncode, proc.stdout[-1500:], proc.stderr[-3000:])  # stopped by us
+    media = re.search(r"media ([0-9.]+) s in", proc.stdout)
+    assert media and float(media.group(1)) >= 10, f"the replay ran too briefly to tell:\n{proc.stdout[-1500:]}"
     traced = log.read_text()
     assert _inet_sockets(traced) == [], "internet sockets opened:\n" + "\n".join(_inet_sockets(traced)[:10])
     cached = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
