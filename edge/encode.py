@@ -84,10 +84,12 @@ class Encoder:
     def _check_finite_outputs(self) -> None:
         """Refuse a bundle whose towers give NaN / inf for a plain input (one grey frame, one unknown word): such
         a bundle would learn nothing, silently. One tiny run per tower."""
-        probes = (("image", self.bundle.image.path, lambda: self.encode_image_array(
-                      np.zeros((1, 3, self.input_size, self.input_size), np.float32))),
-                  ("utterance", self.bundle.utterance.path, lambda: self.encode_tokens(
-                      self.vocab.encode_batch(["<unk>"]))))
+        img, utt = self.bundle.image, self.bundle.utterance
+        grey = np.zeros((1, 3, self.input_size, self.input_size), np.float32)
+        # The sessions themselves, not encode_*(): a subclass's hooks (and call counts) stay untouched.
+        probes = (("image", img.path, lambda: self._image.run([img.output], {img.input: grey})[0]),
+                  ("utterance", utt.path, lambda: self._utterance.run(
+                      [utt.output], {utt.input: self.vocab.encode_batch(["<unk>"])})[0]))
         for tower, path, probe in probes:
             try:
                 out = probe()
