@@ -15,9 +15,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -340,9 +343,9 @@ def test_inet_socket_scanner_catches_what_onnxruntime_did():
 
 
 def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample, tmp_path):
-    """`firstwords replay` of the soundtrack (VAD + speech recognition + both towers) at real time for ~20 s,
-    under strace: onnxruntime's own telemetry uploader (C++, unseen by Python's audit hooks) looked the telemetry
-    host up from about 9 s on and kept an event queue under ~/.cache/Microsoft; with firstwords it must do
+    """`firstwords replay` of the soundtrack (VAD + speech recognition + both towers) at real time for 16 s once it
+    has started, under strace: onnxruntime's own telemetry uploader (C++, unseen by Python's audit hooks) looked the
+    telemetry host up within seconds and kept an event queue under ~/.cache/Microsoft; with firstwords it must do
     neither. Stopped by SIGINT (the replay flushes and exits 130)."""
     strace = shutil.which("strace")
     if strace is None:
@@ -350,20 +353,36 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
     if not sample.has_audio:
         pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
     pytest.importorskip("pocketsphinx")
-    home, log = tmp_path / "home", tmp_path / "strace.log"
+    home, log, pidfile = tmp_path / "home", tmp_path / "strace.log", tmp_path / "replay.pid"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(tmp_path))
+    # sh writes its pid and becomes the replay (exec), so SIGINT goes to the replay itself, not to strace.
     cmd = [strace, "-f", "-qq", "-e", "trace=socket,connect,sendto", "-o", str(log),
-           "timeout", "--preserve-status", "-s", "INT", "22", sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session),
-           "--bundle", str(sample.bundle), "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio",
-           "--speed", "1", "--threads", "1", "-q"]
-    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
-    if "ptrace" in proc.stderr and "Operation not permitted" in proc.stderr:
-        pytest.skip(f"strace cannot trace here: {proc.stderr.strip()[:200]}")
-    assert proc.returncode == 130, (proc.returncode, proc.stdout[-1500:], proc.stderr[-3000:])  # stopped by us
-    media = re.search(r"media ([0-9.]+) s in", proc.stdout)
-    assert media and float(media.group(1)) >= 10, f"the replay ran too briefly to tell:\n{proc.stdout[-1500:]}"
+           "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pidfile),
+           sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session), "--bundle", str(sample.bundle),
+           "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio", "--speed", "1", "--threads", "1",
+           "-q"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    try:
+        head = []
+        for line in proc.stderr:  # the replay says "replaying frames: ..." when its sources are open
+            head.append(line)
+            if line.startswith("replaying"):
+                time.sleep(16)
+                os.kill(int(pidfile.read_text()), signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=280)
+    finally:
+        watchdog.cancel()
+    err = "".join(head) + err
+    if "ptrace" in err and "Operation not permitted" in err:
+        pytest.skip(f"strace cannot trace here: {err.strip()[:200]}")
+    assert proc.returncode == 130, (proc.returncode, out[-1500:], err[-3000:])  # stopped by us, after flushing
+    media = re.search(r"media ([0-9.]+) s in", out)
+    assert media and float(media.group(1)) >= 12, f"the replay ran too briefly to tell:\n{out[-1500:]}"
     traced = log.read_text()
     assert _inet_sockets(traced) == [], "internet sockets opened:\n" + "\n".join(_inet_sockets(traced)[:10])
     cached = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
