@@ -387,3 +387,16 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
     assert _inet_sockets(traced) == [], "internet sockets opened:\n" + "\n".join(_inet_sockets(traced)[:10])
     cached = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
     assert cached == [], f"written under HOME: {cached}"
+
+
+@pytest.mark.parametrize("module", ["firstwords.edge.encode", "firstwords.edge.vad", "firstwords.export",
+                                    "firstwords.edge.cli"])
+def test_importing_firstwords_turns_onnxruntime_telemetry_off_before_onnxruntime_is_imported(module):
+    """onnxruntime reads ORT_DISABLE_TELEMETRY when it is imported, so any firstwords entry point must have set it by
+    then: the variable is set, and onnxruntime is not yet imported, right after importing the module."""
+    code = (f"import os, sys\nimport {module}\n"
+            "print(os.environ.get('ORT_DISABLE_TELEMETRY'), 'onnxruntime' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["1", "False"], out.stdout + out.stderr[-1000:]
