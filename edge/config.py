@@ -7,6 +7,7 @@ ConfigError naming the file, the key and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -91,6 +92,31 @@ _TABLES: dict[str, type] = {
 }
 _CHOICES = {("model", "quantization"): QUANTIZATION_FORMATS, ("audio", "vad"): VAD_KINDS,
             ("audio", "recognizer"): RECOGNIZERS}
+THREADS_PER_CORE_MAX = 4  # onnxruntime threads beyond a few per core only fight each other
+
+
+def max_threads() -> int:
+    """The most onnxruntime threads a config (or --threads) may ask for on this machine: 4x its cores, and at least
+    16 so that a config written for a bigger device still loads here (doctor warns about more threads than cores).
+    Beyond that a typo (threads = 100000) would start thousands of OS threads and hang the machine."""
+    return max(16, THREADS_PER_CORE_MAX * (os.cpu_count() or 1))
+
+
+# Upper bounds of numbers whose size the runtime allocates or starts threads for; generous for any device.
+_MAXIMA: dict[tuple[str, str], tuple[float, str]] = {
+    ("camera", "width"): (16384, "pixels"), ("camera", "height"): (16384, "pixels"),
+    ("model", "input_size"): (4096, "pixels"), ("audio", "sample_rate"): (384000, "Hz"),
+}
+
+
+def maximum(table: str, key: str) -> float | None:
+    """The largest value allowed for [table] key, or None when only > 0 is asked."""
+    if (table, key) == ("model", "threads"):
+        return max_threads()
+    bound = _MAXIMA.get((table, key))
+    return None if bound is None else bound[0]
+
+
 # Numbers must be > 0, except these, which must lie within [low, high].
 _RANGES = {("memory", "min_word_confidence"): (0.0, 1.0)}
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
@@ -110,6 +136,12 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
         raise ConfigError(f"{where}: [{table}] {key} must be within {bounds[0]}..{bounds[1]}, got {value!r}")
     if typ in (int, float) and not bounds and not value > 0:
         raise ConfigError(f"{where}: [{table}] {key} must be greater than 0, got {value!r}")
+    top = maximum(table, key)
+    if top is not None and value > top:
+        why = (f"at most {top} here ({THREADS_PER_CORE_MAX}x this machine's {os.cpu_count() or 1} cores, or 16); "
+               f"threads beyond the cores only slow onnxruntime down — use {os.cpu_count() or 1} or fewer"
+               if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
+        raise ConfigError(f"{where}: [{table}] {key} = {value!r} is too large; {why}")
     choices = _CHOICES.get((table, key))
     if choices and value not in choices:
         raise ConfigError(f"{where}: [{table}] {key} = {value!r} is not allowed; use one of: {', '.join(choices)}")

@@ -6,9 +6,10 @@
 #   dataset-fashion-mnist  full source for tools/build_sample_corpus.py (a subset ships in data/)
 #   ffmpeg          replay of a video's own soundtrack (optional: a .wav beside the video works without it)
 #   chromium        the report test renders `firstwords report`'s HTML headless to a PNG (tests/test_report.py)
+#   strace          the privacy test watches a replay's system calls: no internet socket (onnxruntime telemetry)
 # Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
 set -u
-pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins ffmpeg chromium)
+pkgs=(espeak-ng libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins ffmpeg chromium strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
