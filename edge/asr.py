@@ -6,11 +6,11 @@ in seconds from the start of the audio, confidence the recogniser's posterior in
 tokenizer's (`firstwords.edge.tokenize.words`): "that's" may become two HeardWords with one time and confidence.
 
 Hearing is honest: open vocabulary, the bundle's words favoured, never forced. `bias` chooses the search:
-- "open":     (default) the full pronouncing dictionary (134k words) and the bundle's speech language model
-              (`speech_lm.bin`: pocketsphinx's general English model interpolated with a model of the training
-              sentences, built at export time by firstwords.export.lm). Without one (an older bundle, or no
-              bundle given) the general English model alone, with a warning: honest but deaf to many object
-              words until the bundle is re-exported;
+- "open":     (default) the bundle's speech language model and its dictionary (`speech_lm.bin`,
+              `speech.dict`: pocketsphinx's general English model interpolated with a model of the training
+              sentences, built at export time by firstwords.export.lm; manifest key `speech`). Without one (an
+              older bundle, or no bundle given) the general English model and full dictionary alone, with a
+              warning: honest but deaf to many object words until the bundle is re-exported;
 - "lm":       closed vocabulary: a trigram LM of `sentences` restricted to `vocabulary`. Puts vocabulary words
               on any speech (measured: 6.8 object false alarms per minute of speech that names nothing); kept
               for comparison in tools/bench_hearing.py, never for learning;
@@ -153,7 +153,9 @@ class PocketSphinxRecognizer:
         kw: dict = {"loglevel": "FATAL", "hmm": str(paths["hmm"]), "dict": str(paths["dict"]),
                     "bestpath": True}  # bestpath: a lattice, so that every word gets a posterior
         if bias == "open":
-            kw["lm"], self.lm_source = _open_lm(bundle, lm, defaults["lm"])
+            kw["lm"], bundle_dict, self.lm_source = _open_lm(bundle, lm, defaults["lm"])
+            if bundle_dict and not dictionary:
+                kw["dict"] = bundle_dict
         else:
             # A dictionary of just the vocabulary: loads in milliseconds instead of ~0.5 s (134k words) and keeps
             # every search inside the vocabulary.
@@ -227,24 +229,26 @@ class PocketSphinxRecognizer:
         return Transcript(" ".join(w.text for w in words), tuple(words), conf)
 
 
-def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str]:
-    """The language model of the open search and where it came from: the bundle's, a given file, or the
-    general English model (with a warning)."""
+def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str | None, str]:
+    """(language model, dictionary or None, where they came from) of the open search: the bundle's, a given
+    file, or the general English model (with a warning)."""
     if lm is not None:
         if not Path(lm).is_file():
             raise DataError(f"speech language model not found: {lm}")
-        return str(lm), str(lm)
+        return str(lm), None, str(lm)
     speech = (getattr(bundle, "manifest", None) or {}).get("speech") if bundle is not None else None
     if isinstance(speech, dict) and speech.get("lm"):
         path = Path(bundle.path) / str(speech["lm"])
-        if not path.is_file():
-            raise DataError(f"the bundle's speech language model {path} is missing; re-export the bundle")
-        return str(path), (f"bundle ({speech.get('kind', 'interpolated')}, domain weight " \
-                          f"{speech.get('domain_weight', '?')})")
+        words = Path(bundle.path) / str(speech["dict"]) if speech.get("dict") else None
+        for p in (path, words):
+            if p is not None and not p.is_file():
+                raise DataError(f"the bundle's speech model file {p} is missing; re-export the bundle")
+        source = f"bundle ({speech.get('kind', 'interpolated')}, domain weight {speech.get('domain_weight', '?')})"
+        return str(path), str(words) if words else None, source
     log.warning("the bundle has no speech language model (exported before it was added): hearing with "
                 "the general English model only, which misses many object words — re-export the bundle "
                 "(firstwords export) to favour its words")
-    return general, "general English model (fallback)"
+    return general, None, "general English model (fallback)"
 
 
 # ----------------------------------------------------------------------------------------------- registry

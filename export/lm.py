@@ -11,214 +11,40 @@ is much more likely than the general model alone would say. Measured on six voic
 the general model alone hears a quarter of the object words, a model of the domain alone puts object words on
 speech that names none; the mixture does neither.
 
-A board with little RAM gets the general model pruned before the mix (`max_general_ngrams`: the bigrams and
-trigrams with the largest joint probability are kept).
-
-The general model ships only as pocketsphinx's binary trie, whose ARPA writer (pocketsphinx 5.1.1) crashes on it:
-the header counts six placeholder bigrams the trie keeps for pruned contexts, the writer walks only the real
-ones and then sorts six empty rows. `general_arpa` loads the model, sets the in-memory bigram count to what the
-writer will find (checked against the header's figures first) and writes the ARPA once into a cache folder.
+A board with little RAM gets the general model pruned before the mix: its most probable words
+(`max_general_words`) and the bigrams and trigrams of largest joint probability (`max_general_ngrams`).
 """
 
 from __future__ import annotations
 
-import ctypes
-import hashlib
 import json
 import logging
 import math
-import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from firstwords.edge.errors import DataError, MissingExtraError
+from firstwords.edge.errors import DataError
+from firstwords.export.lm_arpa import (
+    NEG,
+    Arpa,
+    arpa_to_bin,
+    keys_of,
+    load_general,
+    lookup,
+    pocketsphinx_version,
+    read_arpa,
+    write_arpa,
+    write_dictionary,
+)
 
 log = logging.getLogger(__name__)
 
 DOMAIN_WEIGHT = 0.3
 LM_FILE = "speech_lm.bin"  # the bundle's file (pocketsphinx trie binary)
-NEG = -99.0  # log10 of "impossible" as ARPA files write it
-_ID_BITS = 21  # word ids in an n-gram key: 2M words at most
-# pocketsphinx 5.1.1's en-us.lm.bin: (unigrams, bigrams in the header, trigrams) and the bigrams it really holds
-_KNOWN_TRIE_FIX = {(72547, 2051547, 1669625): 2051541}
+DICT_FILE = "speech.dict"  # pronunciations (CMUdict format) of the LM's words
 _WORD = re.compile(r"[a-z][a-z']*")
 
-
-@dataclass
-class Arpa:
-    """A back-off n-gram model as arrays: words[i] is the word of id i; for order n (1-based) grams[n-1] is
-    int64 [N, n] ids, logp[n-1] log10 p(w | h), bow[n-1] log10 back-off weight (zeros for the top order)."""
-
-    words: list[str]
-    grams: list[np.ndarray]
-    logp: list[np.ndarray]
-    bow: list[np.ndarray]
-
-    @property
-    def order(self) -> int:
-        return len(self.grams)
-
-    def keys(self, n: int) -> np.ndarray:
-        return _keys(self.grams[n - 1])
-
-
-def _keys(grams: np.ndarray) -> np.ndarray:
-    k = np.zeros(len(grams), np.int64)
-    for j in range(grams.shape[1]):
-        k = (k << _ID_BITS) | grams[:, j].astype(np.int64)
-    return k
-
-
-def _lookup(sorted_keys: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(found mask, index) of keys in a sorted key array."""
-    if len(sorted_keys) == 0:
-        return np.zeros(len(keys), bool), np.zeros(len(keys), np.int64)
-    idx = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return sorted_keys[idx] == keys, idx
-
-
-# ------------------------------------------------------------------------------------------- reading, writing
-
-def read_arpa(path: str | Path) -> Arpa:
-    """An ARPA file into arrays (sorted by key within each order)."""
-    counts: dict[int, int] = {}
-    sections: dict[int, list[list[str]]] = {}
-    order = 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            m = re.match(r"^ngram (\d+)=(\d+)$", line)
-            if m:
-                counts[int(m.group(1))] = int(m.group(2))
-                continue
-            m = re.match(r"^\\(\d+)-grams:$", line)
-            if m:
-                order = int(m.group(1))
-                sections[order] = []
-                continue
-            if line.startswith("\\") or order == 0:
-                continue
-            sections[order].append(line.split())
-    if not sections or sorted(sections) != list(range(1, len(sections) + 1)):
-        raise DataError(f"{path}: not an ARPA language model (no \\1-grams: section, or orders missing)")
-    words = [row[1] for row in sections[1]]
-    ids = {w: i for i, w in enumerate(words)}
-    model = Arpa(words, [], [], [])
-    top = len(sections)
-    for n in range(1, top + 1):
-        rows = sections.pop(n)
-        if counts.get(n, len(rows)) != len(rows):
-            log.warning("%s: header says %d %d-grams, the file holds %d", path, counts[n], n, len(rows))
-        grams = np.array([[ids[w] for w in r[1:n + 1]] for r in rows], np.int64).reshape(-1, n)
-        logp = np.array([float(r[0]) for r in rows], np.float64)
-        bow = np.array([float(r[n + 1]) if len(r) > n + 1 else 0.0 for r in rows], np.float64)
-        order_idx = np.argsort(_keys(grams), kind="stable")
-        model.grams.append(grams[order_idx])
-        model.logp.append(logp[order_idx])
-        model.bow.append(bow[order_idx])
-    return model
-
-
-def write_arpa(model: Arpa, path: str | Path) -> Path:
-    path = Path(path)
-    words = np.array(model.words, dtype=object)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\\data\\\n")
-        f.writelines(f"ngram {n}={len(g)}\n" for n, g in enumerate(model.grams, 1))
-        for n, g in enumerate(model.grams, 1):
-            f.write(f"\n\\{n}-grams:\n")
-            text = words[g[:, 0]]
-            for j in range(1, n):
-                text = text + " " + words[g[:, j]]
-            lp = np.maximum(model.logp[n - 1], NEG)
-            if n < model.order:
-                lines = [f"{p:.5f} {t} {b:.5f}\n" for p, t, b in zip(lp, text, model.bow[n - 1])]
-            else:
-                lines = [f"{p:.5f} {t}\n" for p, t in zip(lp, text)]
-            f.writelines(lines)
-        f.write("\n\\end\\\n")
-    return path
-
-
-def _pocketsphinx():
-    try:
-        import pocketsphinx
-    except ImportError as e:
-        raise MissingExtraError("building the speech language model needs pocketsphinx: "
-                                "pip install 'firstwords[speech]'") from e
-    return pocketsphinx
-
-
-def arpa_to_bin(arpa_path: str | Path, bin_path: str | Path) -> Path:
-    """ARPA -> pocketsphinx's trie binary (loads in a fraction of the time, less RAM)."""
-    ps = _pocketsphinx()
-    ps.set_loglevel("FATAL")
-    try:
-        m = ps.NGramModel.readfile(str(arpa_path))
-        m.write(str(bin_path), ps.NGramModel.str_to_type("bin"))
-    except Exception as e:  # pocketsphinx raises ValueError / RuntimeError on bad models
-        raise DataError(f"pocketsphinx could not convert {arpa_path} to its binary format: {e}") from e
-    return Path(bin_path)
-
-
-def general_lm_path() -> Path:
-    ps = _pocketsphinx()
-    return Path(ps.get_model_path("en-us/en-us.lm.bin"))
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "firstwords" / "speech_lm"
-
-
-def general_arpa(cache_dir: str | Path | None = None) -> Path:
-    """pocketsphinx's general English model as an ARPA file, written once per model file into the cache."""
-    src = general_lm_path()
-    digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir else _cache_dir()
-    out = cache / f"en-us-{digest}.arpa"
-    if out.is_file():
-        return out
-    cache.mkdir(parents=True, exist_ok=True)
-    ps = _pocketsphinx()
-    ps.set_loglevel("FATAL")
-    model = ps.NGramModel.readfile(str(src))
-    _fix_trie_counts(model, src)
-    tmp = out.with_suffix(f".tmp-{os.getpid()}")
-    model.write(str(tmp), ps.NGramModel.str_to_type("arpa"))
-    os.replace(tmp, out)
-    log.info("wrote the general model as ARPA: %s (%.0f MB)", out, out.stat().st_size / 1e6)
-    return out
-
-
-def _fix_trie_counts(model, src: Path) -> None:
-    """Set the loaded trie's bigram count to the number of real bigrams (see the module doc). The model object
-    (a Cython wrapper: object header, virtual table, then the `ngram_model_t *`) is read through ctypes; the
-    counts are compared with the file's header before anything is written."""
-    header = src.read_bytes()[:32]
-    if not header.startswith(b"Trie Language Model") or header[19] != 3:
-        raise DataError(f"{src}: not a pocketsphinx trigram trie; cannot convert it to ARPA")
-    counts = tuple(int.from_bytes(header[20 + 4 * i:24 + 4 * i], "little") for i in range(3))
-    real = _KNOWN_TRIE_FIX.get(counts)
-    if real is None:
-        return  # another model file: trust its header
-    if type(model).__basicsize__ != 32:
-        raise DataError("this pocketsphinx build lays out its NGramModel differently; install pocketsphinx "
-                        "5.1.1 (pip install 'pocketsphinx==5.1.1') to build the speech language model")
-    lm = ctypes.c_void_p.from_address(id(model) + 24).value
-    n_counts = ctypes.c_void_p.from_address(lm + 8).value if lm else None
-    seen = tuple(ctypes.c_uint32.from_address(n_counts + 4 * i).value for i in range(3)) if n_counts else ()
-    if seen != counts:
-        raise DataError(f"pocketsphinx's loaded model does not match its file header ({seen} vs {counts}); "
-                        "install pocketsphinx 5.1.1 to build the speech language model")
-    ctypes.c_uint32.from_address(n_counts + 4).value = real
-
-
-# ------------------------------------------------------------------------------------------- the mixture
 
 def domain_arpa(sentences: list[str], path: str | Path) -> Path:
     """A trigram model of the training sentences (pocketsphinx's own ARPA builder, absolute discounting)."""
@@ -248,13 +74,13 @@ def _logprob(model: Arpa, keys_by_order: list[np.ndarray], grams: np.ndarray) ->
     if n == 1:
         out[ok] = model.logp[0][grams[ok, 0]]
         return out
-    found, idx = _lookup(keys_by_order[n - 1], _keys(np.where(grams < 0, 0, grams)))
+    found, idx = lookup(keys_by_order[n - 1], keys_of(np.where(grams < 0, 0, grams)))
     found &= (grams >= 0).all(axis=1)
     out[found] = model.logp[n - 1][idx[found]]
     rest = ~found & ok
     if rest.any():
         ctx = grams[rest, :-1]
-        cfound, cidx = _lookup(keys_by_order[n - 2], _keys(np.where(ctx < 0, 0, ctx)))
+        cfound, cidx = lookup(keys_by_order[n - 2], keys_of(np.where(ctx < 0, 0, ctx)))
         cfound &= (ctx >= 0).all(axis=1)
         bow = np.where(cfound, model.bow[n - 2][cidx], 0.0)
         out[rest] = bow + _logprob(model, keys_by_order, grams[rest, 1:])
@@ -267,7 +93,7 @@ def _renormalise(words: list[str], grams: list[np.ndarray], logp: list[np.ndarra
     keys = [model.keys(n) for n in range(1, model.order + 1)]
     for n in range(1, model.order):
         child = grams[n]  # (n+1)-grams
-        ctx_found, ctx_idx = _lookup(keys[n - 1], _keys(child[:, :-1]))
+        ctx_found, ctx_idx = lookup(keys[n - 1], keys_of(child[:, :-1]))
         if not ctx_found.all():
             raise DataError("language model: an n-gram's context is missing from the lower order")
         hi = np.bincount(ctx_idx, weights=10.0 ** logp[n], minlength=len(grams[n - 1]))
@@ -281,27 +107,50 @@ def _renormalise(words: list[str], grams: list[np.ndarray], logp: list[np.ndarra
 
 def _closed(grams: np.ndarray, lower_keys: np.ndarray, lower_grams: np.ndarray) -> np.ndarray:
     """n-grams whose context (first n-1 words) exists as an (n-1)-gram (ARPA needs it)."""
-    found, _ = _lookup(lower_keys, _keys(grams[:, :-1]))
+    found, _ = lookup(lower_keys, keys_of(grams[:, :-1]))
     return grams[found]
 
 
 def prune(model: Arpa, max_ngrams: int) -> list[np.ndarray]:
     """The n-grams (orders >= 2) kept when at most `max_ngrams` of them may stay: those of largest joint
-    probability p(h) p(w | h), p(h) taken as the unigram probability of the context's first word."""
-    grams = [g for g in model.grams]
-    rest = [(n, i) for n in range(1, model.order) for i in range(len(grams[n]))]
-    if len(rest) <= max_ngrams:
+    probability p(w1) p(w2 | w1) ... (the probability the model gives the whole n-gram)."""
+    grams = list(model.grams)
+    if sum(len(g) for g in grams[1:]) <= max_ngrams:
         return grams
-    score = np.concatenate([model.logp[n] + model.logp[0][grams[n][:, 0]] for n in range(1, model.order)])
-    cut = np.sort(score)[::-1][max_ngrams - 1]
-    start = 0
+    joint = [model.logp[0]]
     for n in range(1, model.order):
-        s = score[start:start + len(grams[n])]
-        start += len(grams[n])
-        grams[n] = grams[n][s >= cut]
-    for n in range(2, model.order):  # a trigram whose bigram went goes too
-        grams[n] = _closed(grams[n], _keys(grams[n - 1]), grams[n - 1])
+        found, idx = lookup(model.keys(n), keys_of(grams[n][:, :-1]))
+        joint.append(np.where(found, joint[-1][idx], NEG) + model.logp[n])
+    score = np.concatenate(joint[1:])
+    cut = np.partition(score, len(score) - max_ngrams)[len(score) - max_ngrams]
+    for n in range(1, model.order):
+        grams[n] = grams[n][joint[n] >= cut]
+    for n in range(2, model.order):  # an n-gram whose context went goes too
+        grams[n] = _closed(grams[n], keys_of(grams[n - 1]), grams[n - 1])
     return grams
+
+
+def restrict_words(model: Arpa, max_words: int, keep: set[str] = frozenset()) -> Arpa:
+    """The model over its `max_words` most probable words (and `keep`, and <s> </s>): n-grams with another word
+    dropped, unigram probabilities renormalised (interpolate() recomputes the back-off weights)."""
+    if len(model.words) <= max_words:
+        return model
+    top = np.argsort(-model.logp[0], kind="stable")[:max_words]
+    wanted = set(top.tolist()) | {i for i, w in enumerate(model.words) if w in keep or w in ("<s>", "</s>")}
+    old = np.array(sorted(wanted), np.int64)
+    new_id = np.full(len(model.words), -1, np.int64)
+    new_id[old] = np.arange(len(old))
+    out = Arpa([model.words[i] for i in old], [], [], [])
+    for n in range(model.order):
+        g = new_id[model.grams[n]]
+        ok = (g >= 0).all(axis=1)
+        order_idx = np.argsort(keys_of(g[ok]), kind="stable")
+        out.grams.append(g[ok][order_idx])
+        out.logp.append(model.logp[n][ok][order_idx])
+        out.bow.append(model.bow[n][ok][order_idx])
+    p = 10.0 ** out.logp[0]
+    out.logp[0] = np.where(p > 0, np.log10(np.maximum(p, 1e-99) / p.sum()), NEG)
+    return out
 
 
 def interpolate(general: Arpa, domain: Arpa, weight: float = DOMAIN_WEIGHT,
@@ -331,8 +180,8 @@ def interpolate(general: Arpa, domain: Arpa, weight: float = DOMAIN_WEIGHT,
                 parts.append(to_union[domain.grams[n - 1]])
         u = np.unique(np.concatenate(parts), axis=0)
         if n > 1:
-            u = _closed(u, _keys(grams[-1]), grams[-1])
-        u = u[np.argsort(_keys(u), kind="stable")]
+            u = _closed(u, keys_of(grams[-1]), grams[-1])
+        u = u[np.argsort(keys_of(u), kind="stable")]
         pg = _logprob(general, g_keys, g_of_union[u]) if n <= general.order else None
         pd = _logprob(domain, d_keys, d_of_union[u])
         if pg is None:
@@ -344,9 +193,12 @@ def interpolate(general: Arpa, domain: Arpa, weight: float = DOMAIN_WEIGHT,
 
 
 def build_domain_lm(train_json: str | Path | list[str], out_dir: str | Path, weight: float = DOMAIN_WEIGHT,
-                    max_general_ngrams: int | None = None, cache_dir: str | Path | None = None) -> dict:
+                    max_general_ngrams: int | None = None, max_general_words: int | None = None,
+                    cache_dir: str | Path | None = None) -> dict:
     """Build the bundle's speech language model from the training sentences (a CVCL train.json or a list of
-    utterances) into out_dir/speech_lm.bin. Returns the manifest's `speech` entry."""
+    utterances) into out_dir/speech_lm.bin, and the pronunciations of its words into out_dir/speech.dict (a
+    decoder holding only the words its model can say needs ~15 MB less). Returns the manifest's `speech`
+    entry (files and figures)."""
     import tempfile
 
     if isinstance(train_json, (str, Path)):
@@ -359,26 +211,21 @@ def build_domain_lm(train_json: str | Path | list[str], out_dir: str | Path, wei
         sentences = [str(s) for s in train_json]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    general = read_arpa(general_arpa(cache_dir))
+    general = load_general(cache_dir)
+    if max_general_words:
+        general = restrict_words(general, max_general_words)
     with tempfile.TemporaryDirectory(prefix="firstwords-lm-") as tmp:
         domain = read_arpa(domain_arpa(sentences, Path(tmp) / "domain.arpa"))
         mixed = interpolate(general, domain, weight, max_general_ngrams)
         arpa_to_bin(write_arpa(mixed, Path(tmp) / "mixed.arpa"), out / LM_FILE)
-    info = {"lm": LM_FILE, "kind": "interpolated", "domain_weight": weight,
-            "general": f"pocketsphinx {_pocketsphinx_version()} en-us.lm.bin",
+    missing = write_dictionary(mixed.words, out / DICT_FILE)
+    info = {"lm": LM_FILE, "dict": DICT_FILE, "kind": "interpolated", "domain_weight": weight,
+            "words_without_pronunciation": missing[:50], "max_general_words": int(max_general_words or 0),
+            "general": f"pocketsphinx {pocketsphinx_version()} en-us.lm.bin",
             "ngrams": [len(g) for g in mixed.grams], "domain_sentences": len(sentences),
             "max_general_ngrams": int(max_general_ngrams or 0)}
     log.info("speech LM: %s n-grams (domain weight %.2f) -> %s", info["ngrams"], weight, out / LM_FILE)
     return info
-
-
-def _pocketsphinx_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("pocketsphinx")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def perplexity(model: Arpa, sentences: list[str]) -> float:
