@@ -241,3 +241,24 @@ def perplexity(model: Arpa, sentences: list[str]) -> float:
             total += float(_logprob(model, keys, np.array([h], np.int64))[0])
             count += 1
     return math.pow(10.0, -total / max(count, 1))
+
+
+def add_speech_lm(bundle: str | Path, train_json: str | Path, out: str | Path | None = None,
+                  max_general_ngrams: int | None = None, max_general_words: int | None = None) -> Path:
+    """Rewrite an existing bundle (folder or .zip) with a speech LM built from train_json, its towers and
+    vocabulary unchanged (to `out`, or in place). Returns the bundle's path."""
+    import tempfile
+
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.export.bundle import write_bundle
+
+    b = load_bundle(bundle)
+    try:
+        fields = {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "files")}
+        with tempfile.TemporaryDirectory(prefix="firstwords-speech-lm-") as tmp:
+            fields["speech"] = build_domain_lm(train_json, tmp, max_general_ngrams=max_general_ngrams,
+                                               max_general_words=max_general_words)
+            extra = {name: Path(tmp) / name for name in (LM_FILE, DICT_FILE)}
+            return write_bundle(out or bundle, b.image.path, b.utterance.path, b.vocab, fields, extra_files=extra)
+    finally:
+        b.close()
