@@ -31,6 +31,7 @@ ENGINES = {"espeak": ("espeak-ng", "espeak-ng"), "flite": ("flite", "flite"),
 DEFAULT_VOICES = ("espeak:en-us", "espeak:en-us+f3", "flite:awb", "flite:rms", "flite:slt",
                   "festival:cmu_us_slt_arctic_hts")
 _TIMEOUT_S = 60
+NOISE_DB = -48.0  # room noise, dBFS RMS: a quiet room with a fridge and a street outside
 
 
 def parse_voice(voice: str) -> tuple[str, str]:
@@ -111,3 +112,11 @@ def speak(text: str, voice: str = "espeak:en-us+f2", rate: float = 1.0, pitch: f
         return x[:0]
     pad = int(margin * SAMPLE_RATE)
     return np.ascontiguousarray(x[max(0, loud[0] - pad):loud[-1] + 1 + pad])
+
+
+def room_noise(n: int, rng: np.random.Generator, level_db: float = NOISE_DB) -> np.ndarray:
+    """Low-pass coloured noise (a room's hum and rumble rather than white hiss) at level_db RMS, float32."""
+    white = rng.standard_normal(n + 64).astype(np.float32)
+    kernel = np.hanning(33).astype(np.float32)
+    x = np.convolve(white, kernel / kernel.sum(), mode="same")[:n] + 0.15 * white[:n]
+    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-9) * 10 ** (level_db / 20)).astype(np.float32)

@@ -46,8 +46,17 @@ DICT_FILE = "speech.dict"  # pronunciations (CMUdict format) of the LM's words
 _WORD = re.compile(r"[a-z][a-z']*")
 
 
+def normalise(model: Arpa) -> Arpa:
+    """The model made a distribution: unigrams scaled to sum to one, back-off weights recomputed. pocketsphinx's
+    ARPA builder keeps its discount mass (half) off the unigrams, so its models sum to 0.5."""
+    p = 10.0 ** model.logp[0]
+    logp = [np.where(p > 0, np.log10(np.maximum(p, 1e-99) / p.sum()), NEG), *model.logp[1:]]
+    return _renormalise(model.words, model.grams, logp)
+
+
 def domain_arpa(sentences: list[str], path: str | Path) -> Path:
-    """A trigram model of the training sentences (pocketsphinx's own ARPA builder, absolute discounting)."""
+    """A trigram model of the training sentences (pocketsphinx's own ARPA builder, absolute discounting; not
+    normalised: see normalise())."""
     from pocketsphinx.lm import ArpaBoLM
 
     lines = [" ".join(ws) for ws in (sentence_words(s) for s in sentences) if ws]
@@ -215,7 +224,7 @@ def build_domain_lm(train_json: str | Path | list[str], out_dir: str | Path, wei
     if max_general_words:
         general = restrict_words(general, max_general_words)
     with tempfile.TemporaryDirectory(prefix="firstwords-lm-") as tmp:
-        domain = read_arpa(domain_arpa(sentences, Path(tmp) / "domain.arpa"))
+        domain = normalise(read_arpa(domain_arpa(sentences, Path(tmp) / "domain.arpa")))
         mixed = interpolate(general, domain, weight, max_general_ngrams)
         arpa_to_bin(write_arpa(mixed, Path(tmp) / "mixed.arpa"), out / LM_FILE)
     missing = write_dictionary(mixed.words, out / DICT_FILE)

@@ -32,22 +32,11 @@ import numpy as np
 from firstwords.edge.errors import DataError, MissingExtraError
 from firstwords.edge.hear import SAMPLE_RATE, write_wav
 from firstwords.edge.speech_text import ADULT_PROSODY, CHILD_PROSODY, OFF_TOPIC
-from firstwords.edge.synth import DEFAULT_VOICES, available_voices, parse_voice, speak
+from firstwords.edge.synth import DEFAULT_VOICES, NOISE_DB, available_voices, parse_voice, room_noise, speak
 from firstwords.edge.transcripts import TimedUtterance, format_srt
 
 FORMAT = "firstwords-session v1"
 GAP = 0.12  # s of silence kept between one utterance's speech and the next one's start
-
-
-NOISE_DB = -48.0  # room noise, dBFS RMS: a quiet room with a fridge and a street outside
-
-
-def room_noise(n: int, rng: np.random.Generator, level_db: float = NOISE_DB) -> np.ndarray:
-    """Low-pass coloured noise (a room's hum and rumble rather than white hiss) at level_db RMS."""
-    white = rng.standard_normal(n + 64).astype(np.float32)
-    kernel = np.hanning(33).astype(np.float32)
-    x = np.convolve(white, kernel / kernel.sum(), mode="same")[:n] + 0.15 * white[:n]
-    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-9) * 10 ** (level_db / 20)).astype(np.float32)
 
 
 def plan_off_topic(utts: list[dict], share: float, rng: np.random.Generator, min_slot: float = 3.0) -> dict:
@@ -82,6 +71,38 @@ def say(text: str, voice: str, prosody: tuple[float, float], slot: float, rng: n
         x = speak(text, voice, rate=rate, pitch=pitch)
         faster = True
     return x, faster
+
+
+def speak_session(session: str | Path, out: str | Path, texts: list[str], voices: list[str], seed: int = 0,
+                  prosody: tuple[float, float] = ADULT_PROSODY) -> Path:
+    """A copy of a session (its video, the same utterance times) with a new soundtrack: at each utterance's
+    time the next of `texts` (in turn), spoken by the next of `voices`, over room noise; the SRT says what is
+    spoken. For tests and benchmarks: a session of only off-topic speech, or one naming a new word."""
+    import shutil
+
+    from firstwords.edge.transcripts import load_transcript
+
+    src, out = Path(session), Path(out)
+    meta = json.loads((src / "session.json").read_text(encoding="utf-8"))
+    utts = load_transcript(src / meta["transcript"])
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / meta["video"], out / meta["video"])
+    rng = np.random.default_rng(seed)
+    track = np.zeros(int((float(meta["duration"]) + 4.0) * SAMPLE_RATE), np.float32)
+    timed = []
+    for i, u in enumerate(utts):
+        nxt = utts[i + 1].start if i + 1 < len(utts) else u.start + 4.0
+        x, _ = say(texts[i % len(texts)], voices[i % len(voices)], prosody, max(nxt - u.start - GAP, 0.3), rng)
+        a = round(u.start * SAMPLE_RATE)
+        x = x[:len(track) - a]
+        track[a:a + len(x)] += 0.8 * x
+        timed.append(TimedUtterance(u.start, round(u.start + max(len(x), 800) / SAMPLE_RATE, 3), texts[i % len(texts)]))
+    write_wav(out / "session.wav", np.clip(track + room_noise(len(track), rng), -1, 1))
+    (out / "session.srt").write_text(format_srt(timed), encoding="utf-8")
+    meta.update({"audio": "session.wav", "transcript": "session.srt", "utterances": len(timed),
+                 "speech": {"voices": list(voices), "texts": len(texts), "seed": seed}})
+    (out / "session.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return out
 
 
 def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tuple[int, int, int]:
