@@ -252,10 +252,11 @@ def perplexity(model: Arpa, sentences: list[str]) -> float:
     return math.pow(10.0, -total / max(count, 1))
 
 
-def add_speech_lm(bundle: str | Path, train_json: str | Path, out: str | Path | None = None,
-                  max_general_ngrams: int | None = None, max_general_words: int | None = None) -> Path:
-    """Rewrite an existing bundle (folder or .zip) with a speech LM built from train_json, its towers and
-    vocabulary unchanged (to `out`, or in place). Returns the bundle's path."""
+def add_speech_lm(bundle: str | Path, train_json: str | Path | list[str], out: str | Path | None = None,
+                  max_general_ngrams: int | None = None, max_general_words: int | None = None,
+                  weight: float = DOMAIN_WEIGHT) -> Path:
+    """Rewrite an existing bundle (folder or .zip) with a speech LM built from train_json (or a list of
+    sentences), its towers and vocabulary unchanged (to `out`, or in place). Returns the bundle's path."""
     import tempfile
 
     from firstwords.edge.bundle import load_bundle
@@ -265,7 +266,7 @@ def add_speech_lm(bundle: str | Path, train_json: str | Path, out: str | Path | 
     try:
         fields = {k: v for k, v in b.manifest.items() if k not in ("format", "format_version", "files")}
         with tempfile.TemporaryDirectory(prefix="firstwords-speech-lm-") as tmp:
-            fields["speech"] = build_domain_lm(train_json, tmp, max_general_ngrams=max_general_ngrams,
+            fields["speech"] = build_domain_lm(train_json, tmp, weight, max_general_ngrams=max_general_ngrams,
                                                max_general_words=max_general_words)
             extra = {name: Path(tmp) / name for name in (LM_FILE, DICT_FILE)}
             return write_bundle(out or bundle, b.image.path, b.utterance.path, b.vocab, fields, extra_files=extra)

@@ -75,9 +75,10 @@ def say(text: str, voice: str, prosody: tuple[float, float], slot: float, rng: n
 
 def speak_session(session: str | Path, out: str | Path, texts: list[str], voices: list[str], seed: int = 0,
                   prosody: tuple[float, float] = ADULT_PROSODY) -> Path:
-    """A copy of a session (its video, the same utterance times) with a new soundtrack: at each utterance's
-    time the next of `texts` (in turn), spoken by the next of `voices`, over room noise; the SRT says what is
-    spoken. For tests and benchmarks: a session of only off-topic speech, or one naming a new word."""
+    """A copy of a session (its video, its utterance times) with a new soundtrack: at each utterance's time
+    (unless the previous text is still being spoken) the next of `texts`, by the next of `voices`, over room
+    noise; the SRT says what is spoken. For tests and benchmarks: a session of only off-topic speech, or one
+    naming a new word."""
     import shutil
 
     from firstwords.edge.transcripts import load_transcript
@@ -89,14 +90,18 @@ def speak_session(session: str | Path, out: str | Path, texts: list[str], voices
     shutil.copyfile(src / meta["video"], out / meta["video"])
     rng = np.random.default_rng(seed)
     track = np.zeros(int((float(meta["duration"]) + 4.0) * SAMPLE_RATE), np.float32)
-    timed = []
-    for i, u in enumerate(utts):
-        nxt = utts[i + 1].start if i + 1 < len(utts) else u.start + 4.0
-        x, _ = say(texts[i % len(texts)], voices[i % len(voices)], prosody, max(nxt - u.start - GAP, 0.3), rng)
+    timed: list[TimedUtterance] = []
+    busy_until = -1.0
+    for u in utts:
+        if u.start < busy_until:  # still speaking the previous text: this utterance's time is skipped
+            continue
+        text = texts[len(timed) % len(texts)]
+        x, _ = say(text, voices[len(timed) % len(voices)], prosody, 60.0, rng)
         a = round(u.start * SAMPLE_RATE)
-        x = x[:len(track) - a]
+        x = x[:max(len(track) - a, 0)]
         track[a:a + len(x)] += 0.8 * x
-        timed.append(TimedUtterance(u.start, round(u.start + max(len(x), 800) / SAMPLE_RATE, 3), texts[i % len(texts)]))
+        busy_until = u.start + len(x) / SAMPLE_RATE + 0.4
+        timed.append(TimedUtterance(u.start, round(u.start + max(len(x), 800) / SAMPLE_RATE, 3), text))
     write_wav(out / "session.wav", np.clip(track + room_noise(len(track), rng), -1, 1))
     (out / "session.srt").write_text(format_srt(timed), encoding="utf-8")
     meta.update({"audio": "session.wav", "transcript": "session.srt", "utterances": len(timed),
