@@ -232,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"format": FORMAT, "video": "session.avi", "audio": "session.wav" if speech else None,
             "transcript": "session.srt", "fps": fps, "frame_size": [w, h], "frames": n_frames,
             "duration": round(duration, 2), "utterances": len(timed), "object_words": object_words,
-            "speech": {"voices": voices, "off_topic": len(plan), "noise_db": args.noise_db, "seed": args.seed}
-            if speech else None,
+            "speech": {"voices": voices, "noise_db": args.noise_db, "seed": args.seed} if speech else None,
+            # which timeline utterances an off-topic sentence took the place of (the SRT says what was spoken)
+            "off_topic": [{"index": i, "replaces": k, "text": t} for i, (t, k) in sorted(plan.items())],
             "corpus": str(corpus.resolve()), "corpus_format": timeline.get("format")}
     (out / "session.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     figures = {"frames": n_frames, "utterances": len(timed), "duration_s": round(duration, 2),

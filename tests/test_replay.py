@@ -100,7 +100,10 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
     n = sum(1 for _ in VideoFileSource(sample.session / "session.avi"))
     assert n == meta["frames"] == len(timeline["frames"])
     srt = load_transcript(sample.session / "session.srt")
-    assert [u.text for u in srt] == [" ".join(u["text"].split()) for u in timeline["utterances"]]
+    said = [" ".join(u["text"].split()) for u in timeline["utterances"]]
+    for o in reversed(meta["off_topic"]):  # off-topic sentences took the place of runs of chatter
+        said[o["index"]:o["index"] + o["replaces"]] = [o["text"]]
+    assert [u.text for u in srt] == said
     assert all(b.start >= a.end for a, b in itertools.pairwise(srt))  # spoken utterances stay apart
     if sample.has_audio:
         from firstwords.edge.hear import read_audio
