@@ -118,6 +118,7 @@ class PocketSphinxRecognizer:
       from; words missing from the pronouncing dictionary are dropped (listed in `.unknown_words`).
     kws_threshold: keyword-spotting threshold (smaller = more detections, more false alarms).
     model_dir / dictionary: override the acoustic model directory and the pronouncing dictionary.
+    decoder_options: more pocketsphinx settings (e.g. {"lw": 9.0}, the language model's weight).
     """
 
     name = "pocketsphinx"
@@ -126,7 +127,7 @@ class PocketSphinxRecognizer:
     def __init__(self, vocabulary: Iterable[str] | None = None, bias: str | None = None,
                  sentences: Iterable[str] | None = None, kws_threshold: float = 1e-10,
                  model_dir: str | Path | None = None, dictionary: str | Path | None = None,
-                 lm: str | Path | None = None, bundle: Any = None):
+                 lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None):
         ps = _import_pocketsphinx()
         vocab_list = sorted({w.strip().lower() for w in (vocabulary or []) if w and w.strip()})
         vocab_list = [w for w in vocab_list if not (w.startswith("<") and w.endswith(">"))]  # CVCL specials
@@ -180,6 +181,7 @@ class PocketSphinxRecognizer:
             else:
                 (tmp / "vocab.kws").write_text("".join(f"{w} /{kws_threshold:g}/\n" for w in self.vocabulary))
                 kw["kws"] = str(tmp / "vocab.kws")
+        kw.update(decoder_options or {})
         if self.unknown_words:
             log.warning("pocketsphinx: %d vocabulary words have no pronunciation and are ignored: %s",
                         len(self.unknown_words), ", ".join(self.unknown_words[:20]))

@@ -171,3 +171,18 @@ def test_new_word_spoken_near_an_object_becomes_a_memory_word(sample, speech_bun
         vec = mem.word_vectors([NEW_WORD])[NEW_WORD]  # a prototype in the joint space, as any other word's
         assert vec.shape == (mem.dim,) and np.isfinite(vec).all() and np.abs(vec).sum() > 0
         assert any(NEW_WORD in e.words for e in mem.find(NEW_WORD, k=3))  # and the episodes it was heard in
+
+
+def test_speech_lm_is_part_of_the_checked_bundle(speech_bundle, tmp_path):
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.errors import BundleError
+
+    b = load_bundle(speech_bundle)
+    assert {"speech_lm.bin", "speech.dict"} <= set(b.manifest["files"])
+    assert b.manifest["speech"]["lm"] == "speech_lm.bin" and b.manifest["speech"]["domain_weight"] == 0.3
+    copy = tmp_path / "bundle"
+    shutil.copytree(speech_bundle, copy)
+    with open(copy / "speech.dict", "a") as f:
+        f.write("shoe SH UW\n")  # a changed pronunciation is a changed model
+    with pytest.raises(BundleError, match="speech.dict"):
+        load_bundle(copy)

@@ -133,7 +133,7 @@ def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: 
     assert rc == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    n_utts = len(json.loads((sample.corpus / "timeline.json").read_text())["utterances"])
+    n_utts = json.loads((sample.session / "session.json").read_text())["utterances"]  # what the SRT holds
     assert summary["utterances"] == n_utts and summary["frames_dropped"] == 0
     assert summary["words_in_memory"] >= 5 and summary["realtime_factor"] > 0
     assert "frame_preprocess" in summary["median_ms"] and "memory_update" in summary["median_ms"]
