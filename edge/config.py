@@ -43,6 +43,8 @@ class AudioConfig:
     queue_blocks: int  # bounded audio queue length, in blocks
     vad: str  # one of VAD_KINDS
     recognizer: str  # one of RECOGNIZERS
+    speech_lm_ngrams: int  # bigrams + trigrams of the general English model kept in the bundle's speech LM
+    speech_lm_words: int  # words of the general English model kept in it (the most probable)
 
 
 @dataclass(frozen=True)

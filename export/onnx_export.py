@@ -137,7 +137,8 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
                   model_config: str, training_data: str, calibration_images=None, eval_images=None,
                   eval_labels=None, eval_trials=None, threads: int | None = None, skip_parity: bool = False,
                   n_way: int = 4, trials_per_category: int = 50, extra_manifest: dict | None = None,
-                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript", spatial: bool = True) -> ExportResult:
+                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript", spatial: bool = True,
+                  extra_files: dict | None = None) -> ExportResult:
     """Export `model` to a bundle at `out`: fp32 ONNX, int8 per `quantization`, parity gate, atomic write.
 
     The gate compares torch, ONNX fp32 and int8 on eval_images (normalised [N, 3, S, S]) and, with labels,
@@ -226,7 +227,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             "parity_skipped": bool(skip_parity),
             **(extra_manifest or {}),
         }
-        path = write_bundle(out, img, utt, vocab, fields)
+        path = write_bundle(out, img, utt, vocab, fields, extra_files=extra_files)
     from firstwords.edge.bundle import load_bundle
 
     b = load_bundle(path, check_checksums=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
@@ -40,6 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="onnxruntime threads for the gate (default: the device config's)")
     parser.add_argument("--skip-parity", action="store_true",
                         help="write the bundle without the parity gate (loudly recorded in the manifest)")
+    parser.add_argument("--speech-lm", action="store_true",
+                        help="also build the speech recogniser's language model (general English interpolated with "
+                             "the training sentences; ~1 min, ~2 GB RAM once) into the bundle: open-vocabulary "
+                             "hearing that favours the bundle's words. Without it the device hears with the general "
+                             "model only")
+    parser.add_argument("--train-data", help="training metadata JSON whose utterances the speech LM is built from "
+                        "(default: train.json beside --eval-data)")
 
 
 def device_settings(args) -> tuple[str, int | None, int | None, str]:
@@ -60,6 +68,17 @@ def device_settings(args) -> tuple[str, int | None, int | None, str]:
     return quant, args.input_size or size, args.threads or threads, device
 
 
+def speech_lm_caps(args) -> tuple[int | None, int | None]:
+    """The device config's caps on the general model's n-grams and words in the speech LM ([audio]
+    speech_lm_ngrams, speech_lm_words); none without --config."""
+    if not args.config:
+        return None, None
+    from firstwords.edge.config import load_device_config, resolve_device_config
+
+    audio = load_device_config(resolve_device_config(args.config)).audio
+    return audio.speech_lm_ngrams, audio.speech_lm_words
+
+
 def run(args: argparse.Namespace) -> int:
     from firstwords.export import require_torch
 
@@ -71,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.export.onnx_export import export_bundle
 
     quant, size, threads, device = device_settings(args)
+    lm_ngrams, lm_words = speech_lm_caps(args)
     torch.set_num_threads(max(1, threads or torch.get_num_threads()))
     model, vocab, cfg, meta = load_checkpoint(args.checkpoint)
     size = size or cfg.image.input_size
@@ -98,13 +118,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"calibrating {quant} on {len(calib)} training frames from {calib_path}")
 
     ckpt_dir = Path(meta["path"])
+    extra_manifest = {"device": device, "checkpoint_sha256": sha256_file(ckpt_dir / "model.pt")}
+    lm_dir = tempfile.TemporaryDirectory(prefix="firstwords-speech-lm-") if args.speech_lm else None
+    extra_files = None
+    if lm_dir is not None:
+        from firstwords.export.lm import DICT_FILE, LM_FILE, build_domain_lm
+
+        train = Path(args.train_data) if args.train_data else eval_path.parent / "train.json"
+        print(f"building the speech language model from {train} ...", flush=True)
+        extra_manifest["speech"] = build_domain_lm(train, lm_dir.name, max_general_ngrams=lm_ngrams,
+                                                   max_general_words=lm_words)
+        extra_files = {name: Path(lm_dir.name) / name for name in (LM_FILE, DICT_FILE)}
     result = export_bundle(
         model, vocab, args.output, input_size=size, mean=mean, std=std, quantization=quant,
         model_config=cfg.name, training_data=str(meta.get("training_data") or meta.get("data") or ""),
         calibration_images=calib, eval_images=ev_imgs, eval_labels=ev_labels, eval_trials=ev_trials,
         threads=threads, skip_parity=args.skip_parity, n_way=args.n_way,
         trials_per_category=args.trials_per_category,
-        extra_manifest={"device": device, "checkpoint_sha256": sha256_file(ckpt_dir / "model.pt")})
+        extra_manifest=extra_manifest, extra_files=extra_files)
+    if lm_dir is not None:
+        lm_dir.cleanup()
 
     if result.parity is not None:
         print(result.parity.table())
