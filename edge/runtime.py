@@ -18,7 +18,7 @@ from typing import Any, Self
 from firstwords.edge.config import DeviceConfig
 from firstwords.edge.learner_types import LearnerOptions
 
-BIASES = ("lm", "grammar", "keywords", "none")
+BIASES = ("open", "lm", "grammar", "keywords", "none")  # "open": the device's (edge.asr); others: comparison
 
 
 @dataclass
@@ -61,15 +61,18 @@ def bundle_vocabulary(encoder: Any) -> list[str]:
     return sorted(w for w in ids if not (w.startswith("<") and w.endswith(">")))
 
 
-def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "lm", threads: int = 1,
-                recognizer: str = "pocketsphinx") -> tuple[Any, Any]:
-    """The audio path's VAD and recogniser. bias 'lm' (default): pocketsphinx with a language model over the
-    bundle's vocabulary — on the sample session's synthetic voice it recovered 97 % of object words at 0.09x
-    real time, against 93 % at 0.9x for 'grammar'; 'none' = pocketsphinx's open-vocabulary English LM."""
+def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", threads: int = 1,
+                recognizer: str = "pocketsphinx", bundle: Any = None) -> tuple[Any, Any]:
+    """The audio path's VAD and recogniser. bias 'open' (default): open-vocabulary English with the bundle's
+    speech language model (its training sentences interpolated with the general model: its words favoured,
+    never forced); 'lm' / 'grammar' / 'keywords': searches closed over `vocabulary`, kept for comparison only
+    (they put vocabulary words on any speech); 'none': the general English model alone."""
     from firstwords.edge.asr import make_recognizer
     from firstwords.edge.vad import make_vad
 
     vad = make_vad(vad_name, **({"threads": threads} if vad_name == "silero" else {}))
+    if bias == "open":
+        return vad, make_recognizer(recognizer, bias="open", bundle=bundle)
     if bias == "none":
         return vad, make_recognizer(recognizer, bias="none")
     return vad, make_recognizer(recognizer, vocabulary=list(vocabulary), bias=bias)
@@ -98,7 +101,7 @@ def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool 
 
 
 def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *, realtime: bool = True,
-                  speech: bool = False, threads: int | None = None, bias: str = "lm",
+                  speech: bool = False, threads: int | None = None, bias: str = "open",
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
                   vocabulary: Sequence[str] | None = None, **option_overrides: Any) -> Runtime:
@@ -134,7 +137,7 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
         if speech:
             name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"
             words = bundle_vocabulary(encoder) if vocabulary is None else list(vocabulary)
-            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name)
+            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, bundle=encoder.bundle)
     except BaseException:
         for obj in reversed(owned):
             obj.close()

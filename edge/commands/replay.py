@@ -36,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoding", help="the transcript's text encoding, e.g. cp1252 or latin-1 (default: "
                                            "UTF-8, "
                         "falling back to cp1252 with a warning)")
-    parser.add_argument("--bias", choices=("lm", "grammar", "keywords", "none"), default="lm",
-                        help="bias speech recognition to the bundle's words (default: lm)")
+    parser.add_argument("--bias", choices=("open", "lm", "grammar", "keywords", "none"), default="open",
+                        help="speech recognition: 'open' (default) hears any English word with the bundle's "
+                             "words favoured; 'lm', 'grammar', 'keywords' are closed over the bundle's words "
+                             "(for comparison: they force its words onto any speech); 'none': no favouring")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the device config's)")
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment")

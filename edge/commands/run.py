@@ -21,8 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: the device config's)")
     parser.add_argument("--audio-device", help="microphone: a sounddevice index or name (default: the device "
                         "config's, else $FIRSTWORDS_AUDIO_DEVICE, else the system default)")
-    parser.add_argument("--bias", choices=("lm", "grammar", "keywords", "none"), default="lm",
-                        help="bias speech recognition to the bundle's words (default: lm)")
+    parser.add_argument("--bias", choices=("open", "lm", "grammar", "keywords", "none"), default="open",
+                        help="speech recognition: 'open' (default) hears any English word with the bundle's "
+                             "words favoured; 'lm', 'grammar', 'keywords' are closed over the bundle's words "
+                             "(for comparison: they force its words onto any speech); 'none': no favouring")
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment "
                         "(off by default: no images or audio are stored)")
