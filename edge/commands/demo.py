@@ -97,9 +97,9 @@ def run(args: argparse.Namespace) -> int:
     _step("3/6 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
           fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot",
                 str(work / "eval_4way.png")], None)
-    _step("4/6 export an int8 ONNX bundle for the device (parity gate included)",
+    _step("4/6 export an int8 ONNX bundle for the device (parity gate, speech language model)",
           fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
-                "--eval-data", str(corpus / "eval.json")], bundle / "manifest.json")
+                "--eval-data", str(corpus / "eval.json"), "--speech-lm"], bundle / "manifest.json")
     _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
           [py, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session),
            "--max-minutes", str(args.session_minutes)],
