@@ -68,7 +68,8 @@ def test_runtime_checks_name_onnxruntime():
 def test_bundle_check_valid_mismatched_and_corrupt(bundle, tmp_path):
     checks, b = doctor.check_bundle(config(), str(bundle))
     assert b is not None and checks[0].status == doctor.OK
-    assert any(c.status == doctor.WARN and "re-export" in c.message for c in checks)  # 32 px fp32 vs 128 px int8
+    # 32 px fp32 vs 128 px int8
+    assert any(c.status == doctor.WARN and "re-export" in c.message for c in checks)
     # a corrupted copy fails its checksum
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -159,5 +160,6 @@ def test_doctor_reports_the_telemetry_state_of_a_real_process(tmp_path):
     queue.mkdir(parents=True)
     line = _doctor_in(tmp_path)
     assert line.split()[0] == "WARN" and str(queue) in line, line
-    line = _doctor_in(tmp_path / "other", first="import onnxruntime")  # imported before firstwords: can't help it
+    # imported before firstwords: can't help it
+    line = _doctor_in(tmp_path / "other", first="import onnxruntime")
     assert line.split()[0] == "FAIL" and "ORT_DISABLE_TELEMETRY=1" in line, line

@@ -1,5 +1,5 @@
-"""The sample corpus (export.sample_corpus via tools/build_sample_corpus.py): layout, CVCL format, held-out and
-novel splits, statistics, determinism, the objects' boxes."""
+"""The sample corpus (export.sample_corpus via tools/build_sample_corpus.py): layout, CVCL format, held-out
+and novel splits, statistics, determinism, the objects' boxes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ pytest.importorskip("skimage")
 
 
 def _build(out: Path, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--source", "subset", "--no-progress",
+    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--source", "subset",
+                           "--no-progress",
                            *extra], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
@@ -189,7 +190,8 @@ def test_library_errors_are_errors_not_exits(tmp_path):
     from firstwords.edge.errors import DataError
     from firstwords.export.sample_corpus import Sizes, build
     with pytest.raises(DataError, match="held-out"):
-        build(tmp_path / "c", "subset", Sizes(minutes=0.2, eval_per_category=10_000, categories=["shirt", "boot"]),
+        build(tmp_path / "c", "subset",
+              Sizes(minutes=0.2, eval_per_category=10_000, categories=["shirt", "boot"]),
               seed=0, progress=False)
 
 
@@ -259,7 +261,8 @@ def test_gaze_path_share_and_no_gaze():
 
 def test_a_box_holds_its_pasted_object():
     """Render scenes twice, the second time with the object's photo blanked (same random streams): the pixels
-    that change -- the object -- lie in the box the first rendering reports, and the box is not much larger."""
+    that change -- the object -- lie in the box the first rendering reports, and the box is not much
+    larger."""
     import numpy as np
     from firstwords.export.sample_scene import CameraPath, Scene, _cv2, load_backgrounds, render_scene
     from firstwords.export.sample_source import load_subset
@@ -270,7 +273,8 @@ def test_a_box_holds_its_pasted_object():
     for i in range(8):
         views = []
         for imgs in (images, blank):
-            canvas, boxes = render_scene(Scene("shirt", i, None, None), imgs, np.random.default_rng([5, i]), pool,
+            canvas, boxes = render_scene(Scene("shirt", i, None, None), imgs, np.random.default_rng([5, i]),
+                                         pool,
                                          128, cv2)
             cam = CameraPath(np.random.default_rng([5, i, 2]), 128, canvas.shape[0])
             views.append((cam.next(canvas, cv2), cam.frame_boxes(boxes)))
@@ -278,6 +282,7 @@ def test_a_box_holds_its_pasted_object():
         changed = np.abs(with_obj - without).max(axis=2) > 0.1
         x0, y0, x1, y1 = (v * 128 for v in box["shirt"])
         ys, xs = np.nonzero(changed)
-        inside = (xs >= x0 - 3) & (xs <= x1 + 3) & (ys >= y0 - 3) & (ys <= y1 + 3)  # the drop shadow: a few px
+        # the drop shadow: a few px
+        inside = (xs >= x0 - 3) & (xs <= x1 + 3) & (ys >= y0 - 3) & (ys <= y1 + 3)
         assert changed.sum() > 100 and inside.mean() > 0.97, (i, inside.mean())
         assert changed.sum() > 0.3 * (x1 - x0) * (y1 - y0)  # the box is tight around the object
