@@ -228,7 +228,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     specials = tok_m.get("special_tokens", SPECIAL_TOKENS)
     if specials != SPECIAL_TOKENS:
         raise bad(f"tokenizer.special_tokens must be {SPECIAL_TOKENS} (CVCL's layout), got {specials!r}")
-    if not (tokenizer.lowercase and tokenizer.add_sos_eos) or tokenizer.strip_punctuation != (rule == LEGACY_RULE):
+    if (not (tokenizer.lowercase and tokenizer.add_sos_eos)
+            or tokenizer.strip_punctuation != (rule == LEGACY_RULE)):
         raise bad(f"tokenizer {tok_m!r} is not a tokenisation this firstwords implements (rule {rule}: "
                   f"lowercase, <sos>/<eos>, strip_punctuation {str(rule == LEGACY_RULE).lower()})")
 

@@ -41,7 +41,8 @@ def _user() -> str:
 
 
 def regular_file(path: Path, source: Path, name: str) -> os.stat_result:
-    """stat() a bundle file (following links): missing, unreadable and not-a-regular-file each said as such."""
+    """stat() a bundle file (following links): missing, unreadable and not-a-regular-file each said as
+    such."""
     try:
         st = path.stat()
     except FileNotFoundError:

@@ -37,7 +37,8 @@ _ZIP_ERRORS = _decompression_errors()
 
 
 def safe_extract(zpath: Path, dest: Path) -> None:
-    """Extract only plain files with safe names (optionally under one top-level folder), within size limits."""
+    """Extract only plain files with safe names (optionally under one top-level folder), within size
+    limits."""
     try:
         zf = zipfile.ZipFile(zpath)
     except _ZIP_ERRORS as e:

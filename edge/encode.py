@@ -102,8 +102,8 @@ class Encoder:
                 raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower fails on a plain "
                                   f"input ({type(e).__name__}: {e}); {REEXPORT}") from e
             if out.shape != (1, self.dim) or not np.isfinite(out).all():
-                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower outputs "
-                                  f"{'non-finite values (NaN / inf)' if out.shape == (1, self.dim) else out.shape} "
+                what = "non-finite values (NaN / inf)" if out.shape == (1, self.dim) else out.shape
+                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower outputs {what} "
                                   f"for a plain input, so it would learn nothing; its weights are damaged or "
                                   f"the export overflowed — {REEXPORT}")
 
@@ -133,7 +133,8 @@ class Encoder:
         return self.encode_image_array(self.prepare(frames))
 
     def encode_image_array(self, x: np.ndarray) -> np.ndarray:
-        """Already-normalised float32 [N, 3, S, S] -> float32 [N, D] (the parity gate feeds torch the same x)."""
+        """Already-normalised float32 [N, 3, S, S] -> float32 [N, D] (the parity gate feeds torch the same
+        x)."""
         s = self.input_size
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise InputError(f"image input must be a float32 array [N, 3, {s}, {s}], got "

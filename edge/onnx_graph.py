@@ -46,7 +46,8 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 
 def _fields(buf: memoryview):
-    """Yield (field_number, wire_type, value) with value an int or a memoryview for length-delimited fields."""
+    """Yield (field_number, wire_type, value) with value an int or a memoryview for length-delimited
+    fields."""
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos)

@@ -238,7 +238,8 @@ def _write(out: Path, image_onnx_path: Path, utterance_onnx_path: Path, vocab: V
             with zipfile.ZipFile(tmp_zip, "w") as zf:
                 for name in sorted([MANIFEST, *files]):
                     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_STORED if name.endswith(".onnx") else zipfile.ZIP_DEFLATED
+                    info.compress_type = (zipfile.ZIP_STORED if name.endswith(".onnx")
+                                          else zipfile.ZIP_DEFLATED)
                     info.external_attr = 0o644 << 16
                     zf.writestr(info, (tmp / name).read_bytes())
             _fsync(tmp_zip)

@@ -149,7 +149,8 @@ def infer_resnext(sd: Mapping[str, torch.Tensor]) -> dict:
     blocks, planes = [], []
     groups = base_width = None
     for i in range(1, 5):
-        idx = {int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(pre)}layer{i}\.(\d+)\.conv1\.weight$", k))}
+        key = re.compile(rf"{re.escape(pre)}layer{i}\.(\d+)\.conv1\.weight$")
+        idx = {int(m.group(1)) for k in sd if (m := key.match(k))}
         if not idx:
             break
         blocks.append(max(idx) + 1)

@@ -129,7 +129,8 @@ def object_category_trials(root: str | Path, known, n_foils: int = 3, per_image:
     foil_img_filenames."""
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    images = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) for p in folders}
+    images = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+              for p in folders}
     cats = [c for c, files in images.items() if files and known(c)]
     unknown = sorted(c for c, files in images.items() if files and c not in cats)
     if unknown:
@@ -147,7 +148,8 @@ def object_category_trials(root: str | Path, known, n_foils: int = 3, per_image:
                 foils = [others[j] for j in rng.choice(len(others), size=n_foils, replace=False)]
                 trials.append({"trial_num": i, "target_category": cat, "target_img_filename": target,
                                "foil_categories": foils,
-                               "foil_img_filenames": [images[f][int(rng.integers(len(images[f])))] for f in foils]})
+                               "foil_img_filenames": [images[f][int(rng.integers(len(images[f])))]
+                                                      for f in foils]})
     return trials
 
 
@@ -226,15 +228,19 @@ def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[s
         vocab, encode_tokens = enc.vocab, enc.encode_tokens
         if bare_labels is None:
             bare_labels = (enc.bundle.manifest.get("source") or {}).get("converted_from") == "cvcl"
-        embed = lambda paths: embed_images_onnx(enc, paths, progress=progress)
+
+        def embed(paths):
+            return embed_images_onnx(enc, paths, progress=progress)
     else:
         from firstwords.export.checkpoint import load_checkpoint
 
         model, vocab, cfg, _ = load_checkpoint(model_path)
         model.eval()
         encode_tokens = _torch_tokens_encoder(model)
-        embed = lambda paths: embed_images(model, paths, cfg.image.input_size, cfg.image.mean,
-                                           cfg.image.std, progress=progress)
+
+        def embed(paths):
+            return embed_images(model, paths, cfg.image.input_size, cfg.image.mean, cfg.image.std,
+                                progress=progress)
     data = Path(data)
     if data.is_dir():
         def known(c: str) -> bool:

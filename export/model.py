@@ -205,7 +205,8 @@ class ResNeXt50(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """backbone -> Linear(features -> D). A frozen backbone stays in eval mode (fixed BatchNorm statistics)."""
+    """backbone -> Linear(features -> D). A frozen backbone stays in eval mode (fixed BatchNorm
+    statistics)."""
 
     def __init__(self, backbone: nn.Module, dim: int, frozen: bool, dropout: float = 0.0):
         super().__init__()
@@ -351,7 +352,8 @@ class UtteranceTower(nn.Module):
 
 
 def build_model(config: DualEncoderConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
-    """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and load_pretrained)."""
+    """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and
+    load_pretrained)."""
     model = DualEncoder(config, vocab_size)
     if load_pretrained and config.image.pretrained == "imagenet":
         load_lite0_imagenet(model.image_encoder.backbone)

@@ -59,8 +59,9 @@ def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray, batch: int =
 
     model = model.eval()
     with torch.inference_mode():
-        img = [model.encode_image(torch.from_numpy(images[i:i + batch]).contiguous(memory_format=torch.channels_last))
-               .numpy() for i in range(0, len(images), batch)]
+        img = [model.encode_image(torch.from_numpy(images[i:i + batch])
+                                  .contiguous(memory_format=torch.channels_last)).numpy()
+               for i in range(0, len(images), batch)]
         utt = [model.encode_utterance(torch.from_numpy(tokens[i:i + batch])).numpy()
                for i in range(0, len(tokens), batch)]
     return np.concatenate(img), np.concatenate(utt)
@@ -107,7 +108,7 @@ class ParityReport:
             "accuracy": {k: (None if v is None else round(v, 4)) for k, v in self.accuracy.items()},
             "centred_cosine": {k: {m: round(x, 6) for m, x in v.items()} for k, v in self.cosine.items()},
             "torch_image_spread": round(self.spread, 6),
-            "thresholds": {k: v for k, v in self.thresholds.__dict__.items()},
+            "thresholds": dict(self.thresholds.__dict__),
             "passed": self.passed, "failures": list(self.failures),
         }
 

@@ -20,7 +20,8 @@ OUTPUT = "spatial"
 
 
 def has_spatial(model) -> bool:
-    """Whether the model's image tower exposes its feature map (our DualEncoder does; test stand-ins may not)."""
+    """Whether the model's image tower exposes its feature map (our DualEncoder does; test stand-ins may
+    not)."""
     enc = getattr(model, "image_encoder", None)
     return enc is not None and hasattr(getattr(enc, "backbone", None), "feature_map")
 

@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                        capacity_words=args.capacity_words, capacity_episodes=args.capacity_episodes)
     enc, mem, vad, recognizer = rt.encoder, rt.memory, None, None
     if args.words_from != "transcript":
-        meta = json.loads((session / "session.json").read_text()) if (session / "session.json").is_file() else {}
+        meta_file = session / "session.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see",
                                                 "it's"]
         vad, recognizer = make_speech(args.vad, words)

@@ -85,14 +85,16 @@ def check_telemetry(state: dict[str, Any] | None = None) -> Check:
 
     st = telemetry_state() if state is None else state
     if st["env"] != "1" or st["imported_before"]:
+        early = ", onnxruntime imported before firstwords" if st["imported_before"] else ""
         return Check(FAIL, "telemetry", f"onnxruntime's telemetry may be on "
-                                        f"({TELEMETRY_ENV}={st['env'] or 'unset'}{', onnxruntime imported before firstwords' if st['imported_before'] else ''}"
+                                        f"({TELEMETRY_ENV}={st['env'] or 'unset'}{early}"
                                         f"); start firstwords with {TELEMETRY_ENV}=1 in the environment")
     if st["queue"]:
         return Check(WARN, "telemetry", f"off in firstwords, but an onnxruntime telemetry queue from an "
                                         f"earlier program is at {st['queue']}; delete it: rm -r "
                                         f"'{st['queue']}'")
-    api = "and disable_telemetry_events() called" if st["api_called"] else "(this onnxruntime has no telemetry API)"
+    api = ("and disable_telemetry_events() called" if st["api_called"]
+           else "(this onnxruntime has no telemetry API)")
     return Check(OK, "telemetry", f"onnxruntime telemetry off ({TELEMETRY_ENV}=1 before its import {api}); "
                                   "no telemetry queue on disk")
 

@@ -60,9 +60,10 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     for w in words:
         idx = [i for i, lab in enumerate(ev.labels) if lab == w][:MAP_FRAMES]
         maps = word_maps(sp[idx], vectors[w])
-        cells = "".join(f'<figure>{html.img(data_uri(encode_png(overlay(frames[i], m)), "image/png"), w, "map")}'
+        uris = [data_uri(encode_png(overlay(frames[i], m)), "image/png") for i, m in zip(idx, maps)]
+        cells = "".join(f'<figure>{html.img(u, w, "map")}'
                         f"<figcaption>{html.escape(ev.files[i].name)}</figcaption></figure>"
-                        for i, m in zip(idx, maps))
+                        for i, u in zip(idx, uris))
         figs.append(f'<h3>{html.escape(w)}</h3><div class="maps">{cells}</div>')
     intro = html.note(f"Each cell of the image tower's {sp.shape[1]}×{sp.shape[2]} feature map before "
                       "pooling, projected into the joint space, scored by cosine against the word's vector "

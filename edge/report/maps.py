@@ -122,7 +122,8 @@ def hit_rate(spatial: np.ndarray, words: Sequence[str], boxes: Sequence[Sequence
 
 
 def overlay(frame: np.ndarray, score_map: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The frame with the map (min-max scaled, viridis) blended over it and the peak cell outlined in white."""
+    """The frame with the map (min-max scaled, viridis) blended over it and the peak cell outlined in
+    white."""
     h, w = frame.shape[:2]
     m = score_map.astype(np.float64)
     m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)

@@ -75,7 +75,8 @@ class _Frame:
 
 def _doc(body: list[str], w: int = W, h: int = H) -> str:
     return (f'<svg xmlns="{SVG_NS}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-            f'font-family="sans-serif"><rect width="{w}" height="{h}" fill="white"/>' + "".join(body) + "</svg>")
+            f'font-family="sans-serif"><rect width="{w}" height="{h}" fill="white"/>'
+            + "".join(body) + "</svg>")
 
 
 def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str, xlabel: str,
