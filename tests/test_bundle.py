@@ -313,7 +313,8 @@ def test_a_bundle_path_that_is_a_fifo_is_named_as_such(tmp_path):
 
 
 def test_a_huge_manifest_is_refused_before_it_is_parsed(bundle_dir):
-    """A 300 MB manifest (an unknown key padded out) was parsed with 657 MB RSS; now its size is checked first."""
+    """A 300 MB manifest (an unknown key padded out) was parsed with 657 MB RSS; now its size is checked
+    first."""
     import subprocess
     import sys
 

@@ -1,4 +1,5 @@
-"""Device configs: the shipped ones load; every kind of mistake names the file, the key and what is allowed."""
+"""Device configs: the shipped ones load; every kind of mistake names the file, the key and what is
+allowed."""
 
 import re
 from pathlib import Path

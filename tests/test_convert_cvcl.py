@@ -127,7 +127,8 @@ def reference_forward(sd: dict, images: np.ndarray, tokens: np.ndarray) -> tuple
 
 
 def cvcl_ids(texts: list[str]) -> np.ndarray:
-    """Token ids as CVCL's MultiModalLitModel.tokenize makes them: <sos> tokens <eos>, unknown -> <unk>, padded."""
+    """Token ids as CVCL's MultiModalLitModel.tokenize makes them: <sos> tokens <eos>, unknown -> <unk>,
+    padded."""
     vocab = cvcl_vocab()
     seqs = [[2, *(vocab.get(t, 1) for t in CVCL_TOKENS[text]), 3] for text in texts]
     out = np.zeros((len(seqs), max(map(len, seqs))), dtype=np.int64)
@@ -194,7 +195,8 @@ def test_convert_matches_plain_torch_forward(ckpt, tmp_path, capsys):
     q = Encoder(b8, threads=1)
     assert centred_cosine(ref_img, q.encode_image(frames))[0] >= 0.98
     assert centred_cosine(ref_utt, q.encode_utterance(texts))[0] >= 0.99
-    assert (tmp_path / "int8" / "image.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "image.onnx").stat().st_size
+    int8, fp32 = ((tmp_path / kind / "image.onnx").stat().st_size for kind in ("int8", "fp32"))
+    assert int8 < 0.5 * fp32
 
 
 def test_vocab_size_mismatch_is_clear(ckpt, tmp_path, capsys):
@@ -214,7 +216,8 @@ def test_altered_duplicate_is_refused(ckpt, tmp_path, capsys):
     (tmp_path / "vocab.json").write_text(json.dumps(cvcl_vocab()))
     rc = convert([str(bad), "-o", str(tmp_path / "b"), "--quantization", "none", "--skip-parity"])
     assert rc == 2
-    assert "model.text_embed.embedding.weight differs from text_encoder.embedding.weight" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model.text_embed.embedding.weight differs from text_encoder.embedding.weight" in err
 
 
 def test_not_a_cvcl_checkpoint(tmp_path, capsys):
@@ -233,7 +236,8 @@ def test_static_int8_needs_calibration_frames(ckpt, tmp_path, capsys):
 
 
 def test_full_size_layout_is_resnext50_32x4d():
-    """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as export.model's."""
+    """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as
+    export.model's."""
     from firstwords.export.convert_cvcl import ResNeXt, infer_resnext
     from firstwords.export.model import ResNeXt50
 

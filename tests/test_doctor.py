@@ -56,7 +56,8 @@ def test_threads_over_cores_warns():
     checks = doctor.check_cpu(config(model={"threads": cores + 2}))
     th = next(c for c in checks if c.name == "threads")
     assert th.status == doctor.WARN and f"{cores} cores" in th.message
-    assert next(c for c in doctor.check_cpu(config(model={"threads": 1})) if c.name == "threads").status == doctor.OK
+    one = config(model={"threads": 1})
+    assert next(c for c in doctor.check_cpu(one) if c.name == "threads").status == doctor.OK
 
 
 def test_runtime_checks_name_onnxruntime():
@@ -133,7 +134,8 @@ def test_telemetry_verdicts(tmp_path):
     ok = {"env": "1", "api_called": True, "imported_before": False, "queue": None}
     assert doctor.check_telemetry(ok).status == doctor.OK
     queued = doctor.check_telemetry({**ok, "queue": str(tmp_path / "q")})
-    assert queued.status == doctor.WARN and str(tmp_path / "q") in queued.message and "rm -r" in queued.message
+    assert queued.status == doctor.WARN
+    assert str(tmp_path / "q") in queued.message and "rm -r" in queued.message
     early = doctor.check_telemetry({**ok, "imported_before": True})
     assert early.status == doctor.FAIL and "ORT_DISABLE_TELEMETRY=1" in early.message
 
@@ -143,8 +145,8 @@ def _doctor_in(home, first: str = "") -> str:
     import subprocess
     import sys
 
-    code = first + "\nfrom firstwords.edge.cli import main\nmain(['doctor', '--config', 'laptop', '--no-latency', " \
-                   "'--no-devices', '--data-dir', " + repr(str(home)) + "])"
+    code = (first + "\nfrom firstwords.edge.cli import main\nmain(['doctor', '--config', 'laptop', "
+            "'--no-latency', '--no-devices', '--data-dir', " + repr(str(home)) + "])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
     env["HOME"] = str(home)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,

@@ -104,7 +104,8 @@ def test_text_direction_on_a_cvcl_trial_file_uses_its_foil_words(run):
 
 
 def test_a_bundle_evaluates_as_its_checkpoint(run, tmp_path):
-    """One evaluation for torch checkpoints and ONNX bundles: the fp32 bundle scores as the checkpoint does."""
+    """One evaluation for torch checkpoints and ONNX bundles: the fp32 bundle scores as the checkpoint
+    does."""
     from firstwords.edge.cli import main
     from firstwords.export.evaluate import evaluate
 

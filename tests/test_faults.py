@@ -238,7 +238,8 @@ print("ready", flush=True)
 i = 0
 while True:
     i += 1
-    eb.write_bundle(out, src / "image.onnx", src / "utterance.onnx", VOCAB, manifest_fields(training_data=f"v{i}"))
+    eb.write_bundle(out, src / "image.onnx", src / "utterance.onnx", VOCAB,
+                    manifest_fields(training_data=f"v{i}"))
     print("wrote", i, flush=True)
 """
 

@@ -51,9 +51,10 @@ def network_uses(source: str, filename: str = "<src>") -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             mods = [node.module or ""]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
-            mods = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value,
-                                                                                                 str)]
-        found += [f"{filename}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in NETWORK_MODULES]
+            mods = [a.value for a in node.args[:1]
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        found += [f"{filename}:{node.lineno}: imports {m}" for m in mods
+                  if m.split(".")[0] in NETWORK_MODULES]
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             v = node.value
             if "://" in v and any(s in v for s in ("http://", "https://", "ftp://", "ws://", "wss://")):
@@ -98,7 +99,8 @@ def hook(event, args):
         raise PermissionError(f"network access blocked by the privacy test: {event}")
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+        if ((isinstance(mode, str) and any(c in mode for c in "wax+"))
+                or (isinstance(flags, int) and flags & WRITE_FLAGS)):
             writes.append(os.fsdecode(args[0]))
     if event == "subprocess.Popen":
         programs.append(os.fsdecode(args[0]))
@@ -192,7 +194,8 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
                                f"'blob'").fetchone()[0]
                 # the state table may hold the background's second moment: one D x D aggregate of every frame
                 limit = 4 * dim * dim if table == "state" else 4 * dim
-                assert n is None or n <= limit, f"{table}.{c} holds a {n}-byte blob (an embedding is {4 * dim})"
+                assert n is None or n <= limit, (f"{table}.{c} holds a {n}-byte blob "
+                                                 f"(an embedding is {4 * dim})")
             if table == "state":
                 assert db.execute("SELECT COUNT(*) FROM state WHERE TYPEOF(value) = 'blob' AND LENGTH(value) "
                                   "> ?",

@@ -68,7 +68,8 @@ def test_report_has_every_section_and_states_the_criterion(report):
 def test_report_is_self_contained(report):
     _, text = report
     urls = _attr_urls(text)
-    assert urls and all(u.startswith("data:") for u in urls), [u[:40] for u in urls if not u.startswith("data:")]
+    assert urls and all(u.startswith("data:") for u in urls), [u[:40] for u in urls
+                                                               if not u.startswith("data:")]
     assert not re.search(r"<script|<link|@import|url\(", text, flags=re.IGNORECASE)
     for u in urls:  # inside the images too (an SVG may refer to the outside)
         payload = base64.b64decode(u.split(",", 1)[1])
@@ -201,7 +202,8 @@ def test_word_table_is_capped_and_says_so(sample, tmp_path):
 
 @pytest.mark.slow
 def test_large_memory_report_under_a_minute(sample, tmp_path):
-    """10,000 words and 50,000 remembered moments: the report builds in under a minute (tools/bench_report.py)."""
+    """10,000 words and 50,000 remembered moments: the report builds in under a minute
+    (tools/bench_report.py)."""
     proc = subprocess.run([sys.executable, "tools/bench_report.py", "--bundle", str(sample.bundle), "--out",
                            str(tmp_path / "r.html")], capture_output=True, text=True, timeout=1200,
                           check=False,

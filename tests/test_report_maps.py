@@ -1,4 +1,5 @@
-"""The image tower's spatial output and the localisation maps drawn from it (edge.report.maps, export.spatial)."""
+"""The image tower's spatial output and the localisation maps drawn from it (edge.report.maps,
+export.spatial)."""
 
 from __future__ import annotations
 

@@ -65,7 +65,8 @@ def test_training_metadata_is_cvcl_format_and_clean(tiny):
         for r in rep.records:
             assert 1 <= len(r.frame_paths) <= 32
             assert np.allclose(np.diff(r.timestamps), 0.2)  # consecutive frames at 5 fps
-            assert r.timestamps[0] >= r.meta["start_time"] - 1e-6 and r.meta["num_frames"] == len(r.frame_paths)
+            assert r.timestamps[0] >= r.meta["start_time"] - 1e-6
+            assert r.meta["num_frames"] == len(r.frame_paths)
             assert r.meta["video"] == "session_000"
     frame = load_frame(rep.records[0].frame_paths[0])
     assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 5
@@ -90,7 +91,8 @@ def test_novel_category_is_absent_from_training(tiny):
     assert not {e["instance"] for e in evals} & {e["instance"] for e in exposures}
     for e in exposures:
         assert novel in words(e["utterance"]) and (out / e["frame_filename"]).is_file()
-        assert e["frame_filename"] == e["frame_filenames"][0] and all((out / f).is_file() for f in e["frame_filenames"])
+        assert e["frame_filename"] == e["frame_filenames"][0]
+        assert all((out / f).is_file() for f in e["frame_filenames"])
 
 
 def test_eval_instances_are_never_seen_in_training(tiny):
