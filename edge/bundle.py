@@ -236,8 +236,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens, rule=rule)
 
     spatial = image_m.get("spatial")  # optional second output for localisation maps (edge.report.maps)
-    extra = (spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"),
-                                                                             str) else ()
+    extra = ((spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str)
+             else ())
     check_graph(image.path, source, IMAGE_FILE if image.path.name == IMAGE_FILE else image.path.name,
                 image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim,
                 extra)

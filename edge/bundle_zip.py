@@ -62,8 +62,8 @@ def safe_extract(zpath: Path, dest: Path) -> None:
             raise BundleError(f"{zpath}: files must sit at the top of the zip or in one folder; {REEXPORT}")
         total = 0
         for info, parts in zip(infos, names, strict=True):
-            if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_RATIO * max(info.compress_size,
-                                                                                     1) + 4096:
+            if (info.file_size > MAX_MEMBER_BYTES
+                    or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 4096):
                 raise BundleError(f"{zpath}: member {info.filename!r} would expand to {info.file_size} bytes "
                                   f"from {info.compress_size}; refusing a possible zip bomb")
             total += info.file_size

@@ -143,8 +143,9 @@ class Encoder:
         spec = self.bundle.image
         outs = [self._image.run([spec.output], {spec.input: x[i:i + self.max_batch]})[0]
                 for i in range(0, len(x), self.max_batch)]
-        return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.zeros((0, self.dim),
-                                                                                         np.float32)
+        if not outs:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
 
     # -- utterances -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:

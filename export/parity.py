@@ -51,8 +51,8 @@ def centred_cosine(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
-def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray, batch: int = 32) -> tuple[np.ndarray,
-                                                                                              np.ndarray]:
+def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray,
+                     batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings from the torch model. Images go in channels-last (same result within 1e-6; depthwise convs
     ran ~1.8x faster on this CPU), which is most of an export's time."""
     import torch

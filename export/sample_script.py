@@ -20,9 +20,8 @@ SAME_PLACE = 0.8  # chance the other toy seen on looking away is kept with the m
 # Zipfian with function words everywhere. {w} is a category word.
 NAMING = ["look at the {w}", "where's the {w}?", "that's a {w}", "look at your {w}!", "see the {w}?",
           "is that a {w}?", "the {w}", "you want the {w}?", "here's your {w}", "{w}!",
-          "can you find the {w}?",
-          "it's a {w}", "a {w}", "where is your {w}?", "oh a big {w}", "do you like the {w}?", "give me the "
-                                                                                               "{w}",
+          "can you find the {w}?", "it's a {w}", "a {w}", "where is your {w}?", "oh a big {w}",
+          "do you like the {w}?", "give me the {w}",
           "i see a {w}", "what a nice {w}", "let's put the {w} away", "that's your {w}", "you have a {w}",
           "can you say {w}?", "the {w} is here", "touch the {w}"]
 CHATTER = ["look at that", "all done", "you want more?", "good job", "put it on", "what's that?", "okay",
@@ -82,9 +81,8 @@ def gaze_path(rng: np.random.Generator, n_frames: int, look_away: float) -> list
 
 def plan_session(rng: np.random.Generator, cats: list[str], cat_w: np.ndarray,
                  next_instance: Callable[[str], int],
-                 total: float, seed: int, look_away: float) -> tuple[list[dict], list[dict], list[dict],
-                                                                     list[tuple],
-                                                                      float]:
+                 total: float, seed: int,
+                 look_away: float) -> tuple[list[dict], list[dict], list[dict], list[tuple], float]:
     """The session, episode by episode, until `total` seconds: (frames, utterances, episodes, render jobs,
     duration). A scene has a main object (sometimes none) and maybe a distractor; the parent says one to three
     utterances; the child's gaze may leave the scene. Frames are planned here and rendered by the caller."""
@@ -143,6 +141,6 @@ def plan_session(rng: np.random.Generator, cats: list[str], cat_w: np.ndarray,
                          "primary": primary, "distractor": distractor, "away": away_obj,
                          "instances": [f"train:{i}" for i in (scene.primary_instance,
                                                               scene.distractor_instance,
-                                                               away_scene.primary_instance) if i is not None],
+                                                              away_scene.primary_instance) if i is not None],
                          "frames": [k0, k1], "looking_at_scene": round(sum(gaze) / max(len(gaze), 1), 3)})
     return frames_meta, utterances, episodes, jobs, t

@@ -62,8 +62,8 @@ def onnx_spatial(image_path: Path, images: np.ndarray, threads: int | None = Non
     from firstwords.edge.encode import make_session
 
     s = make_session(image_path, threads)
-    return np.concatenate([s.run([OUTPUT], {"image": images[i:i + batch]})[0] for i in range(0, len(images),
-                                                                                             batch)])
+    return np.concatenate([s.run([OUTPUT], {"image": images[i:i + batch]})[0]
+                           for i in range(0, len(images), batch)])
 
 
 def spatial_parity(model, images: np.ndarray, fp32: Path, int8: Path | None, report,
@@ -77,8 +77,8 @@ def spatial_parity(model, images: np.ndarray, fp32: Path, int8: Path | None, rep
     ref = torch_spatial(model, x)
     d = ref.shape[-1]
     fp = onnx_spatial(fp32, x, threads)
-    pairs = [("onnx_fp32/spatial (torch)", ref, fp, report.thresholds.fp32_centred_cosine, "ONNX fp32 vs "
-                                                                                           "torch")]
+    pairs = [("onnx_fp32/spatial (torch)", ref, fp, report.thresholds.fp32_centred_cosine,
+              "ONNX fp32 vs torch")]
     if int8 is not None:
         pairs.append(("onnx_int8/spatial (onnx_fp32)", fp, onnx_spatial(int8, x, threads),
                       report.thresholds.int8_spatial_centred_cosine, "int8 vs fp32"))

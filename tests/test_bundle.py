@@ -298,8 +298,8 @@ def test_a_bundle_file_that_is_not_a_regular_file_is_named_as_such_without_block
     err, returned = _load_within(bundle_dir)
     assert returned, f"load_bundle blocked on {name} as a {kind}"
     assert isinstance(err, BundleError), err
-    what = {"dev-zero-link": "a character device (a link to /dev/zero)", "fifo": "a FIFO", "folder": "a "
-                                                                                                     "folder"}
+    what = {"dev-zero-link": "a character device (a link to /dev/zero)", "fifo": "a FIFO",
+            "folder": "a folder"}
     assert f"{name} is not a regular file: it is {what[kind]}" in str(err), str(err)
     assert "missing" not in str(err)
 

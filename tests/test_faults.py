@@ -592,8 +592,8 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     from firstwords.edge.vad import EnergyVAD
 
     clips = speech_clips(tmp_path)
-    lead, storm_gap = np.zeros(int(0.5 * SAMPLE_RATE), np.float32), np.zeros(int(3.0 * SAMPLE_RATE),
-                                                                             np.float32)
+    lead = np.zeros(int(0.5 * SAMPLE_RATE), np.float32)
+    storm_gap = np.zeros(int(3.0 * SAMPLE_RATE), np.float32)
     audio = np.concatenate([lead, clips[0], storm_gap, clips[1], lead])
     phrase2_at = (len(lead) + len(clips[0]) + len(storm_gap)) / SAMPLE_RATE
     segments = []

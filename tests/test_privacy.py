@@ -41,8 +41,8 @@ def network_uses(source: str, filename: str = "<src>") -> list[str]:
     tree = ast.parse(source, filename)
     docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                   if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value,
-                                                                                ast.Constant)}
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
     found = []
     for node in ast.walk(tree):
         mods = []

@@ -9,16 +9,11 @@ from firstwords.edge.tokenize import LEGACY_RULE, MAX_TOKENS, Vocab, build_vocab
 
 
 def test_words_and_vocab_follow_cvcl_rules():
-    assert tokens("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "!", "where",
-                                                               "'s",
-                                                              "the", "ball", "?"]
-    assert words("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "where", "'s",
-                                                              "the",
-                                                             "ball"]
+    text = "Look at your SHOE!  where's the ball?"
+    assert tokens(text) == ["look", "at", "your", "shoe", "!", "where", "'s", "the", "ball", "?"]
+    assert words(text) == ["look", "at", "your", "shoe", "where", "'s", "the", "ball"]
     # the first rule, kept for artefacts that do not name theirs
-    assert words("Look at your SHOE!  where's the ball?", LEGACY_RULE) == ["look", "at", "your", "shoe",
-                                                                           "where's",
-                                                                          "the", "ball"]
+    assert words(text, LEGACY_RULE) == ["look", "at", "your", "shoe", "where's", "the", "ball"]
     vocab = build_vocab(["the ball.", "the ball.", "the ball.", "a shoe", "a shoe"], min_freq=3)
     # shoe/a seen twice: dropped
     assert list(vocab) == ["<pad>", "<unk>", "<sos>", "<eos>", ".", "ball", "the"]

@@ -21,30 +21,24 @@ OPENERS = ["", "Oh, ", "Look, ", "Hey ", "Ok. ", "Okay! ", "Uh-oh, ", "Wow... ",
            "(laughs) "]
 TEMPLATES = [
     "that's a {t}", "it's a {t}", "don't eat the {t}", "what's that?", "you're a good boy",
-    "where's the {t}?",
-    "can't find the {t}", "won't you share the {t}", "let's get the {t}!", "here's {n}'s {t}", "there's the "
-                                                                                               "{t}.",
-    "who's that?", "isn't that {n}'s {t}?", "we're gonna play with the {t}", "I'm gonna get you!",
-    "do you wanna see the {t}?", "I've got the {t}", "you'll like the {t}", "they'll come back", "she's "
-                                                                                                 "sleeping",
-    "he's got a {t}", "we'll see", "I'd love a {t}", "y'all done?", "didn't you want the {t}", "doesn't it "
-                                                                                               "fly?",
-    "wouldn't that be fun", "shouldn't touch the {t}", "couldn't reach the {t}", "aren't you silly",
-    "it's {n}'s", "that is the {t}", "look at the {t}", "the {t} is red.", "peek-a-boo!", "uh oh, the {t} "
-                                                                                          "fell",
-    "one, two, three!", "it's 3 o'clock", "It's 10:30 now", "you're 1 and a half", "2 {t}s", "about 3.5 "
-                                                                                             "inches",
-    "the 1st {t}", "$5 for the {t}", "100% done", "page 3-4", "ma'am, the {t}", "Mr. Rogers' {t}",
-    "Dr. Seuss",
-    "e.g. the {t}", "the kids' {t}", "James' {t}", "THAT'S A {T}!!", "That’s a {t}", "don’t touch", "it’s "
-                                                                                                    "mine",
-    "\"{t}\" she said", "say 'please'", "(the {t})", "[inaudible] the {t}", "the {t}--no, the other one",
-    "wait... the {t}?!", "the {t}!?", "no-no-no", "all-done", "the {t}/the other {t}", "rock & roll",
-    "what're you doing", "where're we going", "how's the {t}", "when's lunch", "why's it wet", "gotta go",
-    "lemme see", "gimme the {t}", "c'mon", "'cause it's hot", "'til later", "nothin' there", "o.k.",
-    "ok.", "etc.", "U.S.A.", "a.m. or p.m.", "5pm", "10am", "3rd floor", "it's 7 o’clock", "20-30 min",
-    ":) good job", "good job :-)", "yay <3", "hi!!!", "no...", "nooo!", "whee~", "#1 fan", "mom@home.com",
-    "see www.example.com", "x = 2", "the {t}'s wheel", "the {t}s' wheels", "Cannot do it", "I'll've", "'s ok",
+    "where's the {t}?", "can't find the {t}", "won't you share the {t}", "let's get the {t}!",
+    "here's {n}'s {t}", "there's the {t}.", "who's that?", "isn't that {n}'s {t}?",
+    "we're gonna play with the {t}", "I'm gonna get you!", "do you wanna see the {t}?", "I've got the {t}",
+    "you'll like the {t}", "they'll come back", "she's sleeping", "he's got a {t}", "we'll see",
+    "I'd love a {t}", "y'all done?", "didn't you want the {t}", "doesn't it fly?", "wouldn't that be fun",
+    "shouldn't touch the {t}", "couldn't reach the {t}", "aren't you silly", "it's {n}'s", "that is the {t}",
+    "look at the {t}", "the {t} is red.", "peek-a-boo!", "uh oh, the {t} fell", "one, two, three!",
+    "it's 3 o'clock", "It's 10:30 now", "you're 1 and a half", "2 {t}s", "about 3.5 inches", "the 1st {t}",
+    "$5 for the {t}", "100% done", "page 3-4", "ma'am, the {t}", "Mr. Rogers' {t}", "Dr. Seuss",
+    "e.g. the {t}", "the kids' {t}", "James' {t}", "THAT'S A {T}!!", "That’s a {t}", "don’t touch",
+    "it’s mine", "\"{t}\" she said", "say 'please'", "(the {t})", "[inaudible] the {t}",
+    "the {t}--no, the other one", "wait... the {t}?!", "the {t}!?", "no-no-no", "all-done",
+    "the {t}/the other {t}", "rock & roll", "what're you doing", "where're we going", "how's the {t}",
+    "when's lunch", "why's it wet", "gotta go", "lemme see", "gimme the {t}", "c'mon", "'cause it's hot",
+    "'til later", "nothin' there", "o.k.", "ok.", "etc.", "U.S.A.", "a.m. or p.m.", "5pm", "10am",
+    "3rd floor", "it's 7 o’clock", "20-30 min", ":) good job", "good job :-)", "yay <3", "hi!!!", "no...",
+    "nooo!", "whee~", "#1 fan", "mom@home.com", "see www.example.com", "x = 2", "the {t}'s wheel",
+    "the {t}s' wheels", "Cannot do it", "I'll've", "'s ok",
 ]
 EDGE_CASES = [
     "", " ", "   ", "\t", "a  b", "a\tb", "a\nb", " leading", "trailing ", "double  space", "...", "!!!", "'",
@@ -116,6 +110,5 @@ def test_the_utterances_the_issue_names():
     assert tokens("What's that?") == ["what", "'s", "that", "?"]
     assert tokens("You're a good boy.") == ["you", "'re", "a", "good", "boy", "."]
     assert tokens("Mommy's peek-a-boo, 3.5 times...") == ["mommy", "'s", "peek", "-", "a", "-", "boo", ",",
-                                                          "3.5",
-                                                        "times", "..."]
+                                                          "3.5", "times", "..."]
     assert words("That's it, isn't it?!") == ["that", "'s", "it", "is", "n't", "it"]

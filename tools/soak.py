@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
                     "replays (silero runs a second onnxruntime model; default: energy)")
     ap.add_argument("--log", type=Path, help="append each iteration's figures to this JSON-lines file as "
                     "they come (a run stopped early still leaves its figures)")
-    ap.add_argument("--capacity-words", type=int, default=30, help="memory word capacity (small: eviction "
-                                                                   "runs)")
+    ap.add_argument("--capacity-words", type=int, default=30,
+                    help="memory word capacity (small: eviction runs)")
     ap.add_argument("--capacity-episodes", type=int, default=60, help="memory episode capacity")
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored for the slopes")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads")

@@ -37,13 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="device config: a TOML path or a name (laptop, rpi4, "
                                                         "rpi5, rpi-zero-2w)")
     parser.add_argument("--bundle", help="model bundle directory or .zip (default: work/bundle if present)")
-    parser.add_argument("--data-dir", default=".", help="where the memory database will live, for the "
-                                                       "free-disk check (default: the current folder)")
+    parser.add_argument("--data-dir", default=".",
+                        help="where the memory database will live, for the free-disk check "
+                             "(default: the current folder)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs in the quick latency sample "
                                                              "(default: %(default)s)")
     parser.add_argument("--no-latency", action="store_true", help="skip the quick latency sample")
-    parser.add_argument("--no-devices", action="store_true", help="do not open the camera or list "
-                                                                  "microphones")
+    parser.add_argument("--no-devices", action="store_true",
+                        help="do not open the camera or list microphones")
 
 
 # ------------------------------------------------------------------------------------------------ checks

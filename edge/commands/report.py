@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                           "fps)")
     parser.add_argument("--run-stats", help="a file holding the JSON line of `firstwords replay --json` "
                         "(frames dropped, audio overflows, real-time factor)")
-    parser.add_argument("-o", "--out", default="report.html", help="the HTML file to write (default: "
-                                                                   "report.html)")
+    parser.add_argument("-o", "--out", default="report.html",
+                        help="the HTML file to write (default: report.html)")
     parser.add_argument("--min-strength", type=float, default=0.2,
                         help="'known' criterion: naming strength at least this (default: 0.2)")
     parser.add_argument("--min-exposures", type=int, default=3,

@@ -51,15 +51,14 @@ def growth_section(rep: MemoryReport, plot: Plotter) -> str:
                             "been learned yet (replay a session or run the device first)"))
     hx, hy = rep.heard_curve
     kx, ky = rep.known_curve
-    by_utt = plot.line_chart([("words heard", hx, hy), ("words known", kx, ky)], "Words known vs utterances "
-                                                                                 "heard",
-                             "utterances heard", "words")
+    by_utt = plot.line_chart([("words heard", hx, hy), ("words known", kx, ky)],
+                             "Words known vs utterances heard", "utterances heard", "words")
     minutes = [("words heard", rep.time_of(hx) / 60, hy), ("words known", rep.time_of(kx) / 60, ky)]
     by_time = plot.line_chart(minutes, "Words known vs session time", "session time (minutes)", "words")
     summary = html.note(f"{len(rep.known)} of {len(rep.words)} words known after {len(rep.episode_times)} "
                         f"stored utterances ({rep.stats.get('utterances_learned', 0)} learned from in all).")
-    return html.section("growth", "Vocabulary growth", crit, summary, html.img(by_utt, "words known vs "
-                                                                                       "utterances"),
+    return html.section("growth", "Vocabulary growth", crit, summary,
+                        html.img(by_utt, "words known vs utterances"),
                         html.img(by_time, "words known vs session time"))
 
 

@@ -152,9 +152,8 @@ def accuracy_section(vectors: Mapping[str, np.ndarray], ev: EvalSet | None, enc:
         series.append((name, vals, cis))
         lo, hi = res.ci95
         missing = f"; no vector: {', '.join(res.skipped_categories)}" if res.skipped_categories else ""
-        rows.append([html.escape(name), f"{res.overall:.3f}", f"[{lo:.3f}, {hi:.3f}] over {res.n_trials} "
-                                                              f"trials"
-                     + html.escape(missing)])
+        rows.append([html.escape(name), f"{res.overall:.3f}",
+                     f"[{lo:.3f}, {hi:.3f}] over {res.n_trials} trials" + html.escape(missing)])
     n_way = len(trials[0].image_indices)
     parts = [html.note(f"CVCL's protocol: a category's word against {n_way} images (its own and {n_way - 1} "
                        f"from other categories), 100 trials per category, seed 0; whiskers are 95 % Wilson "

@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-frames", type=int, default=100, help="(default: %(default)s)")
     parser.add_argument("--eval-images", type=int, default=200, help="(default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads for torch and onnxruntime")
-    parser.add_argument("--skip-parity", action="store_true", help="no parity gate (recorded in the "
-                                                                   "manifest)")
+    parser.add_argument("--skip-parity", action="store_true",
+                        help="no parity gate (recorded in the manifest)")
 
 
 def frame_paths(path: Path) -> list[Path]:
@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_parity:
         if args.eval_data:
             ev_imgs, ev_labels, ev_trials = eval_images(Path(args.eval_data), args.eval_images, size,
-                                                        CVCL_MEAN,
-                                                        CVCL_STD)
+                                                        CVCL_MEAN, CVCL_STD)
         elif calib is not None:
             print("note: no --eval-data: the parity gate compares embeddings on the calibration frames only")
             ev_imgs = calib
