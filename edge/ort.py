@@ -10,10 +10,9 @@ set after the import, stops neither. Hence two steps:
 - `firstwords.edge` (its __init__) calls `disable_telemetry_env()` when it is first imported, which is before
   any firstwords code imports onnxruntime;
 - every session firstwords makes gets its onnxruntime from `onnxruntime()` here, which sets the variable
-again,
-  calls onnxruntime's own `disable_telemetry_events()` and warns once if onnxruntime was imported by someone
-  else before the variable was set (then only the user can turn it off: ORT_DISABLE_TELEMETRY=1 in the
-  environment).
+  again, calls onnxruntime's own `disable_telemetry_events()` and warns once if onnxruntime was imported by
+  someone else before the variable was set (then only the user can turn it off: ORT_DISABLE_TELEMETRY=1 in
+  the environment).
 
 `telemetry_state()` says which of these held, for `firstwords doctor`.
 """

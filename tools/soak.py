@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Soak test: replay a session again and again into one memory for a set time, and watch for leaks.
 
-    python tools/soak.py --seconds 600                          # builds a 1-minute sample session + tiny
-    bundle python tools/soak.py --seconds 3600 --session work/session --bundle work/bundle --words-from audio
-    --vad silero \
-        --log work/soak/rows.jsonl
+    python tools/soak.py --seconds 600      # builds a 1-minute sample session + tiny bundle
+    python tools/soak.py --seconds 3600 --session work/session --bundle work/bundle --words-from audio \
+        --vad silero --log work/soak/rows.jsonl
 
 Each iteration is a full replay (`edge.replay.replay`, --speed max) through the real learner loop into the
 SAME memory, which has small capacities so that eviction runs all the time. After every iteration it records

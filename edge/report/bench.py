@@ -40,10 +40,9 @@ def synthetic_memory(path: str | Path, dim: int, n_words: int = 10_000, n_episod
         episodes.append(EpisodeRow(t, " ".join(f"w{j}" for j in ws), emb, emb * 4, emb, 4,
                                    {f"w{j}": 1.0 / len(ws) for j in ws}))
     words = [WordRow(f"w{j}", proto[j], exposures[j] / words_per_episode,
-                     exposures[j] / words_per_episode ** 2,
-                     proto[j] * 4, float(exposures[j] * 4), int(exposures[j]), None, float(first[j]),
-                     float(last[j]),
-                     n_episodes) for j in range(n_words)]
+                     exposures[j] / words_per_episode ** 2, proto[j] * 4, float(exposures[j] * 4),
+                     int(exposures[j]), None, float(first[j]), float(last[j]), n_episodes)
+             for j in range(n_words)]
     total = np.sum([e.embedding for e in episodes], axis=0).astype(np.float32) * 4
     bg = Background(total, float(4 * n_episodes), n_episodes, -math.inf)
     store = MemoryStore(p, dim, synchronous="OFF")
