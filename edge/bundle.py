@@ -283,8 +283,7 @@ def _read_manifest(root: Path, source: Path) -> dict[str, Any]:
                           f"hand, or {REEXPORT}")
     if version != FORMAT_VERSION:
         what = ("made by a newer firstwords: upgrade firstwords on this device (pip install -U firstwords), "
-                "or "
-                if version > FORMAT_VERSION else "")
+                "or " if version > FORMAT_VERSION else "")
         raise BundleError(f"{where}: unknown format_version {version} (this firstwords reads version "
                           f"{FORMAT_VERSION}); {what}{REEXPORT}")
     return manifest

@@ -141,8 +141,7 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
     if top is not None and value > top:
         why = (f"at most {top} here ({THREADS_PER_CORE_MAX}x this machine's {os.cpu_count() or 1} cores, or "
                f"16); threads beyond the cores only slow onnxruntime down — use {os.cpu_count() or 1} or "
-               f"fewer"
-               if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
+               "fewer" if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
         raise ConfigError(f"{where}: [{table}] {key} = {value!r} is too large; {why}")
     choices = _CHOICES.get((table, key))
     if choices and value not in choices:

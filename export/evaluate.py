@@ -205,8 +205,7 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[str] = DIRECTIONS,
-             n_way: int = 4,
-             trials: int = 100, seed: int = 0, frames_root=None, progress: bool = False,
+             n_way: int = 4, trials: int = 100, seed: int = 0, frames_root=None, progress: bool = False,
              bare_labels: bool | None = None, word_for: dict[str, str] | None = None,
              threads: int | None = None,
              write_trials: str | Path | None = None) -> dict[str, EvalResult]:

@@ -186,8 +186,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
         for fp32_convs in attempts:
             if quantization != "none":
                 img = quantize_image_tower(towers.image, Path(tmp) / f"image-int8-{fp32_convs}.onnx",
-                                           quantization,
-                                           calibration_images, fp32_first_convs=fp32_convs,
+                                           quantization, calibration_images, fp32_first_convs=fp32_convs,
                                            work_dir=Path(tmp) / "quant-work")
                 int8 = (img, utt)
             if skip_parity:
@@ -206,8 +205,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             if report.passed or not int8_only:
                 break
             log.warning("int8 with the first %d convolutions in fp32 missed the gate (%s); trying more in "
-                        "fp32",
-                        fp32_convs, "; ".join(report.failures))
+                        "fp32", fp32_convs, "; ".join(report.failures))
         if report is not None:
             gate(report)
         fields = {

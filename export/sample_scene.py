@@ -14,8 +14,7 @@ from firstwords.edge.errors import DataError, MissingExtraError
 
 # Backgrounds: photos bundled in the scikit-image wheel (no download). Grey ones get a random tint.
 BACKGROUNDS = ["grass", "gravel", "brick", "coffee", "chelsea", "astronaut", "rocket", "camera", "coins",
-               "moon",
-               "page", "clock", "immunohistochemistry", "hubble_deep_field", "retina", "text"]
+               "moon", "page", "clock", "immunohistochemistry", "hubble_deep_field", "retina", "text"]
 
 
 

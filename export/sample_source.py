@@ -60,8 +60,8 @@ def make_subset(out: Path, per_class_train: int = 300, per_class_test: int = 100
     Keeps the original indices (train_idx / test_idx) so anyone can check it against the source."""
     full = load_debian()
     rng = np.random.default_rng(seed)
-    parts: dict[str,
-                list] = {k: [] for k in ("train_x", "train_y", "train_idx", "test_x", "test_y", "test_idx")}
+    keys = ("train_x", "train_y", "train_idx", "test_x", "test_y", "test_idx")
+    parts: dict[str, list] = {k: [] for k in keys}
     for cls in SUBSET_CLASSES:
         for split, n in (("train", per_class_train), ("test", per_class_test)):
             idx = np.sort(rng.choice(np.flatnonzero(full[f"{split}_y"] == cls), size=n, replace=False))

@@ -224,13 +224,11 @@ json_value = st.recursive(
                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=6)
 MANIFEST_PATHS = [("format",), ("format_version",), ("embedding_dim",), ("quantization",), ("opset",),
-                  ("image",),
-                  ("image", "input_size"), ("image", "mean"), ("image", "std"), ("image", "file"),
-                  ("image", "input"),
-                  ("image", "output"), ("utterance",), ("utterance", "file"), ("utterance", "input"),
-                  ("tokenizer",), ("tokenizer", "max_tokens"), ("tokenizer", "special_tokens"),
-                  ("tokenizer", "lowercase"), ("files",), ("files", "image.onnx"),
-                  ("files", "image.onnx", "bytes"),
+                  ("image",), ("image", "input_size"), ("image", "mean"), ("image", "std"), ("image", "file"),
+                  ("image", "input"), ("image", "output"), ("utterance",), ("utterance", "file"),
+                  ("utterance", "input"), ("tokenizer",), ("tokenizer", "max_tokens"),
+                  ("tokenizer", "special_tokens"), ("tokenizer", "lowercase"), ("files",),
+                  ("files", "image.onnx"), ("files", "image.onnx", "bytes"),
                   ("files", "image.onnx", "sha256"), ("files", "vocab.json"), ("parity",),
                   ("parity_skipped",)]
 

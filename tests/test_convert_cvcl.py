@@ -22,8 +22,8 @@ SIZE = 64
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # CVCL's vocabulary holds spaCy's tokens: "'s", "n't" and punctuation are among its most frequent.
 WORDS = ["ball", "dog", "cat", "shoe", "car", "look", "at", "the", "kitty", "sand", "'s", "n't", ".", ",",
-         "!", "?",
-         "that", "it", "do", "eat", "what", "you", "'re", "a", "good", "boy", "mommy", "-", "peek", "boo"]
+         "!", "?", "that", "it", "do", "eat", "what", "you", "'re", "a", "good", "boy", "mommy", "-", "peek",
+         "boo"]
 # Utterances and the tokens CVCL's preprocessing gives them (spaCy's English tokenizer, lowercased), written
 # out by hand so that the reference below does not use our tokenizer; test_reference_tokens_are_spacys checks
 # them.

@@ -197,9 +197,10 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
                 assert n is None or n <= limit, (f"{table}.{c} holds a {n}-byte blob "
                                                  f"(an embedding is {4 * dim})")
             if table == "state":
-                assert db.execute("SELECT COUNT(*) FROM state WHERE TYPEOF(value) = 'blob' AND LENGTH(value) "
-                                  "> ?",
-                                  (4 * dim,)).fetchone()[0] <= 1  # one aggregate, not a per-moment record
+                # one aggregate, not a per-moment record
+                assert db.execute("SELECT COUNT(*) FROM state "
+                                  "WHERE TYPEOF(value) = 'blob' AND LENGTH(value) > ?",
+                                  (4 * dim,)).fetchone()[0] <= 1
         assert db.execute("SELECT COUNT(*) FROM episodes WHERE media IS NOT NULL").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > 0
     finally:

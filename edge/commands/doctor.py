@@ -286,8 +286,8 @@ def check_bundle(cfg: Any, path: str | None) -> tuple[list[Check], Any]:
         if (Path("work/bundle") / "manifest.json").is_file():
             path = "work/bundle"
         else:
-            return [Check(WARN, "bundle", "no bundle given: pass --bundle DIR to check it and sample its "
-                                          "latency")], None
+            return [Check(WARN, "bundle",
+                          "no bundle given: pass --bundle DIR to check it and sample its latency")], None
     from firstwords.edge.bundle import load_bundle
 
     try:
@@ -368,7 +368,6 @@ def run(args: argparse.Namespace) -> int:
     fails = [c for c in checks if c.status == FAIL]
     warns = [c for c in checks if c.status == WARN]
     print(f"\n{len(checks)} checks: {len(checks) - len(fails) - len(warns)} OK, {len(warns)} WARN, "
-          f"{len(fails)} FAIL"
-          + (" - fix the FAIL lines above" if fails else ""))
+          f"{len(fails)} FAIL" + (" - fix the FAIL lines above" if fails else ""))
     sys.stdout.flush()
     return 1 if fails else 0

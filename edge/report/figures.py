@@ -46,7 +46,7 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     if not words:
         return html.section("maps", title, html.warn("the memory has no vector for any evaluation category "
                                                      f"({', '.join(ev.categories)}): nothing to map "
-                                                     f"yet")), True
+                                                     "yet")), True
     senc = SpatialEncoder(bundle, threads=threads)
     frames = ev.frames()
     embs, spatial = [], []

@@ -43,8 +43,7 @@ class Plotter:
         return data_uri(buf.getvalue(), "image/png")
 
     def line_chart(self, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str,
-                   xlabel: str,
-                   ylabel: str) -> str:
+                   xlabel: str, ylabel: str) -> str:
         if not self.mpl:
             return data_uri(svg.line_chart(series, title, xlabel, ylabel), "image/svg+xml")
         plt, fig, ax = self._figure()
