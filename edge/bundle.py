@@ -4,8 +4,9 @@ A bundle is a directory (or a .zip of one) holding image.onnx, utterance.onnx, v
 `load_bundle` refuses anything that does not match what the manifest promises: format name and version, the
 size and sha256 of every file, and the ONNX graphs' input / output names, element types and shapes. Each
 failure is a BundleError that names the file and says what to do. Every file must be a regular file (a FIFO,
-a device such as /dev/zero or a folder in its place is named as such, never read), and the small JSON files are
-size-capped before they are parsed. The graphs are read by edge.onnx_graph, zips extracted by edge.bundle_zip.
+a device such as /dev/zero or a folder in its place is named as such, never read), and the small JSON files
+are size-capped before they are parsed. The graphs are read by edge.onnx_graph, zips extracted by
+edge.bundle_zip.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ MANIFEST = "manifest.json"
 IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE = "image.onnx", "utterance.onnx", "vocab.json"
 REQUIRED_FILES = (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)
 
-# The JSON files are read whole into Python objects (~2x their size in RAM and more): a manifest is a few KB, a
-# vocabulary ~50 KB for CVCL's 2.3k words, so these caps are far above any real bundle and far below harm.
+# The JSON files are read whole into Python objects (~2x their size in RAM and more): a manifest is a few KB,
+# a vocabulary ~50 KB for CVCL's 2.3k words, so these caps are far above any real bundle and far below harm.
 MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB
 MAX_VOCAB_BYTES = 16 << 20  # 16 MiB (~700k words)
 
@@ -101,8 +102,8 @@ class Bundle:
         return str(self.manifest.get("model_config", ""))
 
     def read_verified(self, path: Path) -> bytes:
-        """One of the bundle's files, checked against the manifest's size and sha256 as it is read: what runs is
-        what was hashed, even if the file was swapped after load_bundle()."""
+        """One of the bundle's files, checked against the manifest's size and sha256 as it is read: what runs
+        is what was hashed, even if the file was swapped after load_bundle()."""
         name = Path(path).name
         info = self.manifest["files"].get(name)
         if info is None:
@@ -110,12 +111,13 @@ class Bundle:
         try:
             data = Path(path).read_bytes()
         except OSError as e:
-            raise BundleError(f"{self.source}: cannot read {name} ({e}); copy the bundle again or {REEXPORT}") from e
+            raise BundleError(f"{self.source}: cannot read {name} ({e}); copy the bundle again or "
+                              f"{REEXPORT}") from e
         digest = hashlib.sha256(data).hexdigest()
         if len(data) != info["bytes"] or digest != info["sha256"].lower():
-            raise BundleError(f"{self.source}: {name} fails its sha256 check (got {digest[:16]}…, manifest says "
-                              f"{info['sha256'][:16]}…) — it changed after the bundle was loaded; copy the bundle "
-                              f"again or {REEXPORT}")
+            raise BundleError(f"{self.source}: {name} fails its sha256 check (got {digest[:16]}…, manifest "
+                              f"says {info['sha256'][:16]}…) — it changed after the bundle was loaded; copy "
+                              f"the bundle again or {REEXPORT}")
         return data
 
     @property
@@ -144,15 +146,16 @@ def load_bundle(path: str | Path, check_checksums: bool = True) -> Bundle:
         hint = ""
         backups = sorted(src.parent.glob(f".{src.name}.old-*")) if src.parent.is_dir() else []
         if backups:
-            hint = f" (an interrupted export left the previous bundle at {backups[-1]}; rename it back to {src})"
+            hint = (f" (an interrupted export left the previous bundle at {backups[-1]}; rename it back to "
+                    f"{src})")
         raise BundleError(f"{src}: no such bundle{hint}; {REEXPORT}") from None
     except OSError as e:
         raise os_error(src, e) from e
     if stat.S_ISDIR(st.st_mode):
         return _load_dir(src, src, None, check_checksums)
     if not stat.S_ISREG(st.st_mode) or not _is_zip(src):
-        raise BundleError(f"{src}: not a bundle directory nor a .zip file ({file_kind(st.st_mode)}); point at the "
-                          f"folder that holds {MANIFEST}, or {REEXPORT}")
+        raise BundleError(f"{src}: not a bundle directory nor a .zip file ({file_kind(st.st_mode)}); point "
+                          f"at the folder that holds {MANIFEST}, or {REEXPORT}")
     tmp = Path(tempfile.mkdtemp(prefix="firstwords-bundle-"))
     try:
         safe_extract(src, tmp)
@@ -225,16 +228,19 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     specials = tok_m.get("special_tokens", SPECIAL_TOKENS)
     if specials != SPECIAL_TOKENS:
         raise bad(f"tokenizer.special_tokens must be {SPECIAL_TOKENS} (CVCL's layout), got {specials!r}")
-    if not (tokenizer.lowercase and tokenizer.add_sos_eos) or tokenizer.strip_punctuation != (rule == LEGACY_RULE):
-        raise bad(f"tokenizer {tok_m!r} is not a tokenisation this firstwords implements (rule {rule}: lowercase, "
-                  f"<sos>/<eos>, strip_punctuation {str(rule == LEGACY_RULE).lower()})")
+    if (not (tokenizer.lowercase and tokenizer.add_sos_eos)
+            or tokenizer.strip_punctuation != (rule == LEGACY_RULE)):
+        raise bad(f"tokenizer {tok_m!r} is not a tokenisation this firstwords implements (rule {rule}: "
+                  f"lowercase, <sos>/<eos>, strip_punctuation {str(rule == LEGACY_RULE).lower()})")
 
     vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens, rule=rule)
 
     spatial = image_m.get("spatial")  # optional second output for localisation maps (edge.report.maps)
-    extra = (spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str) else ()
+    extra = ((spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str)
+             else ())
     check_graph(image.path, source, IMAGE_FILE if image.path.name == IMAGE_FILE else image.path.name,
-                image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim, extra)
+                image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim,
+                extra)
     check_graph(utterance.path, source, utterance.path.name, utterance.input, ONNX_INT64, [None, None],
                  utterance.output, dim)
 
@@ -242,7 +248,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     if not isinstance(parity, dict):
         raise bad("parity must be an object")
     if manifest.get("parity_skipped"):
-        log.warning("bundle %s was exported with the parity gate SKIPPED: its accuracy was not checked", source)
+        log.warning("bundle %s was exported with the parity gate SKIPPED: its accuracy was not "
+                    "checked", source)
     return Bundle(path=root, source=source, manifest=manifest, embedding_dim=dim, image=image,
                   utterance=utterance, tokenizer=tokenizer, vocab=vocab, quantization=quant, opset=opset,
                   parity=parity, _cleanup=cleanup)
@@ -256,7 +263,8 @@ def _read_manifest(root: Path, source: Path) -> dict[str, Any]:
             os.listdir(root)  # a folder we may not list shows up here as a missing manifest
         except OSError as e:
             raise os_error(root, e) from e
-        raise BundleError(f"{where}: missing — {source} is not a firstwords bundle (no {MANIFEST}); {REEXPORT}")
+        raise BundleError(f"{where}: missing — {source} is not a firstwords bundle (no {MANIFEST}); "
+                          f"{REEXPORT}")
     data = read_small_file(mpath, source, MANIFEST, MAX_MANIFEST_BYTES)
     try:
         manifest = json.loads(data.decode("utf-8"))
@@ -265,16 +273,17 @@ def _read_manifest(root: Path, source: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: must hold a JSON object; {REEXPORT}")
     if manifest.get("format") != FORMAT_NAME:
-        raise BundleError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r} — this is "
-                          f"not a firstwords bundle; {REEXPORT}")
+        raise BundleError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r} — this "
+                          f"is not a firstwords bundle; {REEXPORT}")
     version = manifest.get("format_version")
     if type(version) is not int:
-        raise BundleError(f"{where}: format_version must be an integer (this firstwords reads {FORMAT_VERSION}), "
-                          f"got {type(version).__name__} {version!r}; write \"format_version\": {FORMAT_VERSION} "
-                          f"without quotes if the bundle was edited by hand, or {REEXPORT}")
+        raise BundleError(f"{where}: format_version must be an integer (this firstwords reads "
+                          f"{FORMAT_VERSION}), got {type(version).__name__} {version!r}; write "
+                          f"\"format_version\": {FORMAT_VERSION} without quotes if the bundle was edited by "
+                          f"hand, or {REEXPORT}")
     if version != FORMAT_VERSION:
-        what = ("made by a newer firstwords: upgrade firstwords on this device (pip install -U firstwords), or "
-                if version > FORMAT_VERSION else "")
+        what = ("made by a newer firstwords: upgrade firstwords on this device (pip install -U firstwords), "
+                "or " if version > FORMAT_VERSION else "")
         raise BundleError(f"{where}: unknown format_version {version} (this firstwords reads version "
                           f"{FORMAT_VERSION}); {what}{REEXPORT}")
     return manifest
@@ -318,15 +327,15 @@ def _member(t: dict, key: str, default: str, files: dict, bad) -> str:
 def _check_plain_name(name: str, where: Any) -> None:
     p = PurePosixPath(name)
     if not name or name != p.name or name in (".", "..") or "\\" in name:
-        raise BundleError(f"{where}: file name {name!r} must be a plain file name inside the bundle (no folders, "
-                          f"no '..'); {REEXPORT}")
+        raise BundleError(f"{where}: file name {name!r} must be a plain file name inside the bundle (no "
+                          f"folders, no '..'); {REEXPORT}")
 
 
 def _check_file(path: Path, source: Path, name: str, info: dict, check_checksum: bool) -> None:
     size = regular_file(path, source, name).st_size
     if size != info["bytes"]:
-        raise BundleError(f"{source}: {name} has {size} bytes but the manifest says {info['bytes']} — the file is "
-                          f"truncated or was changed; copy the bundle again or {REEXPORT}")
+        raise BundleError(f"{source}: {name} has {size} bytes but the manifest says {info['bytes']} — the "
+                          f"file is truncated or was changed; copy the bundle again or {REEXPORT}")
     if name == VOCAB_FILE and size > MAX_VOCAB_BYTES:
         raise BundleError(f"{source}: {name} is {size / 2**20:.1f} MB; a vocabulary is well under "
                           f"{MAX_VOCAB_BYTES / 2**20:g} MB — not reading it; {REEXPORT}")
@@ -337,8 +346,8 @@ def _check_file(path: Path, source: Path, name: str, info: dict, check_checksum:
             raise os_error(path, e) from e
         if digest != info["sha256"].lower():
             raise BundleError(f"{source}: {name} fails its sha256 check (got {digest[:16]}…, manifest says "
-                              f"{info['sha256'][:16]}…) — the file is corrupt or was altered; copy the bundle "
-                              f"again or {REEXPORT}")
+                              f"{info['sha256'][:16]}…) — the file is corrupt or was altered; copy the "
+                              f"bundle again or {REEXPORT}")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -20,9 +20,10 @@ MAX_RATIO = 200  # uncompressed / compressed; ONNX weights barely compress, so a
 
 def _decompression_errors() -> tuple[type[BaseException], ...]:
     """What reading a damaged zip member can raise besides BadZipFile: zlib.error (deflate), lzma.LZMAError,
-    OSError (bz2 and I/O), EOFError (truncated), NotImplementedError (unknown method), RuntimeError (encrypted),
-    ValueError (e.g. a name flagged UTF-8 that is not)."""
-    errors: list[type[BaseException]] = [zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
+    OSError (bz2 and I/O), EOFError (truncated), NotImplementedError (unknown method), RuntimeError
+    (encrypted), ValueError (e.g. a name flagged UTF-8 that is not)."""
+    errors: list[type[BaseException]] = [zipfile.BadZipFile, zlib.error, OSError, EOFError,
+                                         NotImplementedError,
                                          RuntimeError, ValueError]
     try:
         import lzma  # optional in some Python builds
@@ -36,7 +37,8 @@ _ZIP_ERRORS = _decompression_errors()
 
 
 def safe_extract(zpath: Path, dest: Path) -> None:
-    """Extract only plain files with safe names (optionally under one top-level folder), within size limits."""
+    """Extract only plain files with safe names (optionally under one top-level folder), within size
+    limits."""
     try:
         zf = zipfile.ZipFile(zpath)
     except _ZIP_ERRORS as e:
@@ -60,9 +62,10 @@ def safe_extract(zpath: Path, dest: Path) -> None:
             raise BundleError(f"{zpath}: files must sit at the top of the zip or in one folder; {REEXPORT}")
         total = 0
         for info, parts in zip(infos, names, strict=True):
-            if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 4096:
-                raise BundleError(f"{zpath}: member {info.filename!r} would expand to {info.file_size} bytes from "
-                                  f"{info.compress_size}; refusing a possible zip bomb")
+            if (info.file_size > MAX_MEMBER_BYTES
+                    or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 4096):
+                raise BundleError(f"{zpath}: member {info.filename!r} would expand to {info.file_size} bytes "
+                                  f"from {info.compress_size}; refusing a possible zip bomb")
             total += info.file_size
             if total > MAX_TOTAL_BYTES:
                 raise BundleError(f"{zpath}: expands to more than {MAX_TOTAL_BYTES} bytes; refusing it")
@@ -79,5 +82,5 @@ def safe_extract(zpath: Path, dest: Path) -> None:
                                               "says; refusing a possible zip bomb")
                         out.write(block)
             except _ZIP_ERRORS as e:
-                raise BundleError(f"{zpath}: member {info.filename!r} is corrupt ({type(e).__name__}: {e}); copy "
-                                  f"the zip again or {REEXPORT}") from e
+                raise BundleError(f"{zpath}: member {info.filename!r} is corrupt ({type(e).__name__}: {e}); "
+                                  f"copy the zip again or {REEXPORT}") from e

@@ -98,9 +98,10 @@ THREADS_PER_CORE_MAX = 4  # onnxruntime threads beyond a few per core only fight
 
 
 def max_threads() -> int:
-    """The most onnxruntime threads a config (or --threads) may ask for on this machine: 4x its cores, and at least
-    16 so that a config written for a bigger device still loads here (doctor warns about more threads than cores).
-    Beyond that a typo (threads = 100000) would start thousands of OS threads and hang the machine."""
+    """The most onnxruntime threads a config (or --threads) may ask for on this machine: 4x its cores, and at
+    least 16 so that a config written for a bigger device still loads here (doctor warns about more threads
+    than cores). Beyond that a typo (threads = 100000) would start thousands of OS threads and hang the
+    machine."""
     return max(16, THREADS_PER_CORE_MAX * (os.cpu_count() or 1))
 
 
@@ -140,13 +141,14 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
         raise ConfigError(f"{where}: [{table}] {key} must be greater than 0, got {value!r}")
     top = maximum(table, key)
     if top is not None and value > top:
-        why = (f"at most {top} here ({THREADS_PER_CORE_MAX}x this machine's {os.cpu_count() or 1} cores, or 16); "
-               f"threads beyond the cores only slow onnxruntime down — use {os.cpu_count() or 1} or fewer"
-               if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
+        why = (f"at most {top} here ({THREADS_PER_CORE_MAX}x this machine's {os.cpu_count() or 1} cores, or "
+               f"16); threads beyond the cores only slow onnxruntime down — use {os.cpu_count() or 1} or "
+               "fewer" if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
         raise ConfigError(f"{where}: [{table}] {key} = {value!r} is too large; {why}")
     choices = _CHOICES.get((table, key))
     if choices and value not in choices:
-        raise ConfigError(f"{where}: [{table}] {key} = {value!r} is not allowed; use one of: {', '.join(choices)}")
+        raise ConfigError(f"{where}: [{table}] {key} = {value!r} is not allowed; use one of: "
+                          f"{', '.join(choices)}")
     return value
 
 
@@ -161,7 +163,8 @@ def _build(cls: type, table: str, raw: Any, where: str) -> Any:
                           f"{', '.join(expected)}")
     missing = [k for k in expected if k not in raw]
     if missing:
-        raise ConfigError(f"{where}: missing key [{table}] {missing[0]}; [{table}] needs: {', '.join(expected)}")
+        raise ConfigError(f"{where}: missing key [{table}] {missing[0]}; [{table}] needs: "
+                          f"{', '.join(expected)}")
     return cls(**{k: _check_value(where, table, k, raw[k], types[t]) for k, t in expected.items()})
 
 
@@ -169,7 +172,8 @@ def parse_device_config(data: dict[str, Any], where: str = "<config>") -> Device
     allowed = ["name", "description", *_TABLES]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed top-level keys: {', '.join(allowed)}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed top-level keys: "
+                          f"{', '.join(allowed)}")
     missing = [k for k in allowed if k not in data]
     if missing:
         raise ConfigError(f"{where}: missing key {missing[0]!r}; a device config needs: {', '.join(allowed)}")

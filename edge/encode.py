@@ -26,9 +26,10 @@ from firstwords.edge.preprocess import prepare_images
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation memory on a Pi
-# Frames larger than this are refused before preprocessing, which holds a float32 copy of the frame (12 bytes a
-# pixel: a 20000 x 20000 frame took 6 GB and 26 s). A 6000 x 4000 photo passes; camera frames are far smaller.
-# Image files are checked before they are decoded, with the same figure (edge.images.MAX_PIXELS on merge).
+# Frames larger than this are refused before preprocessing, which holds a float32 copy of the frame (12 bytes
+# a pixel: a 20000 x 20000 frame took 6 GB and 26 s). A 6000 x 4000 photo passes; camera frames are far
+# smaller. Image files are checked before they are decoded, with the same figure (edge.images.MAX_PIXELS on
+# merge).
 MAX_FRAME_PIXELS = 25_000_000
 
 
@@ -60,14 +61,16 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
         return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
         raise BundleError(f"{path}: onnxruntime cannot load this model ({e}); re-export the bundle with "
-                          "`firstwords export`, or upgrade onnxruntime if the model uses a newer opset") from e
+                          "`firstwords export`, or upgrade onnxruntime if the model uses a newer "
+                          "opset") from e
 
 
 class Encoder:
     """Both towers of a bundle behind `encode_image` / `encode_utterance`."""
 
     def __init__(self, bundle: Bundle | str | Path, threads: int | None = None,
-                 max_batch: int = DEFAULT_MAX_BATCH, tune_session: Callable[[Any], None] | None = None) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH,
+                 tune_session: Callable[[Any], None] | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
         self.max_batch = max_batch
@@ -82,8 +85,8 @@ class Encoder:
         self._check_finite_outputs()
 
     def _check_finite_outputs(self) -> None:
-        """Refuse a bundle whose towers give NaN / inf for a plain input (one grey frame, one unknown word): such
-        a bundle would learn nothing, silently. One tiny run per tower."""
+        """Refuse a bundle whose towers give NaN / inf for a plain input (one grey frame, one unknown word):
+        such a bundle would learn nothing, silently. One tiny run per tower."""
         img, utt = self.bundle.image, self.bundle.utterance
         grey = np.zeros((1, 3, self.input_size, self.input_size), np.float32)
         # The sessions themselves, not encode_*(): a subclass's hooks (and call counts) stay untouched.
@@ -96,13 +99,13 @@ class Encoder:
             except BundleError:
                 raise
             except Exception as e:  # onnxruntime's own error types: the model loads but cannot run
-                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower fails on a plain input "
-                                  f"({type(e).__name__}: {e}); {REEXPORT}") from e
+                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower fails on a plain "
+                                  f"input ({type(e).__name__}: {e}); {REEXPORT}") from e
             if out.shape != (1, self.dim) or not np.isfinite(out).all():
-                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower outputs "
-                                  f"{'non-finite values (NaN / inf)' if out.shape == (1, self.dim) else out.shape} "
-                                  f"for a plain input, so it would learn nothing; its weights are damaged or the "
-                                  f"export overflowed — {REEXPORT}")
+                what = "non-finite values (NaN / inf)" if out.shape == (1, self.dim) else out.shape
+                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower outputs {what} "
+                                  f"for a plain input, so it would learn nothing; its weights are damaged or "
+                                  f"the export overflowed — {REEXPORT}")
 
     # -- images ---------------------------------------------------------------------------------------------
     def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -117,9 +120,9 @@ class Encoder:
             sizes = []  # not frames at all: prepare_images says so
         for h, w in sizes:
             if h * w > MAX_FRAME_PIXELS:
-                raise InputError(f"a frame of {w} x {h} pixels is larger than the {MAX_FRAME_PIXELS:,} pixels "
-                                 f"firstwords takes; downscale it first (the model sees {self.input_size} x "
-                                 f"{self.input_size})")
+                raise InputError(f"a frame of {w} x {h} pixels is larger than the {MAX_FRAME_PIXELS:,} "
+                                 f"pixels firstwords takes; downscale it first (the model sees "
+                                 f"{self.input_size} x {self.input_size})")
         spec = self.bundle.image
         return prepare_images(frames, spec.input_size, spec.mean, spec.std)
 
@@ -130,7 +133,8 @@ class Encoder:
         return self.encode_image_array(self.prepare(frames))
 
     def encode_image_array(self, x: np.ndarray) -> np.ndarray:
-        """Already-normalised float32 [N, 3, S, S] -> float32 [N, D] (the parity gate feeds torch the same x)."""
+        """Already-normalised float32 [N, 3, S, S] -> float32 [N, D] (the parity gate feeds torch the same
+        x)."""
         s = self.input_size
         if not isinstance(x, np.ndarray) or x.ndim != 4 or x.shape[1:] != (3, s, s):
             raise InputError(f"image input must be a float32 array [N, 3, {s}, {s}], got "
@@ -139,7 +143,9 @@ class Encoder:
         spec = self.bundle.image
         outs = [self._image.run([spec.output], {spec.input: x[i:i + self.max_batch]})[0]
                 for i in range(0, len(x), self.max_batch)]
-        return np.concatenate(outs).astype(np.float32, copy=False) if outs else np.zeros((0, self.dim), np.float32)
+        if not outs:
+            return np.zeros((0, self.dim), np.float32)
+        return np.concatenate(outs).astype(np.float32, copy=False)
 
     # -- utterances -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:
@@ -160,7 +166,8 @@ class Encoder:
     def encode_tokens(self, tokens: np.ndarray) -> np.ndarray:
         """int64 [N, L] token ids (right-padded with 0) -> float32 [N, D]."""
         if not isinstance(tokens, np.ndarray) or tokens.ndim != 2 or tokens.shape[1] < 1:
-            raise InputError(f"tokens must be an int array [N, L], got {getattr(tokens, 'shape', type(tokens))}")
+            raise InputError(f"tokens must be an int array [N, L], got "
+                             f"{getattr(tokens, 'shape', type(tokens))}")
         if tokens.size and (tokens.min() < 0 or tokens.max() >= len(self.vocab)):
             raise InputError(f"token ids must lie in 0..{len(self.vocab) - 1}")
         tokens = np.ascontiguousarray(tokens, dtype=np.int64)

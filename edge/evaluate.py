@@ -117,9 +117,9 @@ def _unique_best(sims: np.ndarray, target: int) -> bool:
 def score_trials(trials: Sequence[Trial], image_embeddings: np.ndarray,
                  word_embeddings: Mapping[str, np.ndarray], direction: str = "image",
                  labels: Sequence[str] | None = None) -> EvalResult:
-    """Score trials in one direction. Categories without a word embedding are skipped and listed (never silently
-    counted); in the text direction a trial offering such a word is skipped too. `labels` (category per image)
-    stands in for trials made without `categories`."""
+    """Score trials in one direction. Categories without a word embedding are skipped and listed (never
+    silently counted); in the text direction a trial offering such a word is skipped too. `labels` (category
+    per image) stands in for trials made without `categories`."""
     if direction not in DIRECTIONS:
         raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}, got {direction!r}")
     if not trials:
@@ -140,7 +140,8 @@ def score_trials(trials: Sequence[Trial], image_embeddings: np.ndarray,
             return None
         vec = np.asarray(vec, dtype=np.float32).reshape(-1)
         if vec.shape[0] != img.shape[1]:
-            raise InputError(f"word embedding for {word!r} has dim {vec.shape[0]}, images have {img.shape[1]}")
+            raise InputError(f"word embedding for {word!r} has dim {vec.shape[0]}, images have "
+                             f"{img.shape[1]}")
         return vec
 
     for t in trials:

@@ -1,5 +1,5 @@
-"""The ONNX graph signature of a bundle's tower, read straight from the protobuf (no `onnx` package on the device,
-and no onnxruntime session built just to validate); the big weight blobs are skipped, not parsed.
+"""The ONNX graph signature of a bundle's tower, read straight from the protobuf (no `onnx` package on the
+device, and no onnxruntime session built just to validate); the big weight blobs are skipped, not parsed.
 
 `read_graph_signature(path)` gives the inputs / outputs (names, element types, shapes) and the opset;
 `check_graph(...)` compares them with the bundle contract and raises a BundleError naming the file.
@@ -46,7 +46,8 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
 
 
 def _fields(buf: memoryview):
-    """Yield (field_number, wire_type, value) with value an int or a memoryview for length-delimited fields."""
+    """Yield (field_number, wire_type, value) with value an int or a memoryview for length-delimited
+    fields."""
     pos, end = 0, len(buf)
     while pos < end:
         key, pos = _varint(buf, pos)
@@ -137,8 +138,8 @@ def _fmt_shape(shape) -> str:
 
 def check_graph(path: Path, source: Path, name: str, in_name: str, in_type: int, in_shape: list,
                 out_name: str, dim: int, extra_outputs: tuple[str, ...] = ()) -> None:
-    """Input `in_name` of `in_type` with shape in_shape (None = any/dynamic), output `out_name` [N, dim] float,
-    besides the optional outputs the manifest names in `extra_outputs`."""
+    """Input `in_name` of `in_type` with shape in_shape (None = any/dynamic), output `out_name` [N, dim]
+    float, besides the optional outputs the manifest names in `extra_outputs`."""
     try:
         sig = read_graph_signature(path)
     except (ValueError, UnicodeDecodeError, OSError) as e:
@@ -159,13 +160,16 @@ def check_graph(path: Path, source: Path, name: str, in_name: str, in_type: int,
         raise wrong(f"input {in_name!r} is {_ELEM_NAMES.get(inp.elem_type, inp.elem_type)}, expected "
                     f"{_ELEM_NAMES[in_type]}")
     if out.elem_type != ONNX_FLOAT:
-        raise wrong(f"output {out_name!r} is {_ELEM_NAMES.get(out.elem_type, out.elem_type)}, expected float32")
+        raise wrong(f"output {out_name!r} is {_ELEM_NAMES.get(out.elem_type, out.elem_type)}, expected "
+                    f"float32")
     expect_in = "[" + ", ".join("N" if d is None else str(d) for d in in_shape) + "]"
     if inp.shape is None or len(inp.shape) != len(in_shape) or any(
-            e is not None and isinstance(d, int) and d != e for d, e in zip(inp.shape, in_shape, strict=True)):
+            e is not None and isinstance(d, int) and d != e for d,
+            e in zip(inp.shape, in_shape, strict=True)):
         raise wrong(f"input {in_name!r} has shape {_fmt_shape(inp.shape)}, expected {expect_in}")
     if isinstance(inp.shape[0], int) and inp.shape[0] != 0:
-        raise wrong(f"input {in_name!r} has a fixed batch size {inp.shape[0]}; export it with a dynamic batch axis")
+        raise wrong(f"input {in_name!r} has a fixed batch size {inp.shape[0]}; export it with a dynamic "
+                    f"batch axis")
     if out.shape is None or len(out.shape) != 2 or (isinstance(out.shape[1], int) and out.shape[1] != dim):
         raise wrong(f"output {out_name!r} has shape {_fmt_shape(out.shape)}, expected [N, {dim}] "
                     "(embedding_dim in the manifest)")

@@ -1,18 +1,18 @@
 """onnxruntime, imported one way for all of firstwords: with its telemetry off.
 
-Some onnxruntime builds (1.32's Linux wheel among them) carry Microsoft's 1DS telemetry client: from the moment
-the library is imported it keeps an event queue under ~/.cache/Microsoft/DeveloperTools/.onnxruntime/ and, a
-few seconds later, looks up and contacts Microsoft's event host. It lives in C++, so Python's audit hooks never
-see it. Measured on 1.32: the environment variable ORT_DISABLE_TELEMETRY=1 stops both, but only when it is set
-BEFORE `import onnxruntime`; `onnxruntime.disable_telemetry_events()` alone, or the variable set after the
-import, stops neither. Hence two steps:
+Some onnxruntime builds (1.32's Linux wheel among them) carry Microsoft's 1DS telemetry client: from the
+moment the library is imported it keeps an event queue under ~/.cache/Microsoft/DeveloperTools/.onnxruntime/
+and, a few seconds later, looks up and contacts Microsoft's event host. It lives in C++, so Python's audit
+hooks never see it. Measured on 1.32: the environment variable ORT_DISABLE_TELEMETRY=1 stops both, but only
+when it is set BEFORE `import onnxruntime`; `onnxruntime.disable_telemetry_events()` alone, or the variable
+set after the import, stops neither. Hence two steps:
 
 - `firstwords.edge` (its __init__) calls `disable_telemetry_env()` when it is first imported, which is before
   any firstwords code imports onnxruntime;
-- every session firstwords makes gets its onnxruntime from `onnxruntime()` here, which sets the variable again,
-  calls onnxruntime's own `disable_telemetry_events()` and warns once if onnxruntime was imported by someone
-  else before the variable was set (then only the user can turn it off: ORT_DISABLE_TELEMETRY=1 in the
-  environment).
+- every session firstwords makes gets its onnxruntime from `onnxruntime()` here, which sets the variable
+  again, calls onnxruntime's own `disable_telemetry_events()` and warns once if onnxruntime was imported by
+  someone else before the variable was set (then only the user can turn it off: ORT_DISABLE_TELEMETRY=1 in
+  the environment).
 
 `telemetry_state()` says which of these held, for `firstwords doctor`.
 """
@@ -57,8 +57,8 @@ def onnxruntime() -> Any:
         _api_called = True
     if _imported_with_telemetry and not _warned:
         _warned = True
-        log.warning("onnxruntime was imported before firstwords could turn its telemetry off; to be sure nothing "
-                    "is sent, set %s=1 in the environment before starting Python", TELEMETRY_ENV)
+        log.warning("onnxruntime was imported before firstwords could turn its telemetry off; to be sure "
+                    "nothing is sent, set %s=1 in the environment before starting Python", TELEMETRY_ENV)
     return ort
 
 

@@ -1,20 +1,22 @@
 """CVCL's tokenisation and vocabulary rules, shared by training (export/), the device (edge/) and the memory.
 
 CVCL (wkvong/multimodal-baby) ran every utterance through spaCy's English tokenizer, lowercased each token and
-joined them with spaces; training then split on whitespace and wrapped the ids as <sos> w1 ... <eos>, at most 25
-in all. So "That's Mommy's ball, don't throw it!" is
+joined them with spaces; training then split on whitespace and wrapped the ids as <sos> w1 ... <eos>, at most
+25 in all. So "That's Mommy's ball, don't throw it!" is
     that 's mommy 's ball , do n't throw it !
 and CVCL's vocabulary holds "'s", "n't", "," and "!" (among its most frequent ids), not "that's".
 
-This module applies the same rules without spaCy: spaCy's English rules (prefix, suffix, infix and URL patterns,
-and ~1,350 special cases such as "don't" -> "do" "n't") are data in rules/spacy_en.json (written from spaCy by
-tools/dump_spacy_rules.py), and `_SpacyEnglish` re-implements the algorithm of spaCy's Tokenizer that applies
-them. tests/test_tokenize_spacy.py compares the two on thousands of child-directed utterances.
+This module applies the same rules without spaCy: spaCy's English rules (prefix, suffix, infix and URL
+patterns, and ~1,350 special cases such as "don't" -> "do" "n't") are data in rules/spacy_en.json (written
+from spaCy by tools/dump_spacy_rules.py), and `_SpacyEnglish` re-implements the algorithm of spaCy's
+Tokenizer that applies them. tests/test_tokenize_spacy.py compares the two on thousands of child-directed
+utterances.
 
 Rule versions (recorded in a bundle's manifest as tokenizer.rule and in a checkpoint's meta.json):
     spacy_en_v1     the rules above, for CVCL's vocabularies and our own alike (the default)
-    strip_punct_v0  firstwords' first rule: lowercase, punctuation except apostrophes removed, whitespace split
-                    ("that's" stays whole). Artefacts that do not name a rule were made with it and keep it.
+    strip_punct_v0  firstwords' first rule: lowercase, punctuation except apostrophes removed, whitespace
+                    split ("that's" stays whole). Artefacts that do not name a rule were made with it and
+                    keep it.
 
 `tokens(text)` gives what the encoder sees (punctuation included); `words(text)` gives the words a listener
 learns from: the same tokens without those that are punctuation only. Vocabulary: tokens of train frequency
@@ -54,11 +56,11 @@ _PUNCT = re.compile(r"[^\w\s']+", re.UNICODE)
 class _SpacyEnglish:
     """spaCy's Tokenizer (spacy/tokenizer.pyx) over its English rules, in plain Python.
 
-    Text is cut at whitespace; a single space after a token is absorbed, any other whitespace becomes a token of
-    its own. Each piece is a special case as a whole, or loses prefixes and suffixes (one of each per round,
-    stopping when the rest is a special case) until none is left; the rest is a special case, a URL, or split at
-    infixes (hyphens between letters, "..." and the like). A second pass re-tokenises runs of tokens whose text
-    together is a special case that affix splitting had cut apart (e.g. "(:" inside "(:)").
+    Text is cut at whitespace; a single space after a token is absorbed, any other whitespace becomes a token
+    of its own. Each piece is a special case as a whole, or loses prefixes and suffixes (one of each per
+    round, stopping when the rest is a special case) until none is left; the rest is a special case, a URL, or
+    split at infixes (hyphens between letters, "..." and the like). A second pass re-tokenises runs of tokens
+    whose text together is a special case that affix splitting had cut apart (e.g. "(:" inside "(:)").
     """
 
     def __init__(self, rules: dict):
@@ -168,7 +170,8 @@ class _SpacyEnglish:
                     found.append((i, i + len(pat)))
         if not found:
             return toks
-        # As spaCy: longest first (then leftmost); a match whose first or last token is taken already is dropped.
+        # As spaCy: longest first (then leftmost); a match whose first or last token is taken already is
+        # dropped.
         found.sort(key=lambda se: (-(se[1] - se[0]), se[0]))
         seen: set[int] = set()
         kept = []
@@ -203,7 +206,8 @@ def spacy_rules_from_tokenizer(tokenizer, spacy_version: str, orth: int) -> dict
     """The rules of a spaCy Tokenizer as JSON-able data (for tools/dump_spacy_rules.py; `orth` is
     spacy.attrs.ORTH). Needs no spaCy import here: the tokenizer object is passed in."""
     if tokenizer.token_match is not None or not tokenizer.faster_heuristics:
-        raise ValueError("this tokenizer has a token_match or no faster_heuristics: not spaCy's English default")
+        raise ValueError("this tokenizer has a token_match or no faster_heuristics: not spaCy's English "
+                         "default")
     return {"source": f"spaCy {spacy_version} (MIT licence), spacy.blank('en').tokenizer",
             "prefix": tokenizer.prefix_search.__self__.pattern,
             "suffix": tokenizer.suffix_search.__self__.pattern,
@@ -220,12 +224,13 @@ def check_rule(rule: str) -> str:
 
 
 def rule_of(recorded, where: str) -> str:
-    """The rule an artefact (bundle manifest, checkpoint) was made with: the one it names, or the old rule, with
-    a warning, when it names none (it predates the record)."""
+    """The rule an artefact (bundle manifest, checkpoint) was made with: the one it names, or the old rule,
+    with a warning, when it names none (it predates the record)."""
     if recorded is None:
-        log.warning("%s does not name its tokenizer rule, so it was made before firstwords tokenised as CVCL does; "
-                    "it keeps the old rule (%s: \"that's\" whole, punctuation dropped), which its vocabulary was "
-                    "counted with. Re-export it to record that rule; re-train to use %s", where, LEGACY_RULE,
+        log.warning("%s does not name its tokenizer rule, so it was made before firstwords tokenised as CVCL "
+                    "does; it keeps the old rule (%s: \"that's\" whole, punctuation dropped), which its "
+                    "vocabulary was counted with. Re-export it to record that rule; re-train to use "
+                    "%s", where, LEGACY_RULE,
                     SPACY_RULE)
         return LEGACY_RULE
     if not isinstance(recorded, str):
@@ -283,7 +288,8 @@ class Vocab:
         check_rule(self.rule)
         for tok, idx in SPECIAL_TOKENS.items():
             if self.ids.get(tok) != idx:
-                raise BundleError(f"vocabulary must map {tok} to {idx} (CVCL's layout); got {self.ids.get(tok)!r}")
+                raise BundleError(f"vocabulary must map {tok} to {idx} (CVCL's layout); got "
+                                  f"{self.ids.get(tok)!r}")
         self._inverse = [""] * len(self.ids)
         for w, i in self.ids.items():
             if not (0 <= i < len(self.ids)) or self._inverse[i]:
@@ -298,7 +304,8 @@ class Vocab:
             ids = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise BundleError(f"{path}: cannot read the vocabulary ({e}); re-export the bundle") from e
-        if not isinstance(ids, dict) or not all(isinstance(k, str) and type(v) is int for k, v in ids.items()):
+        if not isinstance(ids, dict) or not all(isinstance(k, str) and type(v) is int for k,
+                                                v in ids.items()):
             raise BundleError(f"{path}: the vocabulary must be a JSON object of word -> integer id")
         return cls(ids, max_tokens, rule)
 

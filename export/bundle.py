@@ -84,8 +84,10 @@ def build_manifest(files: Mapping[str, Path], manifest_fields: Mapping[str, Any]
     sp = image.get("spatial")  # optional: the image graph's spatial output (export.spatial)
     if sp is not None and not (isinstance(sp, dict) and isinstance(sp.get("output"), str) and
                                isinstance(sp.get("grid"), list) and len(sp["grid"]) == 2):
-        raise ValueError(f"manifest_fields['image']['spatial'] must be {{'output': name, 'grid': [h, w]}}, got {sp!r}")
-    utterance = {"file": UTTERANCE_FILE, "input": "tokens", "output": "embedding", **fields.pop("utterance", {})}
+        raise ValueError(f"manifest_fields['image']['spatial'] must be {{'output': name, 'grid': [h, w]}}, "
+                         f"got {sp!r}")
+    utterance = {"file": UTTERANCE_FILE, "input": "tokens", "output": "embedding",
+                 **fields.pop("utterance", {})}
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
         "image": image, "utterance": utterance,
@@ -174,8 +176,8 @@ def _write_error(out: Path, e: OSError, needed: int | None) -> BundleError:
         free = _free_bytes(out.parent)
         room = f"; it needs about {needed / 1e6:.1f} MB in {out.parent}" if needed else f" in {out.parent}"
         have = f" ({free / 1e6:.1f} MB free)" if free is not None else ""
-        return BundleError(f"cannot write bundle {out}: the disk is full{room}{have}; {kept} — free some space "
-                           "(or choose another output folder) and export again")
+        return BundleError(f"cannot write bundle {out}: the disk is full{room}{have}; {kept} — free some "
+                           "space (or choose another output folder) and export again")
     return BundleError(f"cannot write bundle {out} ({e}); {kept} — check the output folder and export again")
 
 
@@ -242,7 +244,8 @@ def _write(out: Path, image_onnx_path: Path, utterance_onnx_path: Path, vocab: V
             with zipfile.ZipFile(tmp_zip, "w") as zf:
                 for name in sorted([MANIFEST, *files]):
                     info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_STORED if name.endswith(".onnx") else zipfile.ZIP_DEFLATED
+                    info.compress_type = (zipfile.ZIP_STORED if name.endswith(".onnx")
+                                          else zipfile.ZIP_DEFLATED)
                     info.external_attr = 0o644 << 16
                     zf.writestr(info, (tmp / name).read_bytes())
             _fsync(tmp_zip)

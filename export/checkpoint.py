@@ -87,7 +87,8 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
         "model_config": cfg.name, "embedding_dim": cfg.embedding_dim,
         "input_size": cfg.image.input_size, "mean": list(cfg.image.mean), "std": list(cfg.image.std),
-        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "tokenizer": vocab.rule, "saved_at": time.time(),
+        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "tokenizer": vocab.rule,
+        "saved_at": time.time(),
     }
     info.update(meta or {})
     _write_json(tmp / "meta.json", info)

@@ -1,10 +1,12 @@
-"""Convert a checkpoint of CVCL's released model (Vong et al., Science 2024; wkvong/multimodal-baby) into a bundle.
+"""Convert a checkpoint of CVCL's released model (Vong et al., Science 2024; wkvong/multimodal-baby) into a
+bundle.
 
-CVCL: a ResNeXt-50 32x4d image encoder (torchvision layout) whose `fc` is a Linear(2048 -> 512) projection, and
-an utterance encoder that is an Embedding(vocab, 512) averaged over the non-pad tokens (<sos>, <eos> included,
-CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2, <eos> 3), whose
-tokens are spaCy's English tokenizer's, lowercased ("'s", "n't", punctuation): the bundle records the tokenizer
-rule spacy_en_v1 (edge.tokenize). Its Lightning checkpoint (MultiModalLitModel) stores the weights under
+CVCL: a ResNeXt-50 32x4d image encoder (torchvision layout) whose `fc` is a Linear(2048 -> 512) projection,
+and an utterance encoder that is an Embedding(vocab, 512) averaged over the non-pad tokens (<sos>, <eos>
+included, CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2,
+<eos> 3), whose tokens are spaCy's English tokenizer's, lowercased ("'s", "n't", punctuation): the bundle
+records the tokenizer rule spacy_en_v1 (edge.tokenize). Its Lightning checkpoint (MultiModalLitModel) stores
+the weights under
     vision_encoder.model.*           (conv1, bn1, layer1..4, fc)
     text_encoder.embedding.weight
 and the same modules again under model.image_embed.*, model.text_embed.* and language_model.* (checked equal,
@@ -94,8 +96,8 @@ def read_cvcl_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
                 obj = torch.load(p, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001
             raise DataError(
-                f"{p}: cannot read it as weights only ({str(first).splitlines()[0]}). firstwords never unpickles "
-                "code. In a trusted Python, save just the weights: import torch; "
+                f"{p}: cannot read it as weights only ({str(first).splitlines()[0]}). firstwords never "
+                "unpickles code. In a trusted Python, save just the weights: import torch; "
                 "torch.save(torch.load('CKPT', weights_only=False)['state_dict'], 'cvcl_state_dict.pt') and "
                 "convert that file") from first
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
@@ -113,15 +115,17 @@ _DUPLICATES = {"model.image_embed.": "vision_encoder.", "model.text_embed.": "te
 
 def check_duplicates(sd: Mapping[str, torch.Tensor]) -> int:
     """The copies of a CVCL checkpoint must equal their originals (they are one module saved under several
-    names); a checkpoint where they differ was edited or merged and is refused. Returns how many were checked."""
+    names); a checkpoint where they differ was edited or merged and is refused. Returns how many were
+    checked."""
     n = 0
     for k, v in sd.items():
         for dup, orig in _DUPLICATES.items():
             if k.startswith(dup):
                 o = sd.get(orig + k[len(dup):])
                 if o is not None and (o.shape != v.shape or not torch.equal(o, v)):
-                    raise DataError(f"the checkpoint's {k} differs from {orig + k[len(dup):]}: they should be one "
-                                    "module saved twice (CVCL's MultiModalLitModel); the checkpoint was altered")
+                    raise DataError(f"the checkpoint's {k} differs from {orig + k[len(dup):]}: they should "
+                                    "be one module saved twice (CVCL's MultiModalLitModel); the checkpoint "
+                                    "was altered")
                 n += 1
     return n
 
@@ -145,7 +149,8 @@ def infer_resnext(sd: Mapping[str, torch.Tensor]) -> dict:
     blocks, planes = [], []
     groups = base_width = None
     for i in range(1, 5):
-        idx = {int(m.group(1)) for k in sd if (m := re.match(rf"{re.escape(pre)}layer{i}\.(\d+)\.conv1\.weight$", k))}
+        key = re.compile(rf"{re.escape(pre)}layer{i}\.(\d+)\.conv1\.weight$")
+        idx = {int(m.group(1)) for k in sd if (m := key.match(k))}
         if not idx:
             break
         blocks.append(max(idx) + 1)
@@ -171,7 +176,8 @@ def load_cvcl_vocab(path: str | Path) -> Vocab:
     """CVCL's vocab.json (word -> id; <pad> 0, <unk> 1, <sos> 2, <eos> 3)."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: CVCL's vocab.json not found; pass --vocab PATH (it ships with CVCL's checkpoint)")
+        raise DataError(f"{p}: CVCL's vocab.json not found; pass --vocab PATH (it ships with CVCL's "
+                        f"checkpoint)")
     try:
         return Vocab.from_file(p, rule=SPACY_RULE)  # CVCL counted spaCy's English tokens
     except Exception as e:
@@ -185,10 +191,12 @@ def build_cvcl_model(state_dict: Mapping[str, torch.Tensor], vocab: Vocab) -> CV
     emb = sd.get("utterance_encoder.embedding.weight")
     fc = sd.get("image_encoder.projection.weight")
     if emb is None or fc is None:
-        raise DataError("the checkpoint lacks text_encoder.embedding.weight or vision_encoder.model.fc.weight: "
-                        "not CVCL's model with the 'flat' embedding text encoder")
+        raise DataError("the checkpoint lacks text_encoder.embedding.weight or "
+                        "vision_encoder.model.fc.weight: not CVCL's model with the 'flat' embedding text "
+                        "encoder")
     if emb.shape[0] != len(vocab):
-        raise DataError(f"the checkpoint's embedding has {emb.shape[0]} rows but the vocabulary has {len(vocab)} "
+        raise DataError(f"the checkpoint's embedding has {emb.shape[0]} rows but the vocabulary has "
+                        f"{len(vocab)} "
                         "words: use the vocab.json that came with this checkpoint (--vocab)")
     if fc.shape[0] != emb.shape[1]:
         raise DataError(f"image projection gives {fc.shape[0]} dims, word embeddings {emb.shape[1]}")
@@ -200,7 +208,8 @@ def build_cvcl_model(state_dict: Mapping[str, torch.Tensor], vocab: Vocab) -> CV
                         f"{missing[0].removeprefix('image_encoder.backbone.')}")
     bad = [k for k in own if tuple(sd[k].shape) != tuple(own[k].shape)]
     if bad:
-        raise DataError(f"weight {bad[0]} has shape {tuple(sd[bad[0]].shape)}, expected {tuple(own[bad[0]].shape)}")
+        raise DataError(f"weight {bad[0]} has shape {tuple(sd[bad[0]].shape)}, expected "
+                        f"{tuple(own[bad[0]].shape)}")
     model.load_state_dict({k: sd[k].float() for k in own}, strict=True)
     log.info("CVCL model: ResNeXt blocks %s planes %s groups %d x %d, D=%d, vocab %d", arch["blocks"],
              arch["planes"], arch["groups"], arch["base_width"], emb.shape[1], emb.shape[0])

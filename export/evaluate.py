@@ -83,8 +83,9 @@ def _torch_tokens_encoder(model):
 
 def word_vectors(model, vocab: Vocab, words: Sequence[str], bare: bool = False,
                  word_for: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-    """{word: unit vector} for the words the vocabulary knows through a torch model; unknown words are left out
-    (and so skipped, listed, by score_trials rather than scored as <unk>). See edge.evaluate.word_vectors."""
+    """{word: unit vector} for the words the vocabulary knows through a torch model; unknown words are left
+    out (and so skipped, listed, by score_trials rather than scored as <unk>). See
+    edge.evaluate.word_vectors."""
     return edge_word_vectors(_torch_tokens_encoder(model), vocab, words, bare, word_for)
 
 
@@ -123,11 +124,13 @@ def object_category_trials(root: str | Path, known, n_foils: int = 3, per_image:
                            seed: int = 0) -> list[dict]:
     """Trials in the layout of CVCL's object-category (Konkle) evaluation, from a folder of category folders
     (<root>/<category>/*.jpg): for every image of every category the vocabulary knows (`known(category)`),
-    `per_image` trials against `n_foils` images of other, distinct, random categories. CVCL: 3 foils, 5 per image.
-    Records as CVCL's trial files: target_category, target_img_filename, foil_categories, foil_img_filenames."""
+    `per_image` trials against `n_foils` images of other, distinct, random categories. CVCL: 3 foils, 5 per
+    image. Records as CVCL's trial files: target_category, target_img_filename, foil_categories,
+    foil_img_filenames."""
     root = Path(root)
     folders = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    images = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES) for p in folders}
+    images = {p.name: sorted(str(f) for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+              for p in folders}
     cats = [c for c, files in images.items() if files and known(c)]
     unknown = sorted(c for c, files in images.items() if files and c not in cats)
     if unknown:
@@ -145,7 +148,8 @@ def object_category_trials(root: str | Path, known, n_foils: int = 3, per_image:
                 foils = [others[j] for j in rng.choice(len(others), size=n_foils, replace=False)]
                 trials.append({"trial_num": i, "target_category": cat, "target_img_filename": target,
                                "foil_categories": foils,
-                               "foil_img_filenames": [images[f][int(rng.integers(len(images[f])))] for f in foils]})
+                               "foil_img_filenames": [images[f][int(rng.integers(len(images[f])))]
+                                                      for f in foils]})
     return trials
 
 
@@ -160,7 +164,8 @@ def _trial_list(es, bad: list[int], n_way: int, trials: int, seed: int, source) 
     if es.trials is not None:
         trial_list = [t for t in es.trials if not set(t.image_indices) & set(bad)]
         if n_way != len(trial_list[0].image_indices):
-            log.info("the eval file holds pre-generated %d-way trials; using them", len(trial_list[0].image_indices))
+            log.info("the eval file holds pre-generated %d-way trials; using "
+                     "them", len(trial_list[0].image_indices))
         return trial_list
     bad_set = set(bad)
     keep = [i for i in range(len(labels)) if i not in bad_set]
@@ -199,15 +204,17 @@ def is_bundle(path: str | Path) -> bool:
     return (p / "manifest.json").is_file() or (p.is_file() and p.suffix.lower() == ".zip")
 
 
-def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[str] = DIRECTIONS, n_way: int = 4,
-             trials: int = 100, seed: int = 0, frames_root=None, progress: bool = False,
-             bare_labels: bool | None = None, word_for: dict[str, str] | None = None, threads: int | None = None,
+def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[str] = DIRECTIONS,
+             n_way: int = 4, trials: int = 100, seed: int = 0, frames_root=None, progress: bool = False,
+             bare_labels: bool | None = None, word_for: dict[str, str] | None = None,
+             threads: int | None = None,
              write_trials: str | Path | None = None) -> dict[str, EvalResult]:
     """CVCL's evaluation of a checkpoint or a bundle (fp32 or int8), in the directions asked.
 
-    data: our eval.json, CVCL's trial file (eval_*.json), or a folder of category folders (CVCL's object-category
-    evaluation; its trials are written to `write_trials` when given). bare_labels: embed a category word
-    alone, as CVCL's eval.py does (default for converted CVCL bundles), else as <sos> word <eos>.
+    data: our eval.json, CVCL's trial file (eval_*.json), or a folder of category folders (CVCL's
+    object-category evaluation; its trials are written to `write_trials` when given). bare_labels: embed a
+    category word alone, as CVCL's eval.py does (default for converted CVCL bundles), else as <sos> word
+    <eos>.
     """
     for d in directions:
         if d not in DIRECTIONS:
@@ -220,15 +227,19 @@ def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[s
         vocab, encode_tokens = enc.vocab, enc.encode_tokens
         if bare_labels is None:
             bare_labels = (enc.bundle.manifest.get("source") or {}).get("converted_from") == "cvcl"
-        embed = lambda paths: embed_images_onnx(enc, paths, progress=progress)
+
+        def embed(paths):
+            return embed_images_onnx(enc, paths, progress=progress)
     else:
         from firstwords.export.checkpoint import load_checkpoint
 
         model, vocab, cfg, _ = load_checkpoint(model_path)
         model.eval()
         encode_tokens = _torch_tokens_encoder(model)
-        embed = lambda paths: embed_images(model, paths, cfg.image.input_size, cfg.image.mean,
-                                           cfg.image.std, progress=progress)
+
+        def embed(paths):
+            return embed_images(model, paths, cfg.image.input_size, cfg.image.mean, cfg.image.std,
+                                progress=progress)
     data = Path(data)
     if data.is_dir():
         def known(c: str) -> bool:
@@ -242,12 +253,14 @@ def evaluate(model_path: str | Path, data: str | Path, *, directions: Sequence[s
         es = load_eval_set(data, frames_root)
     emb, bad = embed(es.frame_paths)
     words = edge_word_vectors(encode_tokens, vocab, es.categories, bool(bare_labels), word_for)
-    return _score(es, emb, bad, words, directions=directions, n_way=n_way, trials=trials, seed=seed, source=data)
+    return _score(es, emb, bad, words, directions=directions, n_way=n_way, trials=trials, seed=seed,
+                  source=data)
 
 
-def plot_per_category(results: EvalResult | Sequence[EvalResult], out_png: str | Path, title: str = "") -> Path:
-    """A bar per category (sorted by the first result's accuracy, as the paper's figure) for each direction side
-    by side, 95 % intervals, the overall bars at the right, a dashed chance line."""
+def plot_per_category(results: EvalResult | Sequence[EvalResult], out_png: str | Path,
+                      title: str = "") -> Path:
+    """A bar per category (sorted by the first result's accuracy, as the paper's figure) for each direction
+    side by side, 95 % intervals, the overall bars at the right, a dashed chance line."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -255,7 +268,8 @@ def plot_per_category(results: EvalResult | Sequence[EvalResult], out_png: str |
 
     results = [results] if isinstance(results, EvalResult) else list(results)
     first = results[0]
-    cats = sorted(set().union(*(r.per_category for r in results)), key=lambda c: -first.per_category.get(c, 0.0))
+    cats = sorted(set().union(*(r.per_category for r in results)),
+                  key=lambda c: -first.per_category.get(c, 0.0))
     width = 0.8 / len(results)
     colours = ("#4C72B0", "#55A868")
     fig, ax = plt.subplots(figsize=(max(7.5, 0.45 * len(cats) * len(results) + 2), 3.6), dpi=120)

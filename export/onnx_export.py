@@ -50,12 +50,14 @@ def _export_one(module, example, path: Path, input_name: str, dynamic: dict[int,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
         if exporter == "torchscript":
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=list(outputs),
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name],
+                              output_names=list(outputs),
                               opset_version=opset, dynamo=False, do_constant_folding=True,
                               dynamic_axes={input_name: dynamic, **{o: {0: "batch"} for o in outputs}})
         elif exporter == "dynamo":
             dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic.items()}
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=list(outputs),
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name],
+                              output_names=list(outputs),
                               opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=(dims,))
         else:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -80,9 +82,11 @@ def _fix_output_dim(path: Path, dim: int) -> int:
 
 
 def export_towers(model, out_dir: str | Path, input_size: int, opset: int = DEFAULT_OPSET,
-                  exporter: str = "torchscript", example_tokens_len: int = 5, spatial: bool = True) -> ExportedTowers:
+                  exporter: str = "torchscript", example_tokens_len: int = 5,
+                  spatial: bool = True) -> ExportedTowers:
     """Export both towers of `model` (a torch dual encoder) into `out_dir` as image.onnx, utterance.onnx.
-    spatial: give image.onnx its second output `spatial` [N, h, w, D] (export.spatial) when the model has one."""
+    spatial: give image.onnx its second output `spatial` [N, h, w, D] (export.spatial) when the model has
+    one."""
     import torch
 
     out = Path(out_dir)
@@ -91,7 +95,8 @@ def export_towers(model, out_dir: str | Path, input_size: int, opset: int = DEFA
     image_mod, utt_mod = _tower_modules(model)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, input_size, input_size, generator=g)
-    tokens = torch.tensor([[2] + [4] * (example_tokens_len - 2) + [3], [2, 3] + [0] * (example_tokens_len - 2)],
+    tokens = torch.tensor([[2] + [4] * (example_tokens_len - 2) + [3],
+                           [2, 3] + [0] * (example_tokens_len - 2)],
                           dtype=torch.long)
     with torch.no_grad():
         dim = int(image_mod(x).shape[1])
@@ -171,16 +176,17 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
         cache: dict = {}
         if quantization != "none":
             utt = quantize_utterance_tower(towers.utterance, Path(tmp) / "utterance-int8.onnx", quantization)
-        # Static int8: if the gate misses, keep more of the input end in fp32 and try again. The attempts share
-        # one pre-processed model and one calibration (work_dir), and the gate's torch / fp32 embeddings (cache).
+        # Static int8: if the gate misses, keep more of the input end in fp32 and try again. The attempts
+        # share one pre-processed model and one calibration (work_dir), and the gate's torch / fp32 embeddings
+        # (cache).
         attempts = [0]
         if quantization in STATIC_FORMATS:
             attempts = list(dict.fromkeys(capped_fp32_first_convs(towers.image, n)
                                           for n in (FP32_PREFIXES[:1] if skip_parity else FP32_PREFIXES)))
         for fp32_convs in attempts:
             if quantization != "none":
-                img = quantize_image_tower(towers.image, Path(tmp) / f"image-int8-{fp32_convs}.onnx", quantization,
-                                           calibration_images, fp32_first_convs=fp32_convs,
+                img = quantize_image_tower(towers.image, Path(tmp) / f"image-int8-{fp32_convs}.onnx",
+                                           quantization, calibration_images, fp32_first_convs=fp32_convs,
                                            work_dir=Path(tmp) / "quant-work")
                 int8 = (img, utt)
             if skip_parity:
@@ -192,13 +198,14 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             if towers.spatial_grid is not None:
                 from firstwords.export.spatial import spatial_parity
 
-                spatial_parity(model, eval_images, towers.image, img if int8 is not None else None, report, threads)
+                spatial_parity(model, eval_images, towers.image, img if int8 is not None else None, report,
+                               threads)
             log.info("%s", report.table())
             int8_only = all(f.startswith("int8") for f in report.failures)
             if report.passed or not int8_only:
                 break
-            log.warning("int8 with the first %d convolutions in fp32 missed the gate (%s); trying more in fp32",
-                        fp32_convs, "; ".join(report.failures))
+            log.warning("int8 with the first %d convolutions in fp32 missed the gate (%s); trying more in "
+                        "fp32", fp32_convs, "; ".join(report.failures))
         if report is not None:
             gate(report)
         fields = {
@@ -211,10 +218,12 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             "quantization": quantization,
             "quantization_detail": {
                 "image": {"none": "fp32", "dynamic": "dynamic int8 (ConvInteger / MatMulInteger)",
-                          "qdq_u8s8": "static QDQ, uint8 activations, int8 per-channel weights (bias-corrected), "
-                                      "MinMax; input end and tail (pooling, projection, normalisation) fp32",
-                          "qdq_s8s8": "static QDQ, int8 activations, int8 per-channel weights (bias-corrected), "
-                                      "MinMax; input end and tail (pooling, projection, normalisation) fp32"}[quantization],
+                          "qdq_u8s8": "static QDQ, uint8 activations, int8 per-channel weights "
+                                      "(bias-corrected), MinMax; input end and tail (pooling, projection, "
+                                      "normalisation) fp32",
+                          "qdq_s8s8": "static QDQ, int8 activations, int8 per-channel weights "
+                                      "(bias-corrected), MinMax; input end and tail (pooling, projection, "
+                                      "normalisation) fp32"}[quantization],
                 "utterance": "fp32" if quantization == "none" else "dynamic int8 weights",
                 "fp32_first_convs": fp32_convs,
                 "calibration_frames": 0 if calibration_images is None or quantization not in STATIC_FORMATS

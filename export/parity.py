@@ -51,15 +51,17 @@ def centred_cosine(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:
     return float(cos.mean()), float(cos.min())
 
 
-def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def torch_embeddings(model, images: np.ndarray, tokens: np.ndarray,
+                     batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings from the torch model. Images go in channels-last (same result within 1e-6; depthwise convs
     ran ~1.8x faster on this CPU), which is most of an export's time."""
     import torch
 
     model = model.eval()
     with torch.inference_mode():
-        img = [model.encode_image(torch.from_numpy(images[i:i + batch]).contiguous(memory_format=torch.channels_last))
-               .numpy() for i in range(0, len(images), batch)]
+        img = [model.encode_image(torch.from_numpy(images[i:i + batch])
+                                  .contiguous(memory_format=torch.channels_last)).numpy()
+               for i in range(0, len(images), batch)]
         utt = [model.encode_utterance(torch.from_numpy(tokens[i:i + batch])).numpy()
                for i in range(0, len(tokens), batch)]
     return np.concatenate(img), np.concatenate(utt)
@@ -101,11 +103,12 @@ class ParityReport:
     def to_dict(self) -> dict[str, Any]:
         # Rounded so that re-exports write byte-identical manifests.
         return {
-            "eval_images": self.n_images, "eval_words": self.n_words, "trials": self.n_trials, "n_way": self.n_way,
+            "eval_images": self.n_images, "eval_words": self.n_words, "trials": self.n_trials,
+            "n_way": self.n_way,
             "accuracy": {k: (None if v is None else round(v, 4)) for k, v in self.accuracy.items()},
             "centred_cosine": {k: {m: round(x, 6) for m, x in v.items()} for k, v in self.cosine.items()},
             "torch_image_spread": round(self.spread, 6),
-            "thresholds": {k: v for k, v in self.thresholds.__dict__.items()},
+            "thresholds": dict(self.thresholds.__dict__),
             "passed": self.passed, "failures": list(self.failures),
         }
 
@@ -176,22 +179,25 @@ def measure_parity(model, images: np.ndarray, labels: Sequence[str] | None, voca
                 report.failures.append(f"{what} {tower} embeddings: centred cosine {mean:.6f} < {limit}")
 
     torch_v, fp = variants[0], variants[1]
-    spread = float(np.linalg.norm(torch_v.image - torch_v.image.mean(0), axis=1).mean()) if len(images) > 1 else 1.0
+    spread = float(np.linalg.norm(torch_v.image - torch_v.image.mean(0),
+                                  axis=1).mean()) if len(images) > 1 else 1.0
     report.spread = spread
     if spread < 1e-3:
         report.failures.append(f"the torch model maps every evaluation image to nearly the same embedding "
-                               f"(mean distance from the centre {spread:.2e}): the checkpoint looks untrained or "
-                               "collapsed, so parity cannot be judged")
+                               f"(mean distance from the centre {spread:.2e}): the checkpoint looks "
+                               "untrained or collapsed, so parity cannot be judged")
     cos(torch_v, fp, th.fp32_centred_cosine, "ONNX fp32 vs torch")
     if torch_v.accuracy is not None and torch_v.accuracy - fp.accuracy > th.fp32_accuracy_drop:
         report.failures.append(f"ONNX fp32 accuracy {100 * fp.accuracy:.2f} % is more than "
-                               f"{100 * th.fp32_accuracy_drop:.1f} point below torch's {100 * torch_v.accuracy:.2f} %")
+                               f"{100 * th.fp32_accuracy_drop:.1f} point below torch's "
+                               f"{100 * torch_v.accuracy:.2f} %")
     if int8 is not None:
         q = variants[2]
         cos(fp, q, th.int8_centred_cosine, "int8 vs fp32")
         if fp.accuracy is not None and fp.accuracy - q.accuracy > th.int8_accuracy_drop:
             report.failures.append(f"int8 accuracy {100 * q.accuracy:.2f} % is more than "
-                                   f"{100 * th.int8_accuracy_drop:.1f} points below fp32's {100 * fp.accuracy:.2f} %")
+                                   f"{100 * th.int8_accuracy_drop:.1f} points below fp32's "
+                                   f"{100 * fp.accuracy:.2f} %")
     return report
 
 
@@ -200,6 +206,6 @@ def gate(report: ParityReport, what: str = "export") -> None:
     if report.failures:
         raise ParityError(f"{what} failed the parity gate:\n{report.table()}\n" + "; ".join(report.failures) +
                           ". The bundle was not "
-                          "written. Try another quantization (e.g. --quantization none, or qdq_u8s8 instead of "
-                          "qdq_s8s8), more calibration frames (--calib-frames), or check that the checkpoint is "
-                          "trained; --skip-parity writes it anyway (recorded in the manifest).")
+                          "written. Try another quantization (e.g. --quantization none, or qdq_u8s8 instead "
+                          "of qdq_s8s8), more calibration frames (--calib-frames), or check that the "
+                          "checkpoint is trained; --skip-parity writes it anyway (recorded in the manifest).")

@@ -1,15 +1,18 @@
-"""Build firstwords' sample corpus: a simulated head-cam session of REAL object photos with child-directed speech.
+"""Build firstwords' sample corpus: a simulated head-cam session of REAL object photos with child-directed
+speech.
 
-    python tools/build_sample_corpus.py --out work/corpus [--source auto|debian|subset] [--minutes 60] [--seed 0]
+    python tools/build_sample_corpus.py --out work/corpus [--source auto|debian|subset] [--minutes 60] \
+        [--seed 0]
     python tools/build_sample_corpus.py --out work/tiny --tiny          # ~150 utterances, seconds
     python tools/build_sample_corpus.py --make-subset data/fashion_mnist_subset.npz   # (maintainers)
 
-Objects are Fashion-MNIST product photos (Zalando, MIT licence), tinted and pasted with a mask onto scikit-image's
-bundled photos (random crops, colour jitter) with clutter and sometimes a smaller distractor object. A scene
-persists for a few seconds with camera jitter, sampled at 5 frames/s (CVCL's rate); a parent speaks utterances
-from a small grammar: most name nothing in view, some name an absent object, word frequencies are Zipfian. The
-child's gaze leaves the scene now and then (--look-away): those frames show another part of the room, half the time
-another toy, so a naming window holds frames of the named object and frames of other things.
+Objects are Fashion-MNIST product photos (Zalando, MIT licence), tinted and pasted with a mask onto
+scikit-image's bundled photos (random crops, colour jitter) with clutter and sometimes a smaller distractor
+object. A scene persists for a few seconds with camera jitter, sampled at 5 frames/s (CVCL's rate); a parent
+speaks utterances from a small grammar: most name nothing in view, some name an absent object, word
+frequencies are Zipfian. The child's gaze leaves the scene now and then (--look-away): those frames show
+another part of the room, half the time another toy, so a naming window holds frames of the named object and
+frames of other things.
 
 Output (CVCL's preprocessed format, see docs/CONTRACTS.md): train/val/test.json, transcript.csv, eval.json
 (never-seen instances of the training categories in new scenes), novel.json + novel_exposures.json (a category
@@ -79,13 +82,15 @@ def _render_episode(job: tuple) -> tuple[int, list[dict]]:
     ep, scene, away_scene, gaze, k0 = job
     w = _WORKER
     cv2 = _cv2()
-    canvas, boxes = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"], w["frame"],
+    canvas, boxes = render_scene(scene, w["images"], np.random.default_rng([w["seed"], ep, 1]), w["pool"],
+                                 w["frame"],
                           cv2)
     cam = CameraPath(np.random.default_rng([w["seed"], ep, 2]), w["frame"], canvas.shape[0])
     away = away_cam = None
     away_boxes: dict = {}
     if not all(gaze):  # what the child sees when looking away: another part of the room, maybe another toy
-        away, away_boxes = render_scene(away_scene, w["images"], np.random.default_rng([w["seed"], ep, 4]), w["pool"],
+        away, away_boxes = render_scene(away_scene, w["images"], np.random.default_rng([w["seed"], ep, 4]),
+                                        w["pool"],
                             w["frame"], cv2)
         away_cam = CameraPath(np.random.default_rng([w["seed"], ep, 5]), w["frame"], away.shape[0])
     frame_boxes = []
@@ -214,7 +219,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
             inst = int(test_pool[w][j])
             name = f"eval_frames/{len(eval_items) + 1:06d}.jpg"
             boxes = still(w, inst, data["test_x"], name, 10_000_000 + len(eval_items))
-            eval_items.append({"category": w, "frame_filename": name, "instance": f"test:{inst}", "boxes": boxes})
+            eval_items.append({"category": w, "frame_filename": name, "instance": f"test:{inst}",
+                               "boxes": boxes})
             bar.update()
     _write_json(out / "eval.json", {"data": eval_items})
 
@@ -232,7 +238,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
     for j in range(n_exposures):  # a short head-cam window naming the novel object, 5 frames each
         inst = int(novel_train[j])
         names = [f"novel_frames/exp_{j + 1:04d}_{k}.jpg" for k in range(5)]
-        render_view(Scene(NOVEL_CATEGORY, inst, None, None), data["train_x"], [seed, 30_000_000 + j], pool, F, cv2,
+        render_view(Scene(NOVEL_CATEGORY, inst, None, None), data["train_x"], [seed, 30_000_000 + j], pool, F,
+                    cv2,
                     [out / n for n in names], quality)
         text = zipf_pick(rng, NAMING).format(w=NOVEL_CATEGORY)
         exposures.append({"utterance": text, "frame_filename": names[0], "frame_filenames": names,
@@ -247,7 +254,8 @@ def build(out: Path, source: str, sizes: Sizes, seed: int, quality: int = 85, pr
         "format": FORMAT, "video": VIDEO_NAME, "fps": FPS, "frame_size": F, "duration": round(duration, 2),
         "frames": frames_meta,
         "utterances": [{"index": i, "text": u["text"], "start": u["start"], "end": u["end"],
-                        "speaker": u["speaker"], "named": u["named"], "kind": u["kind"], "in_view": u["in_view"],
+                        "speaker": u["speaker"], "named": u["named"], "kind": u["kind"],
+                        "in_view": u["in_view"],
                         "episode": u["episode"], "split": u["split"], "frames": u["frames"]}
                        for i, u in enumerate(utterances)],
         "episodes": episodes})
@@ -334,21 +342,23 @@ def main(argv: list[str] | None = None) -> int:
                          "pixels add bytes, not detail)")
     ap.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
     ap.add_argument("--look-away", type=float, default=LOOK_AWAY, metavar="SHARE",
-                    help=f"share of a scene's time the child looks away from its main object, at another part "
-                         f"of the room (default {LOOK_AWAY}; 0: the camera stays on the scene)")
+                    help=f"share of a scene's time the child looks away from its main object, at another "
+                         f"part of the room (default {LOOK_AWAY}; 0: the camera stays on the scene)")
     ap.add_argument("--tiny", action="store_true",
-                    help=f"a few minutes, {len(TINY_CATEGORIES)} categories + the novel one, few held-out images "
-                         "(tests, quick end-to-end runs)")
+                    help=f"a few minutes, {len(TINY_CATEGORIES)} categories + the novel one, few held-out "
+                         "images (tests, quick end-to-end runs)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                     help="processes rendering frames (default: up to 2); output is the same for any number")
     ap.add_argument("--make-subset", type=Path, metavar="NPZ",
-                    help="(maintainers) write the committed Fashion-MNIST subset from Debian's full set, then exit")
+                    help="(maintainers) write the committed Fashion-MNIST subset from Debian's full set, "
+                         "then exit")
     args = ap.parse_args(argv)
 
     if args.make_subset:
         res = make_subset(args.make_subset)
-        print(f"wrote {res['path']}: {res['train']} train + {res['test']} held-out images, {res['bytes']} bytes")
+        print(f"wrote {res['path']}: {res['train']} train + {res['test']} held-out images, {res['bytes']} "
+              f"bytes")
         print(json.dumps(res))
         return 0
     if args.out is None:
@@ -369,21 +379,23 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--look-away must be 0..0.8")
     try:
         info = build(args.out, args.source, sizes, args.seed, args.quality, progress=not args.no_progress,
-                     workers=args.workers if sys.platform.startswith("linux") else 1, look_away=args.look_away)
+                     workers=args.workers if sys.platform.startswith("linux") else 1,
+                     look_away=args.look_away)
     except FirstwordsError as e:  # the library raises; only here does an error become an exit code
         print(f"error: {e}", file=sys.stderr)
         return 2
     c = info["counts"]
     k = info["utterance_kinds"]
     print(f"sample corpus in {args.out} ({info['source']}, seed {info['seed']}):")
-    print(f"  session: {info['minutes']:.1f} min, {c['frames']} frames of {info['frame_size']}x{info['frame_size']} "
-          f"at {info['fps']:g} fps, {c['episodes']} scenes")
+    print(f"  session: {info['minutes']:.1f} min, {c['frames']} frames of "
+          f"{info['frame_size']}x{info['frame_size']} at {info['fps']:g} fps, {c['episodes']} scenes")
     print(f"  utterances: {c['utterances']} (train {c['train']} / val {c['val']} / test {c['test']}); "
           f"name something in view {k['names_in_view']:.0%}, name an absent object {k['names_absent']:.0%}, "
           f"name nothing {k['names_nothing']:.0%}; Zipf slope {info['zipf_slope']}")
     print(f"  gaze: looks away {info['look_away']:.0%} of a scene's time; a naming window's frame shows the "
           f"named object {info['named_object_in_window']:.0%} of the time")
-    print(f"  categories: {', '.join(info['categories'])}; novel (kept out of training): {info['novel_category']}")
+    print(f"  categories: {', '.join(info['categories'])}; novel (kept out of training): "
+          f"{info['novel_category']}")
     print(f"  held out: {c['eval_images']} eval images ({c['eval_per_category']}/category), "
           f"{c['novel_eval_images']} novel-category images, {c['novel_exposures']} novel exposures")
     print(f"  {info['bytes'] / 1e6:.1f} MB written in {info['build_seconds']:.1f} s")

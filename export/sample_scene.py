@@ -13,8 +13,8 @@ import numpy as np
 from firstwords.edge.errors import DataError, MissingExtraError
 
 # Backgrounds: photos bundled in the scikit-image wheel (no download). Grey ones get a random tint.
-BACKGROUNDS = ["grass", "gravel", "brick", "coffee", "chelsea", "astronaut", "rocket", "camera", "coins", "moon",
-               "page", "clock", "immunohistochemistry", "hubble_deep_field", "retina", "text"]
+BACKGROUNDS = ["grass", "gravel", "brick", "coffee", "chelsea", "astronaut", "rocket", "camera", "coins",
+               "moon", "page", "clock", "immunohistochemistry", "hubble_deep_field", "retina", "text"]
 
 
 
@@ -22,7 +22,8 @@ def _cv2():
     try:
         import cv2
     except ImportError:
-        raise MissingExtraError("building the corpus needs OpenCV: pip install 'firstwords[camera]'") from None
+        raise MissingExtraError("building the corpus needs OpenCV: pip install "
+                                "'firstwords[camera]'") from None
     cv2.setNumThreads(1)
     return cv2
 
@@ -78,8 +79,8 @@ def background(rng: np.random.Generator, pool: list[np.ndarray], size: int, cv2)
 
 
 # Typical colours of each kind of thing (jeans are blue, boots brown or black), RGB in [0, 1]. An object takes
-# one of its kind's colours (jittered) 60 % of the time and any colour otherwise: a real, imperfect cue, as in a
-# child's world; held-out instances are coloured the same way.
+# one of its kind's colours (jittered) 60 % of the time and any colour otherwise: a real, imperfect cue, as in
+# a child's world; held-out instances are coloured the same way.
 PALETTES = {
     "shirt": [(0.95, 0.95, 0.92), (0.9, 0.3, 0.3), (0.3, 0.55, 0.9), (0.95, 0.85, 0.3)],
     "pants": [(0.2, 0.3, 0.6), (0.15, 0.15, 0.18), (0.65, 0.55, 0.4), (0.35, 0.45, 0.75)],
@@ -100,7 +101,8 @@ def object_colour(rng: np.random.Generator, category: str | None) -> np.ndarray:
     return random_colour(rng)
 
 
-def object_sprite(grey28: np.ndarray, rng: np.random.Generator, extent: int, cv2, category: str | None = None):
+def object_sprite(grey28: np.ndarray, rng: np.random.Generator, extent: int, cv2,
+                  category: str | None = None):
     """Tint a grey Fashion-MNIST image and cut it out: (rgb float32 h x w x 3, alpha float32 h x w).
     `extent` is the object's longer side in pixels."""
     g = grey28.astype(np.float32) / 255.0
@@ -190,7 +192,8 @@ def render_scene(scene: Scene, images: np.ndarray, rng: np.random.Generator, poo
     clutter(canvas, rng, pool, cv2, rng.integers(1, 5))
     centre = C / 2
     if scene.distractor is not None:
-        rgb, a = object_sprite(images[scene.distractor_instance], rng, int(frame * rng.uniform(0.18, 0.3)), cv2,
+        rgb, a = object_sprite(images[scene.distractor_instance], rng, int(frame * rng.uniform(0.18, 0.3)),
+                               cv2,
                                scene.distractor)
         ang = rng.uniform(0, 2 * math.pi)
         r = frame * rng.uniform(0.28, 0.4)
@@ -220,7 +223,8 @@ class CameraPath:
         self.matrix = np.eye(2, 3)  # the last frame's canvas -> frame affine map
 
     def next(self, img: np.ndarray, cv2) -> np.ndarray:
-        limit = np.array([(self.canvas - self.frame) / 2 * 0.9, (self.canvas - self.frame) / 2 * 0.9, 0.12, 6.0])
+        limit = np.array([(self.canvas - self.frame) / 2 * 0.9, (self.canvas - self.frame) / 2 * 0.9, 0.12,
+                          6.0])
         self.vel = 0.7 * self.vel + self.rng.normal(0, 1, 4) * limit * 0.08
         self.state = np.clip(self.state + self.vel, -limit, limit)
         dx, dy, lz, roll = self.state

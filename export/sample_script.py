@@ -10,16 +10,18 @@ import numpy as np
 from firstwords.export.sample_scene import Scene
 
 FPS = 5.0  # CVCL samples frames at 5 per second
-# Things are kept together (shoes by the door, clothes in the wardrobe): what the child sees on looking away from
-# an object is mostly something of the same kind. Cross-situational learners find such consistent company hard.
+# Things are kept together (shoes by the door, clothes in the wardrobe): what the child sees on looking away
+# from an object is mostly something of the same kind. Cross-situational learners find such consistent company
+# hard.
 PLACES = [("shirt", "pants", "sweater", "dress", "coat"), ("sandal", "shoe", "boot")]
 SAME_PLACE = 0.8  # chance the other toy seen on looking away is kept with the main object
 
 # Child-directed speech, most common first: template choice is Zipfian by rank, so word frequencies come out
 # Zipfian with function words everywhere. {w} is a category word.
 NAMING = ["look at the {w}", "where's the {w}?", "that's a {w}", "look at your {w}!", "see the {w}?",
-          "is that a {w}?", "the {w}", "you want the {w}?", "here's your {w}", "{w}!", "can you find the {w}?",
-          "it's a {w}", "a {w}", "where is your {w}?", "oh a big {w}", "do you like the {w}?", "give me the {w}",
+          "is that a {w}?", "the {w}", "you want the {w}?", "here's your {w}", "{w}!",
+          "can you find the {w}?", "it's a {w}", "a {w}", "where is your {w}?", "oh a big {w}",
+          "do you like the {w}?", "give me the {w}",
           "i see a {w}", "what a nice {w}", "let's put the {w} away", "that's your {w}", "you have a {w}",
           "can you say {w}?", "the {w} is here", "touch the {w}"]
 CHATTER = ["look at that", "all done", "you want more?", "good job", "put it on", "what's that?", "okay",
@@ -40,8 +42,8 @@ def zipf_pick(rng: np.random.Generator, items: list[str], exponent: float = 1.0)
 def utterance_for(rng: np.random.Generator, primary: str | None, in_view: list[str], categories: list[str],
                   cat_weights: np.ndarray, p_name_in_view: float,
                   p_name_absent: float) -> tuple[str, list[str], str]:
-    """(text, categories named, kind) with kind in {"in_view", "absent", "none"}. In view, the parent names the
-    main object (the one the child attends to); an absent name is of nothing in view."""
+    """(text, categories named, kind) with kind in {"in_view", "absent", "none"}. In view, the parent names
+    the main object (the one the child attends to); an absent name is of nothing in view."""
     r = rng.random()
     if primary is not None and r < p_name_in_view:
         return zipf_pick(rng, NAMING).format(w=primary), [primary], "in_view"
@@ -61,8 +63,9 @@ def gaze_path(rng: np.random.Generator, n_frames: int, look_away: float) -> list
     """Per frame of a scene, whether the child looks at the scene's main object (True) or away (False).
 
     A head-cam does not stay on what is being named: infants look away and back within seconds (Yu & Smith
-    2012 report sustained looks of a few seconds). A two-state chain with exponential dwell times, starting on the
-    object (a scene is what the child turned to); `look_away` is the long-run share of time spent looking away."""
+    2012 report sustained looks of a few seconds). A two-state chain with exponential dwell times, starting on
+    the object (a scene is what the child turned to); `look_away` is the long-run share of time spent looking
+    away."""
     if look_away <= 0.0:
         return [True] * n_frames
     on_mean = 2.4  # seconds of a look at the object (mean)
@@ -76,9 +79,10 @@ def gaze_path(rng: np.random.Generator, n_frames: int, look_away: float) -> list
     return out[:n_frames]
 
 
-def plan_session(rng: np.random.Generator, cats: list[str], cat_w: np.ndarray, next_instance: Callable[[str], int],
-                 total: float, seed: int, look_away: float) -> tuple[list[dict], list[dict], list[dict], list[tuple],
-                                                                      float]:
+def plan_session(rng: np.random.Generator, cats: list[str], cat_w: np.ndarray,
+                 next_instance: Callable[[str], int],
+                 total: float, seed: int,
+                 look_away: float) -> tuple[list[dict], list[dict], list[dict], list[tuple], float]:
     """The session, episode by episode, until `total` seconds: (frames, utterances, episodes, render jobs,
     duration). A scene has a main object (sometimes none) and maybe a distractor; the parent says one to three
     utterances; the child's gaze may leave the scene. Frames are planned here and rendered by the caller."""
@@ -135,7 +139,8 @@ def plan_session(rng: np.random.Generator, cats: list[str], cat_w: np.ndarray, n
         jobs.append((ep, scene, away_scene, gaze, k0))
         episodes.append({"episode": ep, "start": round(ep_start, 2), "end": round(ep_end, 2),
                          "primary": primary, "distractor": distractor, "away": away_obj,
-                         "instances": [f"train:{i}" for i in (scene.primary_instance, scene.distractor_instance,
-                                                               away_scene.primary_instance) if i is not None],
+                         "instances": [f"train:{i}" for i in (scene.primary_instance,
+                                                              scene.distractor_instance,
+                                                              away_scene.primary_instance) if i is not None],
                          "frames": [k0, k1], "looking_at_scene": round(sum(gaze) / max(len(gaze), 1), 3)})
     return frames_meta, utterances, episodes, jobs, t

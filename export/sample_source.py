@@ -16,15 +16,16 @@ DEFAULT_SUBSET = Path(__file__).resolve().parents[1] / "data" / "fashion_mnist_s
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 # Fashion-MNIST class index -> the word a parent would say. Left out: class 6 "Shirt" (hard to tell from
-# T-shirt/top, pullover and coat even for people, and "shirt" is T-shirt/top's word) and class 4 "Coat" (at 28 x 28
-# it is Fashion-MNIST's most confused class with "Pullover"; with it, frozen ImageNet features reach only ~0.73
-# 4-way accuracy in a linear probe on this corpus, ~0.79 without it).
+# T-shirt/top, pullover and coat even for people, and "shirt" is T-shirt/top's word) and class 4 "Coat" (at 28
+# x 28 it is Fashion-MNIST's most confused class with "Pullover"; with it, frozen ImageNet features reach only
+# ~0.73 4-way accuracy in a linear probe on this corpus, ~0.79 without it).
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 CLASS_WORDS = {0: "shirt", 1: "pants", 2: "sweater", 3: "dress", 5: "sandal", 7: "shoe", 8: "bag", 9: "boot"}
 LEFT_OUT = {"Shirt": "confusable with T-shirt/top, pullover and coat; its word is T-shirt/top's",
             "Coat": "confusable with pullover at 28 x 28"}
-SUBSET_CLASSES = (0, 1, 2, 3, 4, 5, 7, 8, 9)  # the committed subset keeps Coat too (frozen file; reproducible)
+# the committed subset keeps Coat too (frozen file; reproducible)
+SUBSET_CLASSES = (0, 1, 2, 3, 4, 5, 7, 8, 9)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -59,7 +60,8 @@ def make_subset(out: Path, per_class_train: int = 300, per_class_test: int = 100
     Keeps the original indices (train_idx / test_idx) so anyone can check it against the source."""
     full = load_debian()
     rng = np.random.default_rng(seed)
-    parts: dict[str, list] = {k: [] for k in ("train_x", "train_y", "train_idx", "test_x", "test_y", "test_idx")}
+    keys = ("train_x", "train_y", "train_idx", "test_x", "test_y", "test_idx")
+    parts: dict[str, list] = {k: [] for k in keys}
     for cls in SUBSET_CLASSES:
         for split, n in (("train", per_class_train), ("test", per_class_test)):
             idx = np.sort(rng.choice(np.flatnonzero(full[f"{split}_y"] == cls), size=n, replace=False))

@@ -20,7 +20,8 @@ OUTPUT = "spatial"
 
 
 def has_spatial(model) -> bool:
-    """Whether the model's image tower exposes its feature map (our DualEncoder does; test stand-ins may not)."""
+    """Whether the model's image tower exposes its feature map (our DualEncoder does; test stand-ins may
+    not)."""
     enc = getattr(model, "image_encoder", None)
     return enc is not None and hasattr(getattr(enc, "backbone", None), "feature_map")
 
@@ -56,14 +57,17 @@ def torch_spatial(model, images: np.ndarray, batch: int = 32) -> np.ndarray:
                                for i in range(0, len(images), batch)])
 
 
-def onnx_spatial(image_path: Path, images: np.ndarray, threads: int | None = None, batch: int = 32) -> np.ndarray:
+def onnx_spatial(image_path: Path, images: np.ndarray, threads: int | None = None,
+                 batch: int = 32) -> np.ndarray:
     from firstwords.edge.encode import make_session
 
     s = make_session(image_path, threads)
-    return np.concatenate([s.run([OUTPUT], {"image": images[i:i + batch]})[0] for i in range(0, len(images), batch)])
+    return np.concatenate([s.run([OUTPUT], {"image": images[i:i + batch]})[0]
+                           for i in range(0, len(images), batch)])
 
 
-def spatial_parity(model, images: np.ndarray, fp32: Path, int8: Path | None, report, threads: int | None = None,
+def spatial_parity(model, images: np.ndarray, fp32: Path, int8: Path | None, report,
+                   threads: int | None = None,
                    max_images: int = 64) -> None:
     """Add the spatial output's centred cosines (torch vs ONNX fp32, fp32 vs int8) to a ParityReport, and a
     failure when one is below the report's thresholds for embeddings of the same kind."""
@@ -73,7 +77,8 @@ def spatial_parity(model, images: np.ndarray, fp32: Path, int8: Path | None, rep
     ref = torch_spatial(model, x)
     d = ref.shape[-1]
     fp = onnx_spatial(fp32, x, threads)
-    pairs = [("onnx_fp32/spatial (torch)", ref, fp, report.thresholds.fp32_centred_cosine, "ONNX fp32 vs torch")]
+    pairs = [("onnx_fp32/spatial (torch)", ref, fp, report.thresholds.fp32_centred_cosine,
+              "ONNX fp32 vs torch")]
     if int8 is not None:
         pairs.append(("onnx_int8/spatial (onnx_fp32)", fp, onnx_spatial(int8, x, threads),
                       report.thresholds.int8_spatial_centred_cosine, "int8 vs fp32"))

@@ -1,10 +1,10 @@
-"""Bad inputs, generated (hypothesis): device configs with every wrong type, damaged bundle manifests / models /
-zips, audio that is NaN, silent, clipped, wrongly shaped or at odd rates, frames of the wrong shape or dtype,
-garbage handed to the memory. Each is rejected with a FirstwordsError subclass that says what is wrong, or
-handled; nothing else escapes, and the memory learns on afterwards with its earlier entries intact.
+"""Bad inputs, generated (hypothesis): device configs with every wrong type, damaged bundle manifests / models
+/ zips, audio that is NaN, silent, clipped, wrongly shaped or at odd rates, frames of the wrong shape or
+dtype, garbage handed to the memory. Each is rejected with a FirstwordsError subclass that says what is wrong,
+or handled; nothing else escapes, and the memory learns on afterwards with its earlier entries intact.
 
-Transcript parsers on arbitrary text and bytes: tests/test_transcripts.py (test_parsers_raise_only_data_error);
-here only the file-loading path on arbitrary bytes.
+Transcript parsers on arbitrary text and bytes: tests/test_transcripts.py
+(test_parsers_raise_only_data_error); here only the file-loading path on arbitrary bytes.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def test_every_config_key_with_every_wrong_type_is_a_config_error_naming_it(fiel
 
 
 @FAST
-@given(key=st.sampled_from(["name", "description", "camera", "model", "audio", "pairing", "memory", "budget"]),
+@given(key=st.sampled_from(["name", "description", "camera", "model", "audio", "pairing", "memory",
+                            "budget"]),
        value=any_value)
 def test_top_level_keys_and_tables_of_wrong_type(key, value):
     from firstwords.edge.config import parse_device_config
@@ -217,22 +218,27 @@ json_value = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(min_value=-2**70, max_value=2**70),
               st.floats(allow_nan=False), st.text(max_size=10),
               st.sampled_from([-1, 0, 2**63, 10**30, "../image.onnx", "/etc/passwd", "..", "", "image.onnx",
-                               "a/b.onnx", "C:\\x", "vocab.json", "0" * 64, 1.5, [3, 2, 1], [0.5, 0.5, 0.5]])),
-    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                               "a/b.onnx", "C:\\x", "vocab.json", "0" * 64, 1.5, [3, 2, 1],
+                               [0.5, 0.5, 0.5]])),
+    lambda inner: st.one_of(st.lists(inner, max_size=3),
+                            st.dictionaries(st.text(max_size=8), inner, max_size=3)),
     max_leaves=6)
-MANIFEST_PATHS = [("format",), ("format_version",), ("embedding_dim",), ("quantization",), ("opset",), ("image",),
-                  ("image", "input_size"), ("image", "mean"), ("image", "std"), ("image", "file"), ("image", "input"),
-                  ("image", "output"), ("utterance",), ("utterance", "file"), ("utterance", "input"),
-                  ("tokenizer",), ("tokenizer", "max_tokens"), ("tokenizer", "special_tokens"),
-                  ("tokenizer", "lowercase"), ("files",), ("files", "image.onnx"), ("files", "image.onnx", "bytes"),
-                  ("files", "image.onnx", "sha256"), ("files", "vocab.json"), ("parity",), ("parity_skipped",)]
+MANIFEST_PATHS = [("format",), ("format_version",), ("embedding_dim",), ("quantization",), ("opset",),
+                  ("image",), ("image", "input_size"), ("image", "mean"), ("image", "std"), ("image", "file"),
+                  ("image", "input"), ("image", "output"), ("utterance",), ("utterance", "file"),
+                  ("utterance", "input"), ("tokenizer",), ("tokenizer", "max_tokens"),
+                  ("tokenizer", "special_tokens"), ("tokenizer", "lowercase"), ("files",),
+                  ("files", "image.onnx"), ("files", "image.onnx", "bytes"),
+                  ("files", "image.onnx", "sha256"), ("files", "vocab.json"), ("parity",),
+                  ("parity_skipped",)]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(edits=st.lists(st.tuples(st.sampled_from(MANIFEST_PATHS), json_value), min_size=1, max_size=3),
        extra_file=st.one_of(st.none(), st.sampled_from(["../evil.onnx", "/abs.onnx", "sub/x.onnx", ".", "..",
                                                         "a\\b", ""]), st.text(max_size=10)))
-def test_mutated_manifests_are_refused_with_bundle_error_or_still_consistent(built, workdir, edits, extra_file):
+def test_mutated_manifests_are_refused_with_bundle_error_or_still_consistent(built, workdir, edits,
+                                                                             extra_file):
     from firstwords.edge.bundle import load_bundle
 
     d = _fresh_copy(built, workdir)
@@ -422,7 +428,8 @@ def test_named_audio_cases_into_both_vads(kind):
 
     n = 16000
     x = {"nan": np.full(n, np.nan, np.float32), "inf": np.full(n, np.inf, np.float32),
-         "silence": np.zeros(n, np.float32), "clipped": np.sign(np.sin(np.arange(n) / 5)).astype(np.float32) * 4,
+         "silence": np.zeros(n, np.float32),
+         "clipped": np.sign(np.sin(np.arange(n) / 5)).astype(np.float32) * 4,
          "empty": np.zeros(0, np.float32), "int16": np.zeros(n, np.int16),
          "stereo": np.zeros((n, 2), np.float32)}[kind]
     names = ["energy"]
@@ -466,7 +473,8 @@ def test_wav_files_at_any_common_rate_width_and_channels_give_clean_16k_blocks(r
     assert total == math.ceil(frames * 16000 / rate) if rate != 16000 else total == frames
     for b in blocks:
         assert b.samples.dtype == np.float32 and np.isfinite(b.samples).all()
-        assert np.abs(b.samples).max(initial=0) < 4  # band-limited interpolation of full-scale noise overshoots
+        # band-limited interpolation of full-scale noise overshoots
+        assert np.abs(b.samples).max(initial=0) < 4
     assert [b.t for b in blocks] == sorted(b.t for b in blocks)
 
 
@@ -589,17 +597,20 @@ def test_frames_from_a_generator_are_taken(encoder):
 
 # ------------------------------------------------------------------------------------------ the memory
 
-word_like = st.one_of(st.text(max_size=12), st.sampled_from(["ball", "the", " ball", "two words", "", "x" * 150]),
+word_like = st.one_of(st.text(max_size=12),
+                      st.sampled_from(["ball", "the", " ball", "two words", "", "x" * 150]),
                       st.integers(), st.none(), st.binary(max_size=4))
 garbage_frames = st.one_of(
     hnp.arrays(np.float32, st.tuples(st.integers(0, 4), st.integers(15, 17)),
                elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
-    st.sampled_from(["frames", None, [[1.0] * 16], np.zeros((2, 16), np.float32), np.ones((3, 16), np.float64)]))
+    st.sampled_from(["frames", None, [[1.0] * 16], np.zeros((2, 16), np.float32),
+                     np.ones((3, 16), np.float64)]))
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(attempts=st.lists(st.tuples(st.one_of(st.lists(word_like, max_size=4), word_like), garbage_frames,
-                                   st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3)),
+                                   st.one_of(st.floats(allow_nan=True, allow_infinity=True),
+                                             st.text(max_size=3)),
                                    st.one_of(st.text(max_size=20), st.integers(), st.just("y" * 10_001))),
                          min_size=1, max_size=6))
 def test_memory_refuses_garbage_without_damage_and_learns_on(attempts):
@@ -681,11 +692,14 @@ def test_one_odd_utterance_does_not_end_the_session(encoder, tmp_path):
 
     frames = [(i / 5, np.full((24, 24, 3), 40 * (i % 5), np.uint8)) for i in range(80)]
     utts = [Utterance(float(i), i + 0.5, "look a ball") for i in range(0, 16, 2)]
-    utts[2] = Utterance(4.0, 4.5, "see " + "z" * 150)  # an ASR / transcript hiccup: the long "word" is dropped
+    # an ASR / transcript hiccup: the long "word" is dropped
+    utts[2] = Utterance(4.0, 4.5, "see " + "z" * 150)
     utts[3] = Utterance(6.0, 6.5, "ball " * 2500)  # 12,500 characters: the text is clipped
-    utts[4] = Utterance(8.0, 8.5, " ".join(f"w{i}" for i in range(300)))  # more distinct words than the memory takes
+    # more distinct words than the memory takes
+    utts[4] = Utterance(8.0, 8.5, " ".join(f"w{i}" for i in range(300)))
     with AssociativeMemory(tmp_path / "m.sqlite", encoder.dim) as mem:
-        rep = run_or_hang(Learner(encoder, mem, frames, transcript=utts, options=LearnerOptions(realtime=False)))
+        rep = run_or_hang(Learner(encoder, mem, frames, transcript=utts,
+                                  options=LearnerOptions(realtime=False)))
         texts = [e.text for e in mem.find("ball", k=20)]
     s = rep.stats
     assert s["errors"] == [] and s["utterances"] == len(utts) - 1

@@ -117,7 +117,8 @@ def test_wrong_input_size_is_a_shape_error(bundle_dir):
     m = _manifest(bundle_dir)
     m["image"]["input_size"] = SIZE * 2
     _write_manifest(bundle_dir, m)
-    with pytest.raises(BundleError, match=r"image\.onnx: input 'image' has shape .*expected \[N, 3, 64, 64\]"):
+    with pytest.raises(BundleError, match=r"image\.onnx: input 'image' has shape .*expected \[N, 3, 64, "
+                                          r"64\]"):
         load_bundle(bundle_dir)
 
 
@@ -223,9 +224,11 @@ def test_replace_existing_bundle_and_recover_interrupted_swap(built, tmp_path):
     shutil.copytree(built, out)
     # Simulate a power cut between the two renames of a swap: the old bundle sits at .bundle.old-*.
     out.rename(tmp_path / ".bundle.old-123")
-    with pytest.raises(BundleError, match=r"interrupted export left the previous bundle at .*\.bundle\.old-123"):
+    with pytest.raises(BundleError, match=r"interrupted export left the previous bundle at "
+                                          r".*\.bundle\.old-123"):
         load_bundle(out)
-    write_bundle(out, built / "image.onnx", built / "utterance.onnx", VOCAB, manifest_fields(training_data="v2"))
+    write_bundle(out, built / "image.onnx", built / "utterance.onnx", VOCAB,
+                 manifest_fields(training_data="v2"))
     assert load_bundle(out).training_data == "v2"
     assert not list(tmp_path.glob(".bundle.*"))
 
@@ -261,8 +264,8 @@ def test_tiny_model_is_what_tests_assume():
 # ------------------------------------------------------------------ files that are not what they claim (#14)
 
 def _load_within(d: Path, seconds: float = 20.0):
-    """load_bundle(d) in a thread: its error (or bundle), and whether it returned within `seconds` (a FIFO read
-    would block forever)."""
+    """load_bundle(d) in a thread: its error (or bundle), and whether it returned within `seconds` (a FIFO
+    read would block forever)."""
     import threading
 
     box: dict = {}
@@ -295,7 +298,8 @@ def test_a_bundle_file_that_is_not_a_regular_file_is_named_as_such_without_block
     err, returned = _load_within(bundle_dir)
     assert returned, f"load_bundle blocked on {name} as a {kind}"
     assert isinstance(err, BundleError), err
-    what = {"dev-zero-link": "a character device (a link to /dev/zero)", "fifo": "a FIFO", "folder": "a folder"}
+    what = {"dev-zero-link": "a character device (a link to /dev/zero)", "fifo": "a FIFO",
+            "folder": "a folder"}
     assert f"{name} is not a regular file: it is {what[kind]}" in str(err), str(err)
     assert "missing" not in str(err)
 
@@ -309,7 +313,8 @@ def test_a_bundle_path_that_is_a_fifo_is_named_as_such(tmp_path):
 
 
 def test_a_huge_manifest_is_refused_before_it_is_parsed(bundle_dir):
-    """A 300 MB manifest (an unknown key padded out) was parsed with 657 MB RSS; now its size is checked first."""
+    """A 300 MB manifest (an unknown key padded out) was parsed with 657 MB RSS; now its size is checked
+    first."""
     import subprocess
     import sys
 
@@ -321,8 +326,10 @@ def test_a_huge_manifest_is_refused_before_it_is_parsed(bundle_dir):
         f.write('"}')
     code = ("import sys\nfrom firstwords.edge.bundle import load_bundle\nfrom firstwords.edge.errors import "
             "BundleError\ntry:\n    load_bundle(sys.argv[1])\nexcept BundleError as e:\n    print(e)\n"
-            "print(next(int(x.split()[1]) // 1024 for x in open('/proc/self/status') if x.startswith('VmHWM')))")
-    out = subprocess.run([sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True, timeout=120,
+            "print(next(int(x.split()[1]) // 1024 for x in open('/proc/self/status') if "
+            "x.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True,
+                         timeout=120,
                          check=True).stdout.splitlines()
     assert "manifest.json is 300.0 MB" in out[0] and "not reading it" in out[0], out
     assert int(out[-1]) < 150, f"peak RSS {out[-1]} MB: the manifest was read"
@@ -346,19 +353,21 @@ def test_format_version_of_another_type_says_it_must_be_an_integer(bundle_dir, v
     m = _manifest(bundle_dir)
     m["format_version"] = version
     _write_manifest(bundle_dir, m)
-    with pytest.raises(BundleError, match=r"format_version must be an integer \(this firstwords reads 1\), got "):
+    with pytest.raises(BundleError, match=r"format_version must be an integer \(this firstwords reads 1\), "
+                                          r"got "):
         load_bundle(bundle_dir)
 
 
 def test_a_bundle_this_user_may_not_read_is_a_clear_error(bundle_dir):
-    """chmod 000 on the bundle folder used to give a raw PermissionError. Root reads anything, so as root the load
-    runs without the capabilities that let it (setpriv drops CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH)."""
+    """chmod 000 on the bundle folder used to give a raw PermissionError. Root reads anything, so as root the
+    load runs without the capabilities that let it (setpriv drops CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH)."""
     import os
     import subprocess
     import sys
 
     code = ("import sys\nfrom firstwords.edge.bundle import load_bundle\nfrom firstwords.edge.errors import "
-            "BundleError\ntry:\n    load_bundle(sys.argv[1])\nexcept BundleError as e:\n    print('BundleError:', e)\n")
+            "BundleError\ntry:\n    load_bundle(sys.argv[1])\nexcept BundleError as e:\n    "
+            "print('BundleError:', e)\n")
     prefix = []
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
@@ -368,7 +377,8 @@ def test_a_bundle_this_user_may_not_read_is_a_clear_error(bundle_dir):
         prefix = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
     bundle_dir.chmod(0)
     try:
-        out = subprocess.run([*prefix, sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True,
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(bundle_dir)], capture_output=True,
+                             text=True,
                              timeout=120, check=False)
     finally:
         bundle_dir.chmod(0o755)

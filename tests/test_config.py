@@ -1,4 +1,5 @@
-"""Device configs: the shipped ones load; every kind of mistake names the file, the key and what is allowed."""
+"""Device configs: the shipped ones load; every kind of mistake names the file, the key and what is
+allowed."""
 
 import re
 from pathlib import Path
@@ -42,7 +43,8 @@ def _edit(old, new):
 
 
 @pytest.mark.parametrize("old,new,pattern", [
-    ("threads = 2", "threads = 2\nthreds = 3", r"unknown key \[model\] threds; allowed keys in \[model\]: input_size"),
+    ("threads = 2", "threads = 2\nthreds = 3", r"unknown key \[model\] threds; allowed keys in \[model\]: "
+                                               r"input_size"),
     ("threads = 2", "", r"missing key \[model\] threads"),
     ("threads = 2", 'threads = "two"', r"\[model\] threads must be an integer, got str"),
     ("threads = 2", "threads = true", r"\[model\] threads must be an integer, got bool"),
@@ -79,5 +81,6 @@ def test_threads_are_bounded_by_the_cores_but_any_shipped_config_loads(tmp_path)
     assert max_threads() == max(16, 4 * cores)
     ok = load_device_config(_write(tmp_path, _edit("threads = 2", f"threads = {max_threads()}")))
     assert ok.model.threads == max_threads()
-    with pytest.raises(ConfigError, match=rf"threads = {max_threads() + 1} is too large.*use {cores} or fewer"):
+    with pytest.raises(ConfigError, match=rf"threads = {max_threads() + 1} is too large.*use {cores} or "
+                                          rf"fewer"):
         load_device_config(_write(tmp_path, _edit("threads = 2", f"threads = {max_threads() + 1}")))

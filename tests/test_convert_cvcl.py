@@ -1,5 +1,5 @@
-"""convert-cvcl: a checkpoint in CVCL's layout (random weights, made here) -> our bundle, compared with a plain
-functional torch forward pass written straight from the checkpoint's tensors."""
+"""convert-cvcl: a checkpoint in CVCL's layout (random weights, made here) -> our bundle, compared with a
+plain functional torch forward pass written straight from the checkpoint's tensors."""
 
 from __future__ import annotations
 
@@ -21,17 +21,20 @@ from firstwords.export.tiny_dual import CATEGORIES, category_frame
 SIZE = 64
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # CVCL's vocabulary holds spaCy's tokens: "'s", "n't" and punctuation are among its most frequent.
-WORDS = ["ball", "dog", "cat", "shoe", "car", "look", "at", "the", "kitty", "sand", "'s", "n't", ".", ",", "!", "?",
-         "that", "it", "do", "eat", "what", "you", "'re", "a", "good", "boy", "mommy", "-", "peek", "boo"]
-# Utterances and the tokens CVCL's preprocessing gives them (spaCy's English tokenizer, lowercased), written out
-# by hand so that the reference below does not use our tokenizer; test_reference_tokens_are_spacys checks them.
+WORDS = ["ball", "dog", "cat", "shoe", "car", "look", "at", "the", "kitty", "sand", "'s", "n't", ".", ",",
+         "!", "?", "that", "it", "do", "eat", "what", "you", "'re", "a", "good", "boy", "mommy", "-", "peek",
+         "boo"]
+# Utterances and the tokens CVCL's preprocessing gives them (spaCy's English tokenizer, lowercased), written
+# out by hand so that the reference below does not use our tokenizer; test_reference_tokens_are_spacys checks
+# them.
 CVCL_TOKENS = {
     "that's a ball": ["that", "'s", "a", "ball"],
     "It's a car!": ["it", "'s", "a", "car", "!"],
     "don't eat the sand": ["do", "n't", "eat", "the", "sand"],
     "What's that?": ["what", "'s", "that", "?"],
     "you're a good boy.": ["you", "'re", "a", "good", "boy", "."],
-    "Mommy's kitty, look at the dog's shoe": ["mommy", "'s", "kitty", ",", "look", "at", "the", "dog", "'s", "shoe"],
+    "Mommy's kitty, look at the dog's shoe": ["mommy", "'s", "kitty", ",", "look", "at", "the", "dog", "'s",
+                                              "shoe"],
     "peek-a-boo!": ["peek", "-", "a", "-", "boo", "!"],
     "look at the ball": ["look", "at", "the", "ball"],
     "giraffe": ["giraffe"],
@@ -84,7 +87,8 @@ def make_cvcl_checkpoint(path: Path, blocks=(1, 1, 1, 1), planes=(8, 16, 32, 64)
     sd["language_model.output_layer.bias"] = torch.zeros(vocab_size)
     sd["model.logit_neg_log_temperature"] = torch.tensor(2.659)
     torch.save({"state_dict": sd, "epoch": 3, "global_step": 1200, "pytorch-lightning_version": "1.6.0",
-                "hyper_parameters": argparse.Namespace(embedding_type="flat", text_encoder="embedding")}, path)
+                "hyper_parameters": argparse.Namespace(embedding_type="flat", text_encoder="embedding")},
+               path)
     return path
 
 
@@ -123,7 +127,8 @@ def reference_forward(sd: dict, images: np.ndarray, tokens: np.ndarray) -> tuple
 
 
 def cvcl_ids(texts: list[str]) -> np.ndarray:
-    """Token ids as CVCL's MultiModalLitModel.tokenize makes them: <sos> tokens <eos>, unknown -> <unk>, padded."""
+    """Token ids as CVCL's MultiModalLitModel.tokenize makes them: <sos> tokens <eos>, unknown -> <unk>,
+    padded."""
     vocab = cvcl_vocab()
     seqs = [[2, *(vocab.get(t, 1) for t in CVCL_TOKENS[text]), 3] for text in texts]
     out = np.zeros((len(seqs), max(map(len, seqs))), dtype=np.int64)
@@ -133,7 +138,8 @@ def cvcl_ids(texts: list[str]) -> np.ndarray:
 
 
 def test_reference_tokens_are_spacys():
-    spacy = pytest.importorskip("spacy", reason="spaCy is a dev-only dependency: pip install 'firstwords[dev]'")
+    spacy = pytest.importorskip("spacy", reason="spaCy is a dev-only dependency: pip install "
+                                                "'firstwords[dev]'")
     nlp = spacy.blank("en")
     for text, toks in CVCL_TOKENS.items():
         assert [t.text.lower() for t in nlp(text)] == toks
@@ -162,7 +168,8 @@ def ckpt(tmp_path_factory):
 
 def test_convert_matches_plain_torch_forward(ckpt, tmp_path, capsys):
     rc = convert([str(ckpt), "-o", str(tmp_path / "int8"), "--fp32-output", str(tmp_path / "fp32"),
-                  "--quantization", "qdq_u8s8", "--input-size", str(SIZE), "--calib-data", str(ckpt.parent / "frames"),
+                  "--quantization", "qdq_u8s8", "--input-size", str(SIZE), "--calib-data",
+                  str(ckpt.parent / "frames"),
                   "--threads", "1", "--skip-parity"])
     # --skip-parity: random weights are the trap the gate warns about (an untrained tiny ResNeXt misses 0.99
     # centred cosine in int8 however much stays fp32); the gate itself is tested on trained models in
@@ -188,7 +195,8 @@ def test_convert_matches_plain_torch_forward(ckpt, tmp_path, capsys):
     q = Encoder(b8, threads=1)
     assert centred_cosine(ref_img, q.encode_image(frames))[0] >= 0.98
     assert centred_cosine(ref_utt, q.encode_utterance(texts))[0] >= 0.99
-    assert (tmp_path / "int8" / "image.onnx").stat().st_size < 0.5 * (tmp_path / "fp32" / "image.onnx").stat().st_size
+    int8, fp32 = ((tmp_path / kind / "image.onnx").stat().st_size for kind in ("int8", "fp32"))
+    assert int8 < 0.5 * fp32
 
 
 def test_vocab_size_mismatch_is_clear(ckpt, tmp_path, capsys):
@@ -208,7 +216,8 @@ def test_altered_duplicate_is_refused(ckpt, tmp_path, capsys):
     (tmp_path / "vocab.json").write_text(json.dumps(cvcl_vocab()))
     rc = convert([str(bad), "-o", str(tmp_path / "b"), "--quantization", "none", "--skip-parity"])
     assert rc == 2
-    assert "model.text_embed.embedding.weight differs from text_encoder.embedding.weight" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "model.text_embed.embedding.weight differs from text_encoder.embedding.weight" in err
 
 
 def test_not_a_cvcl_checkpoint(tmp_path, capsys):
@@ -227,7 +236,8 @@ def test_static_int8_needs_calibration_frames(ckpt, tmp_path, capsys):
 
 
 def test_full_size_layout_is_resnext50_32x4d():
-    """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as export.model's."""
+    """The layout inferred from a full-size CVCL state dict is ResNeXt-50 32x4d, same keys as
+    export.model's."""
     from firstwords.export.convert_cvcl import ResNeXt, infer_resnext
     from firstwords.export.model import ResNeXt50
 
@@ -245,7 +255,8 @@ def test_full_size_cvcl_converts(tmp_path):
     """Full CVCL size (ResNeXt-50 32x4d, 512-d, 2350 words) at 224 px, fp32, against the plain forward."""
     vocab = {"<pad>": 0, "<unk>": 1, "<sos>": 2, "<eos>": 3, **{f"w{i}": 4 + i for i in range(2346)}}
     (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    ck = make_cvcl_checkpoint(tmp_path / "cvcl.ckpt", blocks=(3, 4, 6, 3), planes=(64, 128, 256, 512), groups=32,
+    ck = make_cvcl_checkpoint(tmp_path / "cvcl.ckpt", blocks=(3, 4, 6, 3), planes=(64, 128, 256, 512),
+                              groups=32,
                               base_width=4, stem=64, dim=512, vocab_size=2350)
     assert convert([str(ck), "-o", str(tmp_path / "b"), "--quantization", "none", "--skip-parity"]) == 0
     enc = Encoder(tmp_path / "b")
@@ -256,9 +267,9 @@ def test_full_size_cvcl_converts(tmp_path):
 
 
 def test_converted_bundle_is_evaluated_as_cvcl_evaluates(ckpt, tmp_path):
-    """convert-cvcl then eval on a CVCL trial file: both directions equal a hand computation over the reference
-    forward pass, with labels embedded as CVCL's eval.py does (the word's id alone) and "cat" judged as "kitty"
-    (its --use_kitty_label)."""
+    """convert-cvcl then eval on a CVCL trial file: both directions equal a hand computation over the
+    reference forward pass, with labels embedded as CVCL's eval.py does (the word's id alone) and "cat" judged
+    as "kitty" (its --use_kitty_label)."""
     import random
 
     from firstwords.export.evaluate import evaluate

@@ -56,7 +56,8 @@ def test_threads_over_cores_warns():
     checks = doctor.check_cpu(config(model={"threads": cores + 2}))
     th = next(c for c in checks if c.name == "threads")
     assert th.status == doctor.WARN and f"{cores} cores" in th.message
-    assert next(c for c in doctor.check_cpu(config(model={"threads": 1})) if c.name == "threads").status == doctor.OK
+    one = config(model={"threads": 1})
+    assert next(c for c in doctor.check_cpu(one) if c.name == "threads").status == doctor.OK
 
 
 def test_runtime_checks_name_onnxruntime():
@@ -68,7 +69,8 @@ def test_runtime_checks_name_onnxruntime():
 def test_bundle_check_valid_mismatched_and_corrupt(bundle, tmp_path):
     checks, b = doctor.check_bundle(config(), str(bundle))
     assert b is not None and checks[0].status == doctor.OK
-    assert any(c.status == doctor.WARN and "re-export" in c.message for c in checks)  # 32 px fp32 vs 128 px int8
+    # 32 px fp32 vs 128 px int8
+    assert any(c.status == doctor.WARN and "re-export" in c.message for c in checks)
     # a corrupted copy fails its checksum
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -132,7 +134,8 @@ def test_telemetry_verdicts(tmp_path):
     ok = {"env": "1", "api_called": True, "imported_before": False, "queue": None}
     assert doctor.check_telemetry(ok).status == doctor.OK
     queued = doctor.check_telemetry({**ok, "queue": str(tmp_path / "q")})
-    assert queued.status == doctor.WARN and str(tmp_path / "q") in queued.message and "rm -r" in queued.message
+    assert queued.status == doctor.WARN
+    assert str(tmp_path / "q") in queued.message and "rm -r" in queued.message
     early = doctor.check_telemetry({**ok, "imported_before": True})
     assert early.status == doctor.FAIL and "ORT_DISABLE_TELEMETRY=1" in early.message
 
@@ -142,8 +145,8 @@ def _doctor_in(home, first: str = "") -> str:
     import subprocess
     import sys
 
-    code = first + "\nfrom firstwords.edge.cli import main\nmain(['doctor', '--config', 'laptop', '--no-latency', " \
-                   "'--no-devices', '--data-dir', " + repr(str(home)) + "])"
+    code = (first + "\nfrom firstwords.edge.cli import main\nmain(['doctor', '--config', 'laptop', "
+            "'--no-latency', '--no-devices', '--data-dir', " + repr(str(home)) + "])")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
     env["HOME"] = str(home)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
@@ -159,5 +162,6 @@ def test_doctor_reports_the_telemetry_state_of_a_real_process(tmp_path):
     queue.mkdir(parents=True)
     line = _doctor_in(tmp_path)
     assert line.split()[0] == "WARN" and str(queue) in line, line
-    line = _doctor_in(tmp_path / "other", first="import onnxruntime")  # imported before firstwords: can't help it
+    # imported before firstwords: can't help it
+    line = _doctor_in(tmp_path / "other", first="import onnxruntime")
     assert line.split()[0] == "FAIL" and "ORT_DISABLE_TELEMETRY=1" in line, line

@@ -73,7 +73,8 @@ def test_word_embedding_and_vocab(enc):
     np.testing.assert_allclose(enc.word_embedding("giraffe"), enc.word_embedding("zebra"))
 
 
-@pytest.mark.parametrize("bad", [[np.zeros((8, 8, 3), np.float32)], [np.zeros((8, 8, 4), np.uint8)], [], "frame"])
+@pytest.mark.parametrize("bad",
+                         [[np.zeros((8, 8, 3), np.float32)], [np.zeros((8, 8, 4), np.uint8)], [], "frame"])
 def test_bad_frames_raise_input_error(enc, bad):
     with pytest.raises(InputError):
         enc.encode_image(bad)
@@ -115,16 +116,18 @@ def test_threads_beyond_the_machine_are_refused_before_any_thread_starts(bundle)
 
 @pytest.mark.parametrize("shape", [(60000, 60000, 3), (1, 20000, 20000, 3)])
 def test_huge_frames_are_refused_before_preprocessing(enc, shape):
-    """`ask --image` of a 20000 x 20000 PNG took 6 GB and 26 s in preprocessing. The frame here costs no memory
-    (a broadcast view); the encoder must refuse it by its size, before any float copy is made."""
+    """`ask --image` of a 20000 x 20000 PNG took 6 GB and 26 s in preprocessing. The frame here costs no
+    memory (a broadcast view); the encoder must refuse it by its size, before any float copy is made."""
     import time
 
     from firstwords.edge.encode import MAX_FRAME_PIXELS
 
     huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), shape)
     t0 = time.monotonic()
-    for call in (enc.prepare, enc.encode_image, lambda f: enc.encode_image([_frames(1)[0], f[0] if f.ndim == 4 else f])):
-        with pytest.raises(InputError, match=r"a frame of \d+ x \d+ pixels is larger than the 25,000,000 pixels"):
+    for call in (enc.prepare, enc.encode_image,
+                 lambda f: enc.encode_image([_frames(1)[0], f[0] if f.ndim == 4 else f])):
+        with pytest.raises(InputError, match=r"a frame of \d+ x \d+ pixels is larger than the 25,000,000 "
+                                             r"pixels"):
             call(huge)
     assert time.monotonic() - t0 < 2
     side = int(MAX_FRAME_PIXELS ** 0.5)

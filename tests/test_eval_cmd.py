@@ -15,7 +15,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ev")
     corpus = build(root / "corpus", n_train=64, n_val=16, n_eval_per=6)
     cfg = tiny_config(root / "tiny.json")
-    train(TrainOptions(data=corpus / "train.json", out=root / "run", config=str(cfg), epochs=8, progress=False,
+    train(TrainOptions(data=corpus / "train.json", out=root / "run", config=str(cfg), epochs=8,
+                       progress=False,
                        threads=1))
     return corpus, root / "run"
 
@@ -65,16 +66,19 @@ def _cvcl_trial_file(corpus, n_foils=3, per_cat=10, seed=0):
     for cat in sorted(by_cat):
         for i in range(per_cat):
             foils = rng.sample([c for c in sorted(by_cat) if c != cat], n_foils)
-            trials.append({"trial_num": i, "target_category": cat, "target_img_filename": rng.choice(by_cat[cat]),
-                           "foil_categories": foils, "foil_img_filenames": [rng.choice(by_cat[f]) for f in foils]})
+            trials.append({"trial_num": i, "target_category": cat,
+                           "target_img_filename": rng.choice(by_cat[cat]),
+                           "foil_categories": foils,
+                           "foil_img_filenames": [rng.choice(by_cat[f]) for f in foils]})
     path = corpus / f"eval_test_{n_foils}_foils.json"
     path.write_text(json.dumps({"data": trials}))
     return path, trials
 
 
 def test_text_direction_on_a_cvcl_trial_file_uses_its_foil_words(run):
-    """Image direction: the word against the trial's images; text direction: the target image against the words
-    of the trial's categories (target + foil_categories) — recomputed here from the embeddings by hand."""
+    """Image direction: the word against the trial's images; text direction: the target image against the
+    words of the trial's categories (target + foil_categories) — recomputed here from the embeddings by
+    hand."""
     import numpy as np
     from firstwords.export.checkpoint import load_checkpoint
     from firstwords.export.data import load_eval_set
@@ -100,7 +104,8 @@ def test_text_direction_on_a_cvcl_trial_file_uses_its_foil_words(run):
 
 
 def test_a_bundle_evaluates_as_its_checkpoint(run, tmp_path):
-    """One evaluation for torch checkpoints and ONNX bundles: the fp32 bundle scores as the checkpoint does."""
+    """One evaluation for torch checkpoints and ONNX bundles: the fp32 bundle scores as the checkpoint
+    does."""
     from firstwords.edge.cli import main
     from firstwords.export.evaluate import evaluate
 

@@ -38,7 +38,8 @@ def test_directions_differ_where_they_should():
     picks "a" among the words in image -> words."""
     e = np.eye(4)
     words = dict(zip("abcd", e))
-    imgs = np.stack([e[0] + 0.9 * (e[1] + e[2] + e[3]), e[1] + 0.9 * e[0], e[2] + 0.9 * e[0], e[3] + 0.9 * e[0]])
+    imgs = np.stack([e[0] + 0.9 * (e[1] + e[2] + e[3]), e[1] + 0.9 * e[0], e[2] + 0.9 * e[0],
+                     e[3] + 0.9 * e[0]])
     t = Trial("a", (0, 1, 2, 3), 0, ("a", "b", "c", "d"))
     assert score_trials([t], imgs, words, "image").overall == 0.0
     assert score_trials([t], imgs, words, "text").overall == 1.0

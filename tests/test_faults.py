@@ -2,9 +2,9 @@
 overflow storms, SIGKILL / power cut while writing (memory forgetting, bundle export, config files), a full
 disk. Each time: a clear error or a counted, survived fault, and the previous state intact.
 
-Covered elsewhere (see docs/RELIABILITY.md): SIGKILL during memory updates (tests/test_memory_crash.py: 4 trials
-by default, 60 under `slow`), the memory's own disk-full / damaged-file cases (tests/test_memory.py), camera
-back-off (tests/test_capture.py), dropping frames never audio (tests/test_learner.py).
+Covered elsewhere (see docs/RELIABILITY.md): SIGKILL during memory updates (tests/test_memory_crash.py: 4
+trials by default, 60 under `slow`), the memory's own disk-full / damaged-file cases (tests/test_memory.py),
+camera back-off (tests/test_capture.py), dropping frames never audio (tests/test_learner.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def fill(folder: Path, leave_bytes: int) -> None:
 
 
 def start_child(code: str, *args: str, cwd: Path = ROOT) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
                             text=True, env=ENV, cwd=cwd)
 
 
@@ -237,7 +238,8 @@ print("ready", flush=True)
 i = 0
 while True:
     i += 1
-    eb.write_bundle(out, src / "image.onnx", src / "utterance.onnx", VOCAB, manifest_fields(training_data=f"v{i}"))
+    eb.write_bundle(out, src / "image.onnx", src / "utterance.onnx", VOCAB,
+                    manifest_fields(training_data=f"v{i}"))
     print("wrote", i, flush=True)
 """
 
@@ -262,7 +264,8 @@ def _bundle_kill_trials(towers: Path, tmp_path: Path, trials: int, seed: int) ->
 
     rng = random.Random(seed)
     out = tmp_path / "bundle"
-    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="v0"))
+    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB,
+                 manifest_fields(training_data="v0"))
     versions = set()
     for _ in range(trials):
         proc = start_child(BUNDLE_WRITER, str(out), str(towers), "0", str(Path(__file__).parent))
@@ -272,7 +275,8 @@ def _bundle_kill_trials(towers: Path, tmp_path: Path, trials: int, seed: int) ->
         b = _load_after_crash(out)  # every file matches its checksum: whole, old or new
         versions.add(b.training_data)
     assert "v0" not in versions  # each child's finished export was published
-    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="end"))
+    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB,
+                 manifest_fields(training_data="end"))
     from firstwords.edge.bundle import load_bundle
 
     assert load_bundle(out).training_data == "end"
@@ -293,7 +297,8 @@ def test_power_cut_before_the_swap_keeps_the_old_bundle(towers, tmp_path):
     from firstwords.export.tiny_dual import VOCAB, manifest_fields
 
     out = tmp_path / "bundle"
-    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB, manifest_fields(training_data="old"))
+    write_bundle(out, towers / "image.onnx", towers / "utterance.onnx", VOCAB,
+                 manifest_fields(training_data="old"))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     proc = start_child(BUNDLE_WRITER, str(out), str(towers), "1", str(Path(__file__).parent))
     wait_line(proc, "validating")
@@ -391,7 +396,8 @@ def test_replay_into_memory_on_a_full_disk_stops_clearly_and_keeps_what_was_comm
     enc = Encoder(towers, threads=1)
     rng = np.random.default_rng(0)
     frames = [(i / 5, rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)) for i in range(600)]
-    utts = [Utterance(i * 1.0, i * 1.0 + 0.5, f"look at the ball number {i} " + "la " * 300) for i in range(120)]
+    utts = [Utterance(i * 1.0, i * 1.0 + 0.5,
+                      f"look at the ball number {i} " + "la " * 300) for i in range(120)]
     with small_fs(tmp_path / "fs", 256) as fs:
         path = fs / "memory.sqlite"
         mem = AssociativeMemory(path, enc.dim)
@@ -411,7 +417,7 @@ def test_replay_into_memory_on_a_full_disk_stops_clearly_and_keeps_what_was_comm
         again.learn(["ball"], enc.encode_image([frames[0][1]]), 9999.0, "ball")  # and keeps learning
 
 
-# ------------------------------------------------------------------------------------------ SIGKILL mid-forget
+# ----------------------------------------------------------------------------------------- SIGKILL mid-forget
 
 FORGETTER = r"""
 import sys
@@ -553,7 +559,8 @@ def test_camera_pulled_mid_run_is_retried_and_audio_carries_on(towers, tmp_path,
     mem = AssociativeMemory(tmp_path / "m.sqlite", 16)
     lr = Learner(Encoder(towers, threads=1), mem, cam, audio=mic, vad=EnergyVAD(), recognizer=_recognizer(),
                  audio_overflows=lambda: mic.overflows,
-                 options=LearnerOptions(realtime=True, fps=5, grace=0.5, clock_origin=None, status_interval=0.1))
+                 options=LearnerOptions(realtime=True, fps=5, grace=0.5, clock_origin=None,
+                                        status_interval=0.1))
     threading.Thread(target=lambda: (mic.finished.wait(30), time.sleep(0.5), lr.stop()), daemon=True).start()
     rep = lr.run(install_signal_handlers=False)
     s = rep.stats
@@ -584,7 +591,8 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     from firstwords.edge.vad import EnergyVAD
 
     clips = speech_clips(tmp_path)
-    lead, storm_gap = np.zeros(int(0.5 * SAMPLE_RATE), np.float32), np.zeros(int(3.0 * SAMPLE_RATE), np.float32)
+    lead = np.zeros(int(0.5 * SAMPLE_RATE), np.float32)
+    storm_gap = np.zeros(int(3.0 * SAMPLE_RATE), np.float32)
     audio = np.concatenate([lead, clips[0], storm_gap, clips[1], lead])
     phrase2_at = (len(lead) + len(clips[0]) + len(storm_gap)) / SAMPLE_RATE
     segments = []
@@ -606,7 +614,8 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
 
     mic = FileFedMicrophone(audio, block_ms=BLOCK_MS, queue_blocks=6)
     mem = AssociativeMemory(tmp_path / "m.sqlite", 16)
-    lr = Learner(Encoder(towers, threads=1), mem, None, audio=mic, vad=StallingVAD(), recognizer=_recognizer(),
+    lr = Learner(Encoder(towers, threads=1), mem, None, audio=mic, vad=StallingVAD(),
+                 recognizer=_recognizer(),
                  audio_overflows=lambda: mic.overflows,
                  options=LearnerOptions(realtime=True, grace=0.5, clock_origin=None, status_interval=0.1))
     threading.Thread(target=lambda: (mic.finished.wait(30), time.sleep(0.5), lr.stop()), daemon=True).start()
@@ -615,7 +624,8 @@ def test_microphone_overflow_storms_are_counted_and_the_loop_carries_on(towers, 
     assert s["errors"] == []
     assert mic.overflows > 0, "the stalls should have overflowed the 6-block queue"
     assert s["audio_overflows"] == mic.overflows  # reported in the loop's figures
-    assert mic.blocks_captured + mic.overflows == mic.fed_blocks  # every block is either queued or counted as dropped
+    # every block is either queued or counted as dropped
+    assert mic.blocks_captured + mic.overflows == mic.fed_blocks
     assert len(segments) == 2 and s["speech_segments"] == 2
     # after the storms the second phrase is stamped where it really was (dropped blocks = a jump, no drift)
     assert abs((segments[1].start - mic.t0) - phrase2_at) < 0.3, segments[1].start - mic.t0
@@ -670,7 +680,8 @@ def test_checkpoint_survives_two_crashes_in_a_row(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_soak_tool_smoke_run(sample, tmp_path):  # noqa: F811
     proc = subprocess.run([sys.executable, "tools/soak.py", "--seconds", "20", "--workdir", str(tmp_path),
-                           "--session", str(sample.session), "--bundle", str(sample.bundle)], cwd=ROOT, env=ENV,
+                           "--session", str(sample.session), "--bundle", str(sample.bundle)], cwd=ROOT,
+                          env=ENV,
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     fig = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -41,7 +41,8 @@ def network_uses(source: str, filename: str = "<src>") -> list[str]:
     tree = ast.parse(source, filename)
     docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                   if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+                  and n.body and isinstance(n.body[0], ast.Expr)
+                  and isinstance(n.body[0].value, ast.Constant)}
     found = []
     for node in ast.walk(tree):
         mods = []
@@ -50,8 +51,10 @@ def network_uses(source: str, filename: str = "<src>") -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             mods = [node.module or ""]
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
-            mods = [a.value for a in node.args[:1] if isinstance(a, ast.Constant) and isinstance(a.value, str)]
-        found += [f"{filename}:{node.lineno}: imports {m}" for m in mods if m.split(".")[0] in NETWORK_MODULES]
+            mods = [a.value for a in node.args[:1]
+                    if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+        found += [f"{filename}:{node.lineno}: imports {m}" for m in mods
+                  if m.split(".")[0] in NETWORK_MODULES]
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             v = node.value
             if "://" in v and any(s in v for s in ("http://", "https://", "ftp://", "ws://", "wss://")):
@@ -96,7 +99,8 @@ def hook(event, args):
         raise PermissionError(f"network access blocked by the privacy test: {event}")
     if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
         mode, flags = (args[1] if len(args) > 1 else None), (args[2] if len(args) > 2 else 0)
-        if (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+        if ((isinstance(mode, str) and any(c in mode for c in "wax+"))
+                or (isinstance(flags, int) and flags & WRITE_FLAGS)):
             writes.append(os.fsdecode(args[0]))
     if event == "subprocess.Popen":
         programs.append(os.fsdecode(args[0]))
@@ -162,7 +166,8 @@ def _replay_offline(sample, tmp_path: Path, words_from: str, *extra: str) -> tup
     out["stats"] = dict(zip(("episodes", "words"), (db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0],
                                                      db.execute("SELECT COUNT(*) FROM words").fetchone()[0])))
     db.close()
-    assert _files(sample.session) | _files(sample.bundle) == before  # inputs untouched, nothing added beside them
+    # inputs untouched, nothing added beside them
+    assert _files(sample.session) | _files(sample.bundle) == before
     return out, work, tmp
 
 
@@ -185,13 +190,17 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
         for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'"):
             cols = [r[1] for r in db.execute(f"PRAGMA table_info({table})")]
             for c in cols:
-                n = db.execute(f"SELECT MAX(LENGTH({c})) FROM {table} WHERE TYPEOF({c}) = 'blob'").fetchone()[0]
+                n = db.execute(f"SELECT MAX(LENGTH({c})) FROM {table} WHERE TYPEOF({c}) = "
+                               f"'blob'").fetchone()[0]
                 # the state table may hold the background's second moment: one D x D aggregate of every frame
                 limit = 4 * dim * dim if table == "state" else 4 * dim
-                assert n is None or n <= limit, f"{table}.{c} holds a {n}-byte blob (an embedding is {4 * dim})"
+                assert n is None or n <= limit, (f"{table}.{c} holds a {n}-byte blob "
+                                                 f"(an embedding is {4 * dim})")
             if table == "state":
-                assert db.execute("SELECT COUNT(*) FROM state WHERE TYPEOF(value) = 'blob' AND LENGTH(value) > ?",
-                                  (4 * dim,)).fetchone()[0] <= 1  # one aggregate, not a per-moment record
+                # one aggregate, not a per-moment record
+                assert db.execute("SELECT COUNT(*) FROM state "
+                                  "WHERE TYPEOF(value) = 'blob' AND LENGTH(value) > ?",
+                                  (4 * dim,)).fetchone()[0] <= 1
         assert db.execute("SELECT COUNT(*) FROM episodes WHERE media IS NOT NULL").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > 0
     finally:
@@ -223,7 +232,8 @@ def test_keep_media_replay_keeps_only_small_thumbnails(sample, tmp_path):
     assert out["attempts"] == []
     db = sqlite3.connect(f"file:{work / 'memory.sqlite'}?mode=ro", uri=True)
     try:
-        n, kept, biggest = db.execute("SELECT COUNT(*), COUNT(media), MAX(LENGTH(media)) FROM episodes").fetchone()
+        n, kept, biggest = db.execute("SELECT COUNT(*), COUNT(media), MAX(LENGTH(media)) FROM "
+                                      "episodes").fetchone()
     finally:
         db.close()
     assert n > 10 and kept > 0.8 * n
@@ -268,7 +278,8 @@ FORGET = ("import argparse, sys\nfrom edge.commands import forget\np = argparse.
 
 def _forget(memory: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", FORGET, "--memory", str(memory), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)),
                           check=False)
 
 
@@ -293,7 +304,8 @@ def test_forget_word_cli_removes_every_trace_from_the_file(learned_memory):
     assert word.encode() not in raw, "the forgotten word's text is still in the database file or its -wal"
     db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
     try:
-        assert db.execute("SELECT COUNT(*) FROM episodes WHERE text LIKE ?", (f"%{word}%",)).fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM episodes WHERE text LIKE ?",
+                          (f"%{word}%",)).fetchone()[0] == 0
         assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
         assert db.execute("SELECT COUNT(*) FROM episodes").fetchone()[0] > 0  # the rest is still there
     finally:
@@ -336,18 +348,18 @@ def _inet_sockets(strace_log: str) -> list[str]:
 
 def test_inet_socket_scanner_catches_what_onnxruntime_did():
     log = ('18819 socket(AF_INET, SOCK_DGRAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP) = 8\n'
-           '18819 connect(8, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.0.0.53")}, 16) = 0\n'
-           '18817 socket(AF_INET6, SOCK_DGRAM, IPPROTO_IP) = 8\n'
+           '18819 connect(8, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.0.0.53")}, 16) = '
+           '0\n18817 socket(AF_INET6, SOCK_DGRAM, IPPROTO_IP) = 8\n'
            '18819 connect(8, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT\n'
            '18819 socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, 0) = 8\n')
     assert len(_inet_sockets(log)) == 3
 
 
 def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample, tmp_path):
-    """`firstwords replay` of the soundtrack (VAD + speech recognition + both towers) at real time for 16 s once it
-    has started, under strace: onnxruntime's own telemetry uploader (C++, unseen by Python's audit hooks) looked the
-    telemetry host up within seconds and kept an event queue under ~/.cache/Microsoft; with firstwords it must do
-    neither. Stopped by SIGINT (the replay flushes and exits 130)."""
+    """`firstwords replay` of the soundtrack (VAD + speech recognition + both towers) at real time for 16 s
+    once it has started, under strace: onnxruntime's own telemetry uploader (C++, unseen by Python's audit
+    hooks) looked the telemetry host up within seconds and kept an event queue under ~/.cache/Microsoft; with
+    firstwords it must do neither. Stopped by SIGINT (the replay flushes and exits 130)."""
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace is not installed (tools/install_system_deps.sh installs it)")
@@ -361,10 +373,13 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
     # sh writes its pid and becomes the replay (exec), so SIGINT goes to the replay itself, not to strace.
     cmd = [strace, "-f", "-qq", "-e", "trace=socket,connect,sendto", "-o", str(log),
            "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pidfile),
-           sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session), "--bundle", str(sample.bundle),
-           "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio", "--speed", "1", "--threads", "1",
+           sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session), "--bundle",
+           str(sample.bundle),
+           "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio", "--speed", "1", "--threads",
+           "1",
            "-q"]
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     try:
@@ -381,7 +396,8 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
     err = "".join(head) + err
     if "ptrace" in err and "Operation not permitted" in err:
         pytest.skip(f"strace cannot trace here: {err.strip()[:200]}")
-    assert proc.returncode == 130, (proc.returncode, out[-1500:], err[-3000:])  # stopped by us, after flushing
+    # stopped by us, after flushing
+    assert proc.returncode == 130, (proc.returncode, out[-1500:], err[-3000:])
     media = re.search(r"media ([0-9.]+) s in", out)
     assert media and float(media.group(1)) >= 12, f"the replay ran too briefly to tell:\n{out[-1500:]}"
     traced = log.read_text()
@@ -393,8 +409,9 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
 @pytest.mark.parametrize("module", ["firstwords.edge.encode", "firstwords.edge.vad", "firstwords.export",
                                     "firstwords.edge.cli"])
 def test_importing_firstwords_turns_onnxruntime_telemetry_off_before_onnxruntime_is_imported(module):
-    """onnxruntime reads ORT_DISABLE_TELEMETRY when it is imported, so any firstwords entry point must have set it by
-    then: the variable is set, and onnxruntime is not yet imported, right after importing the module."""
+    """onnxruntime reads ORT_DISABLE_TELEMETRY when it is imported, so any firstwords entry point must have
+    set it by then: the variable is set, and onnxruntime is not yet imported, right after importing the
+    module."""
     code = (f"import os, sys\nimport {module}\n"
             "print(os.environ.get('ORT_DISABLE_TELEMETRY'), 'onnxruntime' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}

@@ -68,7 +68,8 @@ def test_report_has_every_section_and_states_the_criterion(report):
 def test_report_is_self_contained(report):
     _, text = report
     urls = _attr_urls(text)
-    assert urls and all(u.startswith("data:") for u in urls), [u[:40] for u in urls if not u.startswith("data:")]
+    not_data = [u[:40] for u in urls if not u.startswith("data:")]
+    assert urls and not not_data, not_data
     assert not re.search(r"<script|<link|@import|url\(", text, flags=re.IGNORECASE)
     for u in urls:  # inside the images too (an SVG may refer to the outside)
         payload = base64.b64decode(u.split(",", 1)[1])
@@ -81,9 +82,12 @@ def chromium_render(html: Path, png: Path, tmp: Path) -> list[str]:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
         pytest.skip("chromium is not installed (tools/install_system_deps.sh installs it)")
-    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp / 'chromium'}",
-                           "--enable-logging=stderr", "--v=0", f"--screenshot={png}", "--window-size=1100,1600",
+    proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--disable-background-networking",
+                           "--disable-component-update", "--no-first-run",
+                           f"--user-data-dir={tmp / 'chromium'}",
+                           "--enable-logging=stderr", "--v=0", f"--screenshot={png}",
+                           "--window-size=1100,1600",
                            html.resolve().as_uri()], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0 and png.is_file(), proc.stderr[-2000:]
     return [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
@@ -152,7 +156,8 @@ def test_bad_inputs_are_clear_errors(sample, learned, tmp_path):
         "older memory": (["--memory", str(old), "--bundle", str(sample.bundle)], "schema version"),
         "missing eval": (["--memory", str(mem), "--bundle", str(sample.bundle), "--eval-data",
                           str(tmp_path / "nope.json")], "no such eval file"),
-        "missing memory": (["--memory", str(tmp_path / "none.db"), "--bundle", str(sample.bundle)], "no memory"),
+        "missing memory": (["--memory", str(tmp_path / "none.db"), "--bundle", str(sample.bundle)],
+                           "no memory"),
         "missing bundle": (["--memory", str(mem), "--bundle", str(tmp_path / "nob")], "bundle"),
     }
     for name, (args, needle) in cases.items():
@@ -197,9 +202,11 @@ def test_word_table_is_capped_and_says_so(sample, tmp_path):
 
 @pytest.mark.slow
 def test_large_memory_report_under_a_minute(sample, tmp_path):
-    """10,000 words and 50,000 remembered moments: the report builds in under a minute (tools/bench_report.py)."""
+    """10,000 words and 50,000 remembered moments: the report builds in under a minute
+    (tools/bench_report.py)."""
     proc = subprocess.run([sys.executable, "tools/bench_report.py", "--bundle", str(sample.bundle), "--out",
-                           str(tmp_path / "r.html")], capture_output=True, text=True, timeout=1200, check=False,
+                           str(tmp_path / "r.html")], capture_output=True, text=True, timeout=1200,
+                          check=False,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     figures = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
-"""The image tower's spatial output and the localisation maps drawn from it (edge.report.maps, export.spatial)."""
+"""The image tower's spatial output and the localisation maps drawn from it (edge.report.maps,
+export.spatial)."""
 
 from __future__ import annotations
 
@@ -120,7 +121,8 @@ def test_map_peaks_fall_on_the_named_object(sample, tmp_path):
     from firstwords.edge.report.evalset import load_eval_set
 
     bundle = tmp_path / "bundle"
-    proc = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "export", str(DEMO_CKPT), "-o", str(bundle),
+    proc = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "export", str(DEMO_CKPT), "-o",
+                           str(bundle),
                            "--config", "laptop", "--eval-data", str(sample.corpus / "eval.json")],
                           capture_output=True, text=True, timeout=1200, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]

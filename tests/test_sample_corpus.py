@@ -1,5 +1,5 @@
-"""The sample corpus (export.sample_corpus via tools/build_sample_corpus.py): layout, CVCL format, held-out and
-novel splits, statistics, determinism, the objects' boxes."""
+"""The sample corpus (export.sample_corpus via tools/build_sample_corpus.py): layout, CVCL format, held-out
+and novel splits, statistics, determinism, the objects' boxes."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ pytest.importorskip("skimage")
 
 
 def _build(out: Path, *extra: str) -> dict:
-    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--source", "subset", "--no-progress",
+    proc = subprocess.run([sys.executable, str(TOOL), "--out", str(out), "--source", "subset",
+                           "--no-progress",
                            *extra], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
@@ -64,7 +65,8 @@ def test_training_metadata_is_cvcl_format_and_clean(tiny):
         for r in rep.records:
             assert 1 <= len(r.frame_paths) <= 32
             assert np.allclose(np.diff(r.timestamps), 0.2)  # consecutive frames at 5 fps
-            assert r.timestamps[0] >= r.meta["start_time"] - 1e-6 and r.meta["num_frames"] == len(r.frame_paths)
+            assert r.timestamps[0] >= r.meta["start_time"] - 1e-6
+            assert r.meta["num_frames"] == len(r.frame_paths)
             assert r.meta["video"] == "session_000"
     frame = load_frame(rep.records[0].frame_paths[0])
     assert frame.shape == (128, 128, 3) and frame.dtype == np.uint8 and frame.std() > 5
@@ -89,7 +91,8 @@ def test_novel_category_is_absent_from_training(tiny):
     assert not {e["instance"] for e in evals} & {e["instance"] for e in exposures}
     for e in exposures:
         assert novel in words(e["utterance"]) and (out / e["frame_filename"]).is_file()
-        assert e["frame_filename"] == e["frame_filenames"][0] and all((out / f).is_file() for f in e["frame_filenames"])
+        assert e["frame_filename"] == e["frame_filenames"][0]
+        assert all((out / f).is_file() for f in e["frame_filenames"])
 
 
 def test_eval_instances_are_never_seen_in_training(tiny):
@@ -189,7 +192,8 @@ def test_library_errors_are_errors_not_exits(tmp_path):
     from firstwords.edge.errors import DataError
     from firstwords.export.sample_corpus import Sizes, build
     with pytest.raises(DataError, match="held-out"):
-        build(tmp_path / "c", "subset", Sizes(minutes=0.2, eval_per_category=10_000, categories=["shirt", "boot"]),
+        build(tmp_path / "c", "subset",
+              Sizes(minutes=0.2, eval_per_category=10_000, categories=["shirt", "boot"]),
               seed=0, progress=False)
 
 
@@ -259,7 +263,8 @@ def test_gaze_path_share_and_no_gaze():
 
 def test_a_box_holds_its_pasted_object():
     """Render scenes twice, the second time with the object's photo blanked (same random streams): the pixels
-    that change -- the object -- lie in the box the first rendering reports, and the box is not much larger."""
+    that change -- the object -- lie in the box the first rendering reports, and the box is not much
+    larger."""
     import numpy as np
     from firstwords.export.sample_scene import CameraPath, Scene, _cv2, load_backgrounds, render_scene
     from firstwords.export.sample_source import load_subset
@@ -270,7 +275,8 @@ def test_a_box_holds_its_pasted_object():
     for i in range(8):
         views = []
         for imgs in (images, blank):
-            canvas, boxes = render_scene(Scene("shirt", i, None, None), imgs, np.random.default_rng([5, i]), pool,
+            canvas, boxes = render_scene(Scene("shirt", i, None, None), imgs, np.random.default_rng([5, i]),
+                                         pool,
                                          128, cv2)
             cam = CameraPath(np.random.default_rng([5, i, 2]), 128, canvas.shape[0])
             views.append((cam.next(canvas, cv2), cam.frame_boxes(boxes)))
@@ -278,6 +284,7 @@ def test_a_box_holds_its_pasted_object():
         changed = np.abs(with_obj - without).max(axis=2) > 0.1
         x0, y0, x1, y1 = (v * 128 for v in box["shirt"])
         ys, xs = np.nonzero(changed)
-        inside = (xs >= x0 - 3) & (xs <= x1 + 3) & (ys >= y0 - 3) & (ys <= y1 + 3)  # the drop shadow: a few px
+        # the drop shadow: a few px
+        inside = (xs >= x0 - 3) & (xs <= x1 + 3) & (ys >= y0 - 3) & (ys <= y1 + 3)
         assert changed.sum() > 100 and inside.mean() > 0.97, (i, inside.mean())
         assert changed.sum() > 0.3 * (x1 - x0) * (y1 - y0)  # the box is tight around the object

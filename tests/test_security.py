@@ -166,7 +166,8 @@ def test_zipped_bundle_with_swapped_model_refused(two_bundles, tmp_path):
         load_bundle(z)
 
 
-def test_manifest_rehashed_for_a_swapped_model_is_still_a_valid_bundle_only_if_consistent(two_bundles, bundle_a):
+def test_manifest_rehashed_for_a_swapped_model_is_still_a_valid_bundle_only_if_consistent(two_bundles,
+                                                                                          bundle_a):
     """The checksum guards against corruption and accidental mixing, not a deliberate attacker who can also
     rewrite the manifest (that needs signatures): a consistent manifest + model is accepted. Documented."""
     import json

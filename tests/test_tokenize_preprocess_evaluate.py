@@ -9,15 +9,14 @@ from firstwords.edge.tokenize import LEGACY_RULE, MAX_TOKENS, Vocab, build_vocab
 
 
 def test_words_and_vocab_follow_cvcl_rules():
-    assert tokens("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "!", "where", "'s",
-                                                              "the", "ball", "?"]
-    assert words("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "where", "'s", "the",
-                                                             "ball"]
+    text = "Look at your SHOE!  where's the ball?"
+    assert tokens(text) == ["look", "at", "your", "shoe", "!", "where", "'s", "the", "ball", "?"]
+    assert words(text) == ["look", "at", "your", "shoe", "where", "'s", "the", "ball"]
     # the first rule, kept for artefacts that do not name theirs
-    assert words("Look at your SHOE!  where's the ball?", LEGACY_RULE) == ["look", "at", "your", "shoe", "where's",
-                                                                          "the", "ball"]
+    assert words(text, LEGACY_RULE) == ["look", "at", "your", "shoe", "where's", "the", "ball"]
     vocab = build_vocab(["the ball.", "the ball.", "the ball.", "a shoe", "a shoe"], min_freq=3)
-    assert list(vocab) == ["<pad>", "<unk>", "<sos>", "<eos>", ".", "ball", "the"]  # shoe/a seen twice: dropped
+    # shoe/a seen twice: dropped
+    assert list(vocab) == ["<pad>", "<unk>", "<sos>", "<eos>", ".", "ball", "the"]
     v = Vocab(vocab)
     assert v.encode("The ball, a SHOE.") == [2, 6, 5, 1, 1, 1, 4, 3]
     assert Vocab(vocab, rule=LEGACY_RULE).encode("The ball, a SHOE.") == [2, 6, 5, 1, 1, 3]

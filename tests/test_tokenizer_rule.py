@@ -1,5 +1,5 @@
-"""The tokenizer rule travels with the vocabulary: bundles and checkpoints name it; old ones (which do not) keep
-the rule they were made with, with a warning; an unknown rule is refused."""
+"""The tokenizer rule travels with the vocabulary: bundles and checkpoints name it; old ones (which do not)
+keep the rule they were made with, with a warning; an unknown rule is refused."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def test_bad_rule_is_refused_naming_it(bundle_dir, changes, msg):
 
 
 def test_encoder_feeds_cvcl_tokens(tmp_path):
-    """Through a real bundle: under the spaCy rule "that's," is <sos> that 's , <eos>; under the old rule it was
-    <sos> that's <eos>."""
+    """Through a real bundle: under the spaCy rule "that's," is <sos> that 's , <eos>; under the old rule it
+    was <sos> that's <eos>."""
     from firstwords.edge.encode import Encoder
     from firstwords.export.bundle import write_bundle
     from firstwords.export.onnx_export import export_towers
@@ -79,7 +79,8 @@ def test_encoder_feeds_cvcl_tokens(tmp_path):
 
     towers = export_towers(tiny_model(0, vocab_size=len(CONTRACTED)), tmp_path / "onnx", SIZE)
     for rule in (SPACY_RULE, LEGACY_RULE):
-        out = write_bundle(tmp_path / rule, towers.image, towers.utterance, Vocab(dict(CONTRACTED), rule=rule),
+        out = write_bundle(tmp_path / rule, towers.image, towers.utterance,
+                           Vocab(dict(CONTRACTED), rule=rule),
                            manifest_fields(opset=towers.opset))
         enc = Encoder(out, threads=1)
         want = [2, 8, 9, 11, 3] if rule == SPACY_RULE else [2, 10, 3]

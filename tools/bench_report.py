@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         res = build_report(mem, bundle, out, eval_data=args.eval_data)
         size = out.stat().st_size
     figures = {"words": res.words, "episodes": args.episodes, "build_memory_seconds": round(built, 2),
-               "report_seconds": round(res.seconds, 2), "report_bytes": size, "under_a_minute": res.seconds < 60}
+               "report_seconds": round(res.seconds, 2), "report_bytes": size,
+               "under_a_minute": res.seconds < 60}
     print(f"{'memory':<28} {res.words} words, {args.episodes} moments (written in {built:.1f} s)")
     print(f"{'report':<28} {res.seconds:.1f} s, {size:,} bytes, {res.known} words known")
     print(json.dumps(figures))

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Soak test: replay a session again and again into one memory for a set time, and watch for leaks.
 
-    python tools/soak.py --seconds 600                          # builds a 1-minute sample session + tiny bundle
-    python tools/soak.py --seconds 3600 --session work/session --bundle work/bundle --words-from audio --vad silero \
-        --log work/soak/rows.jsonl
+    python tools/soak.py --seconds 600      # builds a 1-minute sample session + tiny bundle
+    python tools/soak.py --seconds 3600 --session work/session --bundle work/bundle --words-from audio \
+        --vad silero --log work/soak/rows.jsonl
 
-Each iteration is a full replay (`edge.replay.replay`, --speed max) through the real learner loop into the SAME
-memory, which has small capacities so that eviction runs all the time. After every iteration it records the
-process's RSS, open file descriptors and threads, and the memory's size on disk (database + WAL). After a
+Each iteration is a full replay (`edge.replay.replay`, --speed max) through the real learner loop into the
+SAME memory, which has small capacities so that eviction runs all the time. After every iteration it records
+the process's RSS, open file descriptors and threads, and the memory's size on disk (database + WAL). After a
 warm-up (the first --warmup fraction of the time), a flat process shows slopes near zero: memory held by the
 replay is returned, files and threads are closed, the database stays within what its capacity allows.
 
@@ -84,20 +84,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  epilog="example: python tools/soak.py --seconds 600 --audio")
     ap.add_argument("--seconds", type=float, default=120.0, help="how long to soak (default 120)")
-    ap.add_argument("--workdir", type=Path, default=REPO / "work" / "soak", help="where the memory (and a built "
-                    "sample) go (default: work/soak)")
+    ap.add_argument("--workdir", type=Path, default=REPO / "work" / "soak", help="where the memory (and a "
+                    "built sample) go (default: work/soak)")
     ap.add_argument("--session", help="session folder to replay (default: build a 1-minute sample)")
     ap.add_argument("--bundle", help="model bundle (default: the tiny test bundle, built with torch)")
     ap.add_argument("--words-from", choices=("transcript", "audio", "alternate"), default="transcript",
-                    help="where each replay's words come from: the transcript, the soundtrack (VAD + pocketsphinx), "
-                    "or the two in turn (default: transcript)")
+                    help="where each replay's words come from: the transcript, the soundtrack (VAD + "
+                    "pocketsphinx), or the two in turn (default: transcript)")
     ap.add_argument("--audio", action="store_const", const="alternate", dest="words_from",
                     help="same as --words-from alternate")
-    ap.add_argument("--vad", choices=("energy", "silero"), default="energy", help="VAD of the soundtrack replays "
-                    "(silero runs a second onnxruntime model; default: energy)")
-    ap.add_argument("--log", type=Path, help="append each iteration's figures to this JSON-lines file as they come "
-                    "(a run stopped early still leaves its figures)")
-    ap.add_argument("--capacity-words", type=int, default=30, help="memory word capacity (small: eviction runs)")
+    ap.add_argument("--vad", choices=("energy", "silero"), default="energy", help="VAD of the soundtrack "
+                    "replays (silero runs a second onnxruntime model; default: energy)")
+    ap.add_argument("--log", type=Path, help="append each iteration's figures to this JSON-lines file as "
+                    "they come (a run stopped early still leaves its figures)")
+    ap.add_argument("--capacity-words", type=int, default=30,
+                    help="memory word capacity (small: eviction runs)")
     ap.add_argument("--capacity-episodes", type=int, default=60, help="memory episode capacity")
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored for the slopes")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads")
@@ -118,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
                        capacity_words=args.capacity_words, capacity_episodes=args.capacity_episodes)
     enc, mem, vad, recognizer = rt.encoder, rt.memory, None, None
     if args.words_from != "transcript":
-        meta = json.loads((session / "session.json").read_text()) if (session / "session.json").is_file() else {}
-        words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see", "it's"]
+        meta_file = session / "session.json"
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see",
+                                                "it's"]
         vad, recognizer = make_speech(args.vad, words)
 
     rows = []
@@ -132,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     while time.monotonic() - t0 < args.seconds:
         alternate = args.words_from == "alternate"
         words_from = "audio" if (alternate and it % 2 == 1) or args.words_from == "audio" else "transcript"
-        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None, options=rt.options,
+        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None,
+                     options=rt.options,
                      vad=vad, recognizer=recognizer, install_signal_handlers=False)
         it += 1
         media += rep.media_seconds
@@ -143,16 +147,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"t": time.monotonic() - t0, "iteration": it, "source": words_from,
                      "rss_mb": rss_mb(), "fds": open_fds(), "threads": os_threads(),
                      "py_threads": threading.active_count(), "db_kb": st["bytes_on_disk"] / 1024,
-                     "db_main_kb": db.stat().st_size / 1024, "wal_kb": (wal.stat().st_size if wal.exists() else 0) / 1024,
-                     "words": st["words"], "episodes": st["episodes"], "utterances_total": st["utterances_learned"]})
+                     "db_main_kb": db.stat().st_size / 1024,
+                     "wal_kb": (wal.stat().st_size if wal.exists() else 0) / 1024,
+                     "words": st["words"], "episodes": st["episodes"],
+                     "utterances_total": st["utterances_learned"]})
         if args.log is not None:
             with args.log.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(rows[-1]) + "\n")
     wall = time.monotonic() - t0
     rt.close()
 
-    print(f"\n{'t s':>7} {'iter':>5} {'source':>10} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'DB KB':>8} {'WAL KB':>8} "
-          f"{'words':>6} {'episodes':>8}")
+    print(f"\n{'t s':>7} {'iter':>5} {'source':>10} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'DB KB':>8} "
+          f"{'WAL KB':>8} {'words':>6} {'episodes':>8}")
     step = max(1, len(rows) // 25)
     if args.words_from == "alternate" and step % 2 == 0:
         step += 1  # so that the rows shown alternate between transcript and audio replays
@@ -200,12 +206,14 @@ def main(argv: list[str] | None = None) -> int:
                               and rows[-1]["episodes"] <= args.capacity_episodes)
     print(f"\n{it} replays in {wall:.0f} s ({fig['realtime_factor']}x real time, {fig['utterances_per_s']} "
           f"utterances/s); errors: {len(errors)}")
-    print(f"RSS {fig['rss_mb_after_warmup']} -> {fig['rss_mb_end']} MB (slope {fig['rss_slope_mb_per_min']} MB/min, "
-          f"last third vs first third after warm-up {fig['rss_growth_mb_late']:+} MB, flat: {fig['rss_flat']}); DB {fig['db_kb_after_warmup']} -> {fig['db_kb_end']} KB incl. WAL (main file "
+    print(f"RSS {fig['rss_mb_after_warmup']} -> {fig['rss_mb_end']} MB (slope {fig['rss_slope_mb_per_min']} "
+          f"MB/min, last third vs first third after warm-up {fig['rss_growth_mb_late']:+} MB, flat: "
+          f"{fig['rss_flat']}); DB {fig['db_kb_after_warmup']} -> {fig['db_kb_end']} KB incl. WAL (main file "
           f"slope {fig['db_main_slope_kb_per_min']} KB/min, flat: {fig['db_flat']})")
     print(f"fds {fig['fds_after_warmup']} -> {fig['fds_end']} (flat: {fig['fds_flat']}); threads "
           f"{fig['threads_after_warmup']} -> {fig['threads_end']} (flat: {fig['threads_flat']}); memory "
-          f"{fig['words_end']} words / {fig['episodes_end']} episodes (within capacity: {fig['within_capacity']})")
+          f"{fig['words_end']} words / {fig['episodes_end']} episodes (within capacity: "
+          f"{fig['within_capacity']})")
     for e in errors[:5]:
         print(f"error: {e}")
     print(json.dumps(fig))

@@ -3,8 +3,8 @@
 Each check prints one line, OK / WARN / FAIL, with what to do; the exit code is 1 when anything FAILs.
 FAIL: the config is invalid, onnxruntime is missing or has no CPU provider, the bundle is invalid, less RAM
 is available than the config's budget, the disk is nearly full, or frames cannot be encoded at the config's
-frame rate. WARN: a camera / microphone / speech extra or device is missing (replay still works), a stage is over
-its budget, more threads than cores, a bundle made for another input size or quantization.
+frame rate. WARN: a camera / microphone / speech extra or device is missing (replay still works), a stage is
+over its budget, more threads than cores, a bundle made for another input size or quantization.
 """
 
 from __future__ import annotations
@@ -37,12 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="device config: a TOML path or a name (laptop, rpi4, "
                                                         "rpi5, rpi-zero-2w)")
     parser.add_argument("--bundle", help="model bundle directory or .zip (default: work/bundle if present)")
-    parser.add_argument("--data-dir", default=".", help="where the memory database will live, for the free-disk "
-                                                       "check (default: the current folder)")
+    parser.add_argument("--data-dir", default=".",
+                        help="where the memory database will live, for the free-disk check "
+                             "(default: the current folder)")
     parser.add_argument("--runs", type=int, default=10, help="timed runs in the quick latency sample "
                                                              "(default: %(default)s)")
     parser.add_argument("--no-latency", action="store_true", help="skip the quick latency sample")
-    parser.add_argument("--no-devices", action="store_true", help="do not open the camera or list microphones")
+    parser.add_argument("--no-devices", action="store_true",
+                        help="do not open the camera or list microphones")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -68,7 +70,8 @@ def check_runtime() -> list[Check]:
     major_minor = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
     if "CPUExecutionProvider" not in providers:
         out.append(Check(FAIL, "onnxruntime", f"onnxruntime {version} has no CPUExecutionProvider "
-                                              f"({providers}); reinstall: pip install --force-reinstall onnxruntime"))
+                                              f"({providers}); reinstall: pip install --force-reinstall "
+                                              f"onnxruntime"))
     elif major_minor < (1, 17):
         out.append(Check(WARN, "onnxruntime", f"onnxruntime {version} is older than 1.17 (QDQ int8 fusions); "
                                               "pip install -U onnxruntime"))
@@ -83,23 +86,27 @@ def check_telemetry(state: dict[str, Any] | None = None) -> Check:
 
     st = telemetry_state() if state is None else state
     if st["env"] != "1" or st["imported_before"]:
-        return Check(FAIL, "telemetry", f"onnxruntime's telemetry may be on ({TELEMETRY_ENV}={st['env'] or 'unset'}"
-                                        f"{', onnxruntime imported before firstwords' if st['imported_before'] else ''}"
+        early = ", onnxruntime imported before firstwords" if st["imported_before"] else ""
+        return Check(FAIL, "telemetry", f"onnxruntime's telemetry may be on "
+                                        f"({TELEMETRY_ENV}={st['env'] or 'unset'}{early}"
                                         f"); start firstwords with {TELEMETRY_ENV}=1 in the environment")
     if st["queue"]:
-        return Check(WARN, "telemetry", f"off in firstwords, but an onnxruntime telemetry queue from an earlier "
-                                        f"program is at {st['queue']}; delete it: rm -r '{st['queue']}'")
-    api = "and disable_telemetry_events() called" if st["api_called"] else "(this onnxruntime has no telemetry API)"
-    return Check(OK, "telemetry", f"onnxruntime telemetry off ({TELEMETRY_ENV}=1 before its import {api}); no "
-                                  "telemetry queue on disk")
+        return Check(WARN, "telemetry", f"off in firstwords, but an onnxruntime telemetry queue from an "
+                                        f"earlier program is at {st['queue']}; delete it: rm -r "
+                                        f"'{st['queue']}'")
+    api = ("and disable_telemetry_events() called" if st["api_called"]
+           else "(this onnxruntime has no telemetry API)")
+    return Check(OK, "telemetry", f"onnxruntime telemetry off ({TELEMETRY_ENV}=1 before its import {api}); "
+                                  "no telemetry queue on disk")
 
 
 def check_blas() -> Check:
     blas = os.environ.get("OPENBLAS_NUM_THREADS")
     if blas == "1":
         return Check(OK, "blas", "numpy's BLAS runs one thread (OPENBLAS_NUM_THREADS=1)")
-    return Check(WARN, "blas", f"OPENBLAS_NUM_THREADS={blas or 'unset'}: numpy's BLAS threads fight onnxruntime's for "
-                               "the cores and slow memory queries tens of times; export OPENBLAS_NUM_THREADS=1")
+    return Check(WARN, "blas", f"OPENBLAS_NUM_THREADS={blas or 'unset'}: numpy's BLAS threads fight "
+                               "onnxruntime's for the cores and slow memory queries tens of times; export "
+                               "OPENBLAS_NUM_THREADS=1")
 
 
 def cpu_flags() -> set[str]:
@@ -118,8 +125,9 @@ def check_cpu(cfg: Any) -> list[Check]:
     cores = os.cpu_count() or 1
     out = []
     if cfg.model.threads > cores:
-        out.append(Check(WARN, "threads", f"the config asks for {cfg.model.threads} onnxruntime threads but this "
-                                          f"machine has {cores} cores; set [model] threads = {max(1, cores - 1)}"))
+        out.append(Check(WARN, "threads", f"the config asks for {cfg.model.threads} onnxruntime threads but "
+                                          f"this machine has {cores} cores; set [model] threads = "
+                                          f"{max(1, cores - 1)}"))
     else:
         out.append(Check(OK, "threads", f"{cfg.model.threads} onnxruntime threads on {cores} cores"))
     flags = cpu_flags()
@@ -128,8 +136,8 @@ def check_cpu(cfg: Any) -> list[Check]:
         dot = "asimddp" in flags
         if cfg.model.quantization == "qdq_s8s8" and not dot:
             out.append(Check(WARN, "int8", "this CPU has no int8 dot-product instructions (asimddp), where "
-                                           "qdq_u8s8 is usually faster than the config's qdq_s8s8; compare both "
-                                           "with tools/profile_latency.py"))
+                                           "qdq_u8s8 is usually faster than the config's qdq_s8s8; compare "
+                                           "both with tools/profile_latency.py"))
         else:
             out.append(Check(OK, "int8", f"int8 dot product: {'yes' if dot else 'no'}; "
                                          f"quantization {cfg.model.quantization}"))
@@ -156,12 +164,14 @@ def check_ram(cfg: Any, info: dict[str, float] | None = None) -> Check:
     info = meminfo_mb() if info is None else info
     budget = cfg.budget.ram_mb
     if "MemAvailable" not in info:
-        return Check(WARN, "ram", f"cannot read /proc/meminfo; make sure {budget:g} MB are free for the runtime")
+        return Check(WARN, "ram", f"cannot read /proc/meminfo; make sure {budget:g} MB are free for the "
+                                  f"runtime")
     avail, total = info["MemAvailable"], info.get("MemTotal", 0.0)
     msg = f"{avail:.0f} MB available of {total:.0f} MB; the runtime's budget is {budget:g} MB"
     if avail < budget:
-        return Check(FAIL, "ram", msg + ": stop other programs, lower [memory] capacity_words, or use a smaller "
-                                        "bundle / input size (tools/profile_memory.py shows what takes RAM)")
+        return Check(FAIL, "ram", msg + ": stop other programs, lower [memory] capacity_words, or use a "
+                                        "smaller bundle / input size (tools/profile_memory.py shows what "
+                                        "takes RAM)")
     if avail < 1.5 * budget:
         return Check(WARN, "ram", msg + ": little headroom; add swap (zram) or free memory")
     return Check(OK, "ram", msg)
@@ -191,9 +201,9 @@ def check_camera(cfg: Any) -> Check:
         from firstwords.edge.capture import picamera2_available
 
         if not picamera2_available():
-            return Check(WARN, "camera", "the config uses picamera2 but it is not installed: sudo apt-get install "
-                                         "python3-picamera2 (and create the venv with --system-site-packages); "
-                                         "replay still works")
+            return Check(WARN, "camera", "the config uses picamera2 but it is not installed: sudo apt-get "
+                                         "install python3-picamera2 (and create the venv with "
+                                         "--system-site-packages); replay still works")
         return Check(OK, "camera", "picamera2 is installed (camera opened only by `firstwords run`)")
     videos = sorted(str(p) for p in Path("/dev").glob("video*")) if Path("/dev").is_dir() else []
     try:
@@ -205,16 +215,16 @@ def check_camera(cfg: Any) -> Check:
     listed = f" (video devices: {', '.join(videos)})" if videos else " (no /dev/video* devices)"
     device = parse_camera_device(dev)
     if isinstance(device, int) and not videos and sys.platform.startswith("linux"):
-        return Check(WARN, "camera", f"no camera: no /dev/video* devices for camera {dev!r}; plug in a USB webcam "
-                                     "(live runs need one, replay does not)")
+        return Check(WARN, "camera", f"no camera: no /dev/video* devices for camera {dev!r}; plug in a USB "
+                                     "webcam (live runs need one, replay does not)")
     cap = cv2.VideoCapture(device)
     try:
         ok = cap.isOpened() and cap.read()[0]
     finally:
         cap.release()
     if not ok:
-        return Check(WARN, "camera", f"camera {dev!r} cannot be opened{listed}: plug in a USB webcam or set [camera]"
-                                     " device in the config; live runs need one, replay does not")
+        return Check(WARN, "camera", f"camera {dev!r} cannot be opened{listed}: plug in a USB webcam or set "
+                                     "[camera] device in the config; live runs need one, replay does not")
     return Check(OK, "camera", f"camera {dev!r} delivers frames{listed}")
 
 
@@ -230,17 +240,18 @@ def check_microphone(cfg: Any) -> Check:
     except Exception as e:  # noqa: BLE001  (PortAudio raises its own error types when there is no sound system)
         return Check(WARN, "microphone", f"cannot list audio devices ({e}); replay of wav files still works")
     if not devices:
-        return Check(WARN, "microphone", "no audio input device found: plug in a USB microphone; live runs need "
-                                         "one, replay does not")
+        return Check(WARN, "microphone", "no audio input device found: plug in a USB microphone; live runs "
+                                         "need one, replay does not")
     names = "; ".join(f"[{d['index']}] {d['name']} ({d['default_samplerate']:g} Hz)" for d in devices[:6])
     want = resolve_device(cfg.audio.device)
     sd = _import_sounddevice()
     try:
         sd.check_input_settings(device=want, samplerate=cfg.audio.sample_rate, channels=1, dtype="float32")
     except Exception as e:  # noqa: BLE001  (sounddevice.PortAudioError or ValueError for an unknown device)
-        return Check(WARN, "microphone", f"device {want or 'default'!r} does not take {cfg.audio.sample_rate} Hz "
-                                         f"mono ({e}); set [audio] sample_rate to the device's rate (it is "
-                                         f"resampled to 16 kHz) or pick another device. Inputs: {names}")
+        return Check(WARN, "microphone", f"device {want or 'default'!r} does not take "
+                                         f"{cfg.audio.sample_rate} Hz mono ({e}); set [audio] sample_rate to "
+                                         f"the device's rate (it is resampled to 16 kHz) or pick another "
+                                         f"device. Inputs: {names}")
     return Check(OK, "microphone", f"device {want or 'default'!r} takes {cfg.audio.sample_rate} Hz mono. "
                                    f"Inputs: {names}")
 
@@ -275,7 +286,8 @@ def check_bundle(cfg: Any, path: str | None) -> tuple[list[Check], Any]:
         if (Path("work/bundle") / "manifest.json").is_file():
             path = "work/bundle"
         else:
-            return [Check(WARN, "bundle", "no bundle given: pass --bundle DIR to check it and sample its latency")], None
+            return [Check(WARN, "bundle",
+                          "no bundle given: pass --bundle DIR to check it and sample its latency")], None
     from firstwords.edge.bundle import load_bundle
 
     try:
@@ -285,16 +297,18 @@ def check_bundle(cfg: Any, path: str | None) -> tuple[list[Check], Any]:
     out = [Check(OK, "bundle", f"{path}: valid ({b.model_config or 'model'}, {b.image.input_size} px, "
                                f"{b.quantization}, dim {b.embedding_dim}, {len(b.vocab)} tokens)")]
     if b.image.input_size != cfg.model.input_size or b.quantization != cfg.model.quantization:
-        out.append(Check(WARN, "bundle", f"the bundle is {b.image.input_size} px {b.quantization} but the config "
-                                         f"wants {cfg.model.input_size} px {cfg.model.quantization}: re-export with "
-                                         f"`firstwords export CHECKPOINT -o BUNDLE --config {cfg.path}`"))
+        out.append(Check(WARN, "bundle", f"the bundle is {b.image.input_size} px {b.quantization} but the "
+                                         f"config wants {cfg.model.input_size} px {cfg.model.quantization}: "
+                                         f"re-export with `firstwords export CHECKPOINT -o BUNDLE --config "
+                                         f"{cfg.path}`"))
     return out, b
 
 
 def check_latency(cfg: Any, bundle: Any, runs: int) -> list[Check]:
     from firstwords.edge.profiling import profile_latency
 
-    report = profile_latency(cfg, bundle, runs=max(runs, 3), memory_words=min(cfg.memory.capacity_words, 2000),
+    report = profile_latency(cfg, bundle, runs=max(runs, 3),
+                             memory_words=min(cfg.memory.capacity_words, 2000),
                              stages=("frame_preprocess", "image_encode", "memory_query"))
     out = []
     for s in report.stages:
@@ -306,12 +320,13 @@ def check_latency(cfg: Any, bundle: Any, runs: int) -> list[Check]:
     period_ms = 1000.0 / cfg.pairing.fps
     if per_frame > period_ms:
         out.append(Check(FAIL, "frame rate", f"a frame costs {per_frame:.0f} ms but the config pairs at "
-                                             f"{cfg.pairing.fps:g} fps ({period_ms:.0f} ms per frame): most frames "
-                                             f"will be dropped; lower [pairing] fps, [model] input_size or use a "
-                                             f"faster quantization"))
+                                             f"{cfg.pairing.fps:g} fps ({period_ms:.0f} ms per frame): most "
+                                             f"frames will be dropped; lower [pairing] fps, [model] "
+                                             f"input_size or use a faster quantization"))
     else:
         out.append(Check(OK, "frame rate", f"a frame costs {per_frame:.1f} ms of the {period_ms:.0f} ms a "
-                                           f"{cfg.pairing.fps:g} fps pairing allows ({per_frame / period_ms:.0%})"))
+                                           f"{cfg.pairing.fps:g} fps pairing allows "
+                                           f"({per_frame / period_ms:.0%})"))
     return out
 
 
@@ -352,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{c.status:<4}  {c.name:<{width}}  {c.message}")
     fails = [c for c in checks if c.status == FAIL]
     warns = [c for c in checks if c.status == WARN]
-    print(f"\n{len(checks)} checks: {len(checks) - len(fails) - len(warns)} OK, {len(warns)} WARN, {len(fails)} FAIL"
-          + (" - fix the FAIL lines above" if fails else ""))
+    print(f"\n{len(checks)} checks: {len(checks) - len(fails) - len(warns)} OK, {len(warns)} WARN, "
+          f"{len(fails)} FAIL" + (" - fix the FAIL lines above" if fails else ""))
     sys.stdout.flush()
     return 1 if fails else 0

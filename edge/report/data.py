@@ -23,8 +23,8 @@ class Criterion:
     min_exposures: int = 3
 
     def describe(self) -> str:
-        return (f"a word is <b>known</b> when its naming strength is at least {self.min_strength:g} and it was "
-                f"heard in at least {self.min_exposures} utterances; it counts as known from its "
+        return (f"a word is <b>known</b> when its naming strength is at least {self.min_strength:g} and it "
+                f"was heard in at least {self.min_exposures} utterances; it counts as known from its "
                 f"{self.min_exposures}{_ordinal(self.min_exposures)} exposure")
 
 
@@ -125,7 +125,8 @@ def read_memory(mem: AssociativeMemory, criterion: Criterion) -> MemoryReport:
     words.sort(key=lambda f: (-f.strength, -f.exposures, f.word))
     first_positions = np.array([v[0] for v in first_nth.values() if v[0] is not None], np.int64)
     known_positions = np.array([f.known_utterance for f in words if f.known_utterance is not None], np.int64)
-    return MemoryReport(Path(mem.path), criterion, stats, words, times, t0, _curve(first_positions, len(times)),
+    return MemoryReport(Path(mem.path), criterion, stats, words, times, t0,
+                        _curve(first_positions, len(times)),
                         _curve(known_positions, len(times)), int(media_kept))
 
 

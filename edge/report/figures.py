@@ -40,12 +40,13 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     if spatial_spec(bundle) is None:
         return html.section("maps", title, html.warn(NEEDS_REEXPORT)), False
     if ev is None or enc is None:
-        return html.section("maps", title, html.warn("localisation maps are drawn over evaluation frames: pass "
-                                                     "--eval-data (e.g. work/corpus/eval.json)")), True
+        return html.section("maps", title, html.warn("localisation maps are drawn over evaluation frames: "
+                                                     "pass --eval-data (e.g. work/corpus/eval.json)")), True
     words = _map_words(rep, vectors, ev.categories)[:MAP_WORDS]
     if not words:
         return html.section("maps", title, html.warn("the memory has no vector for any evaluation category "
-                                                     f"({', '.join(ev.categories)}): nothing to map yet")), True
+                                                     f"({', '.join(ev.categories)}): nothing to map "
+                                                     "yet")), True
     senc = SpatialEncoder(bundle, threads=threads)
     frames = ev.frames()
     embs, spatial = [], []
@@ -59,26 +60,31 @@ def maps_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], bundle: B
     for w in words:
         idx = [i for i, lab in enumerate(ev.labels) if lab == w][:MAP_FRAMES]
         maps = word_maps(sp[idx], vectors[w])
-        cells = "".join(f'<figure>{html.img(data_uri(encode_png(overlay(frames[i], m)), "image/png"), w, "map")}'
+        uris = [data_uri(encode_png(overlay(frames[i], m)), "image/png") for i, m in zip(idx, maps)]
+        cells = "".join(f'<figure>{html.img(u, w, "map")}'
                         f"<figcaption>{html.escape(ev.files[i].name)}</figcaption></figure>"
-                        for i, m in zip(idx, maps))
+                        for i, u in zip(idx, uris))
         figs.append(f'<h3>{html.escape(w)}</h3><div class="maps">{cells}</div>')
-    intro = html.note(f"Each cell of the image tower's {sp.shape[1]}×{sp.shape[2]} feature map before pooling, "
-                      "projected into the joint space, scored by cosine against the word's vector in the memory "
-                      "(bright = high); the white square marks the peak. Frames are never-seen evaluation frames.")
+    intro = html.note(f"Each cell of the image tower's {sp.shape[1]}×{sp.shape[2]} feature map before "
+                      "pooling, projected into the joint space, scored by cosine against the word's vector "
+                      "in the memory (bright = high); the white square marks the peak. Frames are never-seen "
+                      "evaluation frames.")
     parts = [intro]
     boxed = [i for i, lab in enumerate(ev.labels) if ev.boxes[i] and lab in ev.boxes[i] and lab in vectors]
     if boxed:
         labels, boxes = [ev.labels[i] for i in boxed], [ev.boxes[i][ev.labels[i]] for i in boxed]
         hr = hit_rate(sp[boxed], labels, boxes, vectors)
-        text = hit_rate(sp[boxed], labels, boxes, {c: enc.word_embedding(c) for c in set(labels) if enc.knows(c)})
-        parts.append(html.note(f"Honesty check: the map's peak falls inside the named object's box in {hr.hits} of "
-                               f"{hr.n} evaluation frames ({hr.rate:.0%}) with the memory's word vectors, and in "
-                               f"{text.hits} of {text.n} ({text.rate:.0%}) with the bundle's text encoder; a peak "
-                               f"placed at random would land there {hr.chance:.0%} of the time (the boxes cover "
-                               f"{hr.box_area:.0%} of a frame)."))
+        text = hit_rate(sp[boxed], labels, boxes,
+                        {c: enc.word_embedding(c) for c in set(labels) if enc.knows(c)})
+        parts.append(html.note(f"Honesty check: the map's peak falls inside the named object's box in "
+                               f"{hr.hits} of {hr.n} evaluation frames ({hr.rate:.0%}) with the memory's "
+                               f"word vectors, and in {text.hits} of {text.n} ({text.rate:.0%}) with the "
+                               f"bundle's text encoder; a peak placed at random would land there "
+                               f"{hr.chance:.0%} of the time (the boxes cover {hr.box_area:.0%} of a "
+                               f"frame)."))
     else:
-        parts.append(html.note("The evaluation data records no object boxes, so the maps' peaks are not scored."))
+        parts.append(html.note("The evaluation data records no object boxes, so the maps' peaks are not "
+                               "scored."))
     return html.section("maps", title, *parts, *figs), True
 
 
@@ -102,16 +108,18 @@ def alignment_section(rep: MemoryReport, vectors: Mapping[str, np.ndarray], ev: 
     parts = []
     if ev is not None and enc is not None:
         emb = ev.embeddings(enc)
-        keep = [i for c in sorted(cats) for i in [j for j, lab in enumerate(ev.labels) if lab == c][:ALIGN_IMAGES]]
+        keep = [i for c in sorted(cats) for i in [j for j,
+                                                  lab in enumerate(ev.labels) if lab == c][:ALIGN_IMAGES]]
         iv = emb[keep]
         # Each modality centred on its own mean: the words' offset from the images (the "modality gap") would
         # otherwise be the first component and hide how categories line up.
         xy = _pca2(np.concatenate([wv - wv.mean(0), iv - iv.mean(0)]))
-        pts = [(float(a), float(b), w if w in cats else "", "s", w) for (a, b), w in zip(xy[:len(words)], words)]
+        pts = [(float(a), float(b), w if w in cats else "", "s", w) for (a, b),
+               w in zip(xy[:len(words)], words)]
         pts += [(float(a), float(b), ev.labels[i], "o", "") for (a, b), i in zip(xy[len(words):], keep)]
         parts.append(html.note(f"PCA of {len(words)} word vectors from the memory (squares) and {len(keep)} "
-                               "evaluation image embeddings (dots), each set centred on its own mean; colour = "
-                               "category (grey: a word that is not a category)."))
+                               "evaluation image embeddings (dots), each set centred on its own mean; colour "
+                               "= category (grey: a word that is not a category)."))
     else:
         xy = _pca2(wv)
         pts = [(float(a), float(b), "", "s", w) for (a, b), w in zip(xy, words)]
@@ -144,12 +152,12 @@ def accuracy_section(vectors: Mapping[str, np.ndarray], ev: EvalSet | None, enc:
         series.append((name, vals, cis))
         lo, hi = res.ci95
         missing = f"; no vector: {', '.join(res.skipped_categories)}" if res.skipped_categories else ""
-        rows.append([html.escape(name), f"{res.overall:.3f}", f"[{lo:.3f}, {hi:.3f}] over {res.n_trials} trials"
-                     + html.escape(missing)])
+        rows.append([html.escape(name), f"{res.overall:.3f}",
+                     f"[{lo:.3f}, {hi:.3f}] over {res.n_trials} trials" + html.escape(missing)])
     n_way = len(trials[0].image_indices)
-    parts = [html.note(f"CVCL's protocol: a category's word against {n_way} images (its own and {n_way - 1} from "
-                       f"other categories), 100 trials per category, seed 0; whiskers are 95 % Wilson intervals; "
-                       f"dashed line: chance 1/{n_way}."),
+    parts = [html.note(f"CVCL's protocol: a category's word against {n_way} images (its own and {n_way - 1} "
+                       f"from other categories), 100 trials per category, seed 0; whiskers are 95 % Wilson "
+                       f"intervals; dashed line: chance 1/{n_way}."),
              html.table(["word vectors from", "accuracy", "95 % interval"], rows, numeric={1})]
     if series:
         parts.append(html.img(plot.bar_chart(cats, series, 1.0 / n_way, f"{n_way}-way accuracy per category",

@@ -7,12 +7,14 @@ from html import escape
 
 CSS = """
 body { font-family: sans-serif; margin: 24px auto; max-width: 1000px; color: #222; line-height: 1.4; }
-h1 { font-size: 24px; margin-bottom: 4px; } h2 { font-size: 19px; border-bottom: 1px solid #ccc; margin-top: 28px; }
+h1 { font-size: 24px; margin-bottom: 4px; }
+h2 { font-size: 19px; border-bottom: 1px solid #ccc; margin-top: 28px; }
 table { border-collapse: collapse; font-size: 13px; } th, td { border: 1px solid #ddd; padding: 3px 6px; }
 th { background: #f2f2f2; text-align: left; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
 .note { color: #555; font-size: 13px; } .warn { background: #fff4e0; border-left: 4px solid #e69500;
   padding: 6px 10px; font-size: 14px; }
-.maps { display: flex; flex-wrap: wrap; gap: 14px; } .maps figure { margin: 0; text-align: center; font-size: 12px; }
+.maps { display: flex; flex-wrap: wrap; gap: 14px; }
+.maps figure { margin: 0; text-align: center; font-size: 12px; }
 img.chart { max-width: 100%; height: auto; } img.thumb { width: 64px; height: auto; }
 .moment { display: inline-block; width: 118px; vertical-align: top; font-size: 11px; margin: 0 4px 4px 0; }
 img.map { width: 128px; height: 128px; image-rendering: auto; }

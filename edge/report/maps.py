@@ -20,8 +20,9 @@ from firstwords.edge.errors import BundleError
 from firstwords.edge.preprocess import prepare_images
 from firstwords.edge.report.png import colormap, resize_bilinear
 
-NEEDS_REEXPORT = ("this bundle has no spatial output, so localisation maps cannot be drawn: re-export it with "
-                  "`firstwords export CKPT -o BUNDLE` (the exporter writes the spatial output by default)")
+NEEDS_REEXPORT = ("this bundle has no spatial output, so localisation maps cannot be drawn: re-export it "
+                  "with `firstwords export CKPT -o BUNDLE` (the exporter writes the spatial output by "
+                  "default)")
 
 
 def spatial_spec(bundle: Bundle) -> tuple[str, tuple[int, int]] | None:
@@ -32,8 +33,8 @@ def spatial_spec(bundle: Bundle) -> tuple[str, tuple[int, int]] | None:
     grid = sp.get("grid")
     if not isinstance(sp.get("output"), str) or not (isinstance(grid, list) and len(grid) == 2
                                                       and all(type(g) is int and g > 0 for g in grid)):
-        raise BundleError(f"{bundle.source}: manifest image.spatial must be {{\"output\": name, \"grid\": [h, w]}}, "
-                          f"got {sp!r}; re-export the bundle")
+        raise BundleError(f"{bundle.source}: manifest image.spatial must be {{\"output\": name, \"grid\": "
+                          f"[h, w]}}, got {sp!r}; re-export the bundle")
     return sp["output"], (grid[0], grid[1])
 
 
@@ -88,7 +89,8 @@ def cells_in_box(grid: tuple[int, int], box: Sequence[float]) -> np.ndarray:
 class HitRate:
     hits: int
     n: int
-    chance: float  # expected hit rate of a peak drawn uniformly over the cells (mean share of cells in the box)
+    # expected hit rate of a peak drawn uniformly over the cells (mean share of cells in the box)
+    chance: float
     box_area: float  # mean share of the frame the boxes cover
     per_word: dict[str, tuple[int, int]]
 
@@ -120,7 +122,8 @@ def hit_rate(spatial: np.ndarray, words: Sequence[str], boxes: Sequence[Sequence
 
 
 def overlay(frame: np.ndarray, score_map: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The frame with the map (min-max scaled, viridis) blended over it and the peak cell outlined in white."""
+    """The frame with the map (min-max scaled, viridis) blended over it and the peak cell outlined in
+    white."""
     h, w = frame.shape[:2]
     m = score_map.astype(np.float64)
     m = (m - m.min()) / max(float(m.max() - m.min()), 1e-12)

@@ -42,8 +42,8 @@ class Plotter:
         plt.close(fig)
         return data_uri(buf.getvalue(), "image/png")
 
-    def line_chart(self, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str, xlabel: str,
-                   ylabel: str) -> str:
+    def line_chart(self, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str,
+                   xlabel: str, ylabel: str) -> str:
         if not self.mpl:
             return data_uri(svg.line_chart(series, title, xlabel, ylabel), "image/svg+xml")
         plt, fig, ax = self._figure()
@@ -73,7 +73,8 @@ class Plotter:
         ax.axhline(chance, color="k", linestyle="--", linewidth=1, label=f"chance {chance:.2f}")
         ax.set_xticks(x, list(groups), fontsize=8)
         ax.set(title=title, ylabel=ylabel, ylim=(0, 1))
-        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series) + 1, frameon=False)
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(series) + 1,
+                  frameon=False)
         return self._png(plt, fig)
 
     def scatter(self, points: Sequence[tuple[float, float, str, str, str]], title: str, xlabel: str,
@@ -86,11 +87,13 @@ class Plotter:
         for g in groups:
             pts = [p for p in points if p[2] == g and p[3] == "o"]
             if pts:
-                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.45, color=colour[g], label=g)
+                ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=8, alpha=0.45, color=colour[g],
+                           label=g)
         for x, y, g, marker, label in points:
             if marker == "s":
                 ax.scatter([x], [y], s=60, marker="s", color=colour.get(g, svg.GREY), edgecolors="k")
-                ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=8, weight="bold")
+                ax.annotate(label, (x, y), xytext=(5, 3), textcoords="offset points", fontsize=8,
+                            weight="bold")
         ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
         if groups:
             ax.legend(fontsize=7, loc="best", markerscale=2)

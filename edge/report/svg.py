@@ -14,8 +14,8 @@ PAD_L, PAD_R, PAD_T, PAD_B = 62, 18, 30, 46
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
 GREY = "#9a9a9a"
-# The SVG namespace: an XML name that an <img> needs to read the document as SVG; nothing ever fetches it. Written
-# in two parts so that the privacy scan of edge/ (no URLs in code) keeps its simple rule.
+# The SVG namespace: an XML name that an <img> needs to read the document as SVG; nothing ever fetches it.
+# Written in two parts so that the privacy scan of edge/ (no URLs in code) keeps its simple rule.
 SVG_NS = "http:" + "//www.w3.org/2000/svg"
 
 
@@ -55,16 +55,17 @@ class _Frame:
         out = [(f'<text x="{self.w / 2}" y="18" text-anchor="middle" font-size="14" font-weight="bold">'
                f'{escape(title)}</text>')]
         for y in self.yt:
-            out.append(f'<line x1="{PAD_L}" x2="{self.w - PAD_R}" y1="{self.py(y):.1f}" y2="{self.py(y):.1f}" '
-                       f'stroke="#e4e4e4"/><text x="{PAD_L - 6}" y="{self.py(y) + 4:.1f}" text-anchor="end" '
-                       f'font-size="11">{_fmt(y)}</text>')
+            out.append(f'<line x1="{PAD_L}" x2="{self.w - PAD_R}" y1="{self.py(y):.1f}" '
+                       f'y2="{self.py(y):.1f}" stroke="#e4e4e4"/><text x="{PAD_L - 6}" '
+                       f'y="{self.py(y) + 4:.1f}" text-anchor="end" font-size="11">{_fmt(y)}</text>')
         if x_ticks:
             for x in self.xt:
                 out.append(f'<line x1="{self.px(x):.1f}" x2="{self.px(x):.1f}" y1="{self.h - PAD_B}" '
                            f'y2="{self.h - PAD_B + 4}" stroke="#333"/><text x="{self.px(x):.1f}" '
                            f'y="{self.h - PAD_B + 16}" text-anchor="middle" font-size="11">{_fmt(x)}</text>')
         out.append(f'<line x1="{PAD_L}" x2="{self.w - PAD_R}" y1="{self.h - PAD_B}" y2="{self.h - PAD_B}" '
-                   f'stroke="#333"/><line x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{self.h - PAD_B}" stroke="#333"/>')
+                   f'stroke="#333"/><line x1="{PAD_L}" x2="{PAD_L}" y1="{PAD_T}" y2="{self.h - PAD_B}" '
+                   f'stroke="#333"/>')
         out.append(f'<text x="{(PAD_L + self.w - PAD_R) / 2}" y="{self.h - 8}" text-anchor="middle" '
                    f'font-size="12">{escape(xlabel)}</text>')
         out.append(f'<text transform="translate(14 {(PAD_T + self.h - PAD_B) / 2}) rotate(-90)" '
@@ -74,7 +75,8 @@ class _Frame:
 
 def _doc(body: list[str], w: int = W, h: int = H) -> str:
     return (f'<svg xmlns="{SVG_NS}" width="{w}" height="{h}" viewBox="0 0 {w} {h}" '
-            f'font-family="sans-serif"><rect width="{w}" height="{h}" fill="white"/>' + "".join(body) + "</svg>")
+            f'font-family="sans-serif"><rect width="{w}" height="{h}" fill="white"/>'
+            + "".join(body) + "</svg>")
 
 
 def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], title: str, xlabel: str,
@@ -93,13 +95,15 @@ def line_chart(series: Sequence[tuple[str, Sequence[float], Sequence[float]]], t
             pts.append(f"{fr.px(x):.1f},{fr.py(y):.1f}")
             prev = y
         if pts:
-            body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{" ".join(pts)}"/>')
+            body.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2" '
+                        f'points="{" ".join(pts)}"/>')
         body.append(f'<rect x="{PAD_L + 10}" y="{PAD_T + 6 + 16 * i}" width="12" height="3" fill="{colour}"/>'
                     f'<text x="{PAD_L + 28}" y="{PAD_T + 11 + 16 * i}" font-size="11">{escape(label)}</text>')
     return _doc(body)
 
 
-def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float], Sequence[tuple[float, float]]]],
+def bar_chart(groups: Sequence[str],
+              series: Sequence[tuple[str, Sequence[float], Sequence[tuple[float, float]]]],
               chance: float, title: str, ylabel: str) -> str:
     """Grouped bars with 95 % interval whiskers and a dashed chance line; values in [0, 1]."""
     w = max(W, 90 + 60 * len(groups) * max(1, len(series)))
@@ -122,8 +126,8 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float]
             body.append(f'<line x1="{cx:.1f}" x2="{cx:.1f}" y1="{fr.py(lo):.1f}" y2="{fr.py(hi):.1f}" '
                         f'stroke="#222" stroke-width="1.5"/>')
     body.append(f'<line x1="{PAD_L}" x2="{w - PAD_R}" y1="{fr.py(chance):.1f}" y2="{fr.py(chance):.1f}" '
-                f'stroke="#222" stroke-dasharray="6 4"/><text x="{w - PAD_R - 4}" y="{fr.py(chance) - 4:.1f}" '
-                f'text-anchor="end" font-size="11">chance {chance:.2f}</text>')
+                f'stroke="#222" stroke-dasharray="6 4"/><text x="{w - PAD_R - 4}" '
+                f'y="{fr.py(chance) - 4:.1f}" text-anchor="end" font-size="11">chance {chance:.2f}</text>')
     for si, (label, _, _) in enumerate(series):
         body.append(f'<rect x="{PAD_L + 10 + 170 * si}" y="{PAD_T - 4}" width="12" height="10" '
                     f'fill="{PALETTE[si % len(PALETTE)]}"/><text x="{PAD_L + 26 + 170 * si}" y="{PAD_T + 5}" '
@@ -131,7 +135,8 @@ def bar_chart(groups: Sequence[str], series: Sequence[tuple[str, Sequence[float]
     return _doc(body, w=w)
 
 
-def scatter(points: Sequence[tuple[float, float, str, str, str]], title: str, xlabel: str, ylabel: str) -> str:
+def scatter(points: Sequence[tuple[float, float, str, str, str]], title: str, xlabel: str,
+            ylabel: str) -> str:
     """points = [(x, y, colour group, marker 'o' (image) or 's' (word), label or ''), ...]."""
     h = 420
     xs = [p[0] for p in points] or [0.0, 1.0]
@@ -142,8 +147,8 @@ def scatter(points: Sequence[tuple[float, float, str, str, str]], title: str, xl
     colour = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(groups)}
     for x, y, g, marker, _ in points:  # images first (small, translucent), words on top
         if marker == "o":
-            body.append(f'<circle cx="{fr.px(x):.1f}" cy="{fr.py(y):.1f}" r="2.5" fill="{colour.get(g, GREY)}" '
-                        f'fill-opacity="0.45"/>')
+            body.append(f'<circle cx="{fr.px(x):.1f}" cy="{fr.py(y):.1f}" r="2.5" '
+                        f'fill="{colour.get(g, GREY)}" fill-opacity="0.45"/>')
     for x, y, g, marker, label in points:
         if marker == "s":
             body.append(f'<rect x="{fr.px(x) - 5:.1f}" y="{fr.py(y) - 5:.1f}" width="10" height="10" '

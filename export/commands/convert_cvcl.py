@@ -24,13 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="format of the -o bundle (default: the device config's, else qdq_u8s8)")
     parser.add_argument("--fp32-output", help="also write an fp32 bundle here")
     parser.add_argument("--input-size", type=int, default=224, help="image input in px (CVCL: %(default)s)")
-    parser.add_argument("--calib-data", help="frames for int8 calibration: CVCL metadata JSON or a folder of images")
-    parser.add_argument("--eval-data", help="held-out evaluation set (our eval.json or CVCL's trial JSON) for the "
-                                            "parity gate; without it the gate compares embeddings only")
+    parser.add_argument("--calib-data", help="frames for int8 calibration: CVCL metadata JSON or a folder of "
+                                             "images")
+    parser.add_argument("--eval-data", help="held-out evaluation set (our eval.json or CVCL's trial JSON) "
+                                            "for the parity gate; without it the gate compares embeddings "
+                                            "only")
     parser.add_argument("--calib-frames", type=int, default=100, help="(default: %(default)s)")
     parser.add_argument("--eval-images", type=int, default=200, help="(default: %(default)s)")
     parser.add_argument("--threads", type=int, help="threads for torch and onnxruntime")
-    parser.add_argument("--skip-parity", action="store_true", help="no parity gate (recorded in the manifest)")
+    parser.add_argument("--skip-parity", action="store_true",
+                        help="no parity gate (recorded in the manifest)")
 
 
 def frame_paths(path: Path) -> list[Path]:
@@ -87,27 +90,30 @@ def run(args: argparse.Namespace) -> int:
         calib = load_images(spread(frame_paths(Path(args.calib_data)), args.calib_frames), size, CVCL_MEAN,
                             CVCL_STD)
     if quant in STATIC_FORMATS and calib is None:
-        raise DataError(f"{quant} calibrates on real frames: pass --calib-data (CVCL's train.json or a folder of "
-                        "frames), or --quantization dynamic / none")
+        raise DataError(f"{quant} calibrates on real frames: pass --calib-data (CVCL's train.json or a "
+                        "folder of frames), or --quantization dynamic / none")
     if not args.skip_parity:
         if args.eval_data:
-            ev_imgs, ev_labels, ev_trials = eval_images(Path(args.eval_data), args.eval_images, size, CVCL_MEAN,
-                                                        CVCL_STD)
+            ev_imgs, ev_labels, ev_trials = eval_images(Path(args.eval_data), args.eval_images, size,
+                                                        CVCL_MEAN, CVCL_STD)
         elif calib is not None:
             print("note: no --eval-data: the parity gate compares embeddings on the calibration frames only")
             ev_imgs = calib
         else:
-            raise DataError("the parity gate needs frames: pass --eval-data or --calib-data (or --skip-parity)")
+            raise DataError("the parity gate needs frames: pass --eval-data or --calib-data (or "
+                            "--skip-parity)")
 
     common = {"input_size": size, "mean": CVCL_MEAN, "std": CVCL_STD, "model_config": "cvcl",
-              "training_data": "CVCL (Vong et al. 2024), SAYCam-S", "eval_images": ev_imgs, "eval_labels": ev_labels,
+              "training_data": "CVCL (Vong et al. 2024), SAYCam-S", "eval_images": ev_imgs,
+              "eval_labels": ev_labels,
               "eval_trials": ev_trials, "threads": threads, "skip_parity": args.skip_parity,
               "extra_manifest": {"device": device, "source": {"converted_from": "cvcl",
                                                               "checkpoint_sha256": sha256_file(ckpt)}}}
     results = []
     if args.fp32_output:
         results.append(export_bundle(model, vocab, args.fp32_output, quantization="none", **common))
-    results.append(export_bundle(model, vocab, args.output, quantization=quant, calibration_images=calib, **common))
+    results.append(export_bundle(model, vocab, args.output, quantization=quant, calibration_images=calib,
+                                 **common))
 
     for r in results:
         if r.parity is not None:

@@ -20,15 +20,15 @@ def _mapping(text: str) -> tuple[str, str]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", metavar="model",
-                        help="checkpoint directory, a training run directory (last/, else best/), or a bundle "
-                             "(directory or .zip, e.g. from convert-cvcl)")
+                        help="checkpoint directory, a training run directory (last/, else best/), or a "
+                             "bundle (directory or .zip, e.g. from convert-cvcl)")
     parser.add_argument("--data", default="work/corpus/eval.json",
-                        help="evaluation set: {\"data\": [{\"category\", \"frame_filename\"}]}, CVCL's trial file "
-                             "(eval_test.json ...), or a folder of category folders for CVCL's object-category "
-                             "evaluation (default: %(default)s)")
+                        help="evaluation set: {\"data\": [{\"category\", \"frame_filename\"}]}, CVCL's trial "
+                             "file (eval_test.json ...), or a folder of category folders for CVCL's "
+                             "object-category evaluation (default: %(default)s)")
     parser.add_argument("--direction", choices=("image", "text", "both"), default="both",
-                        help="image: a word against n images (CVCL's main test); text: an image against n words "
-                             "(default: %(default)s)")
+                        help="image: a word against n images (CVCL's main test); text: an image against n "
+                             "words (default: %(default)s)")
     parser.add_argument("--frames-root", help="folder the frame paths are relative to (default: the file's)")
     parser.add_argument("--n-way", type=int, default=4, help="images per trial, target included (CVCL: 4; "
                                                              "also 10, 22) (default: %(default)s)")
@@ -39,10 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeatable")
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--bare-labels", dest="bare_labels", action="store_const", const=True, default=None,
-                        help="embed a category word alone, as CVCL's eval.py (default for converted CVCL bundles)")
+                        help="embed a category word alone, as CVCL's eval.py (default for converted CVCL "
+                             "bundles)")
     labels.add_argument("--sos-eos-labels", dest="bare_labels", action="store_const", const=False,
                         help="embed a category word as <sos> word <eos>, as utterances (default otherwise)")
-    parser.add_argument("--write-trials", help="with a folder as --data: save the generated trials here (JSON)")
+    parser.add_argument("--write-trials", help="with a folder as --data: save the generated trials here "
+                                               "(JSON)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads for a bundle")
     parser.add_argument("--plot", help="write a per-category bar chart PNG here")
     parser.add_argument("--json", help="also write the figures as JSON here")
@@ -59,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.export.evaluate import evaluate, plot_per_category
 
     directions = ("image", "text") if args.direction == "both" else (args.direction,)
-    results = evaluate(args.checkpoint, args.data, directions=directions, n_way=args.n_way, trials=args.trials,
+    results = evaluate(args.checkpoint, args.data, directions=directions, n_way=args.n_way,
+                       trials=args.trials,
                        seed=args.seed, frames_root=args.frames_root, progress=not args.no_progress,
                        bare_labels=args.bare_labels, word_for=dict(args.word_for), threads=args.threads,
                        write_trials=args.write_trials)
