@@ -3,7 +3,8 @@
 A recognizer takes one utterance of float32 mono 16 kHz audio (a `SpeechSegment.audio`) and returns a
 `Transcript`: the text and its words as `firstwords.edge.heard.HeardWord(text, start, end, confidence)`, times
 in seconds from the start of the audio, confidence the recogniser's posterior in [0, 1]. Words are the
-tokenizer's (`firstwords.edge.tokenize.words`): "that's" may become two HeardWords with one time and confidence.
+tokenizer's (`firstwords.edge.tokenize.words`): "that's" may become two HeardWords with one time
+and confidence.
 
 Hearing is honest: open vocabulary, the bundle's words favoured, never forced. `bias` chooses the search:
 - "open":     (default) the bundle's speech language model and its dictionary (`speech_lm.bin`,
@@ -158,14 +159,15 @@ class PocketSphinxRecognizer:
             if bundle_dict and not dictionary:
                 kw["dict"] = bundle_dict
         else:
-            # A dictionary of just the vocabulary: loads in milliseconds instead of ~0.5 s (134k words) and keeps
-            # every search inside the vocabulary.
+            # A dictionary of just the vocabulary: loads in milliseconds instead of ~0.5 s (134k words) and
+            # keeps every search inside the vocabulary.
             entries = _dictionary_entries(Path(paths["dict"]), set(vocab_list))
             self.vocabulary = [w for w in vocab_list if w in entries and _WORD.match(w)]
             self.unknown_words = [w for w in vocab_list if w not in self.vocabulary]
             if not self.vocabulary:
-                raise InputError("none of the vocabulary words are in pocketsphinx's dictionary; use bias='open' "
-                                 "or add pronunciations to a dictionary file (dictionary=...)")
+                raise InputError("none of the vocabulary words are in pocketsphinx's dictionary; "
+                                 "use bias='open' or add pronunciations to a dictionary file "
+                                 "(dictionary=...)")
             (tmp / "vocab.dict").write_text("".join(line for w in self.vocabulary for line in entries[w]))
             kw["dict"] = str(tmp / "vocab.dict")
             if bias == "lm":
@@ -176,7 +178,8 @@ class PocketSphinxRecognizer:
                     log.warning("pocketsphinx: a grammar over %d words decodes slowly (many times real time "
                                 "here)", len(self.vocabulary))
                 alts = " | ".join(self.vocabulary)
-                (tmp / "vocab.gram").write_text(f"#JSGF V1.0;\ngrammar vocab;\npublic <utt> = ( {alts} )+ ;\n")
+                (tmp / "vocab.gram").write_text(f"#JSGF V1.0;\ngrammar vocab;\n"
+                                                f"public <utt> = ( {alts} )+ ;\n")
                 kw["jsgf"] = str(tmp / "vocab.gram")
             else:
                 (tmp / "vocab.kws").write_text("".join(f"{w} /{kws_threshold:g}/\n" for w in self.vocabulary))
@@ -188,8 +191,8 @@ class PocketSphinxRecognizer:
         try:
             self.decoder = ps.Decoder(**{k: v for k, v in kw.items() if v is not None})
         except Exception as e:  # pocketsphinx raises RuntimeError / ValueError on bad model files
-            raise DataError(f"pocketsphinx cannot load its model or search ({e}); check model_dir / dictionary / "
-                            f"lm, or reinstall: {SPEECH_HINT}") from e
+            raise DataError(f"pocketsphinx cannot load its model or search ({e}); "
+                            f"check model_dir / dictionary / lm, or reinstall: {SPEECH_HINT}") from e
 
     def _write_lm(self, path: Path, sentences: list[str]) -> Path:
         from pocketsphinx.lm import ArpaBoLM  # pure Python ARPA writer shipped with pocketsphinx
@@ -209,9 +212,10 @@ class PocketSphinxRecognizer:
             return Transcript("")
         with self._lock:
             d = self.decoder
-            # Every utterance from the same front-end state, whatever was decoded before: the cepstral mean and
-            # the feature buffers go back to their initial values (30 us). A transcript then depends on its own
-            # audio only, so N decoders in parallel hear exactly what one hears (firstwords.edge.asr_pool).
+            # Every utterance from the same front-end state, whatever was decoded before: the cepstral mean
+            # and the feature buffers go back to their initial values (30 us). A transcript then depends
+            # on its own audio only, so N decoders in parallel hear exactly what one hears
+            # (firstwords.edge.asr_pool).
             d.reinit_feat()
             d.start_utt()
             # Feed in 0.2 s chunks, not the whole utterance at once: pocketsphinx holds the GIL while it
@@ -249,7 +253,8 @@ def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str
         for p in (path, words):
             if p is not None and not p.is_file():
                 raise DataError(f"the bundle's speech model file {p} is missing; re-export the bundle")
-        source = f"bundle ({speech.get('kind', 'interpolated')}, domain weight {speech.get('domain_weight', '?')})"
+        source = (f"bundle ({speech.get('kind', 'interpolated')}, "
+                  f"domain weight {speech.get('domain_weight', '?')})")
         return str(path), str(words) if words else None, source
     log.warning("the bundle has no speech language model (exported before it was added): hearing with "
                 "the general English model only, which misses many object words — re-export the bundle "
@@ -263,7 +268,8 @@ RECOGNIZERS: dict[str, Callable[..., Recognizer]] = {"pocketsphinx": PocketSphin
 
 
 def register_recognizer(name: str, factory: Callable[..., Recognizer]) -> None:
-    """Make `make_recognizer(name, ...)` build `factory(...)`; a later registration replaces an earlier one."""
+    """Make `make_recognizer(name, ...)` build `factory(...)`; a later registration replaces an
+    earlier one."""
     RECOGNIZERS[name] = factory
 
 

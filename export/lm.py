@@ -6,10 +6,10 @@ Open vocabulary with the bundle's words favoured, never forced: pocketsphinx's g
     p(w | h) = weight * p_domain(w | h) + (1 - weight) * p_general(w | h)        (weight 0.3 by default)
 
 on the union of both models' n-grams, with back-off weights recomputed so that every context sums to one (the
-static mixture SRILM's `ngram -mix-lm` writes). Any English word can still be heard; "shoe" after "look at the"
-is much more likely than the general model alone would say. Measured on six voices (tools/bench_hearing.py):
-the general model alone hears a quarter of the object words, a model of the domain alone puts object words on
-speech that names none; the mixture does neither.
+static mixture SRILM's `ngram -mix-lm` writes). Any English word can still be heard; "shoe" after "look at
+the" is much more likely than the general model alone would say. Measured on six voices
+(tools/bench_hearing.py): the general model alone hears a quarter of the object words, a model of the domain
+alone puts object words on speech that names none; the mixture does neither.
 
 A board with little RAM gets the general model pruned before the mix: its most probable words
 (`max_general_words`) and the bigrams and trigrams of largest joint probability (`max_general_ngrams`).
@@ -47,8 +47,8 @@ _WORD = re.compile(r"[a-z][a-z']*")
 
 
 def normalise(model: Arpa) -> Arpa:
-    """The model made a distribution: unigrams scaled to sum to one, back-off weights recomputed. pocketsphinx's
-    ARPA builder keeps its discount mass (half) off the unigrams, so its models sum to 0.5."""
+    """The model made a distribution: unigrams scaled to sum to one, back-off weights recomputed.
+    pocketsphinx's ARPA builder keeps its discount mass (half) off the unigrams, so its models sum to 0.5."""
     p = 10.0 ** model.logp[0]
     logp = [np.where(p > 0, np.log10(np.maximum(p, 1e-99) / p.sum()), NEG), *model.logp[1:]]
     return _renormalise(model.words, model.grams, logp)
@@ -140,8 +140,8 @@ def prune(model: Arpa, max_ngrams: int) -> list[np.ndarray]:
 
 
 def restrict_words(model: Arpa, max_words: int, keep: set[str] = frozenset()) -> Arpa:
-    """The model over its `max_words` most probable words (and `keep`, and <s> </s>): n-grams with another word
-    dropped, unigram probabilities renormalised (interpolate() recomputes the back-off weights)."""
+    """The model over its `max_words` most probable words (and `keep`, and <s> </s>): n-grams with another
+    word dropped, unigram probabilities renormalised (interpolate() recomputes the back-off weights)."""
     if len(model.words) <= max_words:
         return model
     top = np.argsort(-model.logp[0], kind="stable")[:max_words]
@@ -215,7 +215,8 @@ def build_domain_lm(train_json: str | Path | list[str], out_dir: str | Path, wei
             data = json.loads(Path(train_json).read_text(encoding="utf-8"))["data"]
             sentences = [str(r["utterance"]) for r in data]
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{train_json}: cannot read the training sentences ({e}); give a CVCL train.json") from e
+            raise DataError(f"{train_json}: cannot read the training sentences ({e}); "
+                            "give a CVCL train.json") from e
     else:
         sentences = [str(s) for s in train_json]
     out = Path(out_dir)
@@ -269,6 +270,7 @@ def add_speech_lm(bundle: str | Path, train_json: str | Path | list[str], out: s
             fields["speech"] = build_domain_lm(train_json, tmp, weight, max_general_ngrams=max_general_ngrams,
                                                max_general_words=max_general_words)
             extra = {name: Path(tmp) / name for name in (LM_FILE, DICT_FILE)}
-            return write_bundle(out or bundle, b.image.path, b.utterance.path, b.vocab, fields, extra_files=extra)
+            return write_bundle(out or bundle, b.image.path, b.utterance.path, b.vocab, fields,
+                                extra_files=extra)
     finally:
         b.close()

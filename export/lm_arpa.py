@@ -1,11 +1,11 @@
-"""Back-off n-gram language models as numpy arrays: ARPA reading and writing, pocketsphinx's binary format, and
-pocketsphinx's general English model as ARPA (see firstwords.export.lm for what they are used for).
+"""Back-off n-gram language models as numpy arrays: ARPA reading and writing, pocketsphinx's binary format,
+and pocketsphinx's general English model as ARPA (see firstwords.export.lm for what they are used for).
 
-The general model ships only as pocketsphinx's binary trie, whose ARPA writer (pocketsphinx 5.1.1) crashes on it:
-the header counts six placeholder bigrams the trie keeps for pruned contexts, the writer walks only the real
-ones and then sorts six empty rows. `general_arpa` loads the model, sets the in-memory bigram count to what the
-writer will find (checked against the header's figures first) and writes the ARPA once into a cache folder
-($XDG_CACHE_HOME/firstwords/speech_lm, ~100 MB; its parsed arrays beside it as .npz, ~140 MB).
+The general model ships only as pocketsphinx's binary trie, whose ARPA writer (pocketsphinx 5.1.1) crashes on
+it: the header counts six placeholder bigrams the trie keeps for pruned contexts, the writer walks only the
+real ones and then sorts six empty rows. `general_arpa` loads the model, sets the in-memory bigram count to
+what the writer will find (checked against the header's figures first) and writes the ARPA once into a cache
+folder ($XDG_CACHE_HOME/firstwords/speech_lm, ~100 MB; its parsed arrays beside it as .npz, ~140 MB).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 NEG = -99.0  # log10 of "impossible" as ARPA files write it
 _ID_BITS = 21  # word ids in an n-gram key: 2M words at most
-# pocketsphinx 5.1.1's en-us.lm.bin: (unigrams, bigrams in the header, trigrams) and the bigrams it really holds
+# pocketsphinx 5.1.1's en-us.lm.bin: (unigrams, bigrams in the header, trigrams) and the bigrams it
+# really holds
 _KNOWN_TRIE_FIX = {(72547, 2051547, 1669625): 2051541}
 
 
@@ -147,8 +148,8 @@ def arpa_to_bin(arpa_path: str | Path, bin_path: str | Path) -> Path:
 
 
 def _read_model(ps, path: str | Path):
-    """(model, its LogMath). Not NGramModel.readfile: that frees the model's LogMath while the model still uses
-    it, and the probabilities it writes are then garbage (-inf) depending on what reuses the memory."""
+    """(model, its LogMath). Not NGramModel.readfile: that frees the model's LogMath while the model still
+    uses it, and the probabilities it writes are then garbage (-inf) depending on what reuses the memory."""
     lmath = ps.LogMath()
     return ps.NGramModel(ps.Config(), lmath, str(path)), lmath
 
@@ -231,7 +232,8 @@ def write_dictionary(words: list[str], path: Path) -> list[str]:
     wanted = set(words) - {"<s>", "</s>", "<unk>"}
     found: set[str] = set()
     lines = []
-    with open(pocketsphinx_module().get_model_path("en-us/cmudict-en-us.dict"), encoding="utf-8", errors="replace") as f:
+    with open(pocketsphinx_module().get_model_path("en-us/cmudict-en-us.dict"), encoding="utf-8",
+              errors="replace") as f:
         for line in f:
             word = re.sub(r"\(\d+\)$", "", line.split(" ", 1)[0])
             if word in wanted:

@@ -5,19 +5,19 @@
 
 Writes a session folder:
     session.avi   the frames at the corpus's rate (5 fps), MJPG
-    session.wav   16 kHz mono soundtrack (skipped, with a note, when no speech synthesiser is installed: replay
-                  then uses the transcript): every utterance spoken at its time by several voices (a voice per
-                  scene, cycling through espeak-ng, flite and festival voices: edge.synth), the child-directed
-                  ones slower and higher; some runs of chatter replaced by OFF-TOPIC adult sentences
-                  (edge.speech_text.OFF_TOPIC: full sentences about other things, as in a real home, which must
-                  teach nothing); room noise under everything.
+    session.wav   16 kHz mono soundtrack (skipped, with a note, when no speech synthesiser is installed:
+                  replay then uses the transcript): every utterance spoken at its time by several voices (a
+                  voice per scene, cycling through espeak-ng, flite and festival voices: edge.synth), the
+                  child-directed ones slower and higher; some runs of chatter replaced by OFF-TOPIC adult
+                  sentences (edge.speech_text.OFF_TOPIC: full sentences about other things, as in a real home,
+                  which must teach nothing); room noise under everything.
     session.srt   the transcript of what is said, with the times it is spoken
     session.json  what is inside (files, duration, fps, frame size, utterance count, object words, voices)
 
-An off-topic sentence takes the place of one to three consecutive utterances that name nothing, so every naming
-keeps its start and its window of frames. An utterance whose speech runs into the next one is spoken faster so
-that utterances stay apart, as the VAD must find them. Deterministic for a --seed. Human summary first; the last
-line is one JSON object with the figures.
+An off-topic sentence takes the place of one to three consecutive utterances that name nothing, so every
+naming keeps its start and its window of frames. An utterance whose speech runs into the next one is spoken
+faster so that utterances stay apart, as the VAD must find them. Deterministic for a --seed. Human summary
+first; the last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ GAP = 0.12  # s of silence kept between one utterance's speech and the next one'
 
 def plan_off_topic(utts: list[dict], share: float, rng: np.random.Generator, min_slot: float = 3.0) -> dict:
     """{index of the first replaced utterance: (off-topic text, number of utterances it replaces)}: runs of
-    one to three consecutive utterances naming nothing, chosen with probability `share`, long enough together."""
+    one to three consecutive utterances naming nothing, chosen with probability `share`, long
+    enough together."""
     plan: dict[int, tuple[str, int]] = {}
     i = 0
     while i < len(utts) - 1:
@@ -114,7 +115,8 @@ def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tup
     try:
         import cv2
     except ImportError as e:
-        raise MissingExtraError("writing the session video needs OpenCV: pip install 'firstwords[camera]'") from e
+        raise MissingExtraError("writing the session video needs OpenCV: "
+                                "pip install 'firstwords[camera]'") from e
     first = cv2.imread(str(corpus / frames[0]["file"]), cv2.IMREAD_COLOR)
     if first is None:
         raise DataError(f"{corpus / frames[0]['file']}: cannot read the corpus frame")
@@ -123,7 +125,8 @@ def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tup
     if not vw.isOpened():
         raise DataError(f"OpenCV cannot write {path} (MJPG); is OpenCV built with its video writer?")
     written, prev = 0, first
-    # A frame for every 1/fps step of the timeline (a missing one repeats the previous), so frame i is at i/fps.
+    # A frame for every 1/fps step of the timeline (a missing one repeats the previous),
+    # so frame i is at i/fps.
     by_index = {round(f["t"] * fps): f["file"] for f in frames}
     for i in range(max(by_index) + 1):
         name = by_index.get(i)
@@ -142,8 +145,8 @@ def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tup
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="example:\n  python tools/make_sample_session.py --corpus work/corpus "
-                                        "--out work/session")
+                                 epilog="example:\n  python tools/make_sample_session.py "
+                                        "--corpus work/corpus --out work/session")
     ap.add_argument("--corpus", required=True, help="sample corpus folder (with timeline.json)")
     ap.add_argument("--out", required=True, help="session folder to write")
     ap.add_argument("--voices", default=",".join(DEFAULT_VOICES),
@@ -152,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--off-topic", type=float, default=0.5,
                     help="share of the runs of utterances naming nothing replaced by an off-topic adult "
                          "sentence (default: %(default)s; 0 = none)")
-    ap.add_argument("--noise-db", type=float, default=NOISE_DB, help="room noise level, dBFS (default: %(default)s)")
-    ap.add_argument("--seed", type=int, default=0, help="voices' prosody, off-topic choice and noise (default: 0)")
-    ap.add_argument("--max-minutes", type=float, default=None, help="only the first N minutes of the timeline")
+    ap.add_argument("--noise-db", type=float, default=NOISE_DB,
+                    help="room noise level, dBFS (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="voices' prosody, off-topic choice and noise (default: 0)")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="only the first N minutes of the timeline")
     ap.add_argument("--no-speech", action="store_true", help="no soundtrack, transcript only")
     args = ap.parse_args(argv)
 
@@ -186,11 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     n_frames, w, h = write_video(frames, corpus, out / "session.avi", fps)
     print(f"video: {n_frames} frames {w}x{h} at {fps:g} fps -> {out / 'session.avi'}")
 
-    voices = [] if args.no_speech else available_voices([v.strip() for v in args.voices.split(",") if v.strip()])
+    voices = [] if args.no_speech else available_voices([v.strip() for v in args.voices.split(",")
+                                                         if v.strip()])
     speech = bool(voices)
     if not args.no_speech and not speech:
         print("note: no speech synthesiser is installed (sudo apt-get install espeak-ng flite festival "
-              "festvox-us-slt-hts); writing the transcript only — replay will use it instead of speech recognition")
+              "festvox-us-slt-hts); writing the transcript only — replay will use it instead of speech "
+              "recognition")
     rng = np.random.default_rng(args.seed)
     plan = plan_off_topic(utts, args.off_topic, rng) if speech else {}
     timed: list[TimedUtterance] = []
@@ -222,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     if speech:
         track += room_noise(len(track), rng, args.noise_db)
         write_wav(out / "session.wav", np.clip(track, -1, 1))
-        print(f"soundtrack: {len(timed)} utterances ({len(plan)} off-topic) by {len(voices)} voices ({faster} "
-              f"sped up to fit, {overlapping} still touching the next) -> {out / 'session.wav'}")
+        print(f"soundtrack: {len(timed)} utterances ({len(plan)} off-topic) by {len(voices)} voices "
+              f"({faster} sped up to fit, {overlapping} still touching the next) -> {out / 'session.wav'}")
     else:
         (out / "session.wav").unlink(missing_ok=True)
     (out / "session.srt").write_text(format_srt(timed), encoding="utf-8")
@@ -238,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
             "corpus": str(corpus.resolve()), "corpus_format": timeline.get("format")}
     (out / "session.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     figures = {"frames": n_frames, "utterances": len(timed), "duration_s": round(duration, 2),
-               "speech": speech, "off_topic": len(plan), "voices": len(voices), "sped_up": faster, "overlapping": overlapping,
+               "speech": speech, "off_topic": len(plan), "voices": len(voices), "sped_up": faster,
+               "overlapping": overlapping,
                "seconds": round(time.perf_counter() - t0, 2), "out": str(out)}
     print(f"session written to {out} in {figures['seconds']} s")
     print(json.dumps(figures))

@@ -49,7 +49,10 @@ def lm_recognizer():
 @needs_espeak
 def test_vad_then_biased_pocketsphinx_recovers_object_words(clips, lm_recognizer):
     rng = np.random.default_rng(0)
-    noise = lambda s: (rng.standard_normal(int(s * SAMPLE_RATE)) * 0.003).astype(np.float32)
+
+    def noise(s):
+        return (rng.standard_normal(int(s * SAMPLE_RATE)) * 0.003).astype(np.float32)
+
     session = np.concatenate([noise(0.8)] + [p for c in clips for p in (c + noise(len(c) / SAMPLE_RATE),
                                                                         noise(1.0))])
     segs = make_vad("silero").segment(session)
@@ -79,7 +82,8 @@ def test_transcript_words_have_times_and_confidences(clips, lm_recognizer):
     assert tr.words and 0.0 <= tr.confidence <= 1.0
     dur = len(audio) / SAMPLE_RATE
     for w in tr.words:
-        assert isinstance(w, HeardWord) and 0.0 <= w.start < w.end <= dur + 0.02 and 0.0 <= w.confidence <= 1.0
+        assert (isinstance(w, HeardWord) and 0.0 <= w.start < w.end <= dur + 0.02
+                and 0.0 <= w.confidence <= 1.0)
     assert [w.start for w in tr.words] == sorted(w.start for w in tr.words)
     assert "shoe" in tr.tokens and tr.words[tr.tokens.index("shoe")].start > 0.3  # last word, not the first
 

@@ -1,6 +1,6 @@
-"""Honest hearing: the speech LM built at export time (general English interpolated with the training sentences)
-favours the bundle's words and never forces them. Off-topic speech teaches no object word; a word the bundle
-never saw is heard and learned through the audio path.
+"""Honest hearing: the speech LM built at export time (general English interpolated with the training
+sentences) favours the bundle's words and never forces them. Off-topic speech teaches no object word; a word
+the bundle never saw is heard and learned through the audio path.
 
 The general model's ARPA and arrays are cached in $XDG_CACHE_HOME/firstwords/speech_lm (built on first use,
 ~1 min); the test bundle's LM is pruned (20k words) so that it builds in seconds after that.
@@ -20,9 +20,11 @@ from firstwords.edge.speech_text import OFF_TOPIC
 
 pytest.importorskip("pocketsphinx")
 needs_voices = pytest.mark.skipif(shutil.which("espeak-ng") is None or shutil.which("flite") is None,
-                                  reason="espeak-ng and flite are needed (sudo apt-get install espeak-ng flite)")
+                                  reason="espeak-ng and flite are needed "
+                                         "(sudo apt-get install espeak-ng flite)")
 CORPUS_OBJECTS = ["shirt", "pants", "sweater", "dress", "sandal", "shoe", "boot"]  # the sample corpus' words
-NEW_WORD = "blanket"  # never in the bundle nor its sentences ("bag", shorter, is often heard as "bad" / "back")
+# never in the bundle nor its sentences ("bag", shorter, is often heard as "bad" / "back")
+NEW_WORD = "blanket"
 
 
 # ------------------------------------------------------------------------------------ the mixture's maths
@@ -36,7 +38,8 @@ def _tiny(sentences, tmp_path, name):
 def test_interpolation_is_the_weighted_mixture_and_normalised(tmp_path):
     from firstwords.export.lm import _logprob, interpolate
 
-    general = _tiny(["the cat sat on the mat", "the dog ran home", "a cat and a dog", "we went home"], tmp_path, "g")
+    general = _tiny(["the cat sat on the mat", "the dog ran home", "a cat and a dog", "we went home"],
+                    tmp_path, "g")
     domain = _tiny(["look at the shoe", "where is the shoe", "the shoe is here"], tmp_path, "d")
     mix = interpolate(general, domain, 0.3)
     ids = {w: i for i, w in enumerate(mix.words)}
@@ -50,7 +53,8 @@ def test_interpolation_is_the_weighted_mixture_and_normalised(tmp_path):
 
     for words in (["the", "shoe"], ["the", "cat"], ["at", "the", "shoe"], ["shoe"], ["dog"]):
         want = 0.3 * p(domain, dk, words) + 0.7 * p(general, gk, words)
-        assert p(mix, keys, words) == pytest.approx(want, rel=1e-6), words  # explicit n-grams: the exact mixture
+        # explicit n-grams: the exact mixture
+        assert p(mix, keys, words) == pytest.approx(want, rel=1e-6), words
     for ctx in (["the"], ["look", "at"], ["cat"]):  # every context is a distribution over the union's words
         grams = np.array([[ids[w] for w in ctx] + [i] for i in range(len(mix.words))], np.int64)
         assert (10.0 ** _logprob(mix, keys, grams)).sum() == pytest.approx(1.0, abs=2e-3), ctx
@@ -58,11 +62,11 @@ def test_interpolation_is_the_weighted_mixture_and_normalised(tmp_path):
 
 
 def test_general_model_converts_to_arpa_despite_the_header_count(tmp_path):
-    """pocketsphinx 5.1.1 segfaults writing its en-us.lm.bin as ARPA; a subprocess so that a crash is a failure,
-    not the end of the test run."""
+    """pocketsphinx 5.1.1 segfaults writing its en-us.lm.bin as ARPA; a subprocess so that a crash is a
+    failure, not the end of the test run."""
     code = "import sys; from firstwords.export.lm_arpa import general_arpa; print(general_arpa(sys.argv[1]))"
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=600,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                          timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-1000:]
     with open(proc.stdout.strip().splitlines()[-1]) as f:
         head = [next(f) for _ in range(8)]

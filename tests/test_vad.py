@@ -35,7 +35,10 @@ def session(tmp_path_factory):
         pytest.skip("espeak-ng not installed")
     d = tmp_path_factory.mktemp("speech")
     rng = np.random.default_rng(0)
-    noise = lambda n: (rng.standard_normal(n) * 0.005).astype(np.float32)
+
+    def noise(n):
+        return (rng.standard_normal(n) * 0.005).astype(np.float32)
+
     parts, truth, t = [noise(SAMPLE_RATE)], [], 1.0
     for i, text in enumerate(PHRASES):
         clip = speak(text, d / f"{i}.wav")
@@ -157,7 +160,8 @@ from hypothesis.extra.numpy import arrays
 
 
 @settings(max_examples=60, deadline=None)
-@given(arrays(np.float32, st.integers(0, 4000), elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
+@given(arrays(np.float32, st.integers(0, 4000),
+              elements=st.floats(width=32, allow_nan=True, allow_infinity=True)),
        st.floats(-1e6, 1e6))
 def test_energy_vad_on_arbitrary_samples_raises_only_input_error(x, t):
     vad = EnergyVAD(min_speech_ms=0, min_silence_ms=32)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Measure hearing per voice and pooled: object-word recall (on phrase templates seen in the training sentences
-and on unseen ones), object false alarms per minute of off-topic speech, open-vocabulary word error on that
-speech, real-time factor (CPU seconds per second of speech) and the recogniser's peak RSS.
+"""Measure hearing per voice and pooled: object-word recall (on phrase templates seen in the training
+sentences and on unseen ones), object false alarms per minute of off-topic speech, open-vocabulary word error
+on that speech, real-time factor (CPU seconds per second of speech) and the recogniser's peak RSS.
 
     .venv/bin/python tools/bench_hearing.py --bundle work/bundle [--compare lm] [--n-seen 12 --n-unseen 12]
 
@@ -25,33 +25,38 @@ from firstwords.edge.bundle import load_bundle
 from firstwords.edge.synth import DEFAULT_VOICES, available_voices
 from firstwords.export.sample_corpus import CLASS_WORDS, NAMING
 
-KEYS = ("offtopic_object_false_alarms_per_min", "object_recall", "object_recall_unseen_templates", "offtopic_wer",
-        "asr_realtime_factor")
+KEYS = ("offtopic_object_false_alarms_per_min", "object_recall", "object_recall_unseen_templates",
+        "offtopic_wer", "asr_realtime_factor")
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="example:\n  .venv/bin/python tools/bench_hearing.py --bundle work/bundle")
-    ap.add_argument("--bundle", help="bundle folder or .zip (its speech LM and words); none: general model only")
+                                 epilog="example:\n  .venv/bin/python tools/bench_hearing.py "
+                                        "--bundle work/bundle")
+    ap.add_argument("--bundle",
+                    help="bundle folder or .zip (its speech LM and words); none: general model only")
     ap.add_argument("--voices", default=",".join(DEFAULT_VOICES), help="comma-separated ENGINE:NAME voices")
-    ap.add_argument("--n-seen", type=int, default=12, help="phrases per voice from seen templates (default: 12)")
-    ap.add_argument("--n-unseen", type=int, default=12, help="phrases per voice from unseen templates (default: 12)")
+    ap.add_argument("--n-seen", type=int, default=12,
+                    help="phrases per voice from seen templates (default: 12)")
+    ap.add_argument("--n-unseen", type=int, default=12,
+                    help="phrases per voice from unseen templates (default: 12)")
     ap.add_argument("--n-off-topic", type=int, default=8, help="off-topic sentences per voice (default: 8)")
     ap.add_argument("--min-confidence", type=float, default=0.2,
                     help="a word counts as heard at this confidence or more (the device config's [memory] "
                          "min_word_confidence; default: %(default)s)")
     ap.add_argument("--compare", default="", help="also measure these biases, e.g. 'lm' (closed vocabulary)")
-    ap.add_argument("--few-shot-corpus", help="also: the corpus' novel word spoken 1, 2, 5, 10 times through the "
-                    "recogniser into a fresh memory, 4-way accuracy (firstwords.edge.asr_fewshot; needs --bundle)")
+    ap.add_argument("--few-shot-corpus", help="also: the corpus' novel word spoken 1, 2, 5, 10 times through "
+                    "the recogniser into a fresh memory, 4-way accuracy (firstwords.edge.asr_fewshot; "
+                    "needs --bundle)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=3, help="misses / false alarms to print per voice")
     args = ap.parse_args(argv)
 
     voices = available_voices([v for v in args.voices.split(",") if v])
     if not voices:
-        print("error: no speech synthesiser voice is installed (sudo apt-get install espeak-ng flite festival "
-              "festvox-us-slt-hts)", file=sys.stderr)
+        print("error: no speech synthesiser voice is installed (sudo apt-get install espeak-ng flite "
+              "festival festvox-us-slt-hts)", file=sys.stderr)
         return 2
     bundle = load_bundle(args.bundle) if args.bundle else None
     objects = sorted(set(CLASS_WORDS.values()))
@@ -62,17 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         recognizers[bias] = make_recognizer("pocketsphinx", vocabulary=words, bias=bias)
     t0 = time.perf_counter()
     pooled = {name: Tally() for name in recognizers}
-    print(f"{'recogniser':<10} {'voice':<32} {'recall':>6} {'seen':>6} {'unseen':>6} {'FA/min':>6} {'WER':>6} "
-          f"{'RTF':>6}")
+    print(f"{'recogniser':<10} {'voice':<32} {'recall':>6} {'seen':>6} {'unseen':>6} {'FA/min':>6} "
+          f"{'WER':>6} {'RTF':>6}")
     for voice in voices:
         clips = make_clips(voice, objects, NAMING, args.n_seen, args.n_unseen, args.n_off_topic, args.seed)
         for name, rec in recognizers.items():
             t = score(rec, clips, objects, args.min_confidence)
             pooled[name].add(t)
             f = t.figures()
-            print(f"{name:<10} {voice:<32} {f['object_recall']:>6.2f} {f['object_recall_seen_templates']:>6.2f} "
-                  f"{f['object_recall_unseen_templates']:>6.2f} {f['offtopic_object_false_alarms_per_min']:>6.2f} "
-                  f"{f['offtopic_wer']:>6.2f} {f['asr_realtime_factor']:>6.2f}", flush=True)
+            print(f"{name:<10} {voice:<32} {f['object_recall']:>6.2f} "
+                  f"{f['object_recall_seen_templates']:>6.2f} {f['object_recall_unseen_templates']:>6.2f} "
+                  f"{f['offtopic_object_false_alarms_per_min']:>6.2f} {f['offtopic_wer']:>6.2f} "
+                  f"{f['asr_realtime_factor']:>6.2f}", flush=True)
             for line in (t.misses[:args.show] + t.alarms[:args.show]) if name == "device" else []:
                 print(f"    {line}")
     for name, t in pooled.items():
@@ -80,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<10} {'POOLED (' + str(len(voices)) + ' voices)':<32} {f['object_recall']:>6.2f} "
               f"{f['object_recall_seen_templates']:>6.2f} {f['object_recall_unseen_templates']:>6.2f} "
               f"{f['offtopic_object_false_alarms_per_min']:>6.2f} {f['offtopic_wer']:>6.2f} "
-              f"{f['asr_realtime_factor']:>6.2f}   ({f['named']} namings, {f['off_topic_minutes']} min off-topic)")
+              f"{f['asr_realtime_factor']:>6.2f}   ({f['named']} namings, "
+              f"{f['off_topic_minutes']} min off-topic)")
     rss = recognizer_peak_rss_mb(args.bundle, voices[0])
     print(f"recogniser peak RSS (fresh process: Python + numpy + decoder): {rss} MB; "
           f"bench took {time.perf_counter() - t0:.0f} s")

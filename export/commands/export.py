@@ -42,12 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-parity", action="store_true",
                         help="write the bundle without the parity gate (loudly recorded in the manifest)")
     parser.add_argument("--speech-lm", action="store_true",
-                        help="also build the speech recogniser's language model (general English interpolated with "
-                             "the training sentences; ~1 min, ~2 GB RAM once) into the bundle: open-vocabulary "
-                             "hearing that favours the bundle's words. Without it the device hears with the general "
-                             "model only")
-    parser.add_argument("--train-data", help="training metadata JSON whose utterances the speech LM is built from "
-                        "(default: train.json beside --eval-data)")
+                        help="also build the speech recogniser's language model (general English "
+                             "interpolated with the training sentences; ~1 min, ~2 GB RAM once) into the "
+                             "bundle: open-vocabulary hearing that favours the bundle's words. Without it "
+                             "the device hears with the general model only")
+    parser.add_argument("--train-data", help="training metadata JSON whose utterances the speech LM is built "
+                        "from (default: train.json beside --eval-data)")
 
 
 def device_settings(args) -> tuple[str, int | None, int | None, str]:
