@@ -7,8 +7,7 @@ normalised per channel.
 With OpenCV installed (the `camera` extra) the resize is cv2.resize on the uint8 frame: ~0.3 ms for a 640 x 480
 camera frame against several ms in numpy, so preparing a frame costs a fraction of encoding it. OpenCV rounds
 its fixed-point result to uint8 (under one grey level from the exact interpolation, 0.25 on average); numpy
-computes it exactly. Both feed
-the same export-time parity gate, which runs this same function.
+computes it exactly. The export-time parity gate runs this same function.
 """
 
 from __future__ import annotations
