@@ -13,9 +13,9 @@ depending on which worker got which utterance.
     pool = RecognizerPool(RecognizerSpec("pocketsphinx", {"vocabulary": words}), workers=2)
     ordered = OrderedRecognition(pool)
     for seg in segments:
-        for done_seg, transcript in ordered.submit(seg, seg.audio):
-            ...                                   # in the order submitted
-    for done_seg, transcript in ordered.drain():
+        for done in ordered.submit(seg, seg.audio):   # Recognized(item, transcript, error, seconds),
+            ...                                       # in the order submitted
+    for done in ordered.drain():
         ...
     pool.close()
 """
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -48,13 +49,25 @@ class RecognizerSpec:
         return make_recognizer(self.name, **self.kwargs)
 
 
-def _transcribe(spec: RecognizerSpec, audio: np.ndarray) -> Any:
+def _transcribe(spec: RecognizerSpec, audio: np.ndarray) -> tuple[Any, float]:
+    """(transcript, seconds of compute) in a worker."""
     # Built here rather than in a pool initializer: an initializer's exception only breaks the pool, while an
     # exception here reaches the caller as what it is (e.g. pocketsphinx missing, a bad model path).
     global _RECOGNIZER
     if _RECOGNIZER is None:
         _RECOGNIZER = spec.build()
-    return _RECOGNIZER.transcribe(audio)
+    t0 = time.perf_counter()
+    return _RECOGNIZER.transcribe(audio), time.perf_counter() - t0
+
+
+@dataclass
+class Recognized:
+    """One utterance back from the pool: its transcript, or the error its recogniser raised."""
+
+    item: Any
+    transcript: Any = None
+    error: BaseException | None = None
+    seconds: float = 0.0  # the worker's compute time for it
 
 
 def default_workers() -> int:
@@ -76,7 +89,7 @@ class RecognizerPool:
         # Fail here, not on the first utterance, when the recogniser cannot be built (e.g. pocketsphinx missing).
         try:
             for f in [self.submit(np.zeros(0, np.float32)) for _ in range(self.workers)]:
-                f.result()
+                f.result()  # raises the worker's exception
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise
@@ -98,8 +111,9 @@ class OrderedRecognition:
     """Keeps utterances in flight on a pool and returns their transcripts in submission order.
 
     `submit(item, audio)` queues one utterance and returns those that are done at the head of the line (possibly
-    none); at most `max_in_flight` (default 2 per worker) wait, after which submit blocks on the oldest.
-    `ready()` returns the head's finished ones without submitting; `drain()` waits for all."""
+    none) as `Recognized`; at most `max_in_flight` (default 2 per worker) wait, after which submit blocks on the
+    oldest. `ready()` returns the head's finished ones without submitting; `drain()` waits for all. A
+    recogniser's error comes back in its utterance's `Recognized.error`: the others go on."""
 
     def __init__(self, pool: RecognizerPool, max_in_flight: int | None = None) -> None:
         self.pool = pool
@@ -109,23 +123,27 @@ class OrderedRecognition:
     def __len__(self) -> int:
         return len(self._line)
 
-    def submit(self, item: Any, audio: np.ndarray) -> list[tuple[Any, Any]]:
+    def submit(self, item: Any, audio: np.ndarray) -> list[Recognized]:
         self._line.append((item, self.pool.submit(audio)))
         done = self.ready()
         while len(self._line) >= self.max_in_flight:
             done.append(self._pop())
         return done
 
-    def ready(self) -> list[tuple[Any, Any]]:
+    def ready(self) -> list[Recognized]:
         done = []
         while self._line and self._line[0][1].done():
             done.append(self._pop())
         return done
 
-    def drain(self) -> Iterator[tuple[Any, Any]]:
+    def drain(self) -> Iterator[Recognized]:
         while self._line:
             yield self._pop()
 
-    def _pop(self) -> tuple[Any, Any]:
+    def _pop(self) -> Recognized:
         item, fut = self._line.popleft()
-        return item, fut.result()  # a recogniser's exception surfaces here, for this utterance
+        try:
+            transcript, seconds = fut.result()
+        except Exception as e:  # noqa: BLE001  # this utterance's failure, reported with it
+            return Recognized(item, error=e)
+        return Recognized(item, transcript, None, seconds)

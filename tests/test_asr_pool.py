@@ -57,11 +57,23 @@ def test_two_workers_give_what_one_recogniser_gives_in_order(speech):
         for i, audio in enumerate(speech * 2):
             got += ordered.submit(i, audio)
         got += list(ordered.drain())
-    assert [i for i, _ in got] == list(range(2 * len(speech)))
-    assert [t for _, t in got] == sequential
+    assert [r.item for r in got] == list(range(2 * len(speech)))
+    assert [r.transcript for r in got] == sequential
+    assert all(r.error is None and r.seconds > 0 for r in got)
     assert any(t.text for t in sequential)  # something was heard at all
 
 
 def test_a_recogniser_that_cannot_be_built_fails_at_start():
     with pytest.raises(InputError, match="unknown recognizer"):
         RecognizerPool(RecognizerSpec("no-such-recognizer"), workers=1)
+
+
+def test_one_bad_utterance_fails_alone(speech):
+    bad = speech[0].copy()
+    bad[100] = np.nan  # the recogniser refuses non-finite audio
+    with RecognizerPool(RecognizerSpec("pocketsphinx", {"vocabulary": WORDS}), workers=2) as pool:
+        ordered = OrderedRecognition(pool)
+        got = ordered.submit("bad", bad) + ordered.submit("good", speech[1]) + list(ordered.drain())
+    assert [r.item for r in got] == ["bad", "good"]
+    assert isinstance(got[0].error, InputError) and got[0].transcript is None
+    assert got[1].error is None and got[1].transcript.text
