@@ -207,6 +207,10 @@ class PocketSphinxRecognizer:
             return Transcript("")
         with self._lock:
             d = self.decoder
+            # Every utterance from the same front-end state, whatever was decoded before: the cepstral mean and
+            # the feature buffers go back to their initial values (30 us). A transcript then depends on its own
+            # audio only, so N decoders in parallel hear exactly what one hears (firstwords.edge.asr_pool).
+            d.reinit_feat()
             d.start_utt()
             # Feed in 0.2 s chunks, not the whole utterance at once: pocketsphinx holds the GIL while it
             # decodes, and one long call stalled other threads (the sound card's callback) for ~0.5 s.
