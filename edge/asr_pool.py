@@ -1,10 +1,10 @@
 """Speech recognition in parallel: several recognisers in worker processes, results back in time order.
 
-One pocketsphinx decoder uses one core; a replay on a laptop (or a board with cores to spare) is paced by it.
-`RecognizerPool` keeps N recognisers, one per worker process (a decoder holds the GIL while it decodes, so
-threads would not help), and `OrderedRecognition` feeds it utterances in the order they were heard and hands the
-transcripts back in that same order, so pairing and the memory see exactly what one decoder would have given
-them: the memory learns the same words with the same strengths (tested).
+One pocketsphinx decoder uses one core; a replay on a laptop (or a board with cores to spare) is paced by
+it. `RecognizerPool` keeps N recognisers, one per worker process (a decoder holds the GIL while it decodes, so
+threads would not help), and `OrderedRecognition` feeds it utterances in the order they were heard and hands
+the transcripts back in that same order, so pairing and the memory see exactly what one decoder would have
+given them: the memory learns the same words with the same strengths (tested).
 
 That holds because a recogniser here keeps no state from one utterance to the next (firstwords' pocketsphinx
 normalises each utterance on its own); a recogniser that adapts across utterances would hear differently
@@ -76,8 +76,8 @@ def default_workers() -> int:
 
 
 class RecognizerPool:
-    """N recognisers in worker processes ("spawn": safe beside the learner's threads). `submit(audio)` returns a
-    Future of the Transcript. The workers build their recognisers in parallel at start."""
+    """N recognisers in worker processes ("spawn": safe beside the learner's threads). `submit(audio)` returns
+    a Future of the Transcript. The workers build their recognisers in parallel at start."""
 
     def __init__(self, spec: RecognizerSpec, workers: int | None = None) -> None:
         self.workers = default_workers() if workers is None else int(workers)
@@ -86,7 +86,7 @@ class RecognizerPool:
         self.spec = spec
         ctx = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        # Fail here, not on the first utterance, when the recogniser cannot be built (e.g. pocketsphinx missing).
+        # Fail here, not on the first utterance, when the recogniser cannot be built (pocketsphinx missing).
         try:
             for f in [self.submit(np.zeros(0, np.float32)) for _ in range(self.workers)]:
                 f.result()  # raises the worker's exception
@@ -110,10 +110,10 @@ class RecognizerPool:
 class OrderedRecognition:
     """Keeps utterances in flight on a pool and returns their transcripts in submission order.
 
-    `submit(item, audio)` queues one utterance and returns those that are done at the head of the line (possibly
-    none) as `Recognized`; at most `max_in_flight` (default 2 per worker) wait, after which submit blocks on the
-    oldest. `ready()` returns the head's finished ones without submitting; `drain()` waits for all. A
-    recogniser's error comes back in its utterance's `Recognized.error`: the others go on."""
+    `submit(item, audio)` queues one utterance and returns those that are done at the head of the line
+    (possibly none) as `Recognized`; at most `max_in_flight` (default 2 per worker) wait, after which submit
+    blocks on the oldest. `ready()` returns the head's finished ones without submitting; `drain()` waits for
+    all. A recogniser's error comes back in its utterance's `Recognized.error`: the others go on."""
 
     def __init__(self, pool: RecognizerPool, max_in_flight: int | None = None) -> None:
         self.pool = pool

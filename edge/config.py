@@ -42,6 +42,8 @@ class AudioConfig:
     queue_blocks: int  # bounded audio queue length, in blocks
     vad: str  # one of VAD_KINDS
     recognizer: str  # one of RECOGNIZERS
+    asr_workers: int  # recognisers in worker processes (1: one recogniser in the learner's own thread)
+    max_backlog_s: float  # s of speech waiting for recognition above which the run warns (audio is kept)
 
 
 @dataclass(frozen=True)

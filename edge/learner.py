@@ -220,7 +220,10 @@ class Learner(SourceStages):
                   (s.nonfinite_samples, "NaN or Inf audio samples were replaced by silence"),
                   (s.audio_blocks_rejected, "audio blocks the VAD refused were skipped"),
                   (s.utterances_rejected, "utterances the memory refused were skipped"),
-                  (s.words_rejected, f"words over {self.options.max_word_chars} characters were dropped"))
+                  (s.words_rejected, f"words over {self.options.max_word_chars} characters were dropped"),
+                  (s.backlog_exceeded, f"times the speech waiting for recognition rose above "
+                                       f"{self.options.max_backlog_s:g} s (at most "
+                                       f"{s.speech_backlog_max_s:.0f} s; nothing was dropped)"))
         return [f"{n} {what}" for n, what in counts if n]
 
     def _spawn(self, name: str, fn: Callable[[], None], daemon: bool = True) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Self
 
+from firstwords.edge.asr_pool import RecognizerPool, RecognizerSpec
 from firstwords.edge.config import DeviceConfig
 from firstwords.edge.learner_types import LearnerOptions
 
@@ -31,7 +32,7 @@ class Runtime:
     memory: Any  # edge.memory.AssociativeMemory
     options: LearnerOptions
     vad: Any = None  # edge.vad segmenter (audio path only)
-    recognizer: Any = None  # edge.asr.Recognizer (audio path only)
+    recognizer: Any = None  # edge.asr.Recognizer, or edge.asr_pool.RecognizerPool (audio path only)
     _owned: list[Any] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -62,23 +63,28 @@ def bundle_vocabulary(encoder: Any) -> list[str]:
 
 
 def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "lm", threads: int = 1,
-                recognizer: str = "pocketsphinx") -> tuple[Any, Any]:
+                recognizer: str = "pocketsphinx", asr_workers: int = 1) -> tuple[Any, Any]:
     """The audio path's VAD and recogniser. bias 'lm' (default): pocketsphinx with a language model over the
     bundle's vocabulary — on the sample session's synthetic voice it recovered 97 % of object words at 0.09x
-    real time, against 93 % at 0.9x for 'grammar'; 'none' = pocketsphinx's open-vocabulary English LM."""
+    real time, against 93 % at 0.9x for 'grammar'; 'none' = pocketsphinx's open-vocabulary English LM.
+    asr_workers > 1: a RecognizerPool of that many recognisers in worker processes (the learner keeps ~2 per
+    worker in flight and hears them in order); close it when done."""
     from firstwords.edge.asr import make_recognizer
     from firstwords.edge.vad import make_vad
 
     vad = make_vad(vad_name, **({"threads": threads} if vad_name == "silero" else {}))
-    if bias == "none":
-        return vad, make_recognizer(recognizer, bias="none")
-    return vad, make_recognizer(recognizer, vocabulary=list(vocabulary), bias=bias)
+    spec = RecognizerSpec(recognizer, {"bias": "none"} if bias == "none" else
+                          {"vocabulary": list(vocabulary), "bias": bias})
+    if asr_workers > 1:
+        return vad, RecognizerPool(spec, workers=asr_workers)
+    return vad, make_recognizer(spec.name, **spec.kwargs)
 
 
 def options_from_config(cfg: DeviceConfig, realtime: bool) -> LearnerOptions:
     """LearnerOptions from a DeviceConfig's [pairing] table."""
     p = cfg.pairing
-    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue)
+    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue,
+                          max_backlog_s=cfg.audio.max_backlog_s)
 
 
 def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool = False,
@@ -101,7 +107,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
                   speech: bool = False, threads: int | None = None, bias: str = "lm",
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
-                  vocabulary: Sequence[str] | None = None, **option_overrides: Any) -> Runtime:
+                  vocabulary: Sequence[str] | None = None, asr_workers: int | None = None,
+                  **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
     config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
@@ -109,7 +116,9 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     overridden), or a
     ready AssociativeMemory. speech: also build the VAD and recogniser of the config's [audio] table, biased
     (`bias`) towards `vocabulary` (default: the bundle's words). realtime: live / paced (frames dropped when
-    behind) or full-speed replay (back-pressure). option_overrides: LearnerOptions fields (e.g. clock_origin).
+    behind) or full-speed replay (back-pressure). asr_workers: recognisers in worker processes (default: the
+    config's [audio] asr_workers; 1 = in the learner's thread); the pool closes with the runtime.
+    option_overrides: LearnerOptions fields (e.g. clock_origin).
     """
     from firstwords.edge.encode import Encoder
     from firstwords.edge.errors import InputError
@@ -134,7 +143,12 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
         if speech:
             name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"
             words = bundle_vocabulary(encoder) if vocabulary is None else list(vocabulary)
-            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name)
+            workers = cfg.audio.asr_workers if asr_workers is None else asr_workers
+            if workers < 1:
+                raise InputError(f"asr_workers must be at least 1, got {workers}")
+            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, asr_workers=workers)
+            if isinstance(rec, RecognizerPool):
+                owned.append(rec)
     except BaseException:
         for obj in reversed(owned):
             obj.close()

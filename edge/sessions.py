@@ -1,18 +1,19 @@
-"""Many sessions into one memory: a child's recordings, replayed in time order, across cores or a Ray cluster.
+"""Many sessions into one memory: a child's recordings, replayed in time order, across cores or a Ray
+cluster.
 
-A session's order-free work — speech recognition and frame embeddings, pairing, and the encoder's word priors —
-does not depend on the memory. `digest_session` runs the session through the ordinary learner (the same code a
-single replay runs) with a `RecordingMemory` that keeps, in order, every moment the learner would have taught.
-Digests are made in worker processes (or Ray tasks) and the driver applies them to the real memory in the
-sessions' time order, each session in ONE transaction together with its entry in the memory's ledger of applied
-sessions. So:
+A session's order-free work — speech recognition and frame embeddings, pairing, and the encoder's word priors
+— does not depend on the memory. `digest_session` runs the session through the ordinary learner (the same code
+a single replay runs) with a `RecordingMemory` that keeps, in order, every moment the learner would have
+taught. Digests are made in worker processes (or Ray tasks) and the driver applies them to the real memory in
+the sessions' time order, each session in ONE transaction together with its entry in the memory's ledger of
+applied sessions. So:
 - the memory equals the one a sequential replay of the same sessions builds (the memory's own state, and thus
   re-entrance, is only ever consulted on the driver, in order);
 - an interrupted folder replay resumes where it stopped: a session is applied whole or not at all, and never
   twice (its ledger key is its folder name plus a digest of its files' names, sizes and times).
 
-Ray is optional (`pip install 'firstwords[scale]'`); `ray_address="auto"` joins a running cluster, "local" starts
-one on this machine. Ray's usage statistics are switched off before it starts.
+Ray is optional (`pip install 'firstwords[scale]'`); `ray_address="auto"` joins a running cluster, "local"
+starts one on this machine. Ray's usage statistics are switched off before it starts.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from firstwords.edge.errors import DataError, InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,8 @@ class RecordingMemory:
 
     def learn(self, words: Sequence[Any], frame_embeddings: np.ndarray, t: float, utterance_text: str,
               prior: dict[str, np.ndarray] | None = None, *, media: bytes | None = None) -> None:
-        self.moments.append(RecordedMoment(list(words), np.array(frame_embeddings, np.float32, copy=True), float(t),
-                                           utterance_text, dict(prior) if prior else None, media))
+        self.moments.append(RecordedMoment(list(words), np.array(frame_embeddings, np.float32, copy=True),
+                                           float(t), utterance_text, dict(prior) if prior else None, media))
 
     def close(self) -> None:
         pass
@@ -216,8 +216,8 @@ class FolderReport:
 def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: Any, *, workers: int = 1,
                   ray_address: str | None = None, words_from: str = "auto", keep_media: bool = False,
                   on_applied: Callable[[SessionDigest], None] | None = None) -> FolderReport:
-    """Replay every session in `folder` into `memory` (an open AssociativeMemory), in time order, skipping those
-    its ledger says were applied. workers: sessions digested at once (processes, or Ray tasks)."""
+    """Replay every session in `folder` into `memory` (an open AssociativeMemory), in time order, skipping
+    those its ledger says were applied. workers: sessions digested at once (processes, or Ray tasks)."""
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     done = set(memory.ledger(LEDGER_PREFIX))
