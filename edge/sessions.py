@@ -5,12 +5,16 @@ A session's order-free work — speech recognition and frame embeddings, pairing
 — does not depend on the memory. `digest_session` runs the session through the ordinary learner (the same code
 a single replay runs) with a `RecordingMemory` that keeps, in order, every moment the learner would have
 taught. Digests are made in worker processes (or Ray tasks) and the driver applies them to the real memory in
-the sessions' time order, each session in ONE transaction together with its entry in the memory's ledger of
-applied sessions. So:
-- the memory equals the one a sequential replay of the same sessions builds (the memory's own state, and thus
-  re-entrance, is only ever consulted on the driver, in order);
-- an interrupted folder replay resumes where it stopped: a session is applied whole or not at all, and never
-  twice (its ledger key is its folder name plus a digest of its files' names, sizes and times).
+the sessions' time order, moment by moment, each moment in one transaction together with its session's
+entry in the memory's ledger (how many of its moments are in). So:
+- the memory equals the one a sequential replay of the same sessions builds: the memory's own state, and thus
+  re-entrance, is only ever consulted on the driver, in order, one moment at a time as the learner does it
+  (one transaction for a whole session would learn each moment from the state at the session's start: the
+  memory refreshes its derived statistics per transaction);
+- an interrupted folder replay resumes where it stopped, and no moment is ever applied twice: the ledger key
+  is the session's folder name plus a digest of its files' names, sizes and times, its value says how many
+  of the session's moments are in; a session cut short is digested again (the digest is deterministic)
+  and goes on from there.
 
 Ray is optional (`pip install 'firstwords[scale]'`); `ray_address="auto"` joins a running cluster, "local"
 starts one on this machine. Ray's usage statistics are switched off before it starts.
@@ -156,13 +160,41 @@ def digest_session(job: DigestJob) -> SessionDigest:
     return SessionDigest(job.key, Path(job.session).name, memory.moments, duration, dict(report.stats))
 
 
-def _apply(memory: Any, digest: SessionDigest) -> None:
-    """One transaction: the session's moments and its ledger entry."""
+def _ledger_entry(digest: SessionDigest, applied: int) -> dict[str, str]:
+    return {LEDGER_PREFIX + digest.key: json.dumps({"name": digest.name, "moments": len(digest.moments),
+                                                    "applied": applied,
+                                                    "media_seconds": round(digest.media_seconds, 3)})}
+
+
+def _applied_count(value: str) -> tuple[int, int]:
+    """(moments applied, moments in the session) from a ledger value."""
+    try:
+        v = json.loads(value)
+        total = int(v["moments"])
+        return int(v.get("applied", total)), total
+    except (ValueError, KeyError, TypeError) as e:
+        raise DataError(f"the memory's ledger entry {value!r} is not one firstwords wrote; the memory "
+                        "file may be damaged") from e
+
+
+def _apply(memory: Any, digest: SessionDigest, start: int = 0) -> int:
+    """The session's moments from `start` on, each in one transaction with the ledger's count of moments in.
+    Returns the moments the memory refused (bad input: skipped and counted, as the learner does)."""
     from firstwords.edge.memory_moment import Moment
 
-    moments = [Moment(m.words, m.frame_embeddings, m.t, m.text, m.prior, m.media) for m in digest.moments]
-    memory.learn_batch(moments, ledger={LEDGER_PREFIX + digest.key: json.dumps(
-        {"name": digest.name, "moments": len(moments), "media_seconds": round(digest.media_seconds, 3)})})
+    if not digest.moments:
+        memory.learn_batch([], ledger=_ledger_entry(digest, 0))
+    refused = 0
+    for i in range(start, len(digest.moments)):
+        m = digest.moments[i]
+        try:
+            memory.learn_batch([Moment(m.words, m.frame_embeddings, m.t, m.text, m.prior, m.media)],
+                               ledger=_ledger_entry(digest, i + 1))
+        except InputError as e:
+            refused += 1
+            log.warning("session %s: the memory refused the utterance at %.1f s (%s); skipped",
+                        digest.name, m.t, e)
+    return refused
 
 
 def _local_digests(jobs: list[DigestJob], workers: int) -> Iterator[SessionDigest]:
@@ -208,8 +240,9 @@ def _ray_digests(jobs: list[DigestJob], address: str, workers: int) -> Iterator[
 class FolderReport:
     applied: list[str]  # session names applied now
     skipped: list[str]  # already in the memory's ledger
-    moments: int
+    moments: int  # moments applied now
     media_seconds: float
+    refused: int = 0  # moments the memory refused (bad input), skipped
     stats: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -220,21 +253,26 @@ def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: A
     those its ledger says were applied. workers: sessions digested at once (processes, or Ray tasks)."""
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    done = set(memory.ledger(LEDGER_PREFIX))
+    ledger = memory.ledger(LEDGER_PREFIX)
     todo: list[DigestJob] = []
     skipped: list[str] = []
+    start: dict[str, int] = {}  # moments of a session cut short that are in already
     for path in find_sessions(folder):
         key = session_key(path)
-        if LEDGER_PREFIX + key in done:
-            skipped.append(path.name)
-            continue
+        if LEDGER_PREFIX + key in ledger:
+            applied, total = _applied_count(ledger[LEDGER_PREFIX + key])
+            if applied >= total:
+                skipped.append(path.name)
+                continue
+            start[key] = applied
         todo.append(DigestJob(str(path), key, str(config), str(bundle), words_from, 1, keep_media))
     digests = (_ray_digests(todo, ray_address, workers) if ray_address else _local_digests(todo, workers))
     report = FolderReport([], skipped, 0, 0.0)
     for digest in digests:
-        _apply(memory, digest)
+        first = start.get(digest.key, 0)
+        report.refused += _apply(memory, digest, first)
         report.applied.append(digest.name)
-        report.moments += len(digest.moments)
+        report.moments += len(digest.moments) - first
         report.media_seconds += digest.media_seconds
         report.stats[digest.name] = digest.stats
         log.info("applied session %s (%d moments)", digest.name, len(digest.moments))
