@@ -167,3 +167,27 @@ def _state_dim(sample) -> int:
     from firstwords.edge.bundle import load_bundle
 
     return load_bundle(sample.bundle).embedding_dim
+
+
+def test_a_session_cut_short_goes_on_from_its_last_moment(folder, sample, sequential, tmp_path, monkeypatch):
+    """Interrupted in the middle of a session: its moments in the memory stay, the rest follow on resume, none
+    twice."""
+    path = tmp_path / "memory.db"
+    plain = AssociativeMemory.learn_batch
+    calls = [0]
+
+    def dies_on_the_20th(self, moments, ledger=None):
+        calls[0] += 1
+        if calls[0] == 20:
+            raise KeyboardInterrupt
+        return plain(self, moments, ledger=ledger)
+
+    monkeypatch.setattr(AssociativeMemory, "learn_batch", dies_on_the_20th)
+    with pytest.raises(KeyboardInterrupt):
+        _folder(folder, sample.bundle, path, workers=1)
+    monkeypatch.setattr(AssociativeMemory, "learn_batch", plain)
+    with AssociativeMemory(path, _state_dim(sample)) as mem:
+        assert len(mem.episode_times()) == 19
+    report, state = _folder(folder, sample.bundle, path, workers=2)
+    assert report.applied[-1] == "day3" and report.moments == sequential["episodes"] - 19
+    _same(state, sequential, REOPENED_ATOL)
