@@ -134,7 +134,6 @@ def is_session_folder_of_folders(path: str | Path) -> bool:
 
 def digest_session(job: DigestJob) -> SessionDigest:
     """Replay one session through the learner into a RecordingMemory (runs in a worker)."""
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from firstwords.edge.encode import Encoder
     from firstwords.edge.replay import choose_words_source, discover_session, replay, session_duration
     from firstwords.edge.runtime import bundle_vocabulary, load_config, make_speech, options_from_config
