@@ -6,9 +6,11 @@ threads would not help), and `OrderedRecognition` feeds it utterances in the ord
 the transcripts back in that same order, so pairing and the memory see exactly what one decoder would have
 given them: the memory learns the same words with the same strengths (tested).
 
-That holds because a recogniser here keeps no state from one utterance to the next (firstwords' pocketsphinx
-normalises each utterance on its own); a recogniser that adapts across utterances would hear differently
-depending on which worker got which utterance.
+A recogniser that adapts from utterance to utterance (pocketsphinx's cepstral mean) would hear differently
+depending on which worker got which utterance. Such a recogniser has `advance_cmn(audio) -> state` and
+`transcribe(audio, cmn=state)`: the pool keeps one more of it here, fed every utterance's features in order
+(no search: a few per cent of decoding), and each utterance goes to a worker with the state a single
+recogniser would have had at its start.
 
     pool = RecognizerPool(RecognizerSpec("pocketsphinx", {"vocabulary": words}), workers=2)
     ordered = OrderedRecognition(pool)
@@ -49,15 +51,25 @@ class RecognizerSpec:
         return make_recognizer(self.name, **self.kwargs)
 
 
-def _transcribe(spec: RecognizerSpec, audio: np.ndarray) -> tuple[Any, float]:
-    """(transcript, seconds of compute) in a worker."""
+def _transcribe(spec: RecognizerSpec, audio: np.ndarray, state: Any = None) -> tuple[Any, float]:
+    """(transcript, seconds of compute) in a worker; `state`: the adaptation to start from (advance_cmn's)."""
     # Built here rather than in a pool initializer: an initializer's exception only breaks the pool, while an
     # exception here reaches the caller as what it is (e.g. pocketsphinx missing, a bad model path).
     global _RECOGNIZER
     if _RECOGNIZER is None:
         _RECOGNIZER = spec.build()
     t0 = time.perf_counter()
-    return _RECOGNIZER.transcribe(audio), time.perf_counter() - t0
+    if state is None:
+        return _RECOGNIZER.transcribe(audio), time.perf_counter() - t0
+    return _RECOGNIZER.transcribe(audio, cmn=state), time.perf_counter() - t0
+
+
+def recognise_in_order(recognizer: Any, audio: np.ndarray) -> Any:
+    """One recogniser's transcript of the next utterance, exactly as a pool would give it (the same
+    adaptation state handed on): what the learner runs with a single recogniser."""
+    if hasattr(recognizer, "advance_cmn"):
+        return recognizer.transcribe(audio, cmn=recognizer.advance_cmn(audio))
+    return recognizer.transcribe(audio)
 
 
 @dataclass
@@ -88,14 +100,26 @@ class RecognizerPool:
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         # Fail here, not on the first utterance, when the recogniser cannot be built (pocketsphinx missing).
         try:
-            for f in [self.submit(np.zeros(0, np.float32)) for _ in range(self.workers)]:
+            empty = np.zeros(0, np.float32)
+            for f in [self._pool.submit(_transcribe, spec, empty) for _ in range(self.workers)]:
                 f.result()  # raises the worker's exception
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise
+        # Here, the recogniser's adaptation followed in order (see the module doc), when it has one.
+        tracker = spec.build()
+        self._tracker = tracker if hasattr(tracker, "advance_cmn") else None
 
     def submit(self, audio: np.ndarray) -> Future:
-        return self._pool.submit(_transcribe, self.spec, np.ascontiguousarray(audio, dtype=np.float32))
+        """Recognise `audio` (utterances must be submitted in the order they were heard)."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        try:
+            state = self._tracker.advance_cmn(audio) if self._tracker is not None else None
+        except Exception as e:  # noqa: BLE001  # audio the recogniser refuses: this utterance's error alone
+            failed: Future = Future()
+            failed.set_exception(e)
+            return failed
+        return self._pool.submit(_transcribe, self.spec, audio, state)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)

@@ -268,7 +268,7 @@ class SourceStages:
         """Speech segments -> transcripts, in the order heard: one recogniser in this thread, or a pool of
         them in worker processes (edge.asr_pool) with up to 2 per worker in flight."""
         assert self.recognizer is not None
-        from firstwords.edge.asr_pool import OrderedRecognition, RecognizerPool
+        from firstwords.edge.asr_pool import OrderedRecognition, RecognizerPool, recognise_in_order
 
         if isinstance(self.recognizer, RecognizerPool):
             self._asr_pool_loop(OrderedRecognition(self.recognizer))
@@ -279,7 +279,7 @@ class SourceStages:
                     break
                 try:
                     with self.latency.time("asr", audio_seconds=len(seg.audio) / SAMPLE_RATE):
-                        result = self.recognizer.transcribe(seg.audio)
+                        result = recognise_in_order(self.recognizer, seg.audio)
                 except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
                     result = e
                 self._heard(seg, result)
