@@ -15,7 +15,7 @@ import numpy as np
 from firstwords.edge.errors import InputError
 from firstwords.edge.hear import SAMPLE_RATE
 from firstwords.edge.heard import HeardWord
-from firstwords.edge.learner_types import FramesEncoded, StreamEnded, Tick, UtteranceHeard
+from firstwords.edge.learner_types import FramesEncoded, SpeechDone, StreamEnded, Tick, UtteranceHeard
 from firstwords.edge.pair import TimedUtterance
 from firstwords.edge.teach import thumbnail
 
@@ -313,15 +313,14 @@ class SourceStages:
             result = None
         text = recognised_text(result)
         words = heard_words(result, seg.start)
-        with self._lock:
-            if self._asr_pending:
-                self._asr_pending.popleft()
         self._backlog(-len(seg.audio) / SAMPLE_RATE)
         if text.strip():
-            self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(), words=words)))
+            self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(), words=words),
+                                            from_speech=True))
             self.clock.beat(utterance=True)
         else:
             self.stats.empty_recognitions += 1
+            self._events.put(SpeechDone())
             self.clock.beat()
         self._events.put(Tick())
 

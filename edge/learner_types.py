@@ -180,6 +180,14 @@ class FramesEncoded:
 @dataclass(frozen=True)
 class UtteranceHeard:
     utterance: TimedUtterance
+    from_speech: bool = False  # recognised from a speech segment (its pending mark is cleared on arrival)
+
+
+@dataclass(frozen=True)
+class SpeechDone:
+    """A speech segment recognised as nothing. Its pending mark, like an utterance's, is cleared by the
+    pairing thread when the event arrives, so that no window closes on a bound that passed an utterance
+    still on its way."""
 
 
 @dataclass(frozen=True)
@@ -192,4 +200,4 @@ class Tick:
     """Nothing new; time has passed (live windows may close)."""
 
 
-Event = FramesEncoded | UtteranceHeard | StreamEnded | Tick
+Event = FramesEncoded | UtteranceHeard | SpeechDone | StreamEnded | Tick
