@@ -45,6 +45,8 @@ class AudioConfig:
     recognizer: str  # one of RECOGNIZERS
     speech_lm_ngrams: int  # bigrams + trigrams of the general English model kept in the bundle's speech LM
     speech_lm_words: int  # words of the general English model kept in it (the most probable)
+    asr_workers: int  # recognisers in worker processes (1: one recogniser in the learner's own thread)
+    max_backlog_s: float  # s of speech waiting for recognition above which the run warns (audio is kept)
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from firstwords.edge.learner_types import (
     LearnerReport,
     LearnerStats,
     Segmenter,
+    SpeechDone,
     StreamEnded,
     Tick,
     UtteranceHeard,
@@ -220,7 +221,10 @@ class Learner(SourceStages):
                   (s.nonfinite_samples, "NaN or Inf audio samples were replaced by silence"),
                   (s.audio_blocks_rejected, "audio blocks the VAD refused were skipped"),
                   (s.utterances_rejected, "utterances the memory refused were skipped"),
-                  (s.words_rejected, f"words over {self.options.max_word_chars} characters were dropped"))
+                  (s.words_rejected, f"words over {self.options.max_word_chars} characters were dropped"),
+                  (s.backlog_exceeded, f"times the speech waiting for recognition rose above "
+                                       f"{self.options.max_backlog_s:g} s (at most "
+                                       f"{s.speech_backlog_max_s:.0f} s; nothing was dropped)"))
         return [f"{n} {what}" for n, what in counts if n]
 
     def _spawn(self, name: str, fn: Callable[[], None], daemon: bool = True) -> None:
@@ -272,9 +276,13 @@ class Learner(SourceStages):
                     self._seen_time(ev.times[-1])
                 elif isinstance(ev, UtteranceHeard):
                     self.pairer.add_utterance(ev.utterance)
+                    if ev.from_speech:
+                        self._speech_done()
                     if self.on_utterance is not None:
                         self.on_utterance(ev.utterance)
                     self._seen_time(ev.utterance.end)
+                elif isinstance(ev, SpeechDone):
+                    self._speech_done()
                 elif isinstance(ev, StreamEnded):
                     frames_done |= ev.stream == "frames"
                     utts_done |= ev.stream == "utterances"
@@ -302,6 +310,12 @@ class Learner(SourceStages):
                 flush()
         finally:
             self._done.set()
+
+    def _speech_done(self) -> None:
+        """A recognised segment has reached pairing: the bound of utterances still to come moves on."""
+        with self._lock:
+            if self._asr_pending:
+                self._asr_pending.popleft()
 
     def _seen_time(self, t: float) -> None:
         if self._first_t is None:

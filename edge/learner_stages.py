@@ -15,7 +15,7 @@ import numpy as np
 from firstwords.edge.errors import InputError
 from firstwords.edge.hear import SAMPLE_RATE
 from firstwords.edge.heard import HeardWord
-from firstwords.edge.learner_types import FramesEncoded, StreamEnded, Tick, UtteranceHeard
+from firstwords.edge.learner_types import FramesEncoded, SpeechDone, StreamEnded, Tick, UtteranceHeard
 from firstwords.edge.pair import TimedUtterance
 from firstwords.edge.teach import thumbnail
 
@@ -241,37 +241,88 @@ class SourceStages:
             self.stats.speech_segments += 1
             with self._lock:
                 self._asr_pending.append(seg.start)
+            self._backlog(len(seg.audio) / SAMPLE_RATE)
             if not self._put(self._speech_q, seg):
                 self._speech_q.put(seg)  # stopping: still recognise what was heard
 
+    def _backlog(self, seconds: float) -> None:
+        """Add (or, recognised, take away) seconds of speech waiting for recognition. Live, a backlog above
+        `max_backlog_s` is logged once and counted each time it rises above: the recogniser cannot keep up
+        (audio is kept all the same; the backlog drains when the talk pauses)."""
+        s = self.stats
+        with self._lock:
+            was = s.speech_backlog_s
+            s.speech_backlog_s = max(0.0, was + seconds)
+            s.speech_backlog_max_s = max(s.speech_backlog_max_s, s.speech_backlog_s)
+            limit = self.options.max_backlog_s
+            crossed = self.options.realtime and was <= limit < s.speech_backlog_s
+            if crossed:
+                s.backlog_exceeded += 1
+        if crossed and s.backlog_exceeded == 1:
+            log.warning("%.0f s of speech wait for recognition (over [audio] max_backlog_s = %g): the "
+                        "recogniser cannot keep up; nothing is dropped, but words reach the memory "
+                        "late. More [audio] asr_workers or a lighter recogniser help",
+                        s.speech_backlog_s, limit)
+
     def _asr_loop(self) -> None:
+        """Speech segments -> transcripts, in the order heard: one recogniser in this thread, or a pool of
+        them in worker processes (edge.asr_pool) with up to 2 per worker in flight."""
         assert self.recognizer is not None
-        while True:
-            seg = self._speech_q.get()
-            if isinstance(seg, _End):
-                break
-            dur = len(seg.audio) / SAMPLE_RATE
-            try:
-                with self.latency.time("asr", audio_seconds=dur):
-                    result = self.recognizer.transcribe(seg.audio)
-                text = recognised_text(result)
-                words = heard_words(result, seg.start)
-            except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
-                log.warning("recogniser failed on speech at %.2f s: %s", seg.start, e)
-                text, words = "", ()
-            with self._lock:
-                if self._asr_pending:
-                    self._asr_pending.popleft()
-            if text.strip():
-                self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(),
-                                                               words=words)))
-                self.clock.beat(utterance=True)
-            else:
-                self.stats.empty_recognitions += 1
-                self.clock.beat()
-            self._events.put(Tick())
+        from firstwords.edge.asr_pool import OrderedRecognition, RecognizerPool, recognise_in_order
+
+        if isinstance(self.recognizer, RecognizerPool):
+            self._asr_pool_loop(OrderedRecognition(self.recognizer))
+        else:
+            while True:
+                seg = self._speech_q.get()
+                if isinstance(seg, _End):
+                    break
+                try:
+                    with self.latency.time("asr", audio_seconds=len(seg.audio) / SAMPLE_RATE):
+                        result = recognise_in_order(self.recognizer, seg.audio)
+                except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
+                    result = e
+                self._heard(seg, result)
         self._utts_done.set()
         self._events.put(StreamEnded("utterances"))
+
+    def _asr_pool_loop(self, ordered: Any) -> None:
+        while True:
+            try:  # with utterances in flight, look again soon: a finished one is emitted promptly
+                seg = self._speech_q.get(timeout=0.02 if len(ordered) else None)
+            except queue.Empty:
+                done = ordered.ready()
+            else:
+                if isinstance(seg, _End):
+                    break
+                done = ordered.submit(seg, seg.audio)
+            for r in done:
+                self._pool_heard(r)
+        for r in ordered.drain():
+            self._pool_heard(r)
+
+    def _pool_heard(self, r: Any) -> None:
+        self.latency.record("asr", r.seconds, audio_seconds=len(r.item.audio) / SAMPLE_RATE)
+        self._heard(r.item, r.error if r.error is not None else r.transcript)
+
+    def _heard(self, seg: Any, result: Any) -> None:
+        """One segment's recognition (a transcript, or the exception its recogniser raised) to the pairing
+        thread."""
+        if isinstance(result, Exception):
+            log.warning("recogniser failed on speech at %.2f s: %s", seg.start, result)
+            result = None
+        text = recognised_text(result)
+        words = heard_words(result, seg.start)
+        self._backlog(-len(seg.audio) / SAMPLE_RATE)
+        if text.strip():
+            self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(), words=words),
+                                            from_speech=True))
+            self.clock.beat(utterance=True)
+        else:
+            self.stats.empty_recognitions += 1
+            self._events.put(SpeechDone())
+            self.clock.beat()
+        self._events.put(Tick())
 
     def _utterances_until(self) -> float:
         """Every utterance starting before this time has reached the pairing thread (or is being recognised

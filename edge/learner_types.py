@@ -62,6 +62,9 @@ class LearnerOptions:
     max_word_chars: int = 40  # longer "words" (an ASR / transcript hiccup) are dropped, not learned
     keep_media: bool = False  # keep a thumbnail of each utterance's middle frame with its memory episode
     media_size: int = 96  # px, longest side of that thumbnail
+    # s of speech waiting for recognition above which a live run warns (once) and counts; audio is never
+    # dropped for it, the bound only says the recogniser cannot keep up (config [audio] max_backlog_s)
+    max_backlog_s: float = 30.0
 
 
 @dataclass
@@ -78,6 +81,9 @@ class LearnerStats:
     speech_segments: int = 0
     utterances: int = 0  # utterances with words, learned from
     empty_recognitions: int = 0  # speech the recogniser made nothing of
+    speech_backlog_s: float = 0.0  # s of speech segmented by the VAD and not yet recognised (now)
+    speech_backlog_max_s: float = 0.0  # the largest that backlog was in this run
+    backlog_exceeded: int = 0  # live: times the backlog rose above LearnerOptions.max_backlog_s
     utterances_without_frames: int = 0
     utterances_rejected: int = 0  # utterances the memory refused (InputError): skipped, session goes on
     words_heard: int = 0
@@ -128,6 +134,7 @@ class Health:
     audio_overflows: int
     last_error: str | None
     progress: int
+    speech_backlog_s: float = 0.0  # s of speech waiting for recognition
 
 
 class HealthClock:
@@ -158,7 +165,7 @@ class HealthClock:
         with self._lock:
             return Health(self.started, self.last_frame_at, self.last_utterance_at, stats.frames_captured,
                           stats.audio_blocks, stats.frames_dropped, stats.utterances, stats.words_learned,
-                          audio_overflows, self.last_error, self.progress)
+                          audio_overflows, self.last_error, self.progress, stats.speech_backlog_s)
 
 
 # ------------------------------------------------------------------------------- events to the pairing thread
@@ -173,6 +180,14 @@ class FramesEncoded:
 @dataclass(frozen=True)
 class UtteranceHeard:
     utterance: TimedUtterance
+    from_speech: bool = False  # recognised from a speech segment (its pending mark is cleared on arrival)
+
+
+@dataclass(frozen=True)
+class SpeechDone:
+    """A speech segment recognised as nothing. Its pending mark, like an utterance's, is cleared by the
+    pairing thread when the event arrives, so that no window closes on a bound that passed an utterance
+    still on its way."""
 
 
 @dataclass(frozen=True)
@@ -185,4 +200,4 @@ class Tick:
     """Nothing new; time has passed (live windows may close)."""
 
 
-Event = FramesEncoded | UtteranceHeard | StreamEnded | Tick
+Event = FramesEncoded | UtteranceHeard | SpeechDone | StreamEnded | Tick

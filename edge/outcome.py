@@ -25,10 +25,14 @@ def summary_text(rep: LearnerReport, mem_stats: dict, source: str) -> str:
          f"episodes: {mem_stats.get('episodes')}"),
         "top words: " + ", ".join(f"{w} ({n})" for w, n in rep.top_words),
         (f"frames encoded: {s['frames_encoded']}   frames dropped: {s['frames_dropped']}   "
-         f"audio overflows: {s['audio_overflows']}"),
+         f"audio overflows: {s['audio_overflows']}   speech backlog at most: "
+         f"{s.get('speech_backlog_max_s', 0.0):.1f} s"),
         (f"media {rep.media_seconds:.1f} s in {rep.wall_seconds:.1f} s: realtime factor "
          f"{rep.realtime_factor:.2f}x"),
-        "median latency (ms): " + ", ".join(f"{k} {v['median_ms']:.1f}" for k, v in rep.latency.items()),
+        "latency per item: frame, utterance, audio block (ms): " + ", ".join(
+            f"{k} {v['ms_per_item']:.1f}" for k, v in rep.latency.items() if "ms_per_item" in v),
+        "median latency per call (a call may be a batch) (ms): " + ", ".join(
+            f"{k} {v['median_ms']:.1f}" for k, v in rep.latency.items()),
     ]
     if rep.interrupted:
         lines.append("interrupted: what was heard so far is in the memory")

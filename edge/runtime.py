@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Self
 
+from firstwords.edge.asr_pool import RecognizerPool, RecognizerSpec
 from firstwords.edge.config import DeviceConfig
 from firstwords.edge.learner_types import LearnerOptions
 
@@ -31,7 +33,7 @@ class Runtime:
     memory: Any  # edge.memory.AssociativeMemory
     options: LearnerOptions
     vad: Any = None  # edge.vad segmenter (audio path only)
-    recognizer: Any = None  # edge.asr.Recognizer (audio path only)
+    recognizer: Any = None  # edge.asr.Recognizer, or edge.asr_pool.RecognizerPool (audio path only)
     _owned: list[Any] = field(default_factory=list, repr=False)
 
     def close(self) -> None:
@@ -62,26 +64,37 @@ def bundle_vocabulary(encoder: Any) -> list[str]:
 
 
 def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", threads: int = 1,
-                recognizer: str = "pocketsphinx", bundle: Any = None) -> tuple[Any, Any]:
+                recognizer: str = "pocketsphinx", bundle: Any = None,
+                asr_workers: int = 1) -> tuple[Any, Any]:
     """The audio path's VAD and recogniser. bias 'open' (default): open-vocabulary English with the bundle's
     speech language model (its training sentences interpolated with the general model: its words favoured,
     never forced); 'lm' / 'grammar' / 'keywords': searches closed over `vocabulary`, kept for comparison only
-    (they put vocabulary words on any speech); 'none': the general English model alone."""
+    (they put vocabulary words on any speech); 'none': the general English model alone.
+    asr_workers > 1: a RecognizerPool of that many recognisers in worker processes (the learner keeps ~2 per
+    worker in flight and hears them in order); close it when done."""
     from firstwords.edge.asr import make_recognizer
     from firstwords.edge.vad import make_vad
 
     vad = make_vad(vad_name, **({"threads": threads} if vad_name == "silero" else {}))
     if bias == "open":
-        return vad, make_recognizer(recognizer, bias="open", bundle=bundle)
-    if bias == "none":
-        return vad, make_recognizer(recognizer, bias="none")
-    return vad, make_recognizer(recognizer, vocabulary=list(vocabulary), bias=bias)
+        # what the recogniser reads of the bundle (its folder and manifest), picklable for worker processes
+        ref = None if bundle is None else SimpleNamespace(path=Path(bundle.path), manifest=bundle.manifest)
+        kwargs: dict[str, Any] = {"bias": "open", "bundle": ref}
+    elif bias == "none":
+        kwargs = {"bias": "none"}
+    else:
+        kwargs = {"vocabulary": list(vocabulary), "bias": bias}
+    spec = RecognizerSpec(recognizer, kwargs)
+    if asr_workers > 1:
+        return vad, RecognizerPool(spec, workers=asr_workers)
+    return vad, make_recognizer(spec.name, **spec.kwargs)
 
 
 def options_from_config(cfg: DeviceConfig, realtime: bool) -> LearnerOptions:
     """LearnerOptions from a DeviceConfig's [pairing] table."""
     p = cfg.pairing
-    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue)
+    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue,
+                          max_backlog_s=cfg.audio.max_backlog_s)
 
 
 def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool = False,
@@ -104,7 +117,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
                   speech: bool = False, threads: int | None = None, bias: str = "open",
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
-                  vocabulary: Sequence[str] | None = None, **option_overrides: Any) -> Runtime:
+                  vocabulary: Sequence[str] | None = None, asr_workers: int | None = None,
+                  **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
     config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
@@ -112,7 +126,9 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     overridden), or a
     ready AssociativeMemory. speech: also build the VAD and recogniser of the config's [audio] table, biased
     (`bias`) towards `vocabulary` (default: the bundle's words). realtime: live / paced (frames dropped when
-    behind) or full-speed replay (back-pressure). option_overrides: LearnerOptions fields (e.g. clock_origin).
+    behind) or full-speed replay (back-pressure). asr_workers: recognisers in worker processes (default: the
+    config's [audio] asr_workers; 1 = in the learner's thread); the pool closes with the runtime.
+    option_overrides: LearnerOptions fields (e.g. clock_origin).
     """
     from firstwords.edge.encode import Encoder
     from firstwords.edge.errors import InputError
@@ -137,7 +153,13 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
         if speech:
             name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"
             words = bundle_vocabulary(encoder) if vocabulary is None else list(vocabulary)
-            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, bundle=encoder.bundle)
+            workers = cfg.audio.asr_workers if asr_workers is None else asr_workers
+            if workers < 1:
+                raise InputError(f"asr_workers must be at least 1, got {workers}")
+            vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, bundle=encoder.bundle,
+                                   asr_workers=workers)
+            if isinstance(rec, RecognizerPool):
+                owned.append(rec)
     except BaseException:
         for obj in reversed(owned):
             obj.close()

@@ -279,5 +279,11 @@ def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
         mem.stats()
     pytest.importorskip("pocketsphinx")
     with build_runtime(cfg, sample.bundle, tmp_path / "m2.db", speech=True, capacity_words=7) as rt:
-        assert rt.vad is not None and hasattr(rt.recognizer, "transcribe")
+        from firstwords.edge.asr_pool import RecognizerPool
+
+        assert rt.vad is not None and isinstance(rt.recognizer, RecognizerPool)  # [audio] asr_workers = 2
+        assert rt.recognizer.workers == cfg.audio.asr_workers == 2
+        assert rt.options.max_backlog_s == cfg.audio.max_backlog_s
         assert rt.memory.capacity_words == 7 and rt.options.realtime
+    with build_runtime(cfg, sample.bundle, tmp_path / "m3.db", speech=True, asr_workers=1) as rt:
+        assert hasattr(rt.recognizer, "transcribe")

@@ -39,12 +39,23 @@ def test_vocab_rejects_non_cvcl_layout(tmp_path):
 
 def test_resize_matches_pixel_centre_bilinear():
     frame = np.arange(16, dtype=np.uint8).reshape(4, 4, 1).repeat(3, axis=2)
-    half = resize_bilinear(frame, 2)[:, :, 0]
+    half = resize_bilinear(frame, 2, use_cv2=False)[:, :, 0]
     # Output pixel centres fall midway between input pairs: the mean of each 2x2 block.
     np.testing.assert_allclose(half, [[2.5, 4.5], [10.5, 12.5]])
     x = prepare_images([np.full((10, 20, 3), 255, np.uint8)], 8, mean=(0.5,) * 3, std=(0.5,) * 3)
     assert x.shape == (1, 3, 8, 8) and x.dtype == np.float32
     np.testing.assert_allclose(x, 1.0)
+
+
+def test_opencv_resize_is_the_same_interpolation_within_a_grey_level():
+    pytest.importorskip("cv2")
+    frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # a camera-sized frame
+    for size in (128, 160, 224):
+        exact = resize_bilinear(frame, size, use_cv2=False)
+        fast = resize_bilinear(frame, size, use_cv2=True)
+        assert fast.shape == exact.shape == (size, size, 3)
+        err = np.abs(fast - exact)
+        assert err.max() < 1.0 and err.mean() < 0.3  # fixed-point weights, rounded to uint8
 
 
 @pytest.mark.parametrize("bad,msg", [

@@ -3,18 +3,25 @@
 test).
 
     python tools/bench_replay.py --bundle work/bundle --session work/session --corpus work/corpus
-           [--words-from auto|audio|transcript] [--speed max] [--config laptop] [--compare-transcript]
+           [--words-from auto|audio|transcript] [--speed max] [--config laptop] [--folder-copies 3]
 
 Figures, measured in this one run:
 - acc_4way: the memory's 4-way accuracy on the corpus's held-out frames (eval.json: never-seen instances),
   each category's word vector taken from the memory; beside it the bundle's own (encoder word embeddings) for
   reference, and chance (0.25).
-- realtime_factor: media seconds replayed per wall second (> 1: faster than real time).
-- per-stage median latencies, frames_dropped, audio_overflows.
+- realtime_factor: media seconds replayed per wall second (> 1: faster than real time), with the default
+  recognition workers (one per core); the audio path is also replayed with 1 and 2 workers:
+  realtime_factor_asr_workers {"1": .., "2": ..} and asr_workers_speedup (2 over 1).
+- realtime_factor_transcript: the transcript path (always replayed, into a second memory).
+- prep_over_tower: frame preparation (a 640 x 480 frame to the tower's input) over the image tower, per
+  frame at batch 1 on the same threads.
+- media_hours_per_wall_hour {"1": .., "2": ..}: a folder of --folder-copies copies of the session replayed
+  into one memory (edge.sessions) with 1 and 2 worker processes.
+- per-stage latencies per item (a frame, an utterance) and median per call, frames_dropped,
+  audio_overflows.
 - object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD +
 pocketsphinx
   recognised in speech overlapping them.
---compare-transcript also replays the transcript into a second fresh memory, for the audio-vs-transcript gap.
 Human-readable output, then ONE JSON object as the last line.
 """
 
@@ -22,14 +29,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import firstwords.edge  # noqa: F401  (first: the package sets numpy's BLAS to one thread before numpy loads)
+from firstwords.edge.asr_pool import default_workers
 from firstwords.edge.errors import FirstwordsError
 from firstwords.edge.images import encode_image_files
+from firstwords.edge.speed import camera_frame, folder_of_copies, prep_over_tower
 
 
 def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], list[Path]]:
@@ -45,7 +55,8 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
     return labels, paths
 
 
-def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path):
+def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path,
+                asr_workers: int = 1):
     """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the
     runtime."""
     from firstwords.edge.replay import choose_words_source, discover_session, replay
@@ -55,7 +66,7 @@ def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: s
     source = choose_words_source(session, words_from, cfg.audio.recognizer)
     heard = []
     rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio",
-                       bias=bias)
+                       bias=bias, asr_workers=asr_workers)
     try:
         rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
                      vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
@@ -78,10 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="laptop", help="device config name or path (default: laptop)")
     ap.add_argument("--words-from", choices=("auto", "audio", "transcript"), default="auto")
     ap.add_argument("--speed", default="max", help="'max' or a factor of real time (default: max)")
-    ap.add_argument("--bias", choices=("lm", "grammar", "keywords", "none"), default="lm")
+    ap.add_argument("--bias", choices=("open", "lm", "grammar", "keywords", "none"), default="open")
     ap.add_argument("--memory", help="where to write the memory (default: a temporary file)")
-    ap.add_argument("--compare-transcript", action="store_true",
-                    help="also replay the transcript into a second fresh memory and score it")
+    ap.add_argument("--compare-transcript", action="store_true", help="(always on: kept for old scripts)")
+    ap.add_argument("--folder-copies", type=int, default=3, help="sessions in the folder replay (copies of "
+                    "--session; 0 = no folder replay; default: 3)")
+    ap.add_argument("--folder-words-from", choices=("auto", "audio", "transcript"), default="auto",
+                    help="words source of the folder replay (default: auto)")
     ap.add_argument("--trials", type=int, default=100, help="trials per category (default: 100)")
     ap.add_argument("--eval-per-category", type=int, help="use at most this many held-out images per "
                                                           "category")
@@ -116,28 +130,35 @@ def bench(args: argparse.Namespace) -> int:
     print(f"the bundle's own word embeddings: 4-way accuracy {enc_result.overall:.3f}")
 
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-bench-")
-    runs = [args.words_from] + (["transcript"] if args.compare_transcript else [])
+    default = default_workers()
+    # (label, words_from, recognition workers): the first is the main row; audio with 1 and 2 workers
+    runs = [("main", args.words_from, default)]
+    runs += [(f"asr{n}", "audio", n) for n in (1, 2) if n != default]
+    runs.append(("transcript", "transcript", 1))
     figures: dict = {}
-    for i, wf in enumerate(runs):
+    for i, (label, wf, workers) in enumerate(runs):
         mpath = Path(args.memory) if (args.memory and i == 0) else Path(tmp.name) / f"memory-{i}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(str(mpath) + suffix).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        source, rep, rt, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath)
+        source, rep, rt, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath,
+                                                      workers if wf != "transcript" else 1)
         wall = time.perf_counter() - t0
         with rt:
             vecs = rt.memory.word_vectors(cats)
             stats = rt.memory.stats()
         result = score_trials(trials, img, vecs)
-        print(f"\n== replay ({source}) of {session_path}")
+        print(f"\n== replay ({source}, {workers} recognition worker(s)) of {session_path}")
         print(summary_text(rep, stats, source))
         print(result.table())
         row = {"acc_4way": round(result.overall, 4), "ci95": [round(x, 4) for x in result.ci95],
                "categories_missing": result.skipped_categories,
                "utterances": rep.stats["utterances"], "words_in_memory": stats.get("words"),
                "realtime_factor": round(rep.realtime_factor, 3), "wall_seconds": round(wall, 2),
-               "median_ms": {k: v["median_ms"] for k, v in rep.latency.items()},
-               "frames_dropped": rep.stats["frames_dropped"], "audio_overflows": rep.stats["audio_overflows"]}
+               "ms_per_item": {k: v["ms_per_item"] for k, v in rep.latency.items()},
+               "median_ms": {k: v["median_ms"] for k, v in rep.latency.items()},  # per call
+               "frames_dropped": rep.stats["frames_dropped"], "audio_overflows": rep.stats["audio_overflows"],
+               "source": source, "asr_workers": workers if source == "audio" else 0}
         if "asr" in rep.latency:
             row["asr_realtime_factor"] = rep.latency["asr"].get("realtime_factor")
         if source == "audio":
@@ -149,25 +170,54 @@ def bench(args: argparse.Namespace) -> int:
             row["object_words_said"] = rec["object_words_said"]
             print(f"object words recovered from the soundtrack: {rec['object_words_recovered']}/"
                   f"{rec['object_words_said']} = {rec['recovery_rate']}  (false alarms "
-                  f"{rec['false_alarms']}); "
-                  f"per word: {rec['per_word']}")
-        figures[source] = row
-    tmp.cleanup()
+                  f"{rec['false_alarms']}); per word: {rec['per_word']}")
+        figures[label] = row
 
-    main_row = figures[runs[0] if runs[0] != "auto" else next(iter(figures))]
-    out = {"words_from": next(iter(figures)), **main_row, "acc_4way_encoder": round(enc_result.overall, 4),
+    main_row = dict(figures["main"])
+    audio = {r["asr_workers"]: r["realtime_factor"] for r in figures.values() if r["source"] == "audio"}
+    out = {"words_from": main_row.pop("source"), **main_row, "acc_4way_encoder": round(enc_result.overall, 4),
            "chance": 0.25, "n_trials": len(trials)}
-    if len(figures) > 1:
-        out["acc_4way_transcript"] = figures["transcript"]["acc_4way"]
-        out["realtime_factor_transcript"] = figures["transcript"]["realtime_factor"]
-    if "object_word_recovery" not in out:
-        out["object_word_recovery"] = None
-    print(f"\nmemory 4-way accuracy {out['acc_4way']:.3f} (encoder {out['acc_4way_encoder']:.3f}, chance "
-          "0.25); "
-          f"realtime factor {out['realtime_factor']:.1f}x; object-word recovery "
-          f"{out['object_word_recovery']}")
+    out.pop("asr_workers")
+    out["acc_4way_transcript"] = figures["transcript"]["acc_4way"]
+    out["realtime_factor_transcript"] = figures["transcript"]["realtime_factor"]
+    out["realtime_factor_asr_workers"] = {str(n): audio.get(n) for n in (1, 2)}
+    out["asr_workers_speedup"] = (round(audio[2] / audio[1], 3) if audio.get(1) and audio.get(2) else None)
+    out.setdefault("object_word_recovery", None)
+    out.update(prep_over_tower(encoder, camera_frame()))
+    out["media_hours_per_wall_hour"] = folder_figures(args, session_path, Path(tmp.name))
+    tmp.cleanup()
+    load = os.getloadavg()
+    print(f"\nrealtime factor, audio path: {audio}  (by recognition workers; speedup 2 over 1: "
+          f"{out['asr_workers_speedup']}); transcript path {out['realtime_factor_transcript']}x")
+    print(f"frame preparation {out['prep_ms_per_frame']} ms per frame (640 x 480, batch 1), image tower "
+          f"{out['tower_ms_per_frame']} ms per frame: prep_over_tower {out['prep_over_tower']}")
+    print(f"folder of {args.folder_copies} sessions: media hours per wall hour by worker processes "
+          f"{out['media_hours_per_wall_hour']}")
+    print(f"memory 4-way accuracy {out['acc_4way']:.3f} (encoder {out['acc_4way_encoder']:.3f}, chance "
+          f"0.25); object-word recovery {out['object_word_recovery']}; load average "
+          f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} cores")
     print(json.dumps(out))
     return 0
+
+
+def folder_figures(args: argparse.Namespace, session_path: Path, tmp: Path) -> dict[str, float | None]:
+    """Media hours per wall hour of a folder replay (copies of the session) with 1 and 2 workers."""
+    from firstwords.edge.runtime import build_runtime
+    from firstwords.edge.sessions import replay_folder
+
+    if args.folder_copies < 1:
+        return {"1": None, "2": None}
+    folder = folder_of_copies(session_path, tmp / "folder", args.folder_copies)
+    out = {}
+    for workers in (1, 2):
+        t0 = time.perf_counter()
+        with build_runtime(args.config, args.bundle, tmp / f"folder-{workers}.db", realtime=False) as rt:
+            rep = replay_folder(folder, args.config, args.bundle, rt.memory, workers=workers,
+                                words_from=args.folder_words_from)
+        wall = time.perf_counter() - t0
+        out[str(workers)] = round((rep.media_seconds / 3600) / (wall / 3600), 2)
+        print(f"folder replay, {workers} worker(s): {rep.media_seconds:.0f} s of media in {wall:.1f} s")
+    return out
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""firstwords replay: a recorded session (video + soundtrack or transcript) through the device runtime."""
+"""firstwords replay: a recorded session (video + soundtrack or transcript) through the device runtime, or a
+folder of sessions (one child's recordings) in time order into one memory (edge.sessions)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import json
 import sys
 import time
 
-HELP = "replay a recorded session (video + soundtrack or transcript) through the device runtime into a memory"
+HELP = ("replay a recorded session (video + soundtrack or transcript), or a folder of sessions, through the "
+        "device runtime into a memory")
 EXAMPLE = ("firstwords replay work/session --bundle work/bundle --memory work/memory.db --speed max "
-           "--config device_configs/laptop.toml")
+           "--config device_configs/laptop.toml\n  firstwords replay recordings/ --bundle work/bundle "
+           "--memory work/memory.db --workers 2   # a folder of session folders, resumable")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", help="session folder (tools/make_sample_session.py), a video file with a "
-                                        ".wav/.srt "
-                        "beside it, or a transcript / wav with a video beside it")
+                        ".wav/.srt beside it, a transcript / wav with a video beside it, or a folder of "
+                        "session folders (replayed in time order into one memory; run again after an "
+                        "interruption to resume)")
     parser.add_argument("--bundle", required=True, help="model bundle directory or .zip (firstwords export)")
     parser.add_argument("--memory", required=True, help="memory file (SQLite; created if missing, else added "
                                                         "to)")
@@ -43,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the device config's)")
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment")
+    parser.add_argument("--asr-workers", type=int, help="speech recognisers in worker processes for one "
+                        "session (default: one per core; 1 = in the learner's thread)")
+    parser.add_argument("--workers", type=int, help="a folder of sessions: sessions digested at once, in "
+                        "worker processes or Ray tasks (default: one per core)")
+    parser.add_argument("--ray", metavar="auto|ADDRESS|local", help="a folder of sessions: digest them on a "
+                        "Ray cluster ('auto' = the running one, ADDRESS = ray://host:10001 or host:6379, "
+                        "'local' = start one here); needs pip install 'firstwords[scale]'")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -73,6 +84,21 @@ def progress_printer(duration: float | None, enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from firstwords.edge.asr_pool import default_workers
+    from firstwords.edge.sessions import is_session_folder_of_folders
+
+    for flag in ("asr_workers", "workers"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            from firstwords.edge.errors import InputError
+
+            raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
+    if is_session_folder_of_folders(args.session):
+        return run_folder(args)
+    if args.ray:
+        from firstwords.edge.errors import InputError
+
+        raise InputError(f"--ray replays a folder of session folders; {args.session} is one session")
+    asr_workers = args.asr_workers or default_workers()
     from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.outcome import exit_code, summary_json, summary_text
     from firstwords.edge.replay import (
@@ -91,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"replaying {session.describe()}", file=sys.stderr)
     t0 = time.perf_counter()
     with build_runtime(cfg, args.bundle, args.memory, realtime=speed is not None, speech=source == "audio",
-                       threads=args.threads, bias=args.bias, keep_media=args.keep_media) as rt:
+                       threads=args.threads, bias=args.bias, keep_media=args.keep_media,
+                       asr_workers=asr_workers) as rt:
         rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
                      vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
                      encoding=args.encoding,
@@ -103,3 +130,57 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary_json(rep, mem_stats, time.perf_counter() - t0)))
     return exit_code(rep, "replay")
+
+
+def run_folder(args: argparse.Namespace) -> int:
+    """A folder of sessions into one memory, in time order; sessions already in the memory's ledger are
+    skipped, so an interrupted run resumes."""
+    from firstwords.edge.asr_pool import default_workers
+    from firstwords.edge.errors import FirstwordsError
+    from firstwords.edge.outcome import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+    from firstwords.edge.runtime import build_runtime
+    from firstwords.edge.sessions import find_sessions, replay_folder
+
+    workers = args.workers or default_workers()
+    sessions = find_sessions(args.session)
+    where = f"Ray ({args.ray})" if args.ray else f"{workers} worker process{'es' if workers > 1 else ''}"
+    print(f"replaying {len(sessions)} sessions of {args.session} in time order with {where}", file=sys.stderr)
+    t0 = time.perf_counter()
+    done = [0]
+
+    def applied(digest) -> None:
+        done[0] += 1
+        if not args.quiet:
+            print(f"[{done[0]}] {digest.name}: {digest.media_seconds:.0f} s of media, {len(digest.moments)} "
+                  f"utterances learned ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    status, report, error = EXIT_OK, None, ""
+    with build_runtime(args.config, args.bundle, args.memory, realtime=False, threads=args.threads,
+                       keep_media=args.keep_media) as rt:
+        try:
+            report = replay_folder(args.session, args.config, args.bundle, rt.memory, workers=workers,
+                                   ray_address=args.ray, words_from=args.words_from,
+                                   keep_media=args.keep_media, on_applied=applied)
+        except KeyboardInterrupt:
+            status = EXIT_INTERRUPTED
+        except FirstwordsError as e:
+            status, error = EXIT_FAILED, str(e)
+        mem_stats = rt.memory.stats()
+    wall = time.perf_counter() - t0
+    if report is not None:
+        hours = report.media_seconds / 3600
+        print(f"sessions applied: {len(report.applied)}   already in the memory (skipped): "
+              f"{len(report.skipped)}\nutterances learned: {report.moments}   words in memory: "
+              f"{mem_stats.get('words')}\nmedia {report.media_seconds:.0f} s in {wall:.0f} s: "
+              f"{hours / (wall / 3600):.1f} media hours per wall hour")
+        if args.json:
+            print(json.dumps({"applied": report.applied, "skipped": report.skipped, "moments": report.moments,
+                              "media_seconds": round(report.media_seconds, 2), "wall_seconds": round(wall, 2),
+                              "words_in_memory": mem_stats.get("words")}))
+    elif status == EXIT_INTERRUPTED:
+        print(f"interrupted after {done[0]} sessions: they are in the memory; run the same command again to "
+              "resume", file=sys.stderr)
+    else:
+        print(f"error: {error}; the {done[0]} sessions applied before it are in the memory; run the same "
+              "command again to resume", file=sys.stderr)
+    return status

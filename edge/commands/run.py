@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment "
                         "(off by default: no images or audio are stored)")
+    parser.add_argument("--asr-workers", type=int, help="speech recognisers in worker processes (default: "
+                        "the device config's [audio] asr_workers; 1 = in the learner's thread)")
     parser.add_argument("--seconds", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no status line")
 
@@ -40,7 +42,7 @@ def status_printer(enabled: bool, overflows):
             return
         line = (f"utterances {stats.utterances}  words {stats.words_learned}  frames {stats.frames_encoded} "
                 f"(dropped {stats.frames_dropped})  audio overflows {overflows()}  heard "
-                f"{stats.audio_seconds:.0f} s")
+                f"{stats.audio_seconds:.0f} s  speech waiting {stats.speech_backlog_s:.0f} s")
         print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     return show
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     mic.start()  # fail now, with the list of devices, before a thread runs or a memory file is made
     try:
         rt = build_runtime(cfg, args.bundle, args.memory, realtime=True, speech=True, bias=args.bias,
-                           keep_media=args.keep_media, clock_origin=None)
+                           keep_media=args.keep_media, asr_workers=args.asr_workers, clock_origin=None)
     except BaseException:
         mic.close()
         raise
