@@ -192,7 +192,10 @@ def test_a_video_without_frames_is_warned_about_and_an_empty_file_is_an_error(sa
 
 def test_srt_in_cp1252_is_read_with_encoding_or_by_fallback(sample, tmp_path, capsys):
     s = session_copy(sample, tmp_path / "s", audio=False)
-    srt = (sample.session / "session.srt").read_text(encoding="utf-8").replace("good job", "très bien")
+    lines = (sample.session / "session.srt").read_text(encoding="utf-8").splitlines()
+    first_text = next(i for i, line in enumerate(lines) if "-->" in line) + 1
+    lines[first_text] += " très bien"  # a word cp1252 writes differently from UTF-8
+    srt = "\n".join(lines) + "\n"
     (s / "session.srt").write_bytes(srt.encode("cp1252"))
     assert replay(sample, s, tmp_path / "a.db", "--encoding", "cp1252") == 0
     a = last_json(capsys.readouterr().out)
