@@ -4,10 +4,10 @@ A frame is uint8 RGB H x W x 3. It is resized whole (no crop) to size x size wit
 (pixel centres aligned, as OpenCV's INTER_LINEAR and torch's align_corners=False), scaled to [0, 1] and
 normalised per channel.
 
-With OpenCV installed (the `camera` extra) the resize is cv2.resize on the uint8 frame: ~0.3 ms for a 640 x 480
-camera frame against several ms in numpy, so preparing a frame costs a fraction of encoding it. OpenCV rounds
-its fixed-point result to uint8 (under one grey level from the exact interpolation, 0.25 on average); numpy
-computes it exactly. The export-time parity gate runs this same function.
+With OpenCV installed (the `camera` extra) the resize is cv2.resize on the uint8 frame: ~0.3 ms for a
+640 x 480 camera frame against several ms in numpy, so preparing a frame costs a fraction of encoding it.
+OpenCV rounds its fixed-point result to uint8 (under one grey level from the exact interpolation, 0.25 on
+average); numpy computes it exactly. The export-time parity gate runs this same function.
 """
 
 from __future__ import annotations
@@ -73,8 +73,8 @@ def resize_bilinear(frame: np.ndarray, size: int, use_cv2: bool | None = None) -
 
 def prepare_images(frames: Sequence[np.ndarray] | np.ndarray, size: int,
                    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
-    """Frames -> float32 [N, 3, size, size], normalised. frames: a list of uint8 H x W x 3 (or H x W grey) frames,
-    one H x W x 3 frame, or an [N, H, W, 3] array; anything else is an InputError."""
+    """Frames -> float32 [N, 3, size, size], normalised. frames: a list of uint8 H x W x 3 (or H x W grey)
+    frames, one H x W x 3 frame, or an [N, H, W, 3] array; anything else is an InputError."""
     what = ("frames must be a list of uint8 H x W x 3 frames, one such frame or an [N, H, W, 3] array; got "
             "{}")
     if isinstance(frames, np.ndarray):
