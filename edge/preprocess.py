@@ -80,7 +80,7 @@ def prepare_images(frames: Sequence[np.ndarray] | np.ndarray, size: int,
     if isinstance(frames, np.ndarray):
         if frames.ndim == 3:
             frames = [frames]
-        elif frames.ndim != 4:  # 0-d has no len(); 1-D / 2-D arrays are not frames (a grey one goes in a list)
+        elif frames.ndim != 4:  # 0-d has no len(); 1-D / 2-D arrays are not frames (put a grey one in a list)
             raise InputError(what.format(f"an array of shape {frames.shape}"))
     elif isinstance(frames, (str, bytes)) or not hasattr(frames, "__iter__"):
         raise InputError(what.format(type(frames).__name__))
