@@ -71,20 +71,41 @@ def run(args: argparse.Namespace) -> int:
     Path(args.memory).parent.mkdir(parents=True, exist_ok=True)
     mem = AssociativeMemory(args.memory, encoder.dim, capacity_words=cfg.memory.capacity_words,
                             capacity_episodes=cfg.memory.capacity_episodes, keep_media=args.keep_media)
+    # --- service: status record beside the memory + systemd notify / watchdog (edge.status, edge.notify)
+    from firstwords.edge.status import ServiceMonitor
+
+    monitor = ServiceMonitor(args.memory, memory_stats=mem.stats)
+    show = status_printer(not args.quiet, lambda: mic.overflows)
+
+    def on_status(stats) -> None:
+        show(stats)
+        monitor.tick(stats, overflows=mic.overflows)
+
+    # ---
     learner = Learner(encoder, mem, frames, audio=mic, vad=vad, recognizer=rec,
-                      audio_overflows=lambda: mic.overflows, options=opts,
-                      on_status=status_printer(not args.quiet, lambda: mic.overflows))
+                      audio_overflows=lambda: mic.overflows, options=opts, on_status=on_status,
+                      on_learned=lambda paired, words: monitor.learned(words))
     if args.seconds:
         timer = threading.Timer(args.seconds, learner.stop)
         timer.daemon = True
         timer.start()
     print(f"listening and watching (camera {args.camera or cam.device}, {cam.width}x{cam.height} at {cam.fps:g} fps); "
           "Ctrl-C to stop", file=sys.stderr)
+    failed = None
     try:
         rep = learner.run()
+        monitor.stopping()
         mem_stats = mem.stats()
+        failed = rep.stats["errors"][-1] if rep.stats.get("errors") else None
+    except BaseException as e:
+        failed = f"{type(e).__name__}: {e}"
+        raise
     finally:
+        monitor.stopped(failed)
         mem.close()
     print(file=sys.stderr)
     print(summary_text(rep, mem_stats, "microphone"))
+    if failed:  # a worker failed: exit non-zero so that systemd (Restart=on-failure) starts a fresh run
+        print(f"error: the learner stopped on a failure: {failed}", file=sys.stderr)
+        return 1
     return 0
