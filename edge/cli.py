@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "forget": "firstwords.edge.commands.forget",
     "profile": "firstwords.edge.commands.profile",
     "doctor": "firstwords.edge.commands.doctor",
+    "status": "firstwords.edge.commands.status",
+    "service": "firstwords.edge.commands.service",
 }
 
 
