@@ -40,7 +40,10 @@ class EmulationError(FirstwordsError):
 
 def _run(cmd: Sequence[str], what: str, timeout: float = 1800, env: dict | None = None,
          check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    try:
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise EmulationError(f"{what} failed: {e}") from e
     if check and proc.returncode != 0:
         raise EmulationError(f"{what} failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout[-1500:]}\n"
                              f"{proc.stderr[-2500:]}")
@@ -96,7 +99,7 @@ def ensure_root(root: Path, mirror: str, log: Log) -> Path:
 def in_root(root: Path, cmd: Sequence[str], what: str, cpu: str | None = None, timeout: float = 1800,
             check: bool = True) -> subprocess.CompletedProcess:
     """Run `cmd` inside the root (chroot; /proc and /dev mounted for the call, never /sys)."""
-    env = {"PATH": f"{VENV}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+    env = {"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
            "OPENBLAS_NUM_THREADS": "1", "PIP_DEFAULT_TIMEOUT": "180"}
     if cpu:
         env["QEMU_CPU"] = cpu
@@ -106,7 +109,7 @@ def in_root(root: Path, cmd: Sequence[str], what: str, cpu: str | None = None, t
             if not os.path.ismount(dst):
                 _run(["mount", *opts, src, str(dst)], f"mount {dst}")
                 mounted.append(dst)
-        return _run(["chroot", str(root), *cmd], what, timeout=timeout, env=env, check=check)
+        return _run([shutil.which("chroot") or "/usr/sbin/chroot", str(root), *cmd], what, timeout=timeout, env=env, check=check)
     finally:
         for dst in reversed(mounted):
             subprocess.run(["umount", "-l", str(dst)], capture_output=True, check=False)
@@ -124,7 +127,7 @@ def install_wheel(root: Path, work: Path, log: Log) -> dict:
     t = time.monotonic()
     dist = work / "dist"
     shutil.rmtree(dist, ignore_errors=True)
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist),
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(dist),
           str(checkout())], "building the wheel")
     wheel = next(dist.glob("firstwords-*.whl"))
     opt = root / OPT.lstrip("/")

@@ -49,7 +49,7 @@ def main() -> int:
             out.update(em.compare_all(root, bundles, inputs, work, args.cpus.split(","), log=print))
     except em.EmulationError as e:
         print(f"error: {e}", file=sys.stderr)
-        out["error"] = str(e)
+        out["error"] = str(e).splitlines()[0][:300]
     out["seconds"] = round(time.monotonic() - t0, 1)
     print()
     print(em.table(out))
