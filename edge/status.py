@@ -273,3 +273,23 @@ class ServiceMonitor:
         except OSError as e:  # a full card: keep learning, say so in the journal
             log.warning("cannot write the status record %s: %s", self.path, e)
         self._last_write = time.monotonic()
+
+
+def doctor_line(memory: str | Path, now: float | None = None) -> tuple[str, str]:
+    """('OK' | 'WARN', message) for `firstwords doctor --memory`: the learner's state from its record."""
+    try:
+        d = read_status(memory)
+    except DataError as e:
+        return "WARN", str(e)
+    state = describe_state(d, now)
+    msg = (f"{state}; last frame {ago(d.get('last_frame'), now)}, last utterance {ago(d.get('last_utterance'), now)}"
+           f", {d.get('words_today', 0)} words today, {d.get('words_total', 0)} in all, "
+           f"{d.get('disk_used_bytes', 0) / 1e6:.1f} MB on disk")
+    problems = []
+    if d.get("last_error"):
+        problems.append(f"last error: {d['last_error']}")
+    if str(d.get("watchdog", "")).startswith("stalled"):
+        problems.append(f"watchdog {d['watchdog']} (check the camera and microphone)")
+    if state not in ("running", "stopped"):
+        problems.append("see 'journalctl -u firstwords' for why it stopped")
+    return ("WARN", msg + "; " + "; ".join(problems)) if problems else ("OK", msg)
