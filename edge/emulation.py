@@ -69,11 +69,26 @@ def host_problem() -> str | None:
     return None
 
 
+def unmount_under(root: Path) -> None:
+    """Unmount whatever is mounted inside `root` (left by an interrupted run); refuse to go on otherwise, so
+    that removing a half-built root can never delete through a bind mount of the host's /dev."""
+    prefix = str(root.resolve()) + "/"
+    mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()]
+    for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True, check=False)
+    still = [m for m in (ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()) if m.startswith(prefix)]
+    if still:
+        raise EmulationError(f"cannot unmount {', '.join(still)}: unmount them by hand, then run again")
+
+
 def ensure_root(root: Path, mirror: str, log: Log) -> Path:
     """An arm64 Debian bookworm root at `root`, built once (into root.partial, renamed when complete)."""
     done = root / "etc" / "firstwords-root-ok"
+    partial = root.with_name(root.name + ".partial")
+    for r in (root, partial):
+        if r.exists():
+            unmount_under(r)
     if not done.exists():
-        partial = root.with_name(root.name + ".partial")
         if root.exists():
             shutil.rmtree(root)
         if partial.exists() and not (partial / "etc" / "debian_version").exists():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--replay-minutes", type=float, default=1.0, help="session length replayed (default: 1)")
     ap.add_argument("--mirror", default="http://deb.debian.org/debian", help="Debian mirror for debootstrap")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: the root's mounts are released
     t0 = time.monotonic()
     work = Path(args.work).resolve()
     problem = em.host_problem()
