@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HELP = "install or remove the systemd service that runs the learner on boot (watched, restarted, flushed)"
-EXAMPLE = ("sudo firstwords service install --config rpi4 --bundle /home/pi/bundle --memory /home/pi/memory.db "
+EXAMPLE = ("firstwords service install --config rpi4 --bundle /home/pi/bundle --memory /home/pi/memory.db "
            "--user pi")
 
 
