@@ -138,8 +138,8 @@ def format_status(d: dict[str, Any], now: float | None = None) -> str:
 def pulse(health: Any) -> Any:
     """The watchdog's counters from a learner snapshot: frames_in, audio_in, progress.
 
-    Reads the runtime's health snapshot when it has these names, else the learner's stats (frames captured,
-    audio blocks, and frames encoded + audio blocks processed as progress)."""
+    Reads the runtime's health snapshot when it has these names, else the learner's stats: frames captured,
+    audio blocks taken by the audio thread, and frames encoded as progress (a stuck encoder stops it)."""
     g = getattr
     frames = g(health, "frames_in", None)
     frames = g(health, "frames_captured", 0) if frames is None else frames
@@ -147,7 +147,7 @@ def pulse(health: Any) -> Any:
     audio = g(health, "audio_blocks", 0) if audio is None else audio
     progress = g(health, "progress", None)
     if progress is None:
-        progress = g(health, "frames_encoded", 0) + g(health, "audio_blocks", 0)
+        progress = g(health, "frames_encoded", 0)
     return _Pulse(frames, audio, progress)
 
 

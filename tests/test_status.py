@@ -139,3 +139,14 @@ def test_doctor_includes_the_learner(tmp_path):
                          capture_output=True, text=True, check=False).stdout
     line = next(ln for ln in out.splitlines() if " learner " in ln)
     assert line.startswith("OK") and "running" in line, out
+
+
+def test_a_stuck_encoder_stops_the_pings_though_input_flows(listener, tmp_path):
+    sock, path = listener
+    mon = ServiceMonitor(tmp_path / "m.db", notifier=Notifier(path), watchdog_sec=1.0, write_every=1e9)
+    mon.tick(Stats(frames=5, audio=50, encoded=5))
+    assert "WATCHDOG=1" in drain(sock)
+    time.sleep(0.6)
+    mon.tick(Stats(frames=8, audio=80, encoded=5))  # camera and microphone deliver, nothing gets encoded
+    msgs = drain(sock)
+    assert "WATCHDOG=1" not in msgs and any("stalled: no progress" in m for m in msgs)
