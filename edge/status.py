@@ -212,16 +212,21 @@ class ServiceMonitor:
         self.status.last_error = f"{utc_iso(time.time())} {message}"
 
     def tick(self, health: Any, overflows: int = 0) -> None:
-        """Once a second from the learner's loop: notify systemd, refresh the record now and then."""
+        """Once a second from the learner's loop (its stats, or its Health snapshot): notify systemd, refresh
+        the record now and then."""
         s, now = self.status, time.time()
         p = pulse(health)
-        if p.frames_in > self._counts[0]:
+        if getattr(health, "last_frame_at", None) is not None:  # the runtime's Health snapshot
+            s.last_frame = utc_iso(health.last_frame_at)
+        elif p.frames_in > self._counts[0]:
             s.last_frame = utc_iso(now)
+        if getattr(health, "last_utterance_at", None) is not None:
+            s.last_utterance = utc_iso(health.last_utterance_at)
         self._counts = (p.frames_in, p.audio_in, p.progress)
         s.frames_in = int(p.frames_in)
         s.frames_dropped = int(getattr(health, "frames_dropped", 0))
         s.utterances_learned = int(getattr(health, "utterances_learned", getattr(health, "utterances", 0)))
-        s.audio_overflows = int(overflows)
+        s.audio_overflows = int(getattr(health, "audio_overflows", overflows))
         errors = getattr(health, "errors", None) or []
         last_error = getattr(health, "last_error", None) or (errors[-1] if errors else None)
         if last_error and not (s.last_error or "").endswith(str(last_error)):

@@ -150,3 +150,24 @@ def test_a_stuck_encoder_stops_the_pings_though_input_flows(listener, tmp_path):
     mon.tick(Stats(frames=8, audio=80, encoded=5))  # camera and microphone deliver, nothing gets encoded
     msgs = drain(sock)
     assert "WATCHDOG=1" not in msgs and any("stalled: no progress" in m for m in msgs)
+
+
+def test_the_runtimes_health_snapshot_drives_it_too(listener, tmp_path):
+    """Learner.health(): frames_in, audio_in, progress, wall-clock times, overflows, last error."""
+    from types import SimpleNamespace
+
+    sock, path = listener
+    mon = ServiceMonitor(tmp_path / "m.db", notifier=Notifier(path), watchdog_sec=1.0, write_every=0.0)
+    t = time.time() - 5
+    h = SimpleNamespace(started=t, last_frame_at=t, last_utterance_at=t + 1, frames_in=10, audio_in=100,
+                        frames_dropped=2, utterances_learned=3, words_learned=4, audio_overflows=1,
+                        last_error=None, progress=50)
+    mon.tick(h)
+    assert drain(sock)[0].startswith("READY=1")
+    d = read_status(tmp_path / "m.db")
+    assert d["frames_dropped"] == 2 and d["utterances_learned"] == 3 and d["audio_overflows"] == 1
+    assert d["last_frame"] and d["last_utterance"] > d["last_frame"]
+    time.sleep(0.6)
+    h.frames_in, h.audio_in = 11, 110  # input flows, but no stage makes progress
+    mon.tick(h)
+    assert not any(m.startswith("WATCHDOG") for m in drain(sock))
