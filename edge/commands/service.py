@@ -72,12 +72,13 @@ def _install(args: argparse.Namespace) -> int:
     if args.no_start or not systemd_running():
         print(f"to start it: sudo systemctl daemon-reload && sudo systemctl enable --now {args.name}")
         return 0
-    for cmd in (("daemon-reload",), ("enable", "--now", args.name)):
+    # --no-block: Type=notify start waits for READY=1 (bundle loaded, camera and microphone delivering).
+    for cmd in (("daemon-reload",), ("enable", "--now", "--no-block", args.name)):
         proc = systemctl(*cmd)
         if proc.returncode != 0:
             print(f"error: systemctl {' '.join(cmd)} failed: {proc.stderr.strip()}", file=sys.stderr)
             return 1
-    print(f"enabled and started; see 'systemctl status {args.name}', 'journalctl -u {args.name} -f' and "
+    print(f"enabled and starting; see 'systemctl status {args.name}', 'journalctl -u {args.name} -f' and "
           f"'firstwords status --memory {spec.memory}'")
     return 0
 
