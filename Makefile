@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   - virtual env, install, sample data, train, export, replay, print what was learned
-#   make test   - virtual env, install, run the default (fast) test suite
+#   make test   - virtual env, install, lint (ruff), run the default (fast) test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -23,7 +23,7 @@ system-deps:
 demo: system-deps $(STAMP)
 	$(VENV)/bin/firstwords demo --workdir $(WORK)
 
-test: system-deps $(STAMP)
+test: system-deps lint
 	$(PY) -m pytest -q
 
 test-slow: system-deps $(STAMP)

@@ -1,19 +1,22 @@
-"""Words from speech: a small `Recognizer` interface, PocketSphinx (offline, English) and a registry by name.
+"""Words from speech: the `Recognizer` interface, PocketSphinx (offline, English) and a registry by name.
 
 A recognizer takes one utterance of float32 mono 16 kHz audio (a `SpeechSegment.audio`) and returns a
-`Transcript`: the text, the words with times (seconds from the start of the audio) and confidences in [0, 1].
+`Transcript`: the text and its words as `firstwords.edge.heard.HeardWord(text, start, end, confidence)`, times
+in seconds from the start of the audio, confidence the recogniser's posterior in [0, 1]. Words are the
+tokenizer's (`firstwords.edge.tokenize.words`): "that's" may become two HeardWords with one time and confidence.
 
-PocketSphinx (PyPI `pocketsphinx` 5.x) ships an English acoustic model, a general language model and CMUdict in
-its wheel. Open-vocabulary decoding of a synthetic or child-directed voice is poor; biasing to the words the
-learner cares about helps a lot, so `bias` chooses the search:
-- "none":     the bundled general English LM (open vocabulary);
-- "lm":       (default when a vocabulary is given) a trigram LM built from `sentences` (e.g. the training
-              utterances) restricted to the vocabulary, or unigrams of the vocabulary when no sentences;
-- "grammar":  a JSGF grammar accepting any sequence of the vocabulary words (slow with more than a few dozen
-              words: the loop has no word probabilities to prune with);
-- "keywords": keyword spotting of each vocabulary word — pass the object words only (short function words
-              are spotted everywhere); words may overlap, sorted by time.
-Measured by tools/bench_hearing.py on espeak-ng speech (30 phrases of the sample corpus): see docs/CONTRACTS.md.
+Hearing is honest: open vocabulary, the bundle's words favoured, never forced. `bias` chooses the search:
+- "open":     (default) the bundle's speech language model and its dictionary (`speech_lm.bin`,
+              `speech.dict`: pocketsphinx's general English model interpolated with a model of the training
+              sentences, built at export time by firstwords.export.lm; manifest key `speech`). Without one (an
+              older bundle, or no bundle given) the general English model and full dictionary alone, with a
+              warning: honest but deaf to many object words until the bundle is re-exported;
+- "lm":       closed vocabulary: a trigram LM of `sentences` restricted to `vocabulary`. Puts vocabulary words
+              on any speech (measured: 6.8 object false alarms per minute of speech that names nothing); kept
+              for comparison in tools/bench_hearing.py, never for learning;
+- "grammar":  a JSGF loop over the vocabulary (closed, slow beyond a few dozen words);
+- "keywords": keyword spotting of the given words; words may overlap, sorted by time.
+Measured by tools/bench_hearing.py on six voices: see docs/CONTRACTS.md.
 
 Adding another recognizer (vosk, sherpa-onnx, whisper.cpp ...) with your own model: write a class with
 `name` and `transcribe(audio) -> Transcript`, then either call `register_recognizer("vosk", VoskRecognizer)`
@@ -31,11 +34,13 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from firstwords.edge.errors import DataError, InputError, MissingExtraError
 from firstwords.edge.hear import SAMPLE_RATE, check_audio
+from firstwords.edge.heard import HeardWord
+from firstwords.edge.tokenize import words as tokenize_words
 
 log = logging.getLogger(__name__)
 
@@ -46,17 +51,9 @@ _FILLERS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]", "<unk>"}
 
 
 @dataclass(frozen=True)
-class Word:
-    text: str
-    start: float  # seconds from the start of the utterance audio
-    end: float
-    confidence: float  # [0, 1]
-
-
-@dataclass(frozen=True)
 class Transcript:
     text: str
-    words: tuple[Word, ...] = field(default_factory=tuple)
+    words: tuple[HeardWord, ...] = field(default_factory=tuple)  # times from the start of the utterance audio
     confidence: float = 0.0  # mean word confidence, 0 when nothing was recognised
 
     @property
@@ -111,75 +108,80 @@ _DECODE_CHUNK = SAMPLE_RATE // 5  # samples: 0.2 s
 
 
 class PocketSphinxRecognizer:
-    """Offline English recognition with the model bundled in the pocketsphinx wheel.
+    """Offline English recognition with the acoustic model and dictionary of the pocketsphinx wheel.
 
-    vocabulary: words to bias towards (e.g. a bundle's vocab.json keys); words missing from the pronouncing
-      dictionary are dropped (listed in `.unknown_words`). Special tokens like <pad> are ignored.
-    bias: "lm" | "grammar" | "keywords" | "none" (see module doc); default "lm" with a vocabulary, else "none".
-    sentences: text for bias="lm" (one utterance per item).
+    bias: "open" (default) | "lm" | "grammar" | "keywords" (see the module doc).
+    bundle: a loaded bundle (edge.bundle.Bundle) whose manifest's `speech` entry names its language model;
+      lm: the same as a path (an ARPA or pocketsphinx binary model). With neither, "open" uses the general
+      English model and warns.
+    vocabulary / sentences: the words and text the closed searches ("lm", "grammar", "keywords") are built
+      from; words missing from the pronouncing dictionary are dropped (listed in `.unknown_words`).
     kws_threshold: keyword-spotting threshold (smaller = more detections, more false alarms).
-    model_dir / dictionary / lm: override the bundled acoustic model directory, dictionary, LM file.
+    model_dir / dictionary: override the acoustic model directory and the pronouncing dictionary.
+    decoder_options: more pocketsphinx settings (e.g. {"lw": 9.0}, the language model's weight).
     """
 
     name = "pocketsphinx"
-    BIASES = ("none", "grammar", "keywords", "lm")
+    BIASES = ("open", "none", "grammar", "keywords", "lm")  # "none": the old name of "open" without an LM
 
     def __init__(self, vocabulary: Iterable[str] | None = None, bias: str | None = None,
                  sentences: Iterable[str] | None = None, kws_threshold: float = 1e-10,
                  model_dir: str | Path | None = None, dictionary: str | Path | None = None,
-                 lm: str | Path | None = None):
+                 lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None):
         ps = _import_pocketsphinx()
         vocab_list = sorted({w.strip().lower() for w in (vocabulary or []) if w and w.strip()})
         vocab_list = [w for w in vocab_list if not (w.startswith("<") and w.endswith(">"))]  # CVCL specials
         sentences = [s for s in (sentences or []) if isinstance(s, str)]
-        if bias is None:
-            bias = "lm" if vocab_list or sentences else "none"
+        bias = "open" if bias in (None, "none") else bias
         if bias not in self.BIASES:
             raise InputError(f"unknown recognition bias {bias!r}; choose one of {self.BIASES}")
         if bias == "lm" and not vocab_list:  # the sentences' words are the vocabulary
             vocab_list = sorted({w for s in sentences for w in _words(s)})
-        if bias != "none" and not vocab_list:
+        if bias != "open" and not vocab_list:
             raise InputError(f"bias={bias!r} needs a vocabulary (e.g. the bundle's words)")
         defaults = ps.Config()
-        paths = {"hmm": model_dir or defaults["hmm"], "dict": dictionary or defaults["dict"],
-                 "lm": lm or defaults["lm"]}
+        paths = {"hmm": model_dir or defaults["hmm"], "dict": dictionary or defaults["dict"]}
         for key, val in paths.items():
             if not Path(val).exists():
                 raise DataError(f"pocketsphinx {key} not found: {val}")
         self.bias = bias
+        self.lm_source = "none"
         self._lock = threading.Lock()  # a decoder is not safe to share between threads
         self.vocabulary: list[str] = []
         self.unknown_words: list[str] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="firstwords-asr-")
         tmp = Path(self._tmp.name)
         kw: dict = {"loglevel": "FATAL", "hmm": str(paths["hmm"]), "dict": str(paths["dict"]),
-                    "lm": str(paths["lm"])}
-        if bias != "none":
-            # A dictionary of just the vocabulary: loads in milliseconds instead of ~0.5 s (130k words), uses
-            # little RAM on the device, and keeps every search inside the vocabulary.
+                    "bestpath": True}  # bestpath: a lattice, so that every word gets a posterior
+        if bias == "open":
+            kw["lm"], bundle_dict, self.lm_source = _open_lm(bundle, lm, defaults["lm"])
+            if bundle_dict and not dictionary:
+                kw["dict"] = bundle_dict
+        else:
+            # A dictionary of just the vocabulary: loads in milliseconds instead of ~0.5 s (134k words) and keeps
+            # every search inside the vocabulary.
             entries = _dictionary_entries(Path(paths["dict"]), set(vocab_list))
             self.vocabulary = [w for w in vocab_list if w in entries and _WORD.match(w)]
             self.unknown_words = [w for w in vocab_list if w not in self.vocabulary]
             if not self.vocabulary:
-                raise InputError("none of the vocabulary words are in pocketsphinx's dictionary; use bias='none' "
+                raise InputError("none of the vocabulary words are in pocketsphinx's dictionary; use bias='open' "
                                  "or add pronunciations to a dictionary file (dictionary=...)")
             (tmp / "vocab.dict").write_text("".join(line for w in self.vocabulary for line in entries[w]))
             kw["dict"] = str(tmp / "vocab.dict")
             if bias == "lm":
                 kw["lm"] = str(self._write_lm(tmp / "vocab.arpa", sentences))
+                self.lm_source = "closed vocabulary"
+            elif bias == "grammar":
+                if len(self.vocabulary) > 40:
+                    log.warning("pocketsphinx: a grammar over %d words decodes slowly (many times real time "
+                                "here)", len(self.vocabulary))
+                alts = " | ".join(self.vocabulary)
+                (tmp / "vocab.gram").write_text(f"#JSGF V1.0;\ngrammar vocab;\npublic <utt> = ( {alts} )+ ;\n")
+                kw["jsgf"] = str(tmp / "vocab.gram")
             else:
-                kw["lm"] = None
-                if bias == "grammar":
-                    if len(self.vocabulary) > 40:
-                        log.warning("pocketsphinx: a grammar over %d words decodes slowly (many times real time "
-                                    "here); bias='lm' is faster and more accurate", len(self.vocabulary))
-                    alts = " | ".join(self.vocabulary)
-                    (tmp / "vocab.gram").write_text(
-                        f"#JSGF V1.0;\ngrammar vocab;\npublic <utt> = ( {alts} )+ ;\n")
-                    kw["jsgf"] = str(tmp / "vocab.gram")
-                else:
-                    (tmp / "vocab.kws").write_text("".join(f"{w} /{kws_threshold:g}/\n" for w in self.vocabulary))
-                    kw["kws"] = str(tmp / "vocab.kws")
+                (tmp / "vocab.kws").write_text("".join(f"{w} /{kws_threshold:g}/\n" for w in self.vocabulary))
+                kw["kws"] = str(tmp / "vocab.kws")
+        kw.update(decoder_options or {})
         if self.unknown_words:
             log.warning("pocketsphinx: %d vocabulary words have no pronunciation and are ignored: %s",
                         len(self.unknown_words), ", ".join(self.unknown_words[:20]))
@@ -207,27 +209,52 @@ class PocketSphinxRecognizer:
             return Transcript("")
         with self._lock:
             d = self.decoder
+            # Every utterance from the same front-end state, whatever was decoded before: the cepstral mean and
+            # the feature buffers go back to their initial values (30 us). A transcript then depends on its own
+            # audio only, so N decoders in parallel hear exactly what one hears (firstwords.edge.asr_pool).
+            d.reinit_feat()
             d.start_utt()
             # Feed in 0.2 s chunks, not the whole utterance at once: pocketsphinx holds the GIL while it
             # decodes, and one long call stalled other threads (the sound card's callback) for ~0.5 s.
-            # Chunked decoding gave the same word recovery on the sample session, longest stall ~0.13 s.
             for i in range(0, len(pcm), _DECODE_CHUNK):
                 d.process_raw(pcm[i:i + _DECODE_CHUNK], full_utt=False)
             d.end_utt()
             hyp = d.hyp()
-            segs = list(d.seg()) if hyp is not None else []
-        words = []
-        for s in segs:
-            w = s.word.strip()
-            w = re.sub(r"\(\d+\)$", "", w)  # alternative pronunciations: "the(2)" -> "the"
+            segs = [(s.word, s.start_frame, s.end_frame, s.prob) for s in d.seg()] if hyp is not None else []
+        words: list[HeardWord] = []
+        for word, first, last, prob in segs:
+            w = re.sub(r"\(\d+\)$", "", word.strip())  # alternative pronunciations: "the(2)" -> "the"
             if not w or w in _FILLERS or w.startswith("["):
                 continue
-            # 100 frames per second; pocketsphinx gives a posterior in [0, 1] as seg.prob
-            conf = float(np.clip(s.prob, 0.0, 1.0)) if np.isfinite(s.prob) else 0.0
-            words.append(Word(w, s.start_frame / 100.0, (s.end_frame + 1) / 100.0, conf))
+            # 100 frames per second; seg.prob is the word's posterior in the lattice
+            conf = float(np.clip(prob, 0.0, 1.0)) if np.isfinite(prob) else 0.0
+            for token in tokenize_words(w):
+                words.append(HeardWord(token, first / 100.0, (last + 1) / 100.0, conf))
         words.sort(key=lambda w: w.start)  # keyword spotting reports in detection order
         conf = float(np.mean([w.confidence for w in words])) if words else 0.0
         return Transcript(" ".join(w.text for w in words), tuple(words), conf)
+
+
+def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str | None, str]:
+    """(language model, dictionary or None, where they came from) of the open search: the bundle's, a given
+    file, or the general English model (with a warning)."""
+    if lm is not None:
+        if not Path(lm).is_file():
+            raise DataError(f"speech language model not found: {lm}")
+        return str(lm), None, str(lm)
+    speech = (getattr(bundle, "manifest", None) or {}).get("speech") if bundle is not None else None
+    if isinstance(speech, dict) and speech.get("lm"):
+        path = Path(bundle.path) / str(speech["lm"])
+        words = Path(bundle.path) / str(speech["dict"]) if speech.get("dict") else None
+        for p in (path, words):
+            if p is not None and not p.is_file():
+                raise DataError(f"the bundle's speech model file {p} is missing; re-export the bundle")
+        source = f"bundle ({speech.get('kind', 'interpolated')}, domain weight {speech.get('domain_weight', '?')})"
+        return str(path), str(words) if words else None, source
+    log.warning("the bundle has no speech language model (exported before it was added): hearing with "
+                "the general English model only, which misses many object words — re-export the bundle "
+                "(firstwords export) to favour its words")
+    return general, None, "general English model (fallback)"
 
 
 # ----------------------------------------------------------------------------------------------- registry

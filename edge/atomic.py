@@ -6,11 +6,12 @@
         f.write(...)
 
 How: the data goes to a temporary file in the SAME folder (`.NAME.tmp-XXXX`, so the rename stays on one
-file system), is flushed and fsynced, then `os.replace` swaps it in (atomic on POSIX) and the folder is fsynced
-so the rename itself survives a power cut. On any error the temporary file is removed and the old file is
-untouched; a full disk becomes a `WriteError` that says so. A power cut can leave a `.NAME.tmp-*` file behind
-(never the target), named with the writer's process id: every write first deletes those whose writer is no
-longer running (`remove_stale_temps`), so debris does not pile up and a concurrent writer's file is left alone.
+file system), is flushed and fsynced, then `os.replace` swaps it in (atomic on POSIX) and the folder is
+fsynced so the rename itself survives a power cut. On any error the temporary file is removed and the old file
+is untouched; a full disk becomes a `WriteError` that says so. A power cut can leave a `.NAME.tmp-*` file
+behind (never the target), named with the writer's process id: every write first deletes those whose writer is
+no longer running (`remove_stale_temps`), so debris does not pile up and a concurrent writer's file is left
+alone.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def temp_prefix(path: str | Path) -> str:
 
 
 def pid_alive(pid: int) -> bool:
-    """Is process `pid` running (this process counts)? Used to tell a dead writer's temp files from a live one's."""
+    """Is process `pid` running (this process counts)? Tells a dead writer's temp files from a live one's."""
     if pid == os.getpid():
         return True
     if pid <= 0:  # 0 / negatives address process groups, not a writer

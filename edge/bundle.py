@@ -3,10 +3,9 @@
 A bundle is a directory (or a .zip of one) holding image.onnx, utterance.onnx, vocab.json and manifest.json.
 `load_bundle` refuses anything that does not match what the manifest promises: format name and version, the
 size and sha256 of every file, and the ONNX graphs' input / output names, element types and shapes. Each
-failure is a BundleError that names the file and says what to do.
-
-The ONNX graph signature is read with a small protobuf walker (no `onnx` package on the device, and no
-onnxruntime session is built just to validate); the big weight blobs are skipped, not parsed.
+failure is a BundleError that names the file and says what to do. Every file must be a regular file (a FIFO,
+a device such as /dev/zero or a folder in its place is named as such, never read), and the small JSON files are
+size-capped before they are parsed. The graphs are read by edge.onnx_graph, zips extracted by edge.bundle_zip.
 """
 
 from __future__ import annotations
@@ -14,39 +13,40 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 import stat
 import tempfile
 import weakref
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from firstwords.edge.errors import BundleError
-from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.bundle_files import file_kind, os_error, read_small_file, regular_file
+from firstwords.edge.bundle_zip import safe_extract
+from firstwords.edge.errors import REEXPORT, BundleError
+from firstwords.edge.onnx_graph import (  # noqa: F401  (read_graph_signature: part of this module's API)
+    ONNX_FLOAT,
+    ONNX_INT64,
+    check_graph,
+    read_graph_signature,
+)
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
+from firstwords.edge.tokenize import LEGACY_RULE, MAX_TOKENS, SPECIAL_TOKENS, Vocab, rule_of
 
 log = logging.getLogger(__name__)
 
 FORMAT_NAME = "firstwords-bundle"
 FORMAT_VERSION = 1
-QUANTIZATIONS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 MANIFEST = "manifest.json"
 IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE = "image.onnx", "utterance.onnx", "vocab.json"
 REQUIRED_FILES = (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)
 
-# Zip extraction limits (against zip bombs): CVCL's fp32 ResNeXt-50 tower is ~100 MB.
-MAX_MEMBER_BYTES = 1 << 30  # 1 GiB per file
-MAX_TOTAL_BYTES = 2 << 30  # 2 GiB in all
-MAX_MEMBERS = 64
-MAX_RATIO = 200  # uncompressed / compressed; ONNX weights barely compress, so a huge ratio is a bomb
-
-REEXPORT = "re-export it with `firstwords export CHECKPOINT -o BUNDLE --config device_configs/<device>.toml`"
-
-# ONNX TensorProto.DataType values we care about.
-ONNX_FLOAT, ONNX_INT64 = 1, 7
-_ELEM_NAMES = {1: "float32", 2: "uint8", 3: "int8", 6: "int32", 7: "int64", 10: "float16", 11: "float64"}
+# The JSON files are read whole into Python objects (~2x their size in RAM and more): a manifest is a few KB, a
+# vocabulary ~50 KB for CVCL's 2.3k words, so these caps are far above any real bundle and far below harm.
+MAX_MANIFEST_BYTES = 1 << 20  # 1 MiB
+MAX_VOCAB_BYTES = 16 << 20  # 16 MiB (~700k words)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -72,6 +72,7 @@ class UtteranceSpec:
 
 @dataclass(frozen=True)
 class TokenizerSpec:
+    rule: str  # edge.tokenize's rule version; a manifest without one gets the old rule (with a warning)
     lowercase: bool
     strip_punctuation: bool
     max_tokens: int
@@ -137,27 +138,38 @@ class Bundle:
 def load_bundle(path: str | Path, check_checksums: bool = True) -> Bundle:
     """Open and validate a bundle directory or .zip. Raises BundleError naming the offending file."""
     src = Path(path)
-    if src.is_dir():
+    try:
+        st = src.stat()
+    except FileNotFoundError:
+        hint = ""
+        backups = sorted(src.parent.glob(f".{src.name}.old-*")) if src.parent.is_dir() else []
+        if backups:
+            hint = f" (an interrupted export left the previous bundle at {backups[-1]}; rename it back to {src})"
+        raise BundleError(f"{src}: no such bundle{hint}; {REEXPORT}") from None
+    except OSError as e:
+        raise os_error(src, e) from e
+    if stat.S_ISDIR(st.st_mode):
         return _load_dir(src, src, None, check_checksums)
-    if src.is_file():
-        if not zipfile.is_zipfile(src):
-            raise BundleError(f"{src}: not a bundle directory nor a .zip file; point at the folder that holds "
-                              f"{MANIFEST}, or {REEXPORT}")
-        tmp = Path(tempfile.mkdtemp(prefix="firstwords-bundle-"))
-        try:
-            _safe_extract(src, tmp)
-            bundle = _load_dir(tmp, src, None, check_checksums)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        # The extracted files live as long as the Bundle (or until close()).
-        bundle._cleanup = weakref.finalize(bundle, shutil.rmtree, str(tmp), True)
-        return bundle
-    hint = ""
-    backups = sorted(src.parent.glob(f".{src.name}.old-*")) if src.parent.is_dir() else []
-    if backups:
-        hint = f" (an interrupted export left the previous bundle at {backups[-1]}; rename it back to {src})"
-    raise BundleError(f"{src}: no such bundle{hint}; {REEXPORT}")
+    if not stat.S_ISREG(st.st_mode) or not _is_zip(src):
+        raise BundleError(f"{src}: not a bundle directory nor a .zip file ({file_kind(st.st_mode)}); point at the "
+                          f"folder that holds {MANIFEST}, or {REEXPORT}")
+    tmp = Path(tempfile.mkdtemp(prefix="firstwords-bundle-"))
+    try:
+        safe_extract(src, tmp)
+        bundle = _load_dir(tmp, src, None, check_checksums)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    # The extracted files live as long as the Bundle (or until close()).
+    bundle._cleanup = weakref.finalize(bundle, shutil.rmtree, str(tmp), True)
+    return bundle
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except OSError as e:
+        raise os_error(path, e) from e
 
 
 def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> Bundle:
@@ -171,8 +183,8 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     if type(dim) is not int or dim <= 0:
         raise bad(f"embedding_dim must be a positive integer, got {dim!r}")
     quant = manifest.get("quantization", "none")
-    if quant not in QUANTIZATIONS:
-        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATIONS)}")
+    if quant not in QUANTIZATION_FORMATS:
+        raise bad(f"quantization {quant!r} is unknown; allowed: {', '.join(QUANTIZATION_FORMATS)}")
     opset = manifest.get("opset")
     if opset is not None and type(opset) is not int:
         raise bad(f"opset must be an integer, got {opset!r}")
@@ -201,21 +213,29 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
     utterance = UtteranceSpec(
         path=root / _member(utt_m, "file", UTTERANCE_FILE, files, bad),
         input=_str(utt_m, "input", "tokens", bad), output=_str(utt_m, "output", "embedding", bad))
+    try:
+        rule = rule_of(tok_m.get("rule"), f"bundle {source}")
+    except BundleError as e:
+        raise bad(f"tokenizer.rule: {e}") from e
     tokenizer = TokenizerSpec(
-        lowercase=bool(tok_m.get("lowercase", True)), strip_punctuation=bool(tok_m.get("strip_punctuation", True)),
+        rule=rule, lowercase=bool(tok_m.get("lowercase", True)),
+        strip_punctuation=bool(tok_m.get("strip_punctuation", rule == LEGACY_RULE)),
         max_tokens=_posint(tok_m, "max_tokens", bad, default=MAX_TOKENS),
         add_sos_eos=bool(tok_m.get("add_sos_eos", True)))
     specials = tok_m.get("special_tokens", SPECIAL_TOKENS)
     if specials != SPECIAL_TOKENS:
         raise bad(f"tokenizer.special_tokens must be {SPECIAL_TOKENS} (CVCL's layout), got {specials!r}")
-    if not (tokenizer.lowercase and tokenizer.strip_punctuation and tokenizer.add_sos_eos):
-        raise bad("this firstwords only implements CVCL's tokenisation (lowercase, strip punctuation, <sos>/<eos>)")
+    if not (tokenizer.lowercase and tokenizer.add_sos_eos) or tokenizer.strip_punctuation != (rule == LEGACY_RULE):
+        raise bad(f"tokenizer {tok_m!r} is not a tokenisation this firstwords implements (rule {rule}: lowercase, "
+                  f"<sos>/<eos>, strip_punctuation {str(rule == LEGACY_RULE).lower()})")
 
-    vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens)
+    vocab = Vocab.from_file(root / VOCAB_FILE, max_tokens=tokenizer.max_tokens, rule=rule)
 
-    _check_graph(image.path, source, IMAGE_FILE if image.path.name == IMAGE_FILE else image.path.name,
-                 image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim)
-    _check_graph(utterance.path, source, utterance.path.name, utterance.input, ONNX_INT64, [None, None],
+    spatial = image_m.get("spatial")  # optional second output for localisation maps (edge.report.maps)
+    extra = (spatial["output"],) if isinstance(spatial, dict) and isinstance(spatial.get("output"), str) else ()
+    check_graph(image.path, source, IMAGE_FILE if image.path.name == IMAGE_FILE else image.path.name,
+                image.input, ONNX_FLOAT, [None, 3, image.input_size, image.input_size], image.output, dim, extra)
+    check_graph(utterance.path, source, utterance.path.name, utterance.input, ONNX_INT64, [None, None],
                  utterance.output, dim)
 
     parity = manifest.get("parity", {})
@@ -231,11 +251,16 @@ def _load_dir(root: Path, source: Path, cleanup: Any, check_checksums: bool) -> 
 def _read_manifest(root: Path, source: Path) -> dict[str, Any]:
     mpath = root / MANIFEST
     where = source / MANIFEST if source.is_dir() else f"{source}:{MANIFEST}"
-    if not mpath.is_file():
+    if not os.path.lexists(mpath):
+        try:
+            os.listdir(root)  # a folder we may not list shows up here as a missing manifest
+        except OSError as e:
+            raise os_error(root, e) from e
         raise BundleError(f"{where}: missing — {source} is not a firstwords bundle (no {MANIFEST}); {REEXPORT}")
+    data = read_small_file(mpath, source, MANIFEST, MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise BundleError(f"{where}: not valid JSON ({e}); {REEXPORT}") from e
     if not isinstance(manifest, dict):
         raise BundleError(f"{where}: must hold a JSON object; {REEXPORT}")
@@ -243,11 +268,14 @@ def _read_manifest(root: Path, source: Path) -> dict[str, Any]:
         raise BundleError(f"{where}: format is {manifest.get('format')!r}, expected {FORMAT_NAME!r} — this is "
                           f"not a firstwords bundle; {REEXPORT}")
     version = manifest.get("format_version")
+    if type(version) is not int:
+        raise BundleError(f"{where}: format_version must be an integer (this firstwords reads {FORMAT_VERSION}), "
+                          f"got {type(version).__name__} {version!r}; write \"format_version\": {FORMAT_VERSION} "
+                          f"without quotes if the bundle was edited by hand, or {REEXPORT}")
     if version != FORMAT_VERSION:
-        newer = type(version) is int and version > FORMAT_VERSION
         what = ("made by a newer firstwords: upgrade firstwords on this device (pip install -U firstwords), or "
-                if newer else "")
-        raise BundleError(f"{where}: unknown format_version {version!r} (this firstwords reads version "
+                if version > FORMAT_VERSION else "")
+        raise BundleError(f"{where}: unknown format_version {version} (this firstwords reads version "
                           f"{FORMAT_VERSION}); {what}{REEXPORT}")
     return manifest
 
@@ -295,14 +323,18 @@ def _check_plain_name(name: str, where: Any) -> None:
 
 
 def _check_file(path: Path, source: Path, name: str, info: dict, check_checksum: bool) -> None:
-    if not path.is_file():
-        raise BundleError(f"{source}: {name} is missing; copy the whole bundle again or {REEXPORT}")
-    size = path.stat().st_size
+    size = regular_file(path, source, name).st_size
     if size != info["bytes"]:
         raise BundleError(f"{source}: {name} has {size} bytes but the manifest says {info['bytes']} — the file is "
                           f"truncated or was changed; copy the bundle again or {REEXPORT}")
+    if name == VOCAB_FILE and size > MAX_VOCAB_BYTES:
+        raise BundleError(f"{source}: {name} is {size / 2**20:.1f} MB; a vocabulary is well under "
+                          f"{MAX_VOCAB_BYTES / 2**20:g} MB — not reading it; {REEXPORT}")
     if check_checksum:
-        digest = sha256_file(path)
+        try:
+            digest = sha256_file(path)
+        except OSError as e:
+            raise os_error(path, e) from e
         if digest != info["sha256"].lower():
             raise BundleError(f"{source}: {name} fails its sha256 check (got {digest[:16]}…, manifest says "
                               f"{info['sha256'][:16]}…) — the file is corrupt or was altered; copy the bundle "
@@ -315,230 +347,3 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Safe zip extraction
-
-
-def _decompression_errors() -> tuple[type[BaseException], ...]:
-    """What reading a damaged zip member can raise besides BadZipFile: zlib.error (deflate), lzma.LZMAError,
-    OSError (bz2 and I/O), EOFError (truncated), NotImplementedError (unknown method), RuntimeError (encrypted),
-    ValueError (e.g. a name flagged UTF-8 that is not)."""
-    errors: list[type[BaseException]] = [zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError,
-                                         RuntimeError, ValueError]
-    try:
-        import lzma  # optional in some Python builds
-        errors.append(lzma.LZMAError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
-_ZIP_ERRORS = _decompression_errors()
-
-
-def _safe_extract(zpath: Path, dest: Path) -> None:
-    """Extract only plain files with safe names (optionally under one top-level folder), within size limits."""
-    try:
-        zf = zipfile.ZipFile(zpath)
-    except _ZIP_ERRORS as e:
-        raise BundleError(f"{zpath}: cannot open the zip ({e}); copy it again or {REEXPORT}") from e
-    with zf:
-        infos = [i for i in zf.infolist() if not i.is_dir()]
-        if len(infos) > MAX_MEMBERS:
-            raise BundleError(f"{zpath}: holds {len(infos)} files; a bundle has a handful — refusing it")
-        names = []
-        for info in infos:
-            n = info.filename
-            parts = PurePosixPath(n).parts
-            mode = info.external_attr >> 16
-            if (n.startswith("/") or "\\" in n or ".." in parts or (parts and ":" in parts[0])
-                    or len(parts) > 2 or stat.S_ISLNK(mode)):
-                raise BundleError(f"{zpath}: member {n!r} has an unsafe path (absolute, '..', link or nested "
-                                  f"folders); refusing to extract it — {REEXPORT}")
-            names.append(parts)
-        prefixes = {p[0] for p in names if len(p) == 2}
-        if len(prefixes) > 1 or (prefixes and any(len(p) == 1 for p in names)):
-            raise BundleError(f"{zpath}: files must sit at the top of the zip or in one folder; {REEXPORT}")
-        total = 0
-        for info, parts in zip(infos, names, strict=True):
-            if info.file_size > MAX_MEMBER_BYTES or info.file_size > MAX_RATIO * max(info.compress_size, 1) + 4096:
-                raise BundleError(f"{zpath}: member {info.filename!r} would expand to {info.file_size} bytes from "
-                                  f"{info.compress_size}; refusing a possible zip bomb")
-            total += info.file_size
-            if total > MAX_TOTAL_BYTES:
-                raise BundleError(f"{zpath}: expands to more than {MAX_TOTAL_BYTES} bytes; refusing it")
-            target = dest / parts[-1]
-            if target.exists():
-                raise BundleError(f"{zpath}: {parts[-1]} appears twice; {REEXPORT}")
-            written = 0
-            try:
-                with zf.open(info) as src, open(target, "wb") as out:
-                    for block in iter(lambda: src.read(1 << 20), b""):
-                        written += len(block)
-                        if written > info.file_size:  # the header lied about the size
-                            raise BundleError(f"{zpath}: member {info.filename!r} is larger than its header "
-                                              "says; refusing a possible zip bomb")
-                        out.write(block)
-            except _ZIP_ERRORS as e:
-                raise BundleError(f"{zpath}: member {info.filename!r} is corrupt ({type(e).__name__}: {e}); copy "
-                                  f"the zip again or {REEXPORT}") from e
-
-
-# ---------------------------------------------------------------------------------------------------------
-# ONNX graph signature, read straight from the protobuf
-
-
-@dataclass(frozen=True)
-class TensorSig:
-    name: str
-    elem_type: int
-    shape: tuple[int | str | None, ...] | None  # int = fixed, str = symbolic, None = unknown; None = no shape
-
-
-@dataclass(frozen=True)
-class GraphSig:
-    inputs: dict[str, TensorSig]
-    outputs: dict[str, TensorSig]
-    opset: int | None
-
-
-def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _fields(buf: memoryview):
-    """Yield (field_number, wire_type, value) with value an int or a memoryview for length-delimited fields."""
-    pos, end = 0, len(buf)
-    while pos < end:
-        key, pos = _varint(buf, pos)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            val, pos = _varint(buf, pos)
-        elif wt == 1:
-            val, pos = None, pos + 8
-        elif wt == 2:
-            n, pos = _varint(buf, pos)
-            if pos + n > end:
-                raise ValueError("truncated field")
-            val, pos = buf[pos:pos + n], pos + n
-        elif wt == 5:
-            val, pos = None, pos + 4
-        else:
-            raise ValueError(f"unsupported wire type {wt}")
-        if pos > end:
-            raise ValueError("truncated field")
-        yield num, wt, val
-
-
-def _value_info(buf: memoryview) -> TensorSig:
-    name, elem, shape = "", 0, None
-    for num, wt, val in _fields(buf):
-        if num == 1 and wt == 2:  # ValueInfoProto.name
-            name = bytes(val).decode("utf-8", "replace")
-        elif num == 2 and wt == 2:  # ValueInfoProto.type -> TypeProto
-            for tn, twt, tval in _fields(val):
-                if tn == 1 and twt == 2:  # TypeProto.tensor_type
-                    for n2, w2, v2 in _fields(tval):
-                        if n2 == 1 and w2 == 0:  # elem_type
-                            elem = v2
-                        elif n2 == 2 and w2 == 2:  # shape -> TensorShapeProto
-                            dims: list[int | str | None] = []
-                            for dn, dwt, dval in _fields(v2):
-                                if dn == 1 and dwt == 2:  # dim
-                                    d: int | str | None = None
-                                    for n3, w3, v3 in _fields(dval):
-                                        if n3 == 1 and w3 == 0:
-                                            d = v3
-                                        elif n3 == 2 and w3 == 2:
-                                            d = bytes(v3).decode("utf-8", "replace")
-                                    dims.append(d)
-                            shape = tuple(dims)
-    return TensorSig(name, elem, shape)
-
-
-def read_graph_signature(path: str | Path) -> GraphSig:
-    """Graph inputs / outputs (names, element types, shapes) and the default-domain opset of an ONNX file."""
-    data = memoryview(Path(path).read_bytes())
-    inputs: dict[str, TensorSig] = {}
-    outputs: dict[str, TensorSig] = {}
-    initializers: set[str] = set()
-    opset = None
-    for num, wt, val in _fields(data):
-        if num == 8 and wt == 2:  # ModelProto.opset_import
-            domain, version = "", None
-            for n2, w2, v2 in _fields(val):
-                if n2 == 1 and w2 == 2:
-                    domain = bytes(v2).decode()
-                elif n2 == 2 and w2 == 0:
-                    version = v2
-            if domain in ("", "ai.onnx"):
-                opset = version
-        elif num == 7 and wt == 2:  # ModelProto.graph
-            for gn, gwt, gval in _fields(val):
-                if gn == 11 and gwt == 2:
-                    sig = _value_info(gval)
-                    inputs[sig.name] = sig
-                elif gn == 12 and gwt == 2:
-                    sig = _value_info(gval)
-                    outputs[sig.name] = sig
-                elif gn == 5 and gwt == 2:  # initializer: only its name (field 8), to drop it from inputs
-                    for tn, twt, tval in _fields(gval):
-                        if tn == 8 and twt == 2:
-                            initializers.add(bytes(tval).decode("utf-8", "replace"))
-    for name in initializers:
-        inputs.pop(name, None)
-    return GraphSig(inputs, outputs, opset)
-
-
-def _fmt_shape(shape) -> str:
-    if shape is None:
-        return "unknown"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _check_graph(path: Path, source: Path, name: str, in_name: str, in_type: int, in_shape: list,
-                 out_name: str, dim: int) -> None:
-    """Input `in_name` of `in_type` with shape in_shape (None = any/dynamic), output `out_name` [N, dim] float."""
-    try:
-        sig = read_graph_signature(path)
-    except (ValueError, UnicodeDecodeError, OSError) as e:
-        raise BundleError(f"{source}: {name} is not a readable ONNX model ({e}); {REEXPORT}") from e
-    if not sig.outputs and not sig.inputs:
-        raise BundleError(f"{source}: {name} holds no ONNX graph; {REEXPORT}")
-
-    def wrong(msg: str) -> BundleError:
-        return BundleError(f"{source}: {name}: {msg}; the bundle does not match this firstwords' contract — "
-                           f"{REEXPORT}")
-
-    if list(sig.inputs) != [in_name]:
-        raise wrong(f"expected one input named {in_name!r}, found {list(sig.inputs)}")
-    if list(sig.outputs) != [out_name]:
-        raise wrong(f"expected one output named {out_name!r}, found {list(sig.outputs)}")
-    inp, out = sig.inputs[in_name], sig.outputs[out_name]
-    if inp.elem_type != in_type:
-        raise wrong(f"input {in_name!r} is {_ELEM_NAMES.get(inp.elem_type, inp.elem_type)}, expected "
-                    f"{_ELEM_NAMES[in_type]}")
-    if out.elem_type != ONNX_FLOAT:
-        raise wrong(f"output {out_name!r} is {_ELEM_NAMES.get(out.elem_type, out.elem_type)}, expected float32")
-    expect_in = "[" + ", ".join("N" if d is None else str(d) for d in in_shape) + "]"
-    if inp.shape is None or len(inp.shape) != len(in_shape) or any(
-            e is not None and isinstance(d, int) and d != e for d, e in zip(inp.shape, in_shape, strict=True)):
-        raise wrong(f"input {in_name!r} has shape {_fmt_shape(inp.shape)}, expected {expect_in}")
-    if isinstance(inp.shape[0], int) and inp.shape[0] != 0:
-        raise wrong(f"input {in_name!r} has a fixed batch size {inp.shape[0]}; export it with a dynamic batch axis")
-    if out.shape is None or len(out.shape) != 2 or (isinstance(out.shape[1], int) and out.shape[1] != dim):
-        raise wrong(f"output {out_name!r} has shape {_fmt_shape(out.shape)}, expected [N, {dim}] "
-                    "(embedding_dim in the manifest)")

@@ -1,4 +1,5 @@
-"""Frame sources: a camera (OpenCV or picamera2), a video file, a folder of timestamped images.
+"""Live frame sources: a camera (OpenCV or picamera2). Files (a video, a folder of images) are in
+edge.frame_files, behind the same interface.
 
 Every source is an iterator of `(t_seconds, frame)` with `frame` uint8 RGB H x W x 3, plus `close()`.
 Live cameras stamp frames with seconds since the source started (time.monotonic), the clock the microphone
@@ -12,19 +13,15 @@ keeps running.
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-from firstwords.edge.errors import DataError, DeviceError, MissingExtraError
+from firstwords.edge.errors import DeviceError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +44,10 @@ class CaptureStats:
     read_failures: int = 0  # reads that failed or raised
     open_failures: int = 0  # (re)opens that failed
     reconnects: int = 0  # successful reopenings after a failure
+    unreadable: int = 0  # files' frames that could not be read or were too large: skipped
+    first_unreadable: str = ""  # why the first of them was skipped
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return dict(self.__dict__)
 
 
@@ -56,7 +55,8 @@ def import_cv2() -> Any:
     try:
         import cv2
     except ImportError as e:
-        raise MissingExtraError(f"OpenCV is needed for cameras, video files and image folders; {CAMERA_HINT}") from e
+        raise MissingExtraError("OpenCV is needed for cameras, video files and image folders; "
+                                f"{CAMERA_HINT}") from e
     return cv2
 
 
@@ -120,7 +120,7 @@ class ResilientCamera:
         if self._reader is not None:
             try:
                 self._reader.release()
-            except Exception as e:  # noqa: BLE001  # a vanished device may fail to release; we are dropping it anyway
+            except Exception as e:  # noqa: BLE001  # a vanished device may fail to release: dropped anyway
                 log.debug("camera %s: release failed: %s", self.name, e)
             self._reader = None
 
@@ -257,185 +257,8 @@ class PiCamera2Source(ResilientCamera):
                          epoch=epoch)
 
 
-def _resize_to(cv2: Any, rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
-    if size is None or (rgb.shape[1], rgb.shape[0]) == size:
-        return rgb
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
-
-
-class VideoFileSource:
-    """Frames of a video file, stamped with media time, thinned to at most `fps` (None = every frame)."""
-
-    def __init__(self, path: str | Path, fps: float | None = None,
-                 size: tuple[int, int] | None = None) -> None:
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise DataError(f"{self.path}: no such video file")
-        self.fps = fps
-        self.size = size  # (width, height) to resize to, e.g. the device's camera size
-        self.stats = CaptureStats()
-        self._stop = threading.Event()
-
-    def duration(self) -> float | None:
-        """Seconds, from the container (None if unknown)."""
-        cv2 = import_cv2()
-        cap = cv2.VideoCapture(str(self.path))
-        try:
-            n, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
-        finally:
-            cap.release()
-        return n / fps if n > 0 and fps > 0 else None
-
-    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        cv2 = import_cv2()
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            raise DataError(f"{self.path}: OpenCV cannot read this video; re-encode it (e.g. MJPG .avi or "
-                            "mp4v .mp4) or extract frames into a folder")
-        native = cap.get(cv2.CAP_PROP_FPS) or 0.0
-        period = 1.0 / self.fps if self.fps else 0.0
-        next_t = 0.0
-        i = 0
-        try:
-            while not self._stop.is_set():
-                ok, bgr = cap.read()
-                if not ok:
-                    break
-                # Frame index / native fps is exact for constant-rate files; POS_MSEC is the fallback.
-                t = i / native if native > 0 else cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                i += 1
-                if t + 1e-6 < next_t:
-                    continue
-                next_t = t + period
-                self.stats.frames += 1
-                yield t, _resize_to(cv2, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.size)
-        finally:
-            cap.release()
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?)$")
-
-
-def _read_sidecar(folder: Path) -> dict[str, float] | None:
-    """timestamps.json ({"file": t, ...} or [{"file":..,"t":..}, ...]) or timestamps.csv (file,t)."""
-    jpath, cpath = folder / "timestamps.json", folder / "timestamps.csv"
-    try:
-        if jpath.is_file():
-            raw = json.loads(jpath.read_text(encoding="utf-8"))
-            if isinstance(raw, dict):
-                return {str(k): float(v) for k, v in raw.items()}
-            return {str(r["file"]): float(r["t"]) for r in raw}
-        if cpath.is_file():
-            with cpath.open(newline="", encoding="utf-8") as fh:
-                rows = [r for r in csv.reader(fh) if r]
-            if rows and rows[0][:2] == ["file", "t"]:
-                rows = rows[1:]
-            return {r[0]: float(r[1]) for r in rows}
-    except (ValueError, KeyError, TypeError, IndexError, json.JSONDecodeError) as e:
-        raise DataError(f"{folder}: cannot read the timestamps sidecar ({e}); expected timestamps.json as "
-                        '{"frame.png": 1.25, ...} or timestamps.csv with rows file,t (seconds)') from e
-    return None
-
-
-class ImageFolderSource:
-    """A folder of images with times: from a sidecar (timestamps.json / timestamps.csv, seconds), else from
-    the names: a stem ending in a decimal number with a point ("t_12.40.png") is seconds; an integer
-    ("000123.png") is a frame index at `index_fps`."""
-
-    def __init__(self, folder: str | Path, fps: float | None = None, index_fps: float = 5.0,
-                 size: tuple[int, int] | None = None) -> None:
-        self.folder = Path(folder)
-        if not self.folder.is_dir():
-            raise DataError(f"{self.folder}: no such image folder")
-        self.fps = fps
-        self.size = size
-        self.index_fps = index_fps
-        self.stats = CaptureStats()
-        self._stop = threading.Event()
-        self.items = self._timeline()
-
-    def _timeline(self) -> list[tuple[float, Path]]:
-        side = _read_sidecar(self.folder)
-        if side is not None:
-            items = [(t, self.folder / name) for name, t in side.items()]
-        else:
-            items = []
-            for p in self.folder.iterdir():
-                if p.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                m = _NUMBER.search(p.stem)
-                if m is None:
-                    raise DataError(f"{p}: cannot tell this image's time; name frames by index "
-                                    "(000123.png) or seconds (t_12.40.png), or add timestamps.json")
-                num = m.group(1)
-                items.append((float(num) if "." in num else int(num) / self.index_fps, p))
-        if not items:
-            raise DataError(f"{self.folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
-        return sorted(items, key=lambda x: (x[0], x[1].name))
-
-    def duration(self) -> float:
-        return self.items[-1][0]
-
-    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        cv2 = import_cv2()
-        period = 1.0 / self.fps if self.fps else 0.0
-        next_t = -np.inf
-        for t, p in self.items:
-            if self._stop.is_set():
-                break
-            if t + 1e-6 < next_t:
-                continue
-            bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise DataError(f"{p}: not a readable image")
-            next_t = t + period
-            self.stats.frames += 1
-            yield t, _resize_to(cv2, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self.size)
-
-    def close(self) -> None:
-        self._stop.set()
-
-
-class PacedSource:
-    """Releases a file source's frames at their media time / speed (speed=1: as a camera would).
-    Stamps stay media time, so they line up with a file-fed microphone started at the same moment."""
-
-    def __init__(self, source: FrameSource, speed: float = 1.0, start: float | None = None) -> None:
-        self.source = source
-        self.speed = speed
-        self.start = start  # time.monotonic() at media time 0; None = first iteration
-        self.stats = getattr(source, "stats", CaptureStats())
-        self._stop = threading.Event()
-
-    def __iter__(self) -> Iterator[tuple[float, np.ndarray]]:
-        start = self.start if self.start is not None else time.monotonic()
-        for t, frame in self.source:
-            delay = start + t / self.speed - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                break
-            if self._stop.is_set():
-                break
-            yield t, frame
-
-    def close(self) -> None:
-        self._stop.set()
-        self.source.close()
-
-
 def open_camera(device: str, width: int, height: int, fps: float, epoch: float | None = None) -> FrameSource:
     """The device config's camera: "picamera2", an OpenCV index ("0") or a device path."""
     if device == "picamera2":
         return PiCamera2Source(width, height, fps, epoch=epoch)
     return OpenCVCamera(device, width, height, fps, epoch=epoch)
-
-
-def open_frame_file_source(path: str | Path, fps: float | None = None,
-                           size: tuple[int, int] | None = None) -> FrameSource:
-    """A video file or an image folder."""
-    p = Path(path)
-    if p.is_dir():
-        return ImageFolderSource(p, fps=fps, size=size)
-    return VideoFileSource(p, fps=fps, size=size)

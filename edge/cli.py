@@ -1,8 +1,11 @@
 """`firstwords` command line: a thin dispatcher over the library.
 
 Each subcommand lives in its own module (edge/commands/*.py for the device side, export/commands/*.py for
-the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Modules are imported only when their
-command runs or help is asked for, so `firstwords --help` never imports torch or opens hardware.
+the torch side) with HELP, EXAMPLE, add_arguments(parser) and run(args). Building the parser imports every
+command module, so a command module imports heavy libraries (torch, OpenCV, onnxruntime) inside run(), never
+at the top: `firstwords --help` never imports torch or opens hardware. Helpers that more than one command
+needs live in library modules, not in a command module. (The package sets one BLAS thread before numpy
+loads: see edge/__init__.py.)
 """
 
 from __future__ import annotations
@@ -10,12 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
-
-# One BLAS thread before numpy loads: OpenBLAS's threads fight onnxruntime's for the same cores (measured: a
-# 10k-word memory query 0.17 ms -> 32 ms). A user's own setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from types import ModuleType
 
 from firstwords.edge.errors import FirstwordsError
@@ -33,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "forget": "firstwords.edge.commands.forget",
     "profile": "firstwords.edge.commands.profile",
     "doctor": "firstwords.edge.commands.doctor",
+    "report": "firstwords.edge.commands.report",
     "status": "firstwords.edge.commands.status",
     "service": "firstwords.edge.commands.service",
 }
@@ -54,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         mod = load_command(name)
-        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP,  # help is %-formatted
+        # help is %-formatted by argparse; description is not
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=mod.HELP,
                            epilog=f"example:\n  {mod.EXAMPLE}",
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)

@@ -7,14 +7,15 @@ ConfigError naming the file, the key and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from firstwords.edge.errors import ConfigError
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 
-QUANTIZATION_FORMATS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 VAD_KINDS = ("energy", "silero")
 RECOGNIZERS = ("pocketsphinx", "transcript")
 
@@ -42,6 +43,8 @@ class AudioConfig:
     queue_blocks: int  # bounded audio queue length, in blocks
     vad: str  # one of VAD_KINDS
     recognizer: str  # one of RECOGNIZERS
+    speech_lm_ngrams: int  # bigrams + trigrams of the general English model kept in the bundle's speech LM
+    speech_lm_words: int  # words of the general English model kept in it (the most probable)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,8 @@ class PairingConfig:
 class MemoryConfig:
     capacity_words: int
     capacity_episodes: int
+    max_disk_mb: float  # the memory file's cap on disk (oldest episodes evicted first; edge.memory_disk)
+    min_word_confidence: float  # 0..1: words heard with less confidence teach nothing (transcripts: 1.0)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,33 @@ _TABLES: dict[str, type] = {
 }
 _CHOICES = {("model", "quantization"): QUANTIZATION_FORMATS, ("audio", "vad"): VAD_KINDS,
             ("audio", "recognizer"): RECOGNIZERS}
-# Keys whose numbers must be > 0 (everything numeric except none so far).
+THREADS_PER_CORE_MAX = 4  # onnxruntime threads beyond a few per core only fight each other
+
+
+def max_threads() -> int:
+    """The most onnxruntime threads a config (or --threads) may ask for on this machine: 4x its cores, and at least
+    16 so that a config written for a bigger device still loads here (doctor warns about more threads than cores).
+    Beyond that a typo (threads = 100000) would start thousands of OS threads and hang the machine."""
+    return max(16, THREADS_PER_CORE_MAX * (os.cpu_count() or 1))
+
+
+# Upper bounds of numbers whose size the runtime allocates or starts threads for; generous for any device.
+_MAXIMA: dict[tuple[str, str], tuple[float, str]] = {
+    ("camera", "width"): (16384, "pixels"), ("camera", "height"): (16384, "pixels"),
+    ("model", "input_size"): (4096, "pixels"), ("audio", "sample_rate"): (384000, "Hz"),
+}
+
+
+def maximum(table: str, key: str) -> float | None:
+    """The largest value allowed for [table] key, or None when only > 0 is asked."""
+    if (table, key) == ("model", "threads"):
+        return max_threads()
+    bound = _MAXIMA.get((table, key))
+    return None if bound is None else bound[0]
+
+
+# Numbers must be > 0, except these, which must lie within [low, high].
+_RANGES = {("memory", "min_word_confidence"): (0.0, 1.0)}
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string"}
 
 
@@ -102,8 +133,17 @@ def _check_value(where: str, table: str, key: str, value: Any, typ: type) -> Any
                           f"{value!r}")
     if typ is float and not math.isfinite(value):  # TOML allows inf and nan; `nan > 0` alone misses inf
         raise ConfigError(f"{where}: [{table}] {key} must be a finite number greater than 0, got {value!r}")
-    if typ in (int, float) and not value > 0:
+    bounds = _RANGES.get((table, key))
+    if bounds and not bounds[0] <= value <= bounds[1]:
+        raise ConfigError(f"{where}: [{table}] {key} must be within {bounds[0]}..{bounds[1]}, got {value!r}")
+    if typ in (int, float) and not bounds and not value > 0:
         raise ConfigError(f"{where}: [{table}] {key} must be greater than 0, got {value!r}")
+    top = maximum(table, key)
+    if top is not None and value > top:
+        why = (f"at most {top} here ({THREADS_PER_CORE_MAX}x this machine's {os.cpu_count() or 1} cores, or 16); "
+               f"threads beyond the cores only slow onnxruntime down — use {os.cpu_count() or 1} or fewer"
+               if key == "threads" else f"at most {top:g} {_MAXIMA[(table, key)][1]}")
+        raise ConfigError(f"{where}: [{table}] {key} = {value!r} is too large; {why}")
     choices = _CHOICES.get((table, key))
     if choices and value not in choices:
         raise ConfigError(f"{where}: [{table}] {key} = {value!r} is not allowed; use one of: {', '.join(choices)}")

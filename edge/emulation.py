@@ -1,6 +1,6 @@
-"""The device path on arm64 by emulation (tools/check_arm64.py): what it proves is install, numerics, behaviour.
+"""The device path on arm64 by emulation (tools/check_arm64.py): it proves install, numerics, behaviour.
 
-Host side (root, x86): an arm64 Debian root made by debootstrap and run through qemu-user-static (binfmt_misc);
+Host side (root, x86): an arm64 Debian root made by debootstrap, run through qemu-user-static (binfmt_misc);
 the built wheel installed into a venv inside it with the device extras, exactly as on a Pi; then the same
 `probe` (below) runs on x86 and inside the root under each QEMU_CPU model, and the embeddings are compared.
 Inside the root only the installed package runs: `python -m firstwords.edge.emulation probe ...`.
@@ -41,7 +41,8 @@ class EmulationError(FirstwordsError):
 def _run(cmd: Sequence[str], what: str, timeout: float = 1800, env: dict | None = None,
          check: bool = True) -> subprocess.CompletedProcess:
     try:
-        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        proc = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, env=env,
+                              check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise EmulationError(f"{what} failed: {e}") from e
     if check and proc.returncode != 0:
@@ -59,7 +60,8 @@ def host_problem() -> str | None:
             return f"{tool} is missing: apt-get install qemu-user-static binfmt-support debootstrap"
     binfmt = Path("/proc/sys/fs/binfmt_misc")
     if not (binfmt / "status").exists():
-        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], capture_output=True, check=False)
+        subprocess.run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)], capture_output=True,
+                       check=False)
     if not (binfmt / "qemu-aarch64").exists():
         subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True, check=False)
     entry = binfmt / "qemu-aarch64"
@@ -76,7 +78,8 @@ def unmount_under(root: Path) -> None:
     mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()]
     for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True, check=False)
-    still = [m for m in (ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()) if m.startswith(prefix)]
+    mounts = [ln.split()[1] for ln in Path("/proc/mounts").read_text().splitlines()]
+    still = [m for m in mounts if m.startswith(prefix)]
     if still:
         raise EmulationError(f"cannot unmount {', '.join(still)}: unmount them by hand, then run again")
 
@@ -114,8 +117,8 @@ def ensure_root(root: Path, mirror: str, log: Log) -> Path:
 def in_root(root: Path, cmd: Sequence[str], what: str, cpu: str | None = None, timeout: float = 1800,
             check: bool = True) -> subprocess.CompletedProcess:
     """Run `cmd` inside the root (chroot; /proc and /dev mounted for the call, never /sys)."""
-    env = {"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-           "OPENBLAS_NUM_THREADS": "1", "PIP_DEFAULT_TIMEOUT": "180"}
+    env = {"PATH": f"{VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "HOME": "/root", "LANG": "C.UTF-8", "OPENBLAS_NUM_THREADS": "1", "PIP_DEFAULT_TIMEOUT": "180"}
     if cpu:
         env["QEMU_CPU"] = cpu
     mounted = []
@@ -124,7 +127,8 @@ def in_root(root: Path, cmd: Sequence[str], what: str, cpu: str | None = None, t
             if not os.path.ismount(dst):
                 _run(["mount", *opts, src, str(dst)], f"mount {dst}")
                 mounted.append(dst)
-        return _run([shutil.which("chroot") or "/usr/sbin/chroot", str(root), *cmd], what, timeout=timeout, env=env, check=check)
+        chroot = shutil.which("chroot") or "/usr/sbin/chroot"
+        return _run([chroot, str(root), *cmd], what, timeout=timeout, env=env, check=check)
     finally:
         for dst in reversed(mounted):
             subprocess.run(["umount", "-l", str(dst)], capture_output=True, check=False)
@@ -154,8 +158,9 @@ def install_wheel(root: Path, work: Path, log: Log) -> dict:
     target = f"{OPT}/{wheel.name}"
     in_root(root, ["pip", "install", "--quiet", f"{target}[{EXTRAS}]"], "pip install", timeout=2400)
     in_root(root, ["pip", "install", "--quiet", "--force-reinstall", "--no-deps", target], "pip reinstall")
-    check_py = in_root(root, ["python", "-c", ("import importlib.util, platform; import firstwords.edge.encode; "
-                           "print(platform.machine(), importlib.util.find_spec('torch') is None)")],
+    code = ("import importlib.util, platform; import firstwords.edge.encode; "
+            "print(platform.machine(), importlib.util.find_spec('torch') is None)")
+    check_py = in_root(root, ["python", "-c", code],
                     "importing firstwords", check=False)
     helped = in_root(root, ["firstwords", "--help"], "firstwords --help", check=False)
     words = check_py.stdout.split()
@@ -166,17 +171,18 @@ def install_wheel(root: Path, work: Path, log: Log) -> dict:
 
 
 def ensure_bundles(ckpt: Path, corpus: Path, work: Path, given: str | None, log: Log) -> dict[str, Path]:
-    """The U8S8 and S8S8 bundles: `given`/u8s8 and `given`/s8s8, else exported from `ckpt` into work/bundles."""
+    """The U8S8 and S8S8 bundles: `given`/u8s8 and `given`/s8s8, else exported from `ckpt` into work."""
     folder = Path(given) if given else work / "bundles"
     out = {}
     for q in BUNDLES:
         b = folder / q
         if not (b / "manifest.json").exists():
             if given:
-                raise EmulationError(f"no bundle at {b}: export one with firstwords export --quantization qdq_{q}")
+                raise EmulationError(f"no bundle at {b}: firstwords export --quantization qdq_{q} makes one")
             log(f"exporting the qdq_{q} bundle from {ckpt} ...")
-            _run([sys.executable, "-m", "firstwords.edge.cli", "export", str(ckpt), "-o", str(b), "--config", "rpi4",
-                  "--quantization", f"qdq_{q}", "--eval-data", str(corpus / "eval.json")], f"export qdq_{q}")
+            _run([sys.executable, "-m", "firstwords.edge.cli", "export", str(ckpt), "-o", str(b), "--config",
+                  "rpi4", "--quantization", f"qdq_{q}", "--eval-data", str(corpus / "eval.json")],
+                 f"export qdq_{q}")
         out[q] = b.resolve()
     return out
 
@@ -195,7 +201,8 @@ def prepare_inputs(corpus: Path, work: Path, n_images: int, minutes: float, log:
     frames = np.stack([read_image(str(corpus / it["frame_filename"])) for it in chosen])
     np.save(inp / "frames.npy", frames)
     texts = cats + [d["utterance"] for d in json.loads((corpus / "test.json").read_text())["data"][:60]]
-    (inp / "inputs.json").write_text(json.dumps({"labels": [it["category"] for it in chosen], "texts": texts}))
+    labels = [it["category"] for it in chosen]
+    (inp / "inputs.json").write_text(json.dumps({"labels": labels, "texts": texts}))
     session = work / "session"
     if not (session / "session.json").exists():
         log(f"making a {minutes:g}-minute sample session for replay ...")
@@ -270,15 +277,17 @@ def compare_all(root: Path, bundles: dict[str, Path], inputs: dict[str, Path], w
         row: dict = {}
         out["acc_4way_arm"][cpu] = {}
         for q in bundles:
-            log(f"[{cpu}] encoding {len(labels)} frames and {len(spec['texts'])} texts with the {q} bundle ...")
-            in_root(root, ["python", "-m", "firstwords.edge.emulation", "probe", staged[q], f"{OPT}/frames.npy",
-                           f"{OPT}/inputs.json", f"{OPT}/arm_{cpu}_{q}.npz"], f"probe {cpu} {q}", cpu=cpu)
+            log(f"[{cpu}] encoding {len(labels)} frames and {len(spec['texts'])} texts with the {q} bundle")
+            in_root(root, ["python", "-m", "firstwords.edge.emulation", "probe", staged[q],
+                           f"{OPT}/frames.npy", f"{OPT}/inputs.json", f"{OPT}/arm_{cpu}_{q}.npz"],
+                    f"probe {cpu} {q}", cpu=cpu)
             arm = dict(np.load(opt / f"arm_{cpu}_{q}.npz"))
             ci, cu = _cos(arm["image"], ref[q]["image"]), _cos(arm["text"], ref[q]["text"])
             img_cos.append(ci.min())
             utt_cos.append(cu.min())
             out["acc_4way_arm"][cpu][q] = round(accuracy_4way(arm, labels, cats), 4)
-            row[q] = {"image_cos_min": round(float(ci.min()), 6), "image_cos_mean": round(float(ci.mean()), 6),
+            row[q] = {"image_cos_min": round(float(ci.min()), 6),
+                      "image_cos_mean": round(float(ci.mean()), 6),
                       "utterance_cos_min": round(float(cu.min()), 6)}
             row["hwcaps"] = json.loads(str(arm["hwcaps"]))
         row.update(_behaviour(root, cpu, staged, inputs["word"], log))
@@ -297,9 +306,9 @@ def _behaviour(root: Path, cpu: str, staged: dict[str, str], word: str, log: Log
     for p in root.joinpath(OPT.lstrip("/")).glob(f"memory_{cpu}.db*"):
         p.unlink()
     log(f"[{cpu}] replaying the session transcript, asking, doctor ...")
-    rep = in_root(root, ["firstwords", "replay", staged["session"], "--bundle", staged["u8s8"], "--memory", mem,
-                         "--config", "rpi4", "--words-from", "transcript", "--json", "-q"], "replay", cpu=cpu,
-                  check=False)
+    rep = in_root(root, ["firstwords", "replay", staged["session"], "--bundle", staged["u8s8"], "--memory",
+                         mem, "--config", "rpi4", "--words-from", "transcript", "--json", "-q"], "replay",
+                  cpu=cpu, check=False)
     learned = 0
     if rep.returncode == 0 and rep.stdout.strip():
         learned = int(json.loads(rep.stdout.strip().splitlines()[-1]).get("words_in_memory") or 0)
@@ -309,8 +318,9 @@ def _behaviour(root: Path, cpu: str, staged: dict[str, str], word: str, log: Log
                            staged["u8s8"], "--json"], "ask", cpu=cpu, check=False)
     doctors = {}
     for board in ("rpi4", "rpi5"):
-        d = in_root(root, ["firstwords", "doctor", "--config", board, "--bundle", staged["u8s8"], "--data-dir", OPT,
-                           "--no-latency", "--no-devices"], f"doctor {board}", cpu=cpu, check=False)
+        d = in_root(root, ["firstwords", "doctor", "--config", board, "--bundle", staged["u8s8"],
+                           "--data-dir", OPT, "--no-latency", "--no-devices"], f"doctor {board}", cpu=cpu,
+                    check=False)
         doctors[board] = d.returncode
         if d.returncode != 0:
             log(f"  doctor {board} under {cpu} exited {d.returncode}:\n{d.stdout[-1500:]}{d.stderr[-800:]}")
@@ -326,16 +336,17 @@ def table(out: dict) -> str:
     lines = [f"arm64 install ok: {out.get('arm64_install_ok')}   torch absent: {out.get('torch_absent')}"]
     x86 = out.get("acc_4way_x86", {})
     if x86:
-        lines.append(f"{'cpu':<11} {'bundle':<6} {'img cos min':>11} {'img cos mean':>12} {'utt cos min':>11} "
-                     f"{'acc arm':>8} {'acc x86':>8}  replay ask doctor  features")
+        lines.append(f"{'cpu':<11} {'bundle':<6} {'img cos min':>11} {'img cos mean':>12} "
+                     f"{'utt cos min':>11} {'acc arm':>8} {'acc x86':>8}  replay ask doctor  features")
     for cpu, row in out.get("per_cpu", {}).items():
         feats = ",".join(k for k, v in row.get("hwcaps", {}).items() if v)
         for q in BUNDLES:
             r = row.get(q)
             if r:
+                arm = out["acc_4way_arm"][cpu][q]
                 lines.append(f"{cpu:<11} {q:<6} {r['image_cos_min']:>11.5f} {r['image_cos_mean']:>12.5f} "
-                             f"{r['utterance_cos_min']:>11.5f} {out['acc_4way_arm'][cpu][q]:>8.3f} {x86[q]:>8.3f}"
-                             f"  {row['replay_ok']!s:<6} {row['ask_ok']!s:<4} {row['doctor_ok']!s:<6}  {feats}")
+                             f"{r['utterance_cos_min']:>11.5f} {arm:>8.3f} {x86[q]:>8.3f}  "
+                             f"{row['replay_ok']!s:<6} {row['ask_ok']!s:<4} {row['doctor_ok']!s:<6}  {feats}")
     lines.append(f"{out.get('seconds', 0):.0f} s in all (emulated timings say nothing about a board)")
     return "\n".join(lines)
 
@@ -343,8 +354,9 @@ def table(out: dict) -> str:
 def passed(out: dict) -> bool:
     accs = [abs(a - out["acc_4way_x86"][q]) <= 0.01 for row in out.get("acc_4way_arm", {}).values()
             for q, a in row.items()]
-    return bool(out.get("arm64_install_ok") and out.get("torch_absent") and out.get("image_cos_min", 0) >= 0.995
-                and accs and all(accs) and out.get("replay_ok") and out.get("ask_ok") and out.get("doctor_ok"))
+    return bool(out.get("arm64_install_ok") and out.get("torch_absent")
+                and out.get("image_cos_min", 0) >= 0.995 and accs and all(accs)
+                and out.get("replay_ok") and out.get("ask_ok") and out.get("doctor_ok"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,18 +11,25 @@ The same names exist on the torch model (export.model.DualEncoder), over tensors
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from firstwords.edge.bundle import Bundle, load_bundle
-from firstwords.edge.errors import BundleError, InputError
+from firstwords.edge.config import max_threads
+from firstwords.edge.errors import REEXPORT, BundleError, InputError
+from firstwords.edge.ort import onnxruntime
 from firstwords.edge.preprocess import prepare_images
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation memory on a Pi
+# Frames larger than this are refused before preprocessing, which holds a float32 copy of the frame (12 bytes a
+# pixel: a 20000 x 20000 frame took 6 GB and 26 s). A 6000 x 4000 photo passes; camera frames are far smaller.
+# Image files are checked before they are decoded, with the same figure (edge.images.MAX_PIXELS on merge).
+MAX_FRAME_PIXELS = 25_000_000
 
 
 def make_session(path: str | Path, threads: int | None = None, optimize: bool = True,
@@ -32,12 +39,14 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
     With `model_bytes` the session is built from those (already verified) bytes; `path` only names it.
     `tune(session_options)` may change further settings (e.g. onnxruntime's memory options) before the
     session is made."""
-    import onnxruntime as ort
-
+    ort = onnxruntime()  # telemetry off (edge/ort.py)
     opts = ort.SessionOptions()
     if threads is not None:
         if type(threads) is not int or threads < 1:
             raise InputError(f"threads must be a positive integer, got {threads!r}")
+        if threads > max_threads():
+            raise InputError(f"threads = {threads} is too many: at most {max_threads()} on this machine "
+                             f"({os.cpu_count() or 1} cores); use {os.cpu_count() or 1} or fewer")
         opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -70,10 +79,47 @@ class Encoder:
                                    model_bytes=self.bundle.read_verified(self.bundle.image.path))
         self._utterance = make_session(self.bundle.utterance.path, threads, tune=tune_session,
                                        model_bytes=self.bundle.read_verified(self.bundle.utterance.path))
+        self._check_finite_outputs()
+
+    def _check_finite_outputs(self) -> None:
+        """Refuse a bundle whose towers give NaN / inf for a plain input (one grey frame, one unknown word): such
+        a bundle would learn nothing, silently. One tiny run per tower."""
+        img, utt = self.bundle.image, self.bundle.utterance
+        grey = np.zeros((1, 3, self.input_size, self.input_size), np.float32)
+        # The sessions themselves, not encode_*(): a subclass's hooks (and call counts) stay untouched.
+        probes = (("image", img.path, lambda: self._image.run([img.output], {img.input: grey})[0]),
+                  ("utterance", utt.path, lambda: self._utterance.run(
+                      [utt.output], {utt.input: self.vocab.encode_batch(["<unk>"])})[0]))
+        for tower, path, probe in probes:
+            try:
+                out = probe()
+            except BundleError:
+                raise
+            except Exception as e:  # onnxruntime's own error types: the model loads but cannot run
+                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower fails on a plain input "
+                                  f"({type(e).__name__}: {e}); {REEXPORT}") from e
+            if out.shape != (1, self.dim) or not np.isfinite(out).all():
+                raise BundleError(f"{self.bundle.source}: {path.name}: the {tower} tower outputs "
+                                  f"{'non-finite values (NaN / inf)' if out.shape == (1, self.dim) else out.shape} "
+                                  f"for a plain input, so it would learn nothing; its weights are damaged or the "
+                                  f"export overflowed — {REEXPORT}")
 
     # -- images ---------------------------------------------------------------------------------------------
     def prepare(self, frames: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8 H x W x 3 frames -> the normalised float32 [N, 3, S, S] the image tower takes."""
+        if not isinstance(frames, (np.ndarray, Sequence, str, bytes)) and hasattr(frames, "__iter__"):
+            frames = list(frames)  # a generator: looked at once here, then preprocessed
+        if isinstance(frames, np.ndarray):
+            sizes = [frames.shape[-3:-1]] if frames.ndim in (3, 4) else []
+        elif isinstance(frames, Sequence) and not isinstance(frames, (str, bytes)):
+            sizes = [f.shape[:2] for f in frames if isinstance(f, np.ndarray) and f.ndim >= 2]
+        else:
+            sizes = []  # not frames at all: prepare_images says so
+        for h, w in sizes:
+            if h * w > MAX_FRAME_PIXELS:
+                raise InputError(f"a frame of {w} x {h} pixels is larger than the {MAX_FRAME_PIXELS:,} pixels "
+                                 f"firstwords takes; downscale it first (the model sees {self.input_size} x "
+                                 f"{self.input_size})")
         spec = self.bundle.image
         return prepare_images(frames, spec.input_size, spec.mean, spec.std)
 

@@ -1,5 +1,8 @@
 """User-facing errors: each message says what went wrong and what to do about it."""
 
+# What to do about a bundle that cannot be used (the end of many BundleError messages).
+REEXPORT = "re-export it with `firstwords export CHECKPOINT -o BUNDLE --config device_configs/<device>.toml`"
+
 
 class FirstwordsError(Exception):
     """Base of every error the CLI shows as `error: <message>` (exit code 2, no traceback)."""

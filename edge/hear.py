@@ -1,22 +1,18 @@
-"""Audio sources: the microphone (sounddevice / PortAudio) and audio files for replay, behind one interface.
+"""Audio in at 16 kHz: the block type, the source interface, streaming resampling and audio files for replay
+(the live microphone, behind the same interface, is edge.microphone).
 
 Every source is an iterator of `AudioBlock`s — float32 mono samples at 16 kHz (`SAMPLE_RATE`) with the time in
 seconds of the block's first sample — plus `close()`. Times are on the source's clock:
-- `MicrophoneSource`: `time.monotonic()` seconds (the clock camera capture should stamp frames with), taken at
-  stream start and advanced by the sample count, so dropped blocks show up as a jump, never as drift.
-- `AudioFileSource`: seconds from the start of the file (the clock of a replayed video / transcript).
-
-Live capture as in sherpa-onnx's microphone examples: `sounddevice.InputStream`, the callback only copies the
-block into a bounded queue (never blocks; a full queue drops the block and counts it), the consumer resamples.
+- `MicrophoneSource` (edge.microphone): `time.monotonic()` seconds (the clock camera capture should stamp
+  frames with), taken at stream start and advanced by the sample count.
+- `AudioFileSource`: seconds from the start of the file (the clock of a replayed video / transcript). NaN or
+  Inf samples of a damaged float file are replaced by silence and counted (`nonfinite_samples`).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
-import queue
-import threading
 import time
 import wave
 from collections.abc import Iterator
@@ -25,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from firstwords.edge.errors import DataError, DeviceError, InputError, MissingExtraError
+from firstwords.edge.errors import DataError, InputError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +29,6 @@ SAMPLE_RATE = 16000  # Hz: what VAD and ASR expect
 # Source rates we accept (Hz): telephone-grade to the highest studio rate. Outside this a file is broken or
 # not audio, and the resampler's filter would be huge for no use.
 MIN_SOURCE_RATE, MAX_SOURCE_RATE = 4000, 384000
-DEVICE_ENV = "FIRSTWORDS_AUDIO_DEVICE"
-SOUNDDEVICE_HINT = ("pip install 'firstwords[audio]' (sounddevice); it also needs the PortAudio library: "
-                    "sudo apt-get install libportaudio2")
 
 
 @dataclass(frozen=True)
@@ -64,15 +57,18 @@ def check_audio(samples: np.ndarray, what: str = "audio") -> np.ndarray:
     if a.ndim == 2 and a.shape[1] == 1:
         a = a[:, 0]
     if a.ndim != 1:
-        raise InputError(f"{what}: expected mono samples of shape [n], got shape {a.shape}; mix channels first "
+        raise InputError(f"{what}: expected mono samples of shape [n], got shape {a.shape}; mix channels "
+                         "first "
                          "(samples.mean(axis=1))")
     if not np.issubdtype(a.dtype, np.floating):
-        raise InputError(f"{what}: expected float samples in [-1, 1], got dtype {a.dtype}; convert int16 with "
+        raise InputError(f"{what}: expected float samples in [-1, 1], got dtype {a.dtype}; convert int16 "
+                         "with "
                          "samples.astype(np.float32) / 32768")
     a = a.astype(np.float32, copy=False)
     if a.size and not np.isfinite(a).all():
         bad = int(np.count_nonzero(~np.isfinite(a)))
-        raise InputError(f"{what}: {bad} of {a.size} samples are NaN or Inf; the source is broken or the buffer "
+        raise InputError(f"{what}: {bad} of {a.size} samples are NaN or Inf; the source is broken or the "
+                         "buffer "
                          "uninitialised — drop this block or fix the capture")
     return a
 
@@ -89,8 +85,8 @@ class Resampler:
     Memory is bounded for any ratio: the kernel table has one row per phase (`up` of them) only while it holds
     at most MAX_TABLE values; past that (e.g. 383999 Hz -> 16 kHz has 16000 phases) it keeps MAX_TABLE values'
     worth of phases and interpolates linearly between the two nearest rows (error ~ 1/phases^2, as in Julius
-    Smith's resample). The filter is at most 2 * MAX_WIDTH taps (fewer zero crossings for extreme down-sampling)
-    and outputs are computed in chunks, so the working arrays stay small too.
+    Smith's resample). The filter is at most 2 * MAX_WIDTH taps (fewer zero crossings for extreme
+    down-sampling) and outputs are computed in chunks, so the working arrays stay small too.
     """
 
     MAX_TABLE = 1 << 18  # kernel values (2 MB of float64)
@@ -98,19 +94,20 @@ class Resampler:
     _CHUNK = 1 << 18  # gathered input values per step of _emit (2 MB of float64)
 
     def __init__(self, sr_in: int, sr_out: int = SAMPLE_RATE, half_width: int = 16, rolloff: float = 0.94):
-        if (isinstance(sr_in, bool) or isinstance(sr_out, bool) or not isinstance(sr_in, (int, float, np.number))
-                or not isinstance(sr_out, (int, float, np.number)) or not (math.isfinite(sr_in)
-                                                                          and math.isfinite(sr_out))
+        number = (int, float, np.number)
+        if (isinstance(sr_in, bool) or isinstance(sr_out, bool) or not isinstance(sr_in, number)
+                or not isinstance(sr_out, number) or not (math.isfinite(sr_in) and math.isfinite(sr_out))
                 or sr_in <= 0 or sr_out <= 0 or int(sr_in) != sr_in or int(sr_out) != sr_out):
             raise InputError(f"sample rates must be positive integers, got {sr_in} -> {sr_out}")
         g = math.gcd(int(sr_in), int(sr_out))
         self.up, self.down = int(sr_out) // g, int(sr_in) // g  # output n sits at input position n*down/up
         self.identity = self.up == self.down
         cutoff = min(1.0, self.up / self.down) * rolloff  # fraction of the input Nyquist kept
-        self.width = min(math.ceil(half_width / cutoff), self.MAX_WIDTH)  # input samples each side of the output
+        # input samples each side of the output
+        self.width = min(math.ceil(half_width / cutoff), self.MAX_WIDTH)
         taps = 2 * self.width
-        # Phases: exact (one per output offset p/up) when the table fits, else a grid of `phases` rows plus one
-        # (offset 1.0) to interpolate between.
+        # Phases: exact (one per output offset p/up) when the table fits, else a grid of `phases` rows plus
+        # one (offset 1.0) to interpolate between.
         self.phases = self.up if self.up * taps <= self.MAX_TABLE else max(2, self.MAX_TABLE // taps - 1)
         self.exact = self.phases == self.up
         rows = self.phases if self.exact else self.phases + 1
@@ -142,8 +139,8 @@ class Resampler:
         """Kernel rows for outputs at fractional input offsets rem / up (rem: int64 in [0, up))."""
         if self.exact:
             return self.table[rem]
-        # rem / up on the grid of `phases`: row q plus a fraction a of the way to row q + 1 (no extra look-ahead:
-        # every row uses the same input samples)
+        # rem / up on the grid of `phases`: row q plus a fraction a of the way to row q + 1 (no extra
+        # look-ahead: every row uses the same input samples)
         scaled = rem.astype(np.float64) * (self.phases / self.up)
         q = np.minimum(scaled.astype(np.int64), self.phases - 1)
         a = (scaled - q)[:, None]
@@ -214,7 +211,8 @@ class _WavReader:
         self.frames = self.w.getnframes()
         if self.width not in (1, 2, 3, 4) or self.channels < 1 or self.rate <= 0:
             self.w.close()
-            raise DataError(f"{path}: unsupported wav layout ({self.width * 8}-bit, {self.channels} channels, "
+            raise DataError(f"{path}: unsupported wav layout ({self.width * 8}-bit, {self.channels} "
+                            "channels, "
                             f"{self.rate} Hz); convert with sox to 16-bit PCM")
 
     def read(self, n: int) -> np.ndarray:
@@ -245,13 +243,16 @@ class _SoundfileReader:
             import soundfile  # optional: only for flac and non-PCM wav
         except (ImportError, OSError) as e:
             raise MissingExtraError(
-                f"{path}: reading {path.suffix or 'this'} audio needs the soundfile package (pip install soundfile); "
-                f"or convert it to 16-bit wav: `sox {path.name} -b 16 out.wav` / `ffmpeg -i {path.name} out.wav`"
+                f"{path}: reading {path.suffix or 'this'} audio needs the soundfile package (pip install "
+                "soundfile); "
+                f"or convert it to 16-bit wav: `sox {path.name} -b 16 out.wav` / `ffmpeg -i {path.name} "
+                "out.wav`"
             ) from e
         try:
             self.f = soundfile.SoundFile(str(path))
         except Exception as e:  # soundfile raises its own LibsndfileError / RuntimeError
-            raise DataError(f"{path}: cannot decode audio ({e}); convert it to 16-bit wav with sox or ffmpeg") from e
+            raise DataError(f"{path}: cannot decode audio ({e}); convert it to 16-bit wav with sox or "
+                            "ffmpeg") from e
         self.rate, self.channels, self.frames = self.f.samplerate, self.f.channels, self.f.frames
 
     def read(self, n: int) -> np.ndarray:
@@ -267,7 +268,7 @@ def check_source_rate(rate, what: str) -> int:
             MIN_SOURCE_RATE <= rate <= MAX_SOURCE_RATE):
         raise DataError(f"{what}: sample rate {rate!r} Hz is outside the supported {MIN_SOURCE_RATE}.."
                         f"{MAX_SOURCE_RATE} Hz (the file is damaged or not ordinary audio); convert it with "
-                        "`sox IN -r 16000 -b 16 out.wav`")
+                        f"`sox IN -r {SAMPLE_RATE} -b 16 out.wav`")
     return int(rate)
 
 
@@ -318,6 +319,7 @@ class AudioFileSource:
         self._reader = _open_audio(self.path)
         self.source_rate = self._reader.rate
         self.duration = self._reader.frames / self._reader.rate
+        self.nonfinite_samples = 0  # NaN / Inf samples of the file, replaced by silence before resampling
         self._closed = False
 
     def __iter__(self) -> Iterator[AudioBlock]:
@@ -335,7 +337,13 @@ class AudioFileSource:
                     done = True
                     out = rs.flush()
                 else:
-                    out = rs.process(_to_mono(chunk))
+                    mono = _to_mono(chunk)
+                    bad = ~np.isfinite(mono)
+                    # a damaged float file: silence in their place (counted), not NaN everywhere
+                    if bad.any():
+                        self.nonfinite_samples += int(np.count_nonzero(bad))
+                        mono = np.where(bad, np.float32(0.0), mono)
+                    out = rs.process(mono)
                 pending = np.concatenate([pending, out]) if len(pending) else out
             while len(pending) >= self.block or (done and len(pending)):
                 samples, pending = pending[: self.block], pending[self.block:]
@@ -376,167 +384,14 @@ def write_wav(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE) ->
         w.writeframes((np.round(a * 32767)).astype("<i2").tobytes())
 
 
-# ----------------------------------------------------------------------------------------------- microphone
-
-def _import_sounddevice():
-    try:
-        import sounddevice
-    except ImportError as e:
-        raise MissingExtraError(f"live audio needs sounddevice: {SOUNDDEVICE_HINT}") from e
-    except OSError as e:  # sounddevice raises OSError('PortAudio library not found')
-        raise MissingExtraError(f"sounddevice cannot load PortAudio ({e}): sudo apt-get install libportaudio2") from e
-    return sounddevice
+# The live microphone lives in edge.microphone; these names are kept readable from here for its callers.
+_MICROPHONE_NAMES = ("MicrophoneSource", "list_input_devices", "resolve_device", "_import_sounddevice",
+                     "DEVICE_ENV", "SOUNDDEVICE_HINT")
 
 
-def list_input_devices() -> list[dict]:
-    """Input-capable devices as [{index, name, channels, default_samplerate, hostapi}] (for `firstwords doctor`)."""
-    sd = _import_sounddevice()
-    out = []
-    for i, d in enumerate(sd.query_devices()):
-        if d.get("max_input_channels", 0) > 0:
-            out.append({"index": i, "name": d["name"], "channels": int(d["max_input_channels"]),
-                        "default_samplerate": float(d["default_samplerate"]),
-                        "hostapi": sd.query_hostapis(d["hostapi"])["name"]})
-    return out
+def __getattr__(name: str):
+    if name in _MICROPHONE_NAMES:
+        from firstwords.edge import microphone
 
-
-def resolve_device(device: int | str | None) -> int | str | None:
-    """Flag beats environment (FIRSTWORDS_AUDIO_DEVICE) beats the system default (None).
-
-    A string of digits is a device index; any other string is a (sub)name PortAudio matches.
-    """
-    if device is None or device == "":
-        device = os.environ.get(DEVICE_ENV) or None
-    if isinstance(device, str):
-        device = device.strip()
-        if device.lstrip("-").isdigit():
-            return int(device)
-    return device
-
-
-class MicrophoneSource:
-    """Live microphone via `sounddevice.InputStream` (opened in `start()` / on first iteration, never at import).
-
-    device: index or name; None -> $FIRSTWORDS_AUDIO_DEVICE, else the system default input.
-    device_rate: capture rate; None -> 16 kHz if the device accepts it, else its default rate (then resampled).
-    queue_blocks: bounded queue length between the PortAudio thread and the consumer (~32 ms blocks).
-    stall_timeout: seconds without a block before iteration raises DeviceError (microphone gone).
-    Counters: `overflows` = blocks dropped because the queue was full; `input_overflows` = PortAudio's own
-    input-overflow flags (samples lost inside the driver); `bad_blocks` = blocks with NaN/Inf, dropped.
-    A drop shows as a jump in block times (times come from the sample count, dropped blocks included).
-    """
-
-    def __init__(self, device: int | str | None = None, device_rate: int | None = None, channels: int = 1,
-                 block_ms: float = 32.0, queue_blocks: int = 256, stall_timeout: float = 5.0):
-        if queue_blocks < 1 or block_ms <= 0 or channels < 1:
-            raise InputError("queue_blocks, block_ms and channels must be positive")
-        if device_rate is not None and (isinstance(device_rate, bool) or not isinstance(device_rate, (int, np.integer))
-                                        or not MIN_SOURCE_RATE <= device_rate <= MAX_SOURCE_RATE):
-            raise InputError(f"device_rate must be an integer from {MIN_SOURCE_RATE} to {MAX_SOURCE_RATE} Hz "
-                             f"(or None for the device's own), got {device_rate!r}")
-        self.device = resolve_device(device)
-        self.device_rate = device_rate
-        self.channels = channels
-        self.block_ms = block_ms
-        self.stall_timeout = stall_timeout
-        self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
-        self._lock = threading.Lock()
-        self.overflows = 0
-        self.input_overflows = 0
-        self.blocks_captured = 0
-        self.bad_blocks = 0  # blocks with NaN/Inf samples, dropped
-        self._frames_seen = 0  # device-rate frames delivered by PortAudio, dropped ones included
-        self._stream = None
-        self._closed = False
-        self.t0 = 0.0
-        self.rate = 0
-
-    # -- PortAudio thread: copy and return, never block --
-    def _callback(self, indata, frames, time_info, status) -> None:
-        start = self._frames_seen
-        self._frames_seen += frames
-        if status and status.input_overflow:
-            self.input_overflows += 1
-        try:
-            self._queue.put_nowait((start, indata.copy()))
-            self.blocks_captured += 1
-        except queue.Full:
-            self.overflows += 1
-
-    def start(self) -> None:
-        if self._stream is not None:
-            return
-        if self._closed:
-            raise DeviceError("this MicrophoneSource was closed; make a new one")
-        sd = _import_sounddevice()
-        try:
-            info = sd.query_devices(self.device, "input")
-        except (ValueError, sd.PortAudioError) as e:
-            names = ", ".join(f"{d['index']}: {d['name']}" for d in list_input_devices()) or "none found"
-            raise DeviceError(f"no audio input device {self.device!r} ({e}); input devices: {names}. "
-                              f"Choose one with --audio-device or {DEVICE_ENV}") from e
-        rate = self.device_rate
-        if rate is None:
-            try:
-                sd.check_input_settings(device=self.device, samplerate=SAMPLE_RATE, channels=self.channels,
-                                        dtype="float32")
-                rate = SAMPLE_RATE
-            except (ValueError, sd.PortAudioError):  # no 16 kHz here: capture at its rate and resample
-                rate = int(info["default_samplerate"])
-        self.rate = int(rate)
-        blocksize = max(1, round(self.rate * self.block_ms / 1000))
-        try:
-            stream = sd.InputStream(device=self.device, channels=self.channels, samplerate=self.rate,
-                                    dtype="float32", blocksize=blocksize, callback=self._callback)
-            self.t0 = time.monotonic()
-            stream.start()
-        except Exception as e:  # PortAudioError, ValueError: bad device / rate / channels
-            raise DeviceError(f"cannot open audio input {info['name']!r} at {self.rate} Hz, {self.channels} ch "
-                              f"({e}); try another --audio-device or device rate") from e
-        self._stream = stream
-        log.info("microphone %r open at %d Hz (block %d frames)", info["name"], self.rate, blocksize)
-
-    def __iter__(self) -> Iterator[AudioBlock]:
-        self.start()
-        rs = Resampler(self.rate, SAMPLE_RATE)
-        expected = 0  # next device frame index
-        out_origin = 0  # 16 kHz sample index where the current resampler run started
-        last_block = time.monotonic()
-        while not self._closed:
-            try:
-                start, data = self._queue.get(timeout=min(0.1, self.stall_timeout))
-            except queue.Empty:
-                if self._closed:
-                    break
-                if time.monotonic() - last_block > self.stall_timeout:
-                    raise DeviceError(f"the microphone delivered nothing for {self.stall_timeout:.1f} s "
-                                      "(unplugged?); check the device and restart")
-                continue
-            last_block = time.monotonic()
-            if not np.isfinite(data).all():  # a broken driver buffer: drop it (counted), never pass NaN on
-                self.bad_blocks += 1
-                continue
-            if start != expected:  # blocks were dropped: restart resampling at the new position
-                rs = Resampler(self.rate, SAMPLE_RATE)
-                out_origin = round(start * SAMPLE_RATE / self.rate)
-            n_before = rs.n_out
-            y = rs.process(_to_mono(data))
-            expected = start + len(data)
-            if len(y):
-                t = self.t0 + (out_origin + n_before) / SAMPLE_RATE
-                yield AudioBlock(t, y)
-
-    def stats(self) -> dict:
-        return {"blocks_captured": self.blocks_captured, "overflows": self.overflows,
-                "input_overflows": self.input_overflows, "bad_blocks": self.bad_blocks,
-                "queued": self._queue.qsize()}
-
-    def close(self) -> None:
-        self._closed = True
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            try:
-                stream.stop()
-                stream.close()
-            except Exception as e:  # noqa: BLE001 - closing a vanished device must not mask the caller's error
-                log.warning("closing the audio stream failed: %s", e)
+        return getattr(microphone, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

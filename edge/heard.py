@@ -13,7 +13,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class HeardWord:
     text: str  # one token, as firstwords.edge.tokenize writes it
-    start: float  # seconds, on the session's clock (the utterance's start when the source gives no word times)
+    # seconds, on the session's clock (the utterance's start when the source gives no word times)
+    start: float
     end: float
     confidence: float = 1.0  # 0..1: the recogniser's posterior; 1.0 for a transcript
 

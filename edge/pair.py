@@ -15,21 +15,39 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from firstwords.edge.heard import HeardWord
+from firstwords.edge.tokenize import words as split_words
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Utterance:
+class TimedUtterance:
+    """An utterance on the session's clock — a transcript's line or what the recogniser heard — with its
+    words.
+
+    `words`: as `HeardWord`s (time and confidence; a transcript's have confidence 1.0 and the utterance's
+    times). Empty means "not split yet": `heard_words()` then splits `text` with the project's tokenizer."""
+
     start: float  # seconds (same clock as the frames)
     end: float
     text: str
-    speaker: str = ""
+    speaker: str | None = None
+    video: str | None = None  # CVCL CSV's "Video Name" (None elsewhere)
+    words: tuple[HeardWord, ...] = ()
+
+    def heard_words(self) -> tuple[HeardWord, ...]:
+        if self.words:
+            return self.words
+        return tuple(HeardWord(w, self.start, self.end, 1.0) for w in split_words(self.text))
+
+
+Utterance = TimedUtterance  # the name older callers of edge.pair use
 
 
 @dataclass
 class Paired:
-    utterance: Utterance
+    utterance: TimedUtterance
     window: tuple[float, float]  # seconds [start, end)
     times: np.ndarray  # float64 [K] frame times
     items: list[Any]  # K frames or frame embeddings
@@ -127,9 +145,9 @@ class PairingStats:
 class Pairer:
     """Collects utterances and closes each one's window once the frames up to its end have arrived.
 
-    Feed frames with `add_frame(t, item)` and utterances (in start order) with `add_utterance(u)`; `ready(now)`
-    returns the utterances whose windows are complete: the frame clock (latest frame) has passed the window
-    end, or `now` (another clock, e.g. the audio's, in live mode) has passed it by `grace` seconds.
+    Feed frames with `add_frame(t, item)` and utterances (in start order) with `add_utterance(u)`;
+    `ready(now)` returns the utterances whose windows are complete: the frame clock (latest frame) has passed
+    the window end, or `now` (another clock, e.g. the audio's, in live mode) has passed it by `grace` seconds.
     `flush()` closes all pending windows with whatever frames there are.
     """
     fps: float = 5.0
@@ -142,7 +160,7 @@ class Pairer:
         if self.fps <= 0 or self.max_frames < 1:
             raise ValueError("fps must be > 0 and max_frames >= 1")
         self.ring = FrameRing(max(int(self.ring_seconds * self.fps) + 1, self.max_frames * 2))
-        self._pending: deque[Utterance] = deque()
+        self._pending: deque[TimedUtterance] = deque()
 
     @property
     def pending(self) -> int:
@@ -151,7 +169,7 @@ class Pairer:
     def add_frame(self, t: float, item: Any) -> None:
         self.ring.add(t, item)
 
-    def add_utterance(self, u: Utterance) -> None:
+    def add_utterance(self, u: TimedUtterance) -> None:
         self.stats.utterances += 1
         self._pending.append(u)
 
@@ -174,7 +192,8 @@ class Pairer:
         p = Paired(u, (start, end), times[idx], self.ring.take(idx))
         if p.empty:
             self.stats.without_frames += 1
-            log.info("utterance %r at %.2f-%.2f s: no frames in its window [%.2f, %.2f) (ring holds %.2f-%.2f s)",
+            log.info("utterance %r at %.2f-%.2f s: no frames in its window [%.2f, %.2f) (ring holds "
+                     "%.2f-%.2f s)",
                      u.text, u.start, u.end, start, end, self.ring.oldest, self.ring.latest)
         else:
             self.stats.paired += 1
@@ -212,7 +231,7 @@ class Pairer:
         return out
 
 
-def pair_offline(frame_times: Sequence[float], utterances: Sequence[Utterance], fps: float = 5.0,
+def pair_offline(frame_times: Sequence[float], utterances: Sequence[TimedUtterance], fps: float = 5.0,
                  max_frames: int = 32) -> list[np.ndarray]:
     """For analysis and tests: the frame indices of every utterance's window (utterances sorted by start)."""
     times = np.asarray(frame_times, dtype=np.float64)

@@ -8,8 +8,8 @@ A session is found from one path (`discover_session`):
 - a transcript or a wav file, with a video of the same stem beside it.
 
 `replay(...)` runs the same `edge.learner.Learner` the live device runs, at full speed (`speed=None`:
-back-pressure, nothing dropped) or paced (`speed=1.0`: as a camera and microphone would deliver, frames dropped
-when the CPU falls behind).
+back-pressure, nothing dropped) or paced (`speed=1.0`: as a camera and microphone would deliver, frames
+dropped when the CPU falls behind).
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from firstwords.edge.capture import IMAGE_SUFFIXES, ImageFolderSource, PacedSource, VideoFileSource
+from firstwords.edge.capture import IMAGE_SUFFIXES
 from firstwords.edge.errors import DataError, InputError
+from firstwords.edge.frame_files import ImageFolderSource, PacedSource, VideoFileSource
+from firstwords.edge.hear import SAMPLE_RATE
 from firstwords.edge.learner import Learner, LearnerOptions, LearnerReport, LearnerStats
-from firstwords.edge.pair import Utterance
+from firstwords.edge.pair import TimedUtterance
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,9 @@ def extract_soundtrack(video: Path, out_wav: Path) -> bool:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return False
-    proc = subprocess.run([ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac", "1",
-                           "-ar", "16000", "-c:a", "pcm_s16le", str(out_wav)], capture_output=True, check=False)
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-y", "-i", str(video), "-vn", "-ac", "1",
+           "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", str(out_wav)]
+    proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0 or not out_wav.is_file() or out_wav.stat().st_size <= 44:
         log.info("no soundtrack extracted from %s: %s", video, proc.stderr.decode(errors="replace").strip())
         return False
@@ -92,7 +95,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
     """Find a session's frames, soundtrack and transcript from one path (explicit ones override)."""
     p = Path(path)
     if not p.exists():
-        raise DataError(f"{p}: no such session; give a session folder (tools/make_sample_session.py writes one), "
+        raise DataError(f"{p}: no such session; give a session folder (tools/make_sample_session.py writes "
+                        "one), "
                         "a video file, or a transcript / wav with a video beside it")
     s = Session(None, None, None)
     if p.is_dir():
@@ -101,7 +105,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
             try:
                 meta = json.loads(meta_path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise DataError(f"{meta_path}: unreadable session description ({e}); remake the session") from e
+                raise DataError(f"{meta_path}: unreadable session description ({e}); remake the "
+                                "session") from e
             s.meta = meta
             for key in ("video", "audio", "transcript"):
                 name = meta.get(key)
@@ -136,7 +141,8 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
             s.audio = _beside(p, AUDIO_SUFFIXES)
         else:
             raise DataError(f"{p}: not a session: expected a folder, a video ({', '.join(VIDEO_SUFFIXES)}), "
-                            f"audio ({', '.join(AUDIO_SUFFIXES)}) or a transcript ({', '.join(TRANSCRIPT_SUFFIXES)})")
+                            f"audio ({', '.join(AUDIO_SUFFIXES)}) or a transcript "
+                            f"({', '.join(TRANSCRIPT_SUFFIXES)})")
     if frames is not None:
         s.frames = Path(frames)
     if audio is not None:
@@ -154,17 +160,20 @@ def discover_session(path: str | Path, *, frames: str | Path | None = None, audi
         else:
             tmp.cleanup()
     if s.frames is None:
-        raise DataError(f"{p}: found no video or image frames for this session; pass --frames VIDEO_OR_FOLDER")
+        raise DataError(f"{p}: found no video or image frames for this session; pass --frames "
+                        "VIDEO_OR_FOLDER")
     if s.audio is None and s.transcript is None:
-        hint = "" if shutil.which("ffmpeg") else " (ffmpeg is not installed, so a video's own soundtrack cannot be read: " \
-                                                 "sudo apt-get install ffmpeg, or put a .wav beside the video)"
-        raise DataError(f"{p}: found neither a soundtrack nor a transcript; pass --audio WAV or --transcript SRT{hint}")
+        hint = "" if shutil.which("ffmpeg") else (" (ffmpeg is not installed, so a video's own soundtrack "
+                                                  "cannot be read: sudo apt-get install ffmpeg, or put a "
+                                                  ".wav beside the video)")
+        raise DataError(f"{p}: found neither a soundtrack nor a transcript; pass --audio WAV or "
+                        f"--transcript SRT{hint}")
     return s
 
 
 def choose_words_source(session: Session, words_from: str, recognizer_name: str = "pocketsphinx") -> str:
-    """'audio' or 'transcript'. auto: the soundtrack through VAD + ASR when there is one and the device config's
-    recogniser is not 'transcript'; otherwise the transcript."""
+    """'audio' or 'transcript'. auto: the soundtrack through VAD + ASR when there is one and the device
+    config's recogniser is not 'transcript'; otherwise the transcript."""
     if words_from not in WORDS_FROM:
         raise InputError(f"words_from must be one of {WORDS_FROM}, got {words_from!r}")
     if words_from == "auto":
@@ -180,10 +189,36 @@ def choose_words_source(session: Session, words_from: str, recognizer_name: str 
     return words_from
 
 
-def load_utterances(path: Path) -> list[Utterance]:
-    from firstwords.edge.transcripts import load_transcript
+def load_utterances(path: Path, encoding: str | None = None,
+                    warnings: list[str] | None = None) -> list[TimedUtterance]:
+    """A transcript's utterances. encoding None: UTF-8, and when the file is not UTF-8, cp1252 (Windows'
+    Western encoding, which reads any byte) with a line added to `warnings` saying so."""
+    from firstwords.edge.transcripts import TranscriptEncodingError, load_transcript
 
-    return [Utterance(float(u.start), float(u.end), u.text, u.speaker or "") for u in load_transcript(path)]
+    if encoding is not None:
+        rows = load_transcript(path, encoding=encoding)
+    else:
+        try:
+            rows = load_transcript(path)
+        except TranscriptEncodingError:
+            rows = load_transcript(path, encoding="cp1252")
+            if warnings is not None:
+                warnings.append(f"{path}: not UTF-8; read as cp1252 (Windows Western). If words look wrong, "
+                                "pass --encoding with the file's encoding")
+    return rows
+
+
+def parse_speed(text: str) -> float | None:
+    """--speed: 'max' -> None (as fast as the CPU allows), else a positive factor of real time."""
+    if text == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError as e:
+        raise InputError(f"--speed must be 'max' or a positive number (1 = real time), got {text!r}") from e
+    if not v > 0:
+        raise InputError(f"--speed must be 'max' or a positive number (1 = real time), got {text!r}")
+    return v
 
 
 def session_duration(session: Session) -> float | None:
@@ -194,72 +229,60 @@ def session_duration(session: Session) -> float | None:
     return None
 
 
-def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "auto", speed: float | None = None,
+def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "auto",
+           speed: float | None = None,
            options: LearnerOptions | None = None, vad: Any = None, recognizer: Any = None,
-           recognizer_name: str = "pocketsphinx", on_status: Callable[[LearnerStats], None] | None = None,
+           recognizer_name: str = "pocketsphinx", encoding: str | None = None,
+           on_status: Callable[[LearnerStats], None] | None = None,
            on_learned: Callable | None = None, on_utterance: Callable | None = None,
-           install_signal_handlers: bool = True) -> LearnerReport:
-    """Run a session through the learner into `memory`. vad / recognizer: built by the caller for the audio
-    path (edge.vad.make_vad, edge.asr.make_recognizer); ignored for a transcript."""
+           on_tick: Callable | None = None, install_signal_handlers: bool = True) -> LearnerReport:
+    """Run a session through the learner into `memory`. vad / recognizer: the audio path's (edge.runtime's
+    build_runtime(speech=True) makes them); ignored for a transcript. `options` is not changed: the replay
+    runs on a copy with its pacing (`speed`) and the session's clock. The report's `warnings` say what
+    was odd about the session's files (an empty transcript, a soundtrack without audio, no frames)."""
     if speed is not None and not speed > 0:
-        raise InputError(f"speed must be positive (1 = real time) or None for as fast as possible, got {speed!r}")
+        raise InputError("speed must be positive (1 = real time) or None for as fast as possible, got "
+                         f"{speed!r}")
     source = choose_words_source(session, words_from, recognizer_name)
-    opts = options if options is not None else LearnerOptions()
-    opts.realtime = speed is not None
-    opts.clock_origin = 0.0
-    fps = opts.fps
-    frames: Any = (VideoFileSource(session.frames, fps=fps) if session.frames.is_file()
-                   else ImageFolderSource(session.frames, fps=fps, index_fps=fps))
-    if speed is not None:
-        frames = PacedSource(frames, speed=speed)
-    kw: dict[str, Any] = {}
-    if source == "audio":
-        from firstwords.edge.hear import AudioFileSource
-
-        if vad is None or recognizer is None:
-            raise InputError("the audio path needs a vad and a recognizer (edge.vad.make_vad, "
-                             "firstwords.edge.asr.make_recognizer)")
-        kw.update(audio=AudioFileSource(session.audio, speed=speed), vad=vad, recognizer=recognizer)
-    else:
-        kw.update(transcript=load_utterances(session.transcript), transcript_paced=speed)
-    learner = Learner(encoder, memory, frames, options=opts, on_status=on_status, on_learned=on_learned,
-                      on_utterance=on_utterance, **kw)
-    learner.words_source = source  # type: ignore[attr-defined]
+    opts = replace(options if options is not None else LearnerOptions(), realtime=speed is not None,
+                   clock_origin=0.0)
+    warnings: list[str] = []
     try:
-        return learner.run(install_signal_handlers=install_signal_handlers)
+        frames: Any = (VideoFileSource(session.frames, fps=opts.fps) if session.frames.is_file()
+                       else ImageFolderSource(session.frames, fps=opts.fps, index_fps=opts.fps))
+        if speed is not None:
+            frames = PacedSource(frames, speed=speed)
+        kw: dict[str, Any] = {}
+        if source == "audio":
+            from firstwords.edge.hear import AudioFileSource
+
+            if vad is None or recognizer is None:
+                raise InputError("the audio path needs a vad and a recognizer "
+                                 "(firstwords.edge.runtime.build_runtime(..., speech=True) makes them)")
+            audio = AudioFileSource(session.audio, speed=speed)
+            if audio.duration == 0:
+                warnings.append(f"{session.audio}: the soundtrack holds no audio (a header only); "
+                                "nothing can be heard")
+            kw.update(audio=audio, vad=vad, recognizer=recognizer)
+        else:
+            utts = load_utterances(session.transcript, encoding, warnings)
+            if not utts:
+                warnings.append(f"{session.transcript}: the transcript holds no utterances; nothing to learn")
+            kw.update(transcript=utts, transcript_paced=speed)
+        learner = Learner(encoder, memory, frames, options=opts, on_status=on_status, on_learned=on_learned,
+                          on_utterance=on_utterance, on_tick=on_tick, **kw)
+        report = learner.run(install_signal_handlers=install_signal_handlers)
     finally:
         session.cleanup()
+    if report.stats["frames_captured"] == 0 and not report.errors and not report.interrupted:
+        warnings.append(f"{session.frames}: no frames were read (a video without frames, or no readable "
+                        "image); every utterance was left without frames")
+    report.warnings[:0] = warnings
+    return report
 
 
-# ------------------------------------------------------------------------------------ shared by run / replay
-
-def bundle_vocabulary(encoder: Any) -> list[str]:
-    """The encoder's words (CVCL specials left out): what speech recognition is biased towards."""
-    vocab = getattr(encoder, "vocab", None)
-    ids = getattr(vocab, "ids", {}) or {}
-    return sorted(w for w in ids if not (w.startswith("<") and w.endswith(">")))
-
-
-def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "lm", threads: int = 1) -> tuple[Any, Any]:
-    """The audio path's VAD and recogniser. bias 'lm' (default): pocketsphinx with a language model over the
-    bundle's vocabulary — on the sample session's synthetic voice it recovered 97 % of object words at 0.09x
-    real time, against 93 % at 0.9x for 'grammar'; 'none' = pocketsphinx's open-vocabulary English LM."""
-    from firstwords.edge.asr import make_recognizer
-    from firstwords.edge.vad import make_vad
-
-    vad = make_vad(vad_name, **({"threads": threads} if vad_name == "silero" else {}))
-    if bias == "none":
-        return vad, make_recognizer("pocketsphinx", bias="none")
-    return vad, make_recognizer("pocketsphinx", vocabulary=list(vocabulary), bias=bias)
-
-
-def options_from_config(cfg: Any, realtime: bool) -> LearnerOptions:
-    """LearnerOptions from a DeviceConfig's [pairing] table."""
-    p = cfg.pairing
-    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue)
-
-
-def object_word_recovery(heard: Sequence[Utterance], spoken: Sequence[Utterance], object_words: Sequence[str],
+def object_word_recovery(heard: Sequence[TimedUtterance], spoken: Sequence[TimedUtterance],
+                         object_words: Sequence[str],
                          slack: float = 0.3) -> dict[str, Any]:
     """How many object words spoken (the transcript) were recognised in speech overlapping them in time
     (within `slack` s), and how many recognised object words were not said there (false alarms)."""

@@ -51,8 +51,11 @@ def firstwords_command() -> list[str]:
 def _quote(arg: str) -> str:
     """A systemd ExecStart word: quoted when needed; '%' and '$' escaped so systemd does not expand them."""
     arg = arg.replace("%", "%%").replace("$", "$$")
-    return arg if arg and all(c.isalnum() or c in "/._-=:+," for c in arg) else '"' + arg.replace(
-        "\\", "\\\\").replace('"', '\\"') + '"'
+    return (
+        arg
+        if arg and all(c.isalnum() or c in "/._-=:+," for c in arg)
+        else '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    )
 
 
 def check_spec(spec: ServiceSpec) -> None:
@@ -61,12 +64,16 @@ def check_spec(spec: ServiceSpec) -> None:
         if not p.is_absolute():
             raise ConfigError(f"the {what} path {p} must be absolute in a service (it starts from /)")
     if not spec.bundle.exists():
-        raise ConfigError(f"no bundle at {spec.bundle}: copy one made by 'firstwords export' to the device first")
+        raise ConfigError(
+            f"no bundle at {spec.bundle}: copy one made by 'firstwords export' to the device first"
+        )
     if spec.user is not None:
         try:
             pwd.getpwnam(spec.user)
         except KeyError:
-            raise ConfigError(f"no user {spec.user!r} on this system: create it or leave out --user") from None
+            raise ConfigError(
+                f"no user {spec.user!r} on this system: create it or leave out --user"
+            ) from None
     if not spec.name.replace("-", "").replace("_", "").isalnum():
         raise ConfigError(f"service name {spec.name!r}: use letters, digits, '-' and '_'")
     if spec.stop_timeout_sec < 5 or spec.watchdog_sec < 5:
@@ -76,8 +83,16 @@ def check_spec(spec: ServiceSpec) -> None:
 def render_unit(spec: ServiceSpec, command: list[str] | None = None) -> str:
     check_spec(spec)
     cmd = (command or firstwords_command()) + [
-        "run", "--config", spec.config, "--bundle", str(spec.bundle), "--memory", str(spec.memory), "--quiet",
-        *spec.extra_args]
+        "run",
+        "--config",
+        spec.config,
+        "--bundle",
+        str(spec.bundle),
+        "--memory",
+        str(spec.memory),
+        "--quiet",
+        *spec.extra_args,
+    ]
     user = f"User={spec.user}\n" + "SupplementaryGroups=video audio\n" if spec.user else ""
     return f"""# Written by `firstwords service install`; remove with `firstwords service uninstall`.
 [Unit]
@@ -102,6 +117,8 @@ TimeoutStartSec={spec.start_timeout_sec}
 KillSignal=SIGTERM
 KillMode=mixed
 TimeoutStopSec={spec.stop_timeout_sec}
+# `firstwords run` exits 130 after a SIGTERM (interrupted, memory flushed): a clean stop, not a failure.
+SuccessExitStatus=130
 # The board stays responsive: lower CPU priority and best-effort, low-priority disk access.
 Nice={spec.nice}
 IOSchedulingClass=best-effort
@@ -127,7 +144,9 @@ def verify_unit(path: Path) -> tuple[bool, str] | None:
     tool = shutil.which("systemd-analyze")
     if tool is None:
         return None
-    proc = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [tool, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     text = (proc.stdout + proc.stderr).strip()
     # Only lines about our unit count: others are about units already on this system.
     ours = [ln for ln in text.splitlines() if path.name in ln or str(path) in ln]

@@ -93,7 +93,7 @@ def read_status(memory: str | Path) -> dict[str, Any]:
         raise DataError(f"no status record at {path}: no learner has run with the memory {memory} yet "
                         "(start one with 'firstwords run' or 'firstwords service install')") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"the status record {path} is unreadable ({e}); it is rewritten by the next run") from e
+        raise DataError(f"the status record {path} is unreadable ({e}); the next run rewrites it") from e
     if not isinstance(d, dict) or d.get("format") != STATUS_FORMAT:
         raise DataError(f"{path} is not a firstwords status record")
     return d
@@ -103,7 +103,7 @@ def describe_state(d: dict[str, Any], now: float | None = None) -> str:
     """The state as a reader should take it: a 'running' record whose writer is gone is 'not running'."""
     state = d.get("state", "?")
     if state in ("running", "starting") and not pid_alive(int(d.get("pid", 0) or 0)):
-        return f"not running (the learner stopped without saying so; last update {ago(d.get('updated'), now)})"
+        return f"not running (it stopped without saying so; last update {ago(d.get('updated'), now)})"
     return state
 
 
@@ -125,7 +125,8 @@ def format_status(d: dict[str, Any], now: float | None = None) -> str:
         ("updated", ago(d.get("updated"), now)),
         ("last frame", ago(d.get("last_frame"), now)),
         ("last utterance", ago(d.get("last_utterance"), now)),
-        ("words learned", f"{d.get('words_today', 0)} today ({d.get('day')}), {d.get('words_total', 0)} in all"),
+        ("words learned", f"{d.get('words_today', 0)} today ({d.get('day')}), "
+                          f"{d.get('words_total', 0)} in all"),
         ("this run", (f"{d.get('utterances_learned', 0)} utterances, {d.get('frames_in', 0)} frames, "
                      f"{d.get('frames_dropped', 0)} dropped, {d.get('audio_overflows', 0)} audio overflows")),
         ("disk used", f"{mb:.1f} MB, {d.get('evictions', 0)} evictions"),
@@ -203,9 +204,9 @@ class ServiceMonitor:
         if self.status.day != self._today():
             self.status.day, self._today_set = self._today(), set()
         with self._lock:
-            for w in words:
+            for w in words:  # HeardWord or str
                 if len(self._today_set) < MAX_TODAY_WORDS:
-                    self._today_set.add(w)
+                    self._today_set.add(str(getattr(w, "text", w)))
             self.status.words_today = len(self._today_set)
 
     def error(self, message: str) -> None:
@@ -246,9 +247,10 @@ class ServiceMonitor:
 
     def line(self) -> str:
         s = self.status
+        tail = f"; last error {s.last_error}" if s.last_error else ""
         return (f"{s.state}: {s.words_today} words today, {s.words_total} in all; {s.utterances_learned} "
                 f"utterances, {s.frames_in} frames ({s.frames_dropped} dropped), {s.audio_overflows} audio "
-                f"overflows; watchdog {s.watchdog}" + (f"; last error {s.last_error}" if s.last_error else ""))
+                f"overflows; watchdog {s.watchdog}{tail}")
 
     def stopping(self) -> None:
         self.status.state = "stopping"
@@ -267,8 +269,8 @@ class ServiceMonitor:
             try:
                 m = self.memory_stats()
                 s.words_total = int(m.get("words", 0))
-                s.disk_used_bytes = int(m.get("bytes_on_disk", 0))
-                s.evictions = int(m.get("evictions", m.get("evicted", 0)) or 0)
+                s.disk_used_bytes = int(m.get("disk_bytes", m.get("bytes_on_disk", 0)) or 0)
+                s.evictions = int(m.get("evicted_episodes", m.get("evictions", 0)) or 0)
             except Exception as e:  # noqa: BLE001  # a closed or busy memory must not stop the status
                 log.debug("memory stats unavailable: %s", e)
         with self._lock:
@@ -287,8 +289,9 @@ def doctor_line(memory: str | Path, now: float | None = None) -> tuple[str, str]
     except DataError as e:
         return "WARN", str(e)
     state = describe_state(d, now)
-    msg = (f"{state}; last frame {ago(d.get('last_frame'), now)}, last utterance {ago(d.get('last_utterance'), now)}"
-           f", {d.get('words_today', 0)} words today, {d.get('words_total', 0)} in all, "
+    msg = (f"{state}; last frame {ago(d.get('last_frame'), now)}, "
+           f"last utterance {ago(d.get('last_utterance'), now)}, {d.get('words_today', 0)} words today, "
+           f"{d.get('words_total', 0)} in all, "
            f"{d.get('disk_used_bytes', 0) / 1e6:.1f} MB on disk")
     problems = []
     if d.get("last_error"):

@@ -1,7 +1,8 @@
-"""Transcript files for replay -> `TimedUtterance`s: SRT, WebVTT and CVCL's raw transcript CSV.
+"""Transcript files for replay -> `TimedUtterance`s (edge.pair): SRT, WebVTT and CVCL's raw transcript CSV.
 
 Every parser takes `str` or `bytes` and either returns utterances sorted by start time or raises
-`edge.errors.DataError` naming the line — never any other exception, whatever the input (tested with hypothesis).
+`edge.errors.DataError` naming the line — never any other exception, whatever the input (tested with
+hypothesis).
 
 CVCL CSV (`Time, Video Name, Utterance, Speaker`; extra columns ignored, header names case-insensitive):
 `Time` is a start time; SAYCam writes minutes:seconds ("1:05", "12:30", sometimes a range "1:05-1:10").
@@ -20,23 +21,18 @@ import io
 import logging
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from firstwords.edge.errors import DataError
+from firstwords.edge.pair import TimedUtterance
 
 log = logging.getLogger(__name__)
 
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a transcript larger than this is not a transcript
 
 
-@dataclass(frozen=True)
-class TimedUtterance:
-    start: float  # seconds from the start of the recording
-    end: float
-    text: str
-    speaker: str | None = None
-    video: str | None = None  # CVCL CSV's "Video Name" (None for SRT / WebVTT)
+class TranscriptEncodingError(DataError):
+    """The file's bytes are not text in the encoding tried (or the encoding name is unknown)."""
 
 
 def _decode(data: str | bytes, encoding: str, what: str) -> str:
@@ -45,9 +41,13 @@ def _decode(data: str | bytes, encoding: str, what: str) -> str:
     elif isinstance(data, (bytes, bytearray, memoryview)):
         try:
             text = bytes(data).decode(encoding)
-        except (UnicodeDecodeError, LookupError) as e:
-            raise DataError(f"{what}: cannot decode as {encoding} ({e}); re-save the file as UTF-8 or pass "
-                            "encoding='cp1252' (or the file's encoding)") from e
+        except LookupError as e:
+            raise TranscriptEncodingError(f"{what}: unknown encoding {encoding!r}; give a Python codec name "
+                                          "such as utf-8, cp1252 or latin-1 (replay: --encoding)") from e
+        except UnicodeDecodeError as e:
+            raise TranscriptEncodingError(
+                f"{what}: cannot decode as {encoding} ({e}); re-save the file as UTF-8, or give its encoding "
+                "(replay: --encoding cp1252, or the file's own; in Python: encoding='cp1252')") from e
     else:
         raise DataError(f"{what}: expected text or bytes, got {type(data).__name__}")
     if "\x00" in text:
@@ -130,7 +130,8 @@ def parse_srt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "SRT")
 _VOICE = re.compile(r"<v(?:\.[\w.-]*)?\s+([^>]*)>")
 
 
-def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "WebVTT") -> list[TimedUtterance]:
+def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig",
+                 what: str = "WebVTT") -> list[TimedUtterance]:
     text = _decode(data, encoding, what)
     blocks = _blocks(text)
     if not blocks or not re.match(r"^WEBVTT(?:[ \t].*)?$", blocks[0][1][0].strip()):
@@ -145,7 +146,8 @@ def parse_webvtt(data: str | bytes, encoding: str = "utf-8-sig", what: str = "We
             raise DataError(f"{what}: line {first}: a cue identifier without a timing line")
         times = _parse_cue_time(lines[k], first + k, what)
         if times is None:
-            raise DataError(f"{what}: line {first + k}: expected 'MM:SS.mmm --> MM:SS.mmm', got {lines[k][:80]!r}")
+            raise DataError(f"{what}: line {first + k}: expected 'MM:SS.mmm --> MM:SS.mmm', got "
+                            f"{lines[k][:80]!r}")
         raw = " ".join(lines[k + 1:])
         voice = _VOICE.search(raw)
         speaker = (" ".join(voice.group(1).split()) or None) if voice else None
@@ -242,7 +244,8 @@ def parse_cvcl_csv(data: str | bytes, encoding: str = "utf-8-sig", time_format: 
             if start is None or not utt:
                 if cell(it) and start is None and time_format == "auto":
                     raise DataError(f"{what}: line {lineno}: cannot read time {cell(it)[:40]!r}; expected "
-                                    "'M:SS', 'H:MM:SS' or seconds (or time_format='saycam' for CVCL's reading)")
+                                    "'M:SS', 'H:MM:SS' or seconds (or time_format='saycam' for CVCL's "
+                                    "reading)")
                 skipped += 1
                 continue
             rows.append((vid, start, end, utt, cell(isp) or None))

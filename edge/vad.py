@@ -250,8 +250,9 @@ class SileroVAD(_Segmenter):
 
     def __init__(self, model_path: str | Path | None = None, threads: int = 1, **kw):
         super().__init__(**kw)
-        import onnxruntime as ort
+        from firstwords.edge.ort import onnxruntime
 
+        ort = onnxruntime()  # telemetry off
         path = Path(model_path) if model_path is not None else silero_model_path()
         try:
             data = path.read_bytes()

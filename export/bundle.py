@@ -41,7 +41,7 @@ from firstwords.edge.bundle import (
     sha256_file,
 )
 from firstwords.edge.errors import BundleError
-from firstwords.edge.tokenize import MAX_TOKENS, SPECIAL_TOKENS, Vocab
+from firstwords.edge.tokenize import Vocab, manifest_entry
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,7 @@ def firstwords_version() -> str:
 
 
 def default_tokenizer() -> dict[str, Any]:
-    return {"lowercase": True, "strip_punctuation": True, "max_tokens": MAX_TOKENS, "add_sos_eos": True,
-            "special_tokens": dict(SPECIAL_TOKENS)}
+    return manifest_entry()
 
 
 def vocab_json(vocab: Vocab | Mapping[str, int]) -> bytes:
@@ -82,6 +81,10 @@ def build_manifest(files: Mapping[str, Path], manifest_fields: Mapping[str, Any]
     for key in ("input_size", "mean", "std"):
         if key not in image:
             raise ValueError(f"manifest_fields['image'] must give {key}")
+    sp = image.get("spatial")  # optional: the image graph's spatial output (export.spatial)
+    if sp is not None and not (isinstance(sp, dict) and isinstance(sp.get("output"), str) and
+                               isinstance(sp.get("grid"), list) and len(sp["grid"]) == 2):
+        raise ValueError(f"manifest_fields['image']['spatial'] must be {{'output': name, 'grid': [h, w]}}, got {sp!r}")
     utterance = {"file": UTTERANCE_FILE, "input": "tokens", "output": "embedding", **fields.pop("utterance", {})}
     manifest: dict[str, Any] = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -177,13 +180,17 @@ def _write_error(out: Path, e: OSError, needed: int | None) -> BundleError:
 
 
 def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onnx_path: str | Path,
-                 vocab: Vocab | Mapping[str, int], manifest_fields: Mapping[str, Any]) -> Path:
+                 vocab: Vocab | Mapping[str, int], manifest_fields: Mapping[str, Any],
+                 extra_files: Mapping[str, str | Path] | None = None) -> Path:
     """Write a validated bundle at `out_dir` (a folder, or a .zip file if the name ends in .zip).
 
     manifest_fields: embedding_dim, image {input_size, mean, std}, quantization, opset, model_config,
     training_data, parity, ... (see docs/CONTRACTS.md); format, version and checksums are filled in here.
-    Returns the bundle's path. Raises BundleError (the old bundle intact) when it cannot be written.
+    extra_files: more files by their name in the bundle (e.g. the speech LM, "speech_lm.bin"), checksummed
+    like the others. Returns the bundle's path. Raises BundleError (the old bundle intact) when it cannot be
+    written.
     """
+    extra = {str(k): Path(v) for k, v in (extra_files or {}).items()}
     out = Path(out_dir)
     as_zip = out.suffix.lower() == ".zip"
     needed = None
@@ -194,15 +201,15 @@ def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onn
             if out.exists() and (not out.is_dir() or not _is_replaceable(out)):
                 raise BundleError(f"{out}: exists and is not a firstwords bundle; refusing to replace it — "
                                   "choose another output path or remove it")
-        for p in (image_onnx_path, utterance_onnx_path):
+        for p in (image_onnx_path, utterance_onnx_path, *extra.values()):
             if not Path(p).is_file():
-                raise BundleError(f"{p}: the ONNX file to bundle does not exist")
+                raise BundleError(f"{p}: the file to bundle does not exist")
         remove_stale_temps(out)
-        needed = _bytes_needed([Path(image_onnx_path), Path(utterance_onnx_path)], as_zip)
+        needed = _bytes_needed([Path(image_onnx_path), Path(utterance_onnx_path), *extra.values()], as_zip)
         free = _free_bytes(out.parent)
         if free is not None and free < needed:  # refuse before writing half a bundle
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        _write(out, Path(image_onnx_path), Path(utterance_onnx_path), vocab, manifest_fields, as_zip)
+        _write(out, Path(image_onnx_path), Path(utterance_onnx_path), vocab, manifest_fields, as_zip, extra)
     except OSError as e:
         raise _write_error(out, e, needed) from e
     log.info("wrote bundle %s", out)
@@ -210,13 +217,18 @@ def write_bundle(out_dir: str | Path, image_onnx_path: str | Path, utterance_onn
 
 
 def _write(out: Path, image_onnx_path: Path, utterance_onnx_path: Path, vocab: Vocab | Mapping[str, int],
-           manifest_fields: Mapping[str, Any], as_zip: bool) -> None:
+           manifest_fields: Mapping[str, Any], as_zip: bool, extra: Mapping[str, Path]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f"{_temp_prefix(out)}{os.getpid()}-", dir=out.parent))
     try:
         shutil.copyfile(image_onnx_path, tmp / IMAGE_FILE)
         shutil.copyfile(utterance_onnx_path, tmp / UTTERANCE_FILE)
         (tmp / VOCAB_FILE).write_bytes(vocab_json(vocab))
-        files = {n: tmp / n for n in (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE)}
+        for name, src in extra.items():
+            shutil.copyfile(src, tmp / name)
+        files = {n: tmp / n for n in (IMAGE_FILE, UTTERANCE_FILE, VOCAB_FILE, *extra)}
+        if isinstance(vocab, Vocab):  # the manifest names the rule the vocabulary was counted with
+            tok = {**manifest_fields.get("tokenizer", {}), **manifest_entry(vocab.rule, vocab.max_tokens)}
+            manifest_fields = {**manifest_fields, "tokenizer": tok}
         manifest = build_manifest(files, manifest_fields)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         for p in tmp.iterdir():

@@ -1,6 +1,6 @@
 """Checkpoints: a directory written atomically.
 
-    <ckpt>/config.json       the model config (export.config.ModelConfig.to_dict())
+    <ckpt>/config.json       the model config (export.config.DualEncoderConfig.to_dict())
     <ckpt>/vocab.json        the vocabulary (CVCL's layout, specials 0..3)
     <ckpt>/model.pt          state_dict (torch.save; loaded with weights_only=True)
     <ckpt>/train_state.pt    optimizer / scheduler / step / RNG states for --resume (optional)
@@ -8,13 +8,13 @@
 
 A training run directory (`firstwords train -o work/ckpt`) holds `last/` and `best/` checkpoints;
 `load_checkpoint` accepts either a checkpoint directory or a run directory (then `last/`, else `best/`).
-`last/` is the trained model; `best/` is the snapshot with the lowest validation loss. On the sample corpus the
-validation InfoNCE rises after a few epochs (chatter utterances get memorised) while held-out word accuracy
-still improves (0.60 at the lowest val loss vs 0.68 at the end), so the run's model is `last/`.
+`last/` is the trained model; `best/` is the snapshot with the lowest validation loss. On the sample corpus
+the validation InfoNCE rises after a few epochs (chatter utterances get memorised) while held-out word
+accuracy still improves (0.60 at the lowest val loss vs 0.68 at the end), so the run's model is `last/`.
 
 Atomic: files are written into `<ckpt>.tmp`, fsynced, then swapped in by renames (`<ckpt>` -> `<ckpt>.old`,
-`<ckpt>.tmp` -> `<ckpt>`, remove `<ckpt>.old`). A crash leaves either the old or the new checkpoint whole; if it
-struck between the two renames, `load_checkpoint` finds `<ckpt>.old` and uses it.
+`<ckpt>.tmp` -> `<ckpt>`, remove `<ckpt>.old`). A crash leaves either the old or the new checkpoint whole; if
+it struck between the two renames, `load_checkpoint` finds `<ckpt>.old` and uses it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 from firstwords.edge.errors import ConfigError, DataError
-from firstwords.edge.tokenize import Vocab
-from firstwords.export.config import ModelConfig, config_from_dict
+from firstwords.edge.tokenize import Vocab, rule_of
+from firstwords.export.config import DualEncoderConfig, config_from_dict
 from firstwords.export.model import DualEncoder, build_model
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    cfg: ModelConfig = model.config
+    cfg: DualEncoderConfig = model.config
     # DDP / compiled wrappers are unwrapped by the caller; keys must be the plain DualEncoder's.
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     _write_json(tmp / "config.json", cfg.to_dict())
@@ -87,14 +87,14 @@ def save_checkpoint(path: str | Path, model: DualEncoder, vocab: Vocab, *, train
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
         "model_config": cfg.name, "embedding_dim": cfg.embedding_dim,
         "input_size": cfg.image.input_size, "mean": list(cfg.image.mean), "std": list(cfg.image.std),
-        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "saved_at": time.time(),
+        "max_tokens": vocab.max_tokens, "vocab_size": len(vocab), "tokenizer": vocab.rule, "saved_at": time.time(),
     }
     info.update(meta or {})
     _write_json(tmp / "meta.json", info)
     _fsync_dir(tmp)
-    # Swap: path -> .old, .tmp -> path. A crash between the renames leaves the checkpoint at .old only (which
-    # resolve_checkpoint finds); so .old is removed before the swap only while `path` holds a whole checkpoint,
-    # otherwise it is the one copy and stays until the new checkpoint is in place.
+    # Swap: path -> .old, .tmp -> path. A crash between the renames leaves the checkpoint at .old only
+    # (which resolve_checkpoint finds); so .old is removed before the swap only while `path` holds a whole
+    # checkpoint, otherwise it is the one copy and stays until the new checkpoint is in place.
     if path.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -152,7 +152,8 @@ def load_checkpoint(path: str | Path, *, with_train_state: bool = False):
     except ConfigError as e:
         raise DataError(f"{ck}: its model config is invalid: {e}") from e
     try:
-        vocab = Vocab.from_file(ck / "vocab.json", max_tokens=cfg.utterance.max_tokens)
+        rule = rule_of(meta.get("tokenizer"), f"checkpoint {ck}")
+        vocab = Vocab.from_file(ck / "vocab.json", max_tokens=cfg.utterance.max_tokens, rule=rule)
     except Exception as e:  # BundleError from edge.tokenize
         raise DataError(f"{ck}/vocab.json: {e}") from e
     try:

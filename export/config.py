@@ -28,10 +28,12 @@ POOLINGS = ("avg", "avgmax")
 @dataclass
 class ImageConfig:
     backbone: str
-    pretrained: str  # "imagenet" or "none" (from scratch); resnext50 takes weights only from a CVCL checkpoint
+    # "imagenet" or "none" (from scratch); resnext50 takes weights only from a CVCL checkpoint
+    pretrained: str
     frozen: bool  # frozen backbone: BatchNorm stays in eval mode, no gradients (CVCL freezes its ResNeXt)
     input_size: int  # pixels, square; the device resizes whole frames to this
-    pooling: str  # avg (global average, CVCL) | avgmax (average and max concatenated: small objects in clutter)
+    # avg (global average, CVCL) | avgmax (average and max concatenated: small objects in clutter)
+    pooling: str
     mean: list[float]
     std: list[float]
 
@@ -57,12 +59,18 @@ class TrainConfig:
     eval_every: int  # steps between validation passes (0: once per epoch)
     cache_features: bool  # frozen backbone: compute its features once per frame, train the rest on them
     max_frames_per_utterance: int  # cached features: evenly spaced frames kept per utterance (0: all)
-    # Image-mode training (cache_features false) uses export.data.PairDataset's augmentation, CVCL's:
-    # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's preprocessing.
+    # Image-mode training (cache_features false) uses export.pairs.PairDataset's augmentation, CVCL's:
+    # RandomResizedCrop(0.2-1), Gaussian blur p=0.5, flip p=0.5. Cached features see the device's
+    # preprocessing.
 
 
 @dataclass
-class ModelConfig:
+class DualEncoderConfig:
+    """A model config file (model_configs/*.json): the dual encoder's architecture and its training recipe.
+
+    Not the device config's [model] table (`firstwords.edge.config.ModelConfig`: input size, quantisation and
+    threads on a device)."""
+
     name: str
     description: str
     embedding_dim: int
@@ -82,7 +90,8 @@ class ModelConfig:
 def _build(cls, data, where: str, origin: str):
     """Build dataclass `cls` from dict `data`, strictly: unknown and missing keys are errors."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{origin}: `{where or 'top level'}` must be a JSON object, got {type(data).__name__}")
+        raise ConfigError(f"{origin}: `{where or 'top level'}` must be a JSON object, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     unknown = sorted(set(data) - set(fields))
@@ -112,7 +121,7 @@ def _build(cls, data, where: str, origin: str):
     return cls(**kwargs)
 
 
-def _check_values(cfg: ModelConfig, origin: str) -> None:
+def _check_values(cfg: DualEncoderConfig, origin: str) -> None:
     def bad(key, value, allowed):
         raise ConfigError(f"{origin}: key `{key}` = {value!r} is not allowed; allowed: {allowed}")
 
@@ -126,7 +135,8 @@ def _check_values(cfg: ModelConfig, origin: str) -> None:
     if cfg.image.pooling not in POOLINGS:
         bad("image.pooling", cfg.image.pooling, ", ".join(POOLINGS))
     if cfg.image.backbone == "resnext50_32x4d" and cfg.image.pooling != "avg":
-        bad("image.pooling", cfg.image.pooling, "avg for resnext50_32x4d (CVCL's projection expects 2048 features)")
+        bad("image.pooling", cfg.image.pooling,
+            "avg for resnext50_32x4d (CVCL's projection expects 2048 features)")
     if not 0 <= cfg.train.feature_dropout < 1:
         bad("train.feature_dropout", cfg.train.feature_dropout, "0 <= p < 1")
     if cfg.utterance.encoder not in UTTERANCE_ENCODERS:
@@ -155,8 +165,8 @@ def _check_values(cfg: ModelConfig, origin: str) -> None:
         bad("train.batch_size", cfg.train.batch_size, ">= 2 (the contrastive loss needs negatives)")
 
 
-def config_from_dict(data: dict, origin: str = "<dict>") -> ModelConfig:
-    cfg = _build(ModelConfig, data, "", origin)
+def config_from_dict(data: dict, origin: str = "<dict>") -> DualEncoderConfig:
+    cfg = _build(DualEncoderConfig, data, "", origin)
     _check_values(cfg, origin)
     cfg.source = origin
     return cfg
@@ -166,7 +176,7 @@ def available_configs() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
-def load_model_config(name_or_path: str | Path) -> ModelConfig:
+def load_model_config(name_or_path: str | Path) -> DualEncoderConfig:
     """A built-in config by name (`compact`, `cvcl`, ...) or a JSON file path."""
     s = str(name_or_path)
     path = Path(s) if (s.endswith(".json") or "/" in s or Path(s).is_file()) else CONFIG_DIR / f"{s}.json"

@@ -2,12 +2,16 @@
 
 CVCL: a ResNeXt-50 32x4d image encoder (torchvision layout) whose `fc` is a Linear(2048 -> 512) projection, and
 an utterance encoder that is an Embedding(vocab, 512) averaged over the non-pad tokens (<sos>, <eos> included,
-CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2, <eos> 3) and
-tokenisation (lowercased). Its Lightning checkpoint stores these under
+CVCL's "flat" embedding type); both L2-normalised; CVCL's vocab.json (<pad> 0, <unk> 1, <sos> 2, <eos> 3), whose
+tokens are spaCy's English tokenizer's, lowercased ("'s", "n't", punctuation): the bundle records the tokenizer
+rule spacy_en_v1 (edge.tokenize). Its Lightning checkpoint (MultiModalLitModel) stores the weights under
     vision_encoder.model.*           (conv1, bn1, layer1..4, fc)
     text_encoder.embedding.weight
-(key mapping: export.model.cvcl_key_map). The ResNeXt's depth and widths are read from the checkpoint's
-shapes, so a same-layout checkpoint of another size converts too (the tests use a narrow one for speed).
+and the same modules again under model.image_embed.*, model.text_embed.* and language_model.* (checked equal,
+then ignored), plus model.logit_neg_log_temperature when the temperature was learned (ignored: evaluation
+compares cosines). Key mapping: export.model.cvcl_key_map. The ResNeXt's depth and widths are read from the
+checkpoint's shapes, so a same-layout checkpoint of another size converts too (the tests use a narrow one).
+docs/REPRODUCE_CVCL.md walks through converting and evaluating CVCL's released model.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from firstwords.edge.errors import DataError
-from firstwords.edge.tokenize import Vocab
+from firstwords.edge.tokenize import SPACY_RULE, Vocab
 from firstwords.export.model import Bottleneck, ImageEncoder, UtteranceEncoder, cvcl_key_map
 from torch import nn
 
@@ -101,7 +105,29 @@ def read_cvcl_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
+# MultiModalLitModel holds its encoders twice more: MultiModalModel's image_embed / text_embed and
+# LanguageModel's text_encoder are the same modules (prefix of the copy -> prefix of the original).
+_DUPLICATES = {"model.image_embed.": "vision_encoder.", "model.text_embed.": "text_encoder.",
+               "language_model.text_encoder.": "text_encoder."}
+
+
+def check_duplicates(sd: Mapping[str, torch.Tensor]) -> int:
+    """The copies of a CVCL checkpoint must equal their originals (they are one module saved under several
+    names); a checkpoint where they differ was edited or merged and is refused. Returns how many were checked."""
+    n = 0
+    for k, v in sd.items():
+        for dup, orig in _DUPLICATES.items():
+            if k.startswith(dup):
+                o = sd.get(orig + k[len(dup):])
+                if o is not None and (o.shape != v.shape or not torch.equal(o, v)):
+                    raise DataError(f"the checkpoint's {k} differs from {orig + k[len(dup):]}: they should be one "
+                                    "module saved twice (CVCL's MultiModalLitModel); the checkpoint was altered")
+                n += 1
+    return n
+
+
 def _mapped(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    check_duplicates(sd)
     out = {}
     for k, v in sd.items():
         dst = cvcl_key_map(k)
@@ -147,7 +173,7 @@ def load_cvcl_vocab(path: str | Path) -> Vocab:
     if not p.is_file():
         raise DataError(f"{p}: CVCL's vocab.json not found; pass --vocab PATH (it ships with CVCL's checkpoint)")
     try:
-        return Vocab.from_file(p)
+        return Vocab.from_file(p, rule=SPACY_RULE)  # CVCL counted spaCy's English tokens
     except Exception as e:
         raise DataError(f"{p}: not a CVCL vocabulary: {e}") from e
 

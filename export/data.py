@@ -1,21 +1,21 @@
-"""Training and evaluation data readers: CVCL's metadata format, its raw transcript CSV, eval sets, pairs.
+"""Training and evaluation data readers: CVCL's metadata format, eval sets, pairs.
 
 Formats (compatible with wkvong/multimodal-baby, so SAYCam users can point firstwords at CVCL's files):
 - metadata `{"data": [{"utterance": "...", "frame_filenames": [...], "timestamps": [...], ...}]}`;
-- raw transcript CSV with columns `Time, Video Name, Utterance, Speaker`;
+- (CVCL's raw transcript CSV, `Time, Video Name, Utterance, Speaker`, is read by the one parser in
+  firstwords.edge.transcripts: `load_transcript(path)` / `parse_cvcl_csv(...)`);
 - eval sets either `{"data": [{"category": "shoe", "frame_filename": "eval_frames/000001.jpg"}]}` (ours) or
   CVCL's pre-generated trials `{"data": [{"target_category", "target_img_filename", "foil_categories",
   "foil_img_filenames", "trial_num"}]}`.
 
 Bad records are counted by kind and skipped with one log line per kind (never a silent drop of the whole set,
-never a crash deep inside a batch). torch is imported only by `PairDataset` (through `export.require_torch`),
-so the readers work on an install without the train extra.
+never a crash deep inside a batch). Nothing here imports torch: the readers work on an install without the
+train extra (the torch dataset over these records is `export.pairs.PairDataset`).
 """
 
 from __future__ import annotations
 
 import collections
-import csv
 import json
 import logging
 import math
@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 from firstwords.edge.errors import DataError, MissingExtraError
 from firstwords.edge.evaluate import Trial
-from firstwords.edge.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare_images
-from firstwords.edge.tokenize import Vocab
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +71,6 @@ class LoadReport:
         for kind, n in sorted(self.problems.items()):
             lines.append(f"  {kind}: {n} (e.g. {'; '.join(self.examples.get(kind, []))})")
         return "\n".join(lines)
-
-
-@dataclass
-class TranscriptRow:
-    time: float | None  # seconds from the start of the video; None when the Time cell is not a time
-    video: str
-    utterance: str
-    speaker: str
-    raw_time: str = ""
 
 
 @dataclass
@@ -226,66 +215,6 @@ def load_cvcl_metadata(json_path: str | Path, frames_root: str | Path | None = N
     return report
 
 
-_TIME_SPLIT = re.compile(r"[:.,;]")
-
-
-def parse_transcript_time(cell: str) -> float | None:
-    """SAYCam's Time cells: seconds ("12.5"), "m:ss", "h:mm:ss", or a range "m:ss-m:ss" (its start)."""
-    s = cell.strip().split("-")[0].strip()
-    if not s:
-        return None
-    try:
-        return float(s) if ":" not in s else _clock(s)
-    except ValueError:
-        return None
-
-
-def _clock(s: str) -> float:
-    parts = s.split(":")
-    if len(parts) > 3 or not all(parts):
-        raise ValueError(s)
-    secs = 0.0
-    for p in parts:
-        secs = secs * 60 + float(p)
-    return secs
-
-
-def load_transcript_csv(csv_path: str | Path) -> list[TranscriptRow]:
-    """CVCL's raw transcript CSV (`Time, Video Name, Utterance, Speaker`; header names matched loosely).
-    Rows with an empty utterance are skipped with a log line; unparseable times become None (counted)."""
-    path = Path(csv_path)
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: transcript CSV not found") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); re-save the transcript as UTF-8") from e
-    reader = csv.DictReader(text.splitlines())
-    norm = {re.sub(r"[^a-z]", "", (h or "").lower()): h for h in (reader.fieldnames or [])}
-    need = {"time": "Time", "videoname": "Video Name", "utterance": "Utterance", "speaker": "Speaker"}
-    missing = [v for k, v in need.items() if k not in norm]
-    if missing:
-        raise DataError(f"{path}: transcript CSV lacks column(s) {', '.join(missing)}; CVCL's columns are "
-                        f"Time, Video Name, Utterance, Speaker (found: {', '.join(reader.fieldnames or [])})")
-    rows, empty, bad_time = [], 0, 0
-    for r in reader:
-        utt = (r.get(norm["utterance"]) or "").strip()
-        if not utt:
-            empty += 1
-            continue
-        raw = (r.get(norm["time"]) or "").strip()
-        t = parse_transcript_time(raw)
-        bad_time += t is None
-        rows.append(TranscriptRow(t, (r.get(norm["videoname"]) or "").strip(), utt,
-                                  (r.get(norm["speaker"]) or "").strip(), raw))
-    if empty or bad_time:
-        log.warning("%s: %d rows without an utterance skipped, %d rows with an unreadable Time", path, empty,
-                    bad_time)
-    if not rows:
-        raise DataError(f"{path}: the transcript has no rows with an utterance")
-    return rows
-
-
 def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) -> EvalSet:
     """Our eval format or CVCL's pre-generated trial format (detected from the first record's keys)."""
     path = Path(json_path)
@@ -297,7 +226,7 @@ def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) 
     if "target_img_filename" in first:
         return _load_trials(items, path, root)
     labels, paths, missing, bad = [], [], [], 0
-    for i, it in enumerate(items):
+    for it in items:
         if not (isinstance(it, dict) and isinstance(it.get("category"), str) and it["category"].strip()
                 and isinstance(it.get("frame_filename"), str)):
             bad += 1
@@ -312,9 +241,9 @@ def load_eval_set(json_path: str | Path, frames_root: str | Path | None = None) 
         log.warning("%s: %d malformed records and %d missing frames skipped (e.g. %s)", path, bad,
                     len(missing), "; ".join(missing[:3]))
     if not paths:
-        raise DataError(f"{path}: no usable evaluation images ({bad} malformed records, {len(missing)} missing "
-                        f"frames, e.g. {'; '.join(missing[:3])}); records need \"category\" and "
-                        "\"frame_filename\"")
+        raise DataError(f"{path}: no usable evaluation images ({bad} malformed records, "
+                        f"{len(missing)} missing frames, e.g. {'; '.join(missing[:3])}); "
+                        "records need \"category\" and \"frame_filename\"")
     return EvalSet(labels, paths)
 
 
@@ -351,11 +280,13 @@ def _load_trials(items: list, path: Path, root: Path) -> EvalSet:
         log.warning("%s: %d of %d trials skipped (e.g. %s)", path, len(skipped), len(items),
                     "; ".join(skipped[:3]))
     if not trials:
-        raise DataError(f"{path}: none of the {len(items)} CVCL trials is usable (e.g. {'; '.join(skipped[:3])});"
-                        " check frames_root points at the folder holding the trial images")
+        raise DataError(f"{path}: none of the {len(items)} CVCL trials is usable "
+                        f"(e.g. {'; '.join(skipped[:3])}); "
+                        "check frames_root points at the folder holding the trial images")
     widths = {len(t.image_indices) for t in trials}
     if len(widths) != 1:
-        raise DataError(f"{path}: trials have different numbers of images {sorted(widths)}; one n-way per file")
+        raise DataError(f"{path}: trials have different numbers of images {sorted(widths)}; "
+                        "one n-way per file")
     return EvalSet(labels, paths, trials)
 
 
@@ -387,129 +318,3 @@ def load_frame(path: str | Path) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as e:  # PIL's UnidentifiedImageError is an OSError
         raise DataError(f"{p}: cannot decode the frame as an image ({e}); delete or replace the file") from e
     return arr
-
-
-# ------------------------------------------------------------------------------------------------- pairs
-
-
-def pad_tokens(vocab: Vocab, text: str) -> tuple[np.ndarray, int]:
-    ids = vocab.encode(text)
-    out = np.zeros(vocab.max_tokens, dtype=np.int64)
-    out[: len(ids)] = ids
-    return out, len(ids)
-
-
-try:  # torch is optional for the readers above; PairDataset needs it (a clear error if missing)
-    import torch as _torch
-    _DatasetBase = _torch.utils.data.Dataset
-except ImportError:  # pragma: no cover - exercised only on installs without the train extra
-    _torch = None
-    _DatasetBase = object
-
-
-def _require_torch():
-    from firstwords.export import require_torch
-    return require_torch()
-
-
-class PairDataset(_DatasetBase):
-    """(image, tokens, n_tokens) pairs for InfoNCE training, one per utterance.
-
-    train=True: a random frame of the utterance's window on each draw (CVCL), RandomResizedCrop(scale 0.2-1,
-    ratio 3/4-4/3), Gaussian blur (sigma 0.1-2.0 at 224 px, scaled to image_size) with p=0.5, horizontal flip
-    p=0.5, in torch ops. train=False or single_frame=True: the first frame, no augmentation, preprocessed by
-    `edge.preprocess.prepare_images` (the device's function). shuffle_pairs=True: each utterance is paired with
-    the frames of another utterance (a random derangement fixed by `seed`), CVCL's shuffled control.
-    """
-
-    def __init__(self, records: Sequence[UtteranceRecord], vocab: Vocab, image_size: int,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, *,
-                 train: bool = True, single_frame: bool = False, shuffle_pairs: bool = False,
-                 seed: int = 0) -> None:
-        if not records:
-            raise DataError("PairDataset got no records; check the metadata file loaded any")
-        if image_size < 8:
-            raise DataError(f"image_size must be at least 8 pixels, got {image_size}")
-        _require_torch()  # a clear MissingExtraError when torch is absent
-        self.records = list(records)
-        self.vocab = vocab
-        self.image_size = int(image_size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
-        self.train = train
-        self.single_frame = single_frame or not train
-        self.shuffle_pairs = shuffle_pairs
-        n = len(self.records)
-        if shuffle_pairs and n > 1:
-            order = np.random.default_rng(seed).permutation(n)
-            self.frame_source = np.empty(n, dtype=np.int64)
-            self.frame_source[order] = np.roll(order, -1)  # a random cycle: nobody keeps their own frames
-        else:
-            self.frame_source = np.arange(n, dtype=np.int64)
-        self.tokens = [pad_tokens(vocab, r.utterance) for r in self.records]
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, i: int):
-        torch = _torch
-        rec = self.records[int(self.frame_source[i])]
-        k = 0 if self.single_frame else int(torch.randint(len(rec.frame_paths), (1,)).item())
-        frame = load_frame(rec.frame_paths[k])
-        if not self.single_frame:
-            image = self._augment(torch.from_numpy(frame))
-        else:
-            image = torch.from_numpy(prepare_images([frame], self.image_size, self.mean, self.std)[0])
-        tokens, n = self.tokens[i]
-        return image, torch.from_numpy(tokens.copy()), n
-
-    def _augment(self, frame):
-        """uint8 HxWx3 tensor -> normalised float32 [3, S, S] with CVCL's training augmentation."""
-        torch = _torch
-        F = torch.nn.functional
-        h, w = frame.shape[:2]
-        top, left, ch, cw = random_resized_crop_box(h, w, torch)
-        x = frame[top:top + ch, left:left + cw].permute(2, 0, 1).float().unsqueeze(0) / 255.0
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                          antialias=True)
-        if torch.rand(()) < 0.5:
-            sigma = float(torch.empty(()).uniform_(0.1, 2.0)) * self.image_size / 224
-            x = gaussian_blur(x, sigma, torch)
-        if torch.rand(()) < 0.5:
-            x = x.flip(-1)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return ((x.clamp(0, 1) - mean) / std)[0].contiguous()
-
-
-def random_resized_crop_box(h: int, w: int, torch, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
-    """torchvision's RandomResizedCrop box sampling: (top, left, height, width)."""
-    area = h * w
-    log_r = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target = area * float(torch.empty(()).uniform_(*scale))
-        ar = math.exp(float(torch.empty(()).uniform_(*log_r)))
-        cw = round(math.sqrt(target * ar))
-        ch = round(math.sqrt(target / ar))
-        if 0 < cw <= w and 0 < ch <= h:
-            top = int(torch.randint(0, h - ch + 1, (1,)).item())
-            left = int(torch.randint(0, w - cw + 1, (1,)).item())
-            return top, left, ch, cw
-    side = min(h, w)  # fallback: a centre crop
-    return (h - side) // 2, (w - side) // 2, side, side
-
-
-def gaussian_blur(x, sigma: float, torch):
-    """Separable Gaussian blur of [N, C, H, W] with reflect padding; kernel radius 3 sigma."""
-    radius = max(1, math.ceil(3 * sigma))
-    radius = min(radius, x.shape[-1] // 2 - 1, x.shape[-2] // 2 - 1)
-    if radius < 1:
-        return x
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    F = torch.nn.functional
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)

@@ -15,7 +15,8 @@ def contrastive_logits(img_emb: torch.Tensor, utt_emb: torch.Tensor, logit_scale
     return logits, logits.t()
 
 
-def infonce_loss(img_emb: torch.Tensor, utt_emb: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+def infonce_loss(img_emb: torch.Tensor, utt_emb: torch.Tensor,
+                 logit_scale: torch.Tensor | float) -> torch.Tensor:
     """Mean of the two cross-entropies; `logit_scale` = 1 / temperature."""
     per_img, per_utt = contrastive_logits(img_emb, utt_emb, logit_scale)
     target = torch.arange(img_emb.shape[0], device=img_emb.device)
@@ -26,4 +27,5 @@ def batch_accuracy(img_emb: torch.Tensor, utt_emb: torch.Tensor) -> tuple[float,
     """Fraction of images whose best utterance is their own, and vice versa (a training diagnostic)."""
     sims = img_emb @ utt_emb.t()
     target = torch.arange(sims.shape[0], device=sims.device)
-    return ((sims.argmax(1) == target).float().mean().item(), (sims.argmax(0) == target).float().mean().item())
+    per_img = (sims.argmax(1) == target).float().mean().item()
+    return per_img, (sims.argmax(0) == target).float().mean().item()

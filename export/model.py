@@ -20,7 +20,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 from firstwords.edge.errors import ConfigError, MissingExtraError
-from firstwords.export.config import ModelConfig
+from firstwords.export.config import DualEncoderConfig
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,17 @@ class EfficientNetLite0(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.head = ConvBN(320, 1280, 1)
 
-    def forward(self, x):
-        h = self.head(self.blocks(self.stem(x)))
+    def feature_map(self, x):
+        """[N, 3, S, S] -> the last feature map before pooling, [N, 1280, S/32, S/32]."""
+        return self.head(self.blocks(self.stem(x)))
+
+    def pool(self, h):
         if self.pooling == "avgmax":
             return torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
         return h.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.pool(self.feature_map(x))
 
 
 def _lite0_key(src: str) -> str | None:
@@ -181,10 +187,15 @@ class ResNeXt50(nn.Module):
                 inplanes = planes * 4
             setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
 
-    def forward(self, x):
+    def feature_map(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return x.mean(dim=(2, 3))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def pool(self, h):
+        return h.mean(dim=(2, 3))
+
+    def forward(self, x):
+        return self.pool(self.feature_map(x))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -283,7 +294,7 @@ class UtteranceEncoder(nn.Module):
 class DualEncoder(nn.Module):
     """CVCL-style dual encoder. encode_image / encode_utterance return L2-normalised [N, D]."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int):
+    def __init__(self, config: DualEncoderConfig, vocab_size: int):
         super().__init__()
         self.config = config
         bb = (EfficientNetLite0(config.image.pooling) if config.image.backbone == "efficientnet_lite0"
@@ -338,7 +349,7 @@ class UtteranceTower(nn.Module):
         return self.model.encode_utterance(tokens)
 
 
-def build_model(config: ModelConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
+def build_model(config: DualEncoderConfig, vocab_size: int, load_pretrained: bool = True) -> DualEncoder:
     """A DualEncoder for `config`; ImageNet backbone weights loaded when the config asks (and load_pretrained)."""
     model = DualEncoder(config, vocab_size)
     if load_pretrained and config.image.pretrained == "imagenet":

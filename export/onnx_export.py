@@ -33,6 +33,7 @@ class ExportedTowers:
     utterance: Path
     opset: int
     embedding_dim: int
+    spatial_grid: tuple[int, int] | None = None  # (h, w) of image.onnx's `spatial` output, None without it
 
 
 def _tower_modules(model):
@@ -43,18 +44,18 @@ def _tower_modules(model):
 
 
 def _export_one(module, example, path: Path, input_name: str, dynamic: dict[int, str], opset: int,
-                exporter: str) -> None:
+                exporter: str, outputs: tuple[str, ...] = ("embedding",)) -> None:
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice, tracer warnings
         if exporter == "torchscript":
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=["embedding"],
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=list(outputs),
                               opset_version=opset, dynamo=False, do_constant_folding=True,
-                              dynamic_axes={input_name: dynamic, "embedding": {0: "batch"}})
+                              dynamic_axes={input_name: dynamic, **{o: {0: "batch"} for o in outputs}})
         elif exporter == "dynamo":
             dims = {axis: torch.export.Dim(name, min=1) for axis, name in dynamic.items()}
-            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=["embedding"],
+            torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=list(outputs),
                               opset_version=opset, dynamo=True, external_data=False, dynamic_shapes=(dims,))
         else:
             raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
@@ -79,8 +80,9 @@ def _fix_output_dim(path: Path, dim: int) -> int:
 
 
 def export_towers(model, out_dir: str | Path, input_size: int, opset: int = DEFAULT_OPSET,
-                  exporter: str = "torchscript", example_tokens_len: int = 5) -> ExportedTowers:
-    """Export both towers of `model` (a torch dual encoder) into `out_dir` as image.onnx, utterance.onnx."""
+                  exporter: str = "torchscript", example_tokens_len: int = 5, spatial: bool = True) -> ExportedTowers:
+    """Export both towers of `model` (a torch dual encoder) into `out_dir` as image.onnx, utterance.onnx.
+    spatial: give image.onnx its second output `spatial` [N, h, w, D] (export.spatial) when the model has one."""
     import torch
 
     out = Path(out_dir)
@@ -97,13 +99,22 @@ def export_towers(model, out_dir: str | Path, input_size: int, opset: int = DEFA
     if dim != dim_u:
         raise ValueError(f"image and utterance embeddings differ in width ({dim} vs {dim_u})")
     img_path, utt_path = out / "image.onnx", out / "utterance.onnx"
+    grid = None
+    outputs: tuple[str, ...] = ("embedding",)
+    if spatial:
+        from firstwords.export.spatial import OUTPUT, SpatialImageTower, has_spatial
+
+        if has_spatial(model):
+            image_mod, outputs = SpatialImageTower(model).eval(), ("embedding", OUTPUT)
+            with torch.no_grad():
+                grid = tuple(int(n) for n in image_mod(x)[1].shape[1:3])
     with torch.no_grad():
-        _export_one(image_mod, x, img_path, "image", {0: "batch"}, opset, exporter)
+        _export_one(image_mod, x, img_path, "image", {0: "batch"}, opset, exporter, outputs)
         _export_one(utt_mod, tokens, utt_path, "tokens", {0: "batch", 1: "length"}, opset, exporter)
     got = _fix_output_dim(img_path, dim)
     _fix_output_dim(utt_path, dim)
-    log.info("exported %s and %s (opset %d, D=%d)", img_path, utt_path, got, dim)
-    return ExportedTowers(img_path, utt_path, got, dim)
+    log.info("exported %s and %s (opset %d, D=%d, spatial grid %s)", img_path, utt_path, got, dim, grid)
+    return ExportedTowers(img_path, utt_path, got, dim, grid)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,7 +137,8 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
                   model_config: str, training_data: str, calibration_images=None, eval_images=None,
                   eval_labels=None, eval_trials=None, threads: int | None = None, skip_parity: bool = False,
                   n_way: int = 4, trials_per_category: int = 50, extra_manifest: dict | None = None,
-                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript") -> ExportResult:
+                  opset: int = DEFAULT_OPSET, exporter: str = "torchscript", spatial: bool = True,
+                  extra_files: dict | None = None) -> ExportResult:
     """Export `model` to a bundle at `out`: fp32 ONNX, int8 per `quantization`, parity gate, atomic write.
 
     The gate compares torch, ONNX fp32 and int8 on eval_images (normalised [N, 3, S, S]) and, with labels,
@@ -134,24 +146,24 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
     """
     import tempfile
 
-    from firstwords.edge.bundle import QUANTIZATIONS
+    from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
     from firstwords.export.bundle import write_bundle
     from firstwords.export.parity import gate, measure_parity
     from firstwords.export.quantize import (
-        STATIC_FORMATS,
         capped_fp32_first_convs,
         quantize_image_tower,
         quantize_utterance_tower,
     )
 
-    if quantization not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
+    if quantization not in QUANTIZATION_FORMATS:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_FORMATS}, got {quantization!r}")
     if quantization in STATIC_FORMATS and (calibration_images is None or len(calibration_images) == 0):
         raise ValueError(f"{quantization} needs calibration frames (training frames)")
     if not skip_parity and (eval_images is None or len(eval_images) < 2):
         raise ValueError("the parity gate needs evaluation images (or skip_parity=True)")
     with tempfile.TemporaryDirectory(prefix="firstwords-export-") as tmp:
-        towers = export_towers(model, Path(tmp) / "fp32", input_size, opset=opset, exporter=exporter)
+        towers = export_towers(model, Path(tmp) / "fp32", input_size, opset=opset, exporter=exporter,
+                               spatial=spatial)
         img, utt = towers.image, towers.utterance
         int8 = None
         report = None
@@ -177,6 +189,10 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             report = measure_parity(model, eval_images, eval_labels, vocab, (towers.image, towers.utterance),
                                     int8, quantization=quantization, trials=eval_trials, n_way=n_way,
                                     trials_per_category=trials_per_category, threads=threads, cache=cache)
+            if towers.spatial_grid is not None:
+                from firstwords.export.spatial import spatial_parity
+
+                spatial_parity(model, eval_images, towers.image, img if int8 is not None else None, report, threads)
             log.info("%s", report.table())
             int8_only = all(f.startswith("int8") for f in report.failures)
             if report.passed or not int8_only:
@@ -188,7 +204,9 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
         fields = {
             "embedding_dim": towers.embedding_dim,
             "image": {"input_size": int(input_size), "mean": [float(x) for x in mean],
-                      "std": [float(x) for x in std]},
+                      "std": [float(x) for x in std],
+                      **({"spatial": {"output": "spatial", "grid": list(towers.spatial_grid)}}
+                         if towers.spatial_grid is not None else {})},
             "tokenizer": {"max_tokens": int(vocab.max_tokens)},
             "quantization": quantization,
             "quantization_detail": {
@@ -209,7 +227,7 @@ def export_bundle(model, vocab, out: str | Path, *, input_size: int, mean, std, 
             "parity_skipped": bool(skip_parity),
             **(extra_manifest or {}),
         }
-        path = write_bundle(out, img, utt, vocab, fields)
+        path = write_bundle(out, img, utt, vocab, fields, extra_files=extra_files)
     from firstwords.edge.bundle import load_bundle
 
     b = load_bundle(path, check_checksums=False)

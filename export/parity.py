@@ -36,6 +36,7 @@ class Thresholds:
     int8_accuracy_drop: float = 0.015  # 1.5 points, relative to ONNX fp32
     fp32_centred_cosine: float = 0.9999
     int8_centred_cosine: float = 0.99
+    int8_spatial_centred_cosine: float = 0.98  # the spatial output's cells (export.spatial): int8 vs fp32
 
 
 def centred_cosine(ref: np.ndarray, other: np.ndarray) -> tuple[float, float]:

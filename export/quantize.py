@@ -22,14 +22,15 @@ weights: weights-only int8 alone gave centred cosine 0.987). Centred cosine of t
 all-int8 MinMax 0.982, recipe 0.998 (gate: >= 0.99), at the speed of all-int8 (~1.9x fp32, 1 thread; the int8
 convs at full resolution with few channels gain nothing). Calibration method and frame count (32-200) barely
 matter (MinMax / Percentile 99.999 / Entropy / moving average: 0.982-0.983 all-int8); per-tensor weights are
-no faster and wreck the depthwise convs (0.80). S8 activations lose ~0.001-0.004 (half the uint8 range is wasted on ReLU6 outputs) and are not
-faster on x86; they are the ARM choice.
+no faster and wreck the depthwise convs (0.80). S8 activations lose ~0.001-0.004 (half the uint8 range is
+wasted on ReLU6 outputs) and are not faster on x86; they are the ARM choice.
 
-A trap this recipe avoids: onnxruntime (1.32, its "WeightBiasQuantization" graph transformer) quantises at session load the fp32
-weights of any Conv/Gemm whose input comes from a DequantizeLinear -- per-TENSOR, which wrecks depthwise convs
-(centred cosine 0.83 when only one such conv was "excluded"). So fp32 regions are cut only at the graph's ends:
-a contiguous prefix from the input (no DequantizeLinear before it) and the tail after the last Conv whose
-first node (pooling) takes the dequantised activation, so the projection Gemm sees an fp32 input.
+A trap this recipe avoids: onnxruntime (1.32, its "WeightBiasQuantization" graph transformer) quantises at
+session load the fp32 weights of any Conv/Gemm whose input comes from a DequantizeLinear -- per-TENSOR, which
+wrecks depthwise convs (centred cosine 0.83 when only one such conv was "excluded"). So fp32 regions are cut
+only at the graph's ends: a contiguous prefix from the input (no DequantizeLinear before it) and the tail
+after the last Conv whose first node (pooling) takes the dequantised activation, so the projection Gemm sees
+an fp32 input.
 """
 
 from __future__ import annotations
@@ -41,12 +42,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from firstwords.edge.bundle import QUANTIZATIONS
+from firstwords.edge.quantization import QUANTIZATION_FORMATS
 
 log = logging.getLogger(__name__)
 
-STATIC_FORMATS = ("qdq_s8s8", "qdq_u8s8")
-# Convolutions at the input end kept fp32 by the static recipe (EfficientNet-Lite0: stem + first MBConv block).
+# Convolutions at the input end kept fp32 by the static recipe (EfficientNet-Lite0: stem + first MBConv
+# block).
 DEFAULT_FP32_FIRST_CONVS = 3
 
 
@@ -81,9 +82,9 @@ def calibration_reader(images: np.ndarray, input_name: str = "image", batch: int
 
 
 def preprocess_for_quantization(src: Path, dst: Path) -> Path:
-    """onnxruntime's quant_pre_process (graph optimisation + ONNX shape inference) run in a temporary folder:
-    symbolic shape inference is skipped (it crashed on F.normalize with a dynamic batch) and a crash's temporary
-    files stay in that folder. Falls back to the plain model if pre-processing fails."""
+    """onnxruntime's quant_pre_process (graph optimisation + ONNX shape inference) run in a temporary
+    folder: symbolic shape inference is skipped (it crashed on F.normalize with a dynamic batch) and a crash's
+    temporary files stay in that folder. Falls back to the plain model if pre-processing fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="firstwords-qprep-") as tmp:
@@ -162,8 +163,8 @@ def quantize_image_tower(fp32_path: str | Path, out_path: str | Path, fmt: str,
         quantize_static,
     )
 
-    if fmt not in QUANTIZATIONS:
-        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {fmt!r}")
+    if fmt not in QUANTIZATION_FORMATS:
+        raise ValueError(f"quantization must be one of {QUANTIZATION_FORMATS}, got {fmt!r}")
     src, out = Path(fp32_path), Path(out_path)
     if fmt == "none":
         shutil.copyfile(src, out)
@@ -210,8 +211,8 @@ def quantize_image_tower(fp32_path: str | Path, out_path: str | Path, fmt: str,
 
 
 def conv_input_means(model_path: Path, images: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
-    """Mean map [C, H, W] (over frames, float64) of every Conv's input in the fp32 model, keyed by tensor name.
-    One onnxruntime thread: the same sums every run (byte-identical bundles)."""
+    """Mean map [C, H, W] (over frames, float64) of every Conv's input in the fp32 model, keyed by tensor
+    name. One onnxruntime thread: the same sums every run (byte-identical bundles)."""
     import onnx
     import onnxruntime as ort
 
@@ -255,7 +256,8 @@ def _dequantized_weights(qdq) -> dict[str, np.ndarray]:
 
 
 def _window_means(mean_map: np.ndarray, conv, kernel: tuple[int, int]) -> np.ndarray:
-    """[C, kh, kw]: for each kernel offset, the mean over output positions of the (zero-padded) input it sees."""
+    """[C, kh, kw]: for each kernel offset, the mean over output positions of the (zero-padded) input it
+    sees."""
     attrs = {a.name: list(a.ints) for a in conv.attribute if a.ints}
     pads = attrs.get("pads", [0, 0, 0, 0])
     sh, sw = attrs.get("strides", [1, 1])
@@ -267,11 +269,14 @@ def _window_means(mean_map: np.ndarray, conv, kernel: tuple[int, int]) -> np.nda
     out = np.empty((x.shape[0], kh, kw))
     for i in range(kh):
         for j in range(kw):
-            out[:, i, j] = x[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw].mean((1, 2))
+            rows = slice(i * dh, i * dh + sh * (oh - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (ow - 1) + 1, sw)
+            out[:, i, j] = x[:, rows, cols].mean((1, 2))
     return out
 
 
-def correct_biases(fp32_path: Path, qdq_path: Path, input_means: dict[str, np.ndarray], out_path: Path) -> int:
+def correct_biases(fp32_path: Path, qdq_path: Path, input_means: dict[str, np.ndarray],
+                   out_path: Path) -> int:
     """Bias correction (Nagel et al., "Data-free quantization", 2019, here with measured input means): an int8
     weight error dW shifts a conv's output channel o by sum_i,k dW[o,i,k] * E[x_i at offset k] on average;
     subtract that from the fp32 bias, so the int8 model's outputs are unbiased. E[...] is taken over the

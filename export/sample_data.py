@@ -26,7 +26,8 @@ def _run(cmd: list[str]) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n"
+                           f"{proc.stderr[-2000:]}")
 
 
 def build_sample(root: Path, minutes: float = 1.0, speech: bool = True) -> Sample:
@@ -34,11 +35,11 @@ def build_sample(root: Path, minutes: float = 1.0, speech: bool = True) -> Sampl
     root.mkdir(parents=True, exist_ok=True)
     corpus, session, bundle = root / "corpus", root / "session", root / "bundle"
     if not (corpus / "timeline.json").is_file():
-        _run([sys.executable, "-m", "firstwords.export.sample_corpus", "--tiny", "--minutes", str(minutes), "--out",
-              str(corpus), "--no-progress"])
+        _run([sys.executable, "-m", "firstwords.export.sample_corpus", "--tiny", "--minutes", str(minutes),
+              "--out", str(corpus), "--no-progress"])
     if not (session / "session.json").is_file():
-        _run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session)]
-             + ([] if speech else ["--no-speech"]))
+        _run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(corpus),
+              "--out", str(session)] + ([] if speech else ["--no-speech"]))
     if not (bundle / "manifest.json").is_file():
         import torch
         from firstwords.export.tiny_dual import make_bundle

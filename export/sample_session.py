@@ -1,56 +1,113 @@
 #!/usr/bin/env python3
 """Record a sample session from the sample corpus's timeline, as a head-cam recording would be kept:
 
-    python tools/make_sample_session.py --corpus work/corpus --out work/session [--voice en-us] [--no-speech]
+    python tools/make_sample_session.py --corpus work/corpus --out work/session [--voices ...] [--no-speech]
 
 Writes a session folder:
     session.avi   the frames at the corpus's rate (5 fps), MJPG
-    session.wav   16 kHz mono soundtrack: every utterance spoken by espeak-ng at its time (skipped, with a note,
-                  when espeak-ng is not installed: replay then uses the transcript)
-    session.srt   the transcript, with the times the words are actually spoken
-    session.json  what is inside (files, duration, fps, frame size, utterance count, the object words)
+    session.wav   16 kHz mono soundtrack (skipped, with a note, when no speech synthesiser is installed: replay
+                  then uses the transcript): every utterance spoken at its time by several voices (a voice per
+                  scene, cycling through espeak-ng, flite and festival voices: edge.synth), the child-directed
+                  ones slower and higher; some runs of chatter replaced by OFF-TOPIC adult sentences
+                  (edge.speech_text.OFF_TOPIC: full sentences about other things, as in a real home, which must
+                  teach nothing); room noise under everything.
+    session.srt   the transcript of what is said, with the times it is spoken
+    session.json  what is inside (files, duration, fps, frame size, utterance count, object words, voices)
 
-An utterance whose speech runs into the next one is spoken faster (up to --max-wpm) so that utterances stay
-apart, as the VAD must find them. Human summary first; the last line is one JSON object with the figures.
+An off-topic sentence takes the place of one to three consecutive utterances that name nothing, so every naming
+keeps its start and its window of frames. An utterance whose speech runs into the next one is spoken faster so
+that utterances stay apart, as the VAD must find them. Deterministic for a --seed. Human summary first; the last
+line is one JSON object with the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import shutil
-import subprocess
 import sys
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
 from firstwords.edge.errors import DataError, MissingExtraError
-from firstwords.edge.hear import SAMPLE_RATE, resample, write_wav
+from firstwords.edge.hear import SAMPLE_RATE, write_wav
+from firstwords.edge.speech_text import ADULT_PROSODY, CHILD_PROSODY, OFF_TOPIC
+from firstwords.edge.synth import DEFAULT_VOICES, NOISE_DB, available_voices, parse_voice, room_noise, speak
 from firstwords.edge.transcripts import TimedUtterance, format_srt
 
 FORMAT = "firstwords-session v1"
 GAP = 0.12  # s of silence kept between one utterance's speech and the next one's start
 
 
-def speak(text: str, voice: str, wpm: int) -> np.ndarray:
-    """espeak-ng -> float32 mono 16 kHz."""
-    proc = subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "--stdout", text], capture_output=True,
-                          check=False)
-    if proc.returncode != 0 or not proc.stdout:
-        raise DataError(f"espeak-ng failed on {text!r}: {proc.stderr.decode(errors='replace').strip()}")
-    with wave.open(io.BytesIO(proc.stdout)) as w:
-        rate, width = w.getframerate(), w.getsampwidth()
-        raw = w.readframes(w.getnframes())
-    if width != 2:
-        raise DataError(f"espeak-ng produced {width * 8}-bit audio; expected 16-bit")
-    x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0
-    # espeak-ng pads with silence; trim it so that the SRT times are the speech's own
-    loud = np.flatnonzero(np.abs(x) > 0.01)
-    x = x[loud[0]:loud[-1] + 1] if len(loud) else x[:0]
-    return resample(x, rate, SAMPLE_RATE)
+def plan_off_topic(utts: list[dict], share: float, rng: np.random.Generator, min_slot: float = 3.0) -> dict:
+    """{index of the first replaced utterance: (off-topic text, number of utterances it replaces)}: runs of
+    one to three consecutive utterances naming nothing, chosen with probability `share`, long enough together."""
+    plan: dict[int, tuple[str, int]] = {}
+    i = 0
+    while i < len(utts) - 1:
+        if utts[i].get("named") or rng.random() >= share:
+            i += 1
+            continue
+        k = 1
+        while (k < 3 and i + k < len(utts) - 1 and not utts[i + k].get("named")
+               and utts[i + k]["start"] - utts[i]["start"] < min_slot):
+            k += 1
+        if utts[i + k]["start"] - utts[i]["start"] >= min_slot:
+            plan[i] = (str(OFF_TOPIC[int(rng.integers(len(OFF_TOPIC)))]), k)
+        i += k
+    return plan
+
+
+def say(text: str, voice: str, prosody: tuple[float, float], slot: float, rng: np.random.Generator
+        ) -> tuple[np.ndarray, bool]:
+    """Speech for one utterance, sped up (down to 0.6 of its time) when it would run past its slot."""
+    rate, pitch = prosody
+    rate *= float(rng.uniform(0.92, 1.08))
+    pitch += float(rng.uniform(-1.5, 1.5))
+    x = speak(text, voice, rate=rate, pitch=pitch)
+    faster = False
+    if len(x) / SAMPLE_RATE > slot and parse_voice(voice)[0] != "festival":  # festival takes no rate
+        rate = max(0.6, rate * slot / (len(x) / SAMPLE_RATE) * 0.95)
+        x = speak(text, voice, rate=rate, pitch=pitch)
+        faster = True
+    return x, faster
+
+
+def speak_session(session: str | Path, out: str | Path, texts: list[str], voices: list[str], seed: int = 0,
+                  prosody: tuple[float, float] = ADULT_PROSODY) -> Path:
+    """A copy of a session (its video, its utterance times) with a new soundtrack: at each utterance's time
+    (unless the previous text is still being spoken) the next of `texts`, by the next of `voices`, over room
+    noise; the SRT says what is spoken. For tests and benchmarks: a session of only off-topic speech, or one
+    naming a new word."""
+    import shutil
+
+    from firstwords.edge.transcripts import load_transcript
+
+    src, out = Path(session), Path(out)
+    meta = json.loads((src / "session.json").read_text(encoding="utf-8"))
+    utts = load_transcript(src / meta["transcript"])
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src / meta["video"], out / meta["video"])
+    rng = np.random.default_rng(seed)
+    track = np.zeros(int((float(meta["duration"]) + 4.0) * SAMPLE_RATE), np.float32)
+    timed: list[TimedUtterance] = []
+    busy_until = -1.0
+    for u in utts:
+        if u.start < busy_until:  # still speaking the previous text: this utterance's time is skipped
+            continue
+        text = texts[len(timed) % len(texts)]
+        x, _ = say(text, voices[len(timed) % len(voices)], prosody, 60.0, rng)
+        a = round(u.start * SAMPLE_RATE)
+        x = x[:max(len(track) - a, 0)]
+        track[a:a + len(x)] += 0.8 * x
+        busy_until = u.start + len(x) / SAMPLE_RATE + 0.4
+        timed.append(TimedUtterance(u.start, round(u.start + max(len(x), 800) / SAMPLE_RATE, 3), text))
+    write_wav(out / "session.wav", np.clip(track + room_noise(len(track), rng), -1, 1))
+    (out / "session.srt").write_text(format_srt(timed), encoding="utf-8")
+    meta.update({"audio": "session.wav", "transcript": "session.srt", "utterances": len(timed),
+                 "speech": {"voices": list(voices), "texts": len(texts), "seed": seed}})
+    (out / "session.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    return out
 
 
 def write_video(frames: list[dict], corpus: Path, path: Path, fps: float) -> tuple[int, int, int]:
@@ -89,10 +146,14 @@ def main(argv: list[str] | None = None) -> int:
                                         "--out work/session")
     ap.add_argument("--corpus", required=True, help="sample corpus folder (with timeline.json)")
     ap.add_argument("--out", required=True, help="session folder to write")
-    ap.add_argument("--voice", default="en-us+f2", help="espeak-ng voice (default: en-us+f2, which pocketsphinx's "
-                    "US English model recognises far better than the default male voice)")
-    ap.add_argument("--wpm", type=int, default=165, help="speaking rate, words per minute (default: 165)")
-    ap.add_argument("--max-wpm", type=int, default=280, help="fastest rate used to fit a long utterance")
+    ap.add_argument("--voices", default=",".join(DEFAULT_VOICES),
+                    help="comma-separated ENGINE:NAME voices, one per scene in turn (default: the six of "
+                         "edge.synth.DEFAULT_VOICES that are installed)")
+    ap.add_argument("--off-topic", type=float, default=0.5,
+                    help="share of the runs of utterances naming nothing replaced by an off-topic adult "
+                         "sentence (default: %(default)s; 0 = none)")
+    ap.add_argument("--noise-db", type=float, default=NOISE_DB, help="room noise level, dBFS (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="voices' prosody, off-topic choice and noise (default: 0)")
     ap.add_argument("--max-minutes", type=float, default=None, help="only the first N minutes of the timeline")
     ap.add_argument("--no-speech", action="store_true", help="no soundtrack, transcript only")
     args = ap.parse_args(argv)
@@ -125,40 +186,44 @@ def main(argv: list[str] | None = None) -> int:
     n_frames, w, h = write_video(frames, corpus, out / "session.avi", fps)
     print(f"video: {n_frames} frames {w}x{h} at {fps:g} fps -> {out / 'session.avi'}")
 
-    speech = not args.no_speech and shutil.which("espeak-ng") is not None
+    voices = [] if args.no_speech else available_voices([v.strip() for v in args.voices.split(",") if v.strip()])
+    speech = bool(voices)
     if not args.no_speech and not speech:
-        print("note: espeak-ng is not installed (sudo apt-get install espeak-ng); writing the transcript only — "
-              "replay will use it instead of speech recognition")
+        print("note: no speech synthesiser is installed (sudo apt-get install espeak-ng flite festival "
+              "festvox-us-slt-hts); writing the transcript only — replay will use it instead of speech recognition")
+    rng = np.random.default_rng(args.seed)
+    plan = plan_off_topic(utts, args.off_topic, rng) if speech else {}
     timed: list[TimedUtterance] = []
     faster = overlapping = 0
     track = np.zeros(int(np.ceil((duration + 2.0) * SAMPLE_RATE)), np.float32) if speech else None
-    for i, u in enumerate(utts):
+    i = 0
+    while i < len(utts):
+        u = utts[i]
+        text, span, prosody, speaker = u["text"], 1, CHILD_PROSODY, u.get("speaker")
+        if i in plan:
+            (text, span), prosody, speaker = plan[i], ADULT_PROSODY, "A"
         start = float(u["start"])
-        nxt = float(utts[i + 1]["start"]) if i + 1 < len(utts) else duration + 2.0
-        end = float(u["end"])
+        nxt = float(utts[i + span]["start"]) if i + span < len(utts) else duration + 2.0
+        end = float(utts[i + span - 1]["end"])
         if speech:
-            x = speak(u["text"], args.voice, args.wpm)
-            slot = max(nxt - start - GAP, 0.2)
-            if len(x) / SAMPLE_RATE > slot:
-                wpm = min(args.max_wpm, int(np.ceil(args.wpm * len(x) / SAMPLE_RATE / slot)) + 5)
-                x = speak(u["text"], args.voice, wpm)
-                faster += 1
-            if len(x) / SAMPLE_RATE > slot:
-                overlapping += 1
+            voice = voices[int(u.get("episode", i)) % len(voices)]
+            x, sped = say(text, voice, prosody, max(nxt - start - GAP, 0.2), rng)
+            faster += sped
+            overlapping += len(x) / SAMPLE_RATE > nxt - start - GAP
             a = round(start * SAMPLE_RATE)
-            need = a + len(x)
-            if need > len(track):
-                track = np.concatenate([track, np.zeros(need - len(track), np.float32)])
-            track[a:need] += 0.8 * x
+            if a + len(x) > len(track):
+                track = np.concatenate([track, np.zeros(a + len(x) - len(track), np.float32)])
+            track[a:a + len(x)] += 0.8 * x
             end = start + len(x) / SAMPLE_RATE
-        timed.append(TimedUtterance(round(start, 3), round(max(end, start + 0.05), 3), u["text"],
-                                    speaker=u.get("speaker")))
-        if speech and (i + 1) % 200 == 0:
-            print(f"  spoken {i + 1}/{len(utts)} utterances", flush=True)
+        timed.append(TimedUtterance(round(start, 3), round(max(end, start + 0.05), 3), text, speaker=speaker))
+        i += span
+        if speech and len(timed) % 200 == 0:
+            print(f"  spoken {len(timed)} utterances", flush=True)
     if speech:
+        track += room_noise(len(track), rng, args.noise_db)
         write_wav(out / "session.wav", np.clip(track, -1, 1))
-        print(f"soundtrack: {len(utts)} utterances spoken by espeak-ng ({faster} sped up to fit, {overlapping} "
-              f"still touching the next) -> {out / 'session.wav'}")
+        print(f"soundtrack: {len(timed)} utterances ({len(plan)} off-topic) by {len(voices)} voices ({faster} "
+              f"sped up to fit, {overlapping} still touching the next) -> {out / 'session.wav'}")
     else:
         (out / "session.wav").unlink(missing_ok=True)
     (out / "session.srt").write_text(format_srt(timed), encoding="utf-8")
@@ -167,11 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"format": FORMAT, "video": "session.avi", "audio": "session.wav" if speech else None,
             "transcript": "session.srt", "fps": fps, "frame_size": [w, h], "frames": n_frames,
             "duration": round(duration, 2), "utterances": len(timed), "object_words": object_words,
-            "speech": {"engine": "espeak-ng", "voice": args.voice, "wpm": args.wpm} if speech else None,
+            "speech": {"voices": voices, "noise_db": args.noise_db, "seed": args.seed} if speech else None,
+            # which timeline utterances an off-topic sentence took the place of (the SRT says what was spoken)
+            "off_topic": [{"index": i, "replaces": k, "text": t} for i, (t, k) in sorted(plan.items())],
             "corpus": str(corpus.resolve()), "corpus_format": timeline.get("format")}
     (out / "session.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
     figures = {"frames": n_frames, "utterances": len(timed), "duration_s": round(duration, 2),
-               "speech": speech, "sped_up": faster, "overlapping": overlapping,
+               "speech": speech, "off_topic": len(plan), "voices": len(voices), "sped_up": faster, "overlapping": overlapping,
                "seconds": round(time.perf_counter() - t0, 2), "out": str(out)}
     print(f"session written to {out} in {figures['seconds']} s")
     print(json.dumps(figures))

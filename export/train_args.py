@@ -1,4 +1,6 @@
-"""Arguments of `firstwords train` / `python -m firstwords.export.train` (argparse only: importable without torch)."""
+"""Arguments of `firstwords train` and `python -m firstwords.export.train`.
+
+argparse only: importable without torch (the CLI builds every command's parser for --help)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default="compact", help="model config: a name (compact, compact_lstm, "
                    "compact_transformer, compact_scratch, cvcl) or a JSON file (default: compact)")
     p.add_argument("--data", type=Path, required=True, help="training metadata JSON (CVCL's format)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="run directory (checkpoints, metrics, curves)")
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="run directory (checkpoints, metrics, curves)")
     p.add_argument("--val-data", type=Path, help="validation metadata (default: val.json beside --data)")
     p.add_argument("--eval-data", type=Path, help="held-out n-way set tracked while training "
                    "(default: eval.json beside --data)")
@@ -37,7 +40,8 @@ def train_argv(a: argparse.Namespace) -> list[str]:
     """The parsed options back as command-line arguments (to relaunch under torchrun)."""
     out = ["--config", str(a.config), "--data", str(a.data), "-o", str(a.out), "--seed", str(a.seed),
            "--workers", str(a.workers)]
-    for flag, value in [("--val-data", a.val_data), ("--eval-data", a.eval_data), ("--frames-root", a.frames_root),
+    for flag, value in [("--val-data", a.val_data), ("--eval-data", a.eval_data),
+                        ("--frames-root", a.frames_root),
                         ("--epochs", a.epochs), ("--steps", a.steps), ("--max-minutes", a.max_minutes),
                         ("--batch-size", a.batch_size), ("--lr", a.lr), ("--cache-dir", a.cache_dir),
                         ("--threads", a.threads)]:

@@ -1,8 +1,8 @@
 """A small synthetic corpus in CVCL's metadata format for the training / evaluation tests (seconds to build).
 
 Frames are 32 px: a coloured square (the "object") at a random place on a noisy grey background. Utterances
-name the colour ("look at the red") for most windows, chatter for some, as the sample corpus does. Paired with a
-32 px, from-scratch `compact`-style config so no pretrained weights are loaded.
+name the colour ("look at the red") for most windows, chatter for some, as the sample corpus does. Paired with
+a 32 px, from-scratch `compact`-style config so no pretrained weights are loaded.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def build(root: Path, n_train: int = 96, n_val: int = 16, n_eval_per: int = 8, f
             w = words[int(rng.integers(len(words)))]
             text = f"look at the {w}" if rng.random() < 0.8 else CHATTER[int(rng.integers(len(CHATTER)))]
             names = []
-            for j in range(frames):
+            for _ in range(frames):
                 name = f"frames/{split}_{k:05d}.png"
                 k += 1
                 _save(_frame(rng, COLOURS[w]), root / name)
@@ -66,15 +66,16 @@ def build(root: Path, n_train: int = 96, n_val: int = 16, n_eval_per: int = 8, f
 
 
 def tiny_config(path: Path, cache: bool = True, **train) -> Path:
-    """compact, shrunk: 32 px, 16-d; cached features of the frozen ImageNet backbone, or image mode from scratch."""
+    """compact, shrunk: 32 px, 16-d; cached features of the frozen ImageNet backbone, or image mode from
+    scratch."""
     from firstwords.export.config import load_model_config
 
     d = load_model_config("compact").to_dict()
     d["name"] = "tiny_test"
     d["embedding_dim"] = 16
     d["image"].update(input_size=32, pretrained="imagenet" if cache else "none", frozen=cache)
-    d["train"].update(batch_size=16, lr=3e-3, head_lr=3e-3, epochs=20, cache_features=cache, feature_dropout=0.0,
-                      max_frames_per_utterance=0, plateau_patience=2)
+    d["train"].update(batch_size=16, lr=3e-3, head_lr=3e-3, epochs=20, cache_features=cache,
+                      feature_dropout=0.0, max_frames_per_utterance=0, plateau_patience=2)
     d["train"].update(train)
     path.write_text(json.dumps(d))
     return path

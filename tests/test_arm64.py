@@ -26,12 +26,25 @@ def test_arm64_install_numerics_and_behaviour_match_x86(tmp_path):
         pytest.skip(f"arm64 emulation not possible here: {problem}")
     ckpt = Path(os.environ.get("FIRSTWORDS_ARM64_CKPT", ROOT / "work" / "ckpt"))
     corpus = Path(os.environ.get("FIRSTWORDS_ARM64_CORPUS", ROOT / "work" / "corpus"))
-    if not (corpus / "eval.json").exists() or not ((ckpt / "DONE").exists() or os.environ.get("FIRSTWORDS_ARM64_BUNDLES")):
-        pytest.skip(f"no trained checkpoint / corpus at {ckpt} and {corpus}: run 'make demo' or set "
-                    "FIRSTWORDS_ARM64_CKPT and FIRSTWORDS_ARM64_CORPUS")
-    cmd = [sys.executable, str(ROOT / "tools" / "check_arm64.py"), "--ckpt", str(ckpt), "--corpus", str(corpus),
-           "--work", str(tmp_path / "arm64"),
-           "--root", os.environ.get("FIRSTWORDS_ARM64_ROOT", "/work/arm64root")]
+    if not (corpus / "eval.json").exists() or not (
+        (ckpt / "DONE").exists() or os.environ.get("FIRSTWORDS_ARM64_BUNDLES")
+    ):
+        pytest.skip(
+            f"no trained checkpoint / corpus at {ckpt} and {corpus}: run 'make demo' or set "
+            "FIRSTWORDS_ARM64_CKPT and FIRSTWORDS_ARM64_CORPUS"
+        )
+    cmd = [
+        sys.executable,
+        str(ROOT / "tools" / "check_arm64.py"),
+        "--ckpt",
+        str(ckpt),
+        "--corpus",
+        str(corpus),
+        "--work",
+        str(tmp_path / "arm64"),
+        "--root",
+        os.environ.get("FIRSTWORDS_ARM64_ROOT", "/work/arm64root"),
+    ]
     if os.environ.get("FIRSTWORDS_ARM64_BUNDLES"):
         cmd += ["--bundles", os.environ["FIRSTWORDS_ARM64_BUNDLES"]]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)

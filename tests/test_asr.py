@@ -1,10 +1,10 @@
-"""Speech recognition: espeak-ng phrases -> VAD -> pocketsphinx biased to a vocabulary recovers the object
-words; the recognizer interface, registry and bad input."""
+"""Speech recognition: espeak-ng phrases -> VAD -> pocketsphinx's closed searches (biased to a vocabulary)
+recover the object words; HeardWords with times and confidences; the recognizer interface, registry and bad
+input. The open-vocabulary device search with the bundle's speech LM: tests/test_hearing.py."""
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -12,13 +12,14 @@ from firstwords.edge.asr import (
     RECOGNIZERS,
     PocketSphinxRecognizer,
     Transcript,
-    Word,
     available_recognizers,
     make_recognizer,
     register_recognizer,
 )
 from firstwords.edge.errors import InputError
-from firstwords.edge.hear import SAMPLE_RATE, read_audio
+from firstwords.edge.hear import SAMPLE_RATE
+from firstwords.edge.heard import HeardWord
+from firstwords.edge.synth import speak
 from firstwords.edge.tokenize import words
 from firstwords.edge.vad import make_vad
 
@@ -33,22 +34,16 @@ SAID = ["look at the shoe", "where's the ball", "that's a dog", "here's your coa
 
 
 @pytest.fixture(scope="module")
-def clips(tmp_path_factory):
+def clips():
     if ESPEAK is None:
         pytest.skip("espeak-ng not installed")
-    d = tmp_path_factory.mktemp("asr")
-    out = []
-    for i, text in enumerate(SAID):
-        # the US voice at 150 wpm, as tools/make_sample_session.py speaks (pocketsphinx's model is US English)
-        subprocess.run([ESPEAK, "-v", "en-us", "-s", "150", "-w", str(d / f"{i}.wav"), text], check=True,
-                       capture_output=True)
-        out.append(read_audio(d / f"{i}.wav"))
-    return out
+    # the US voice at 150 wpm (pocketsphinx's model is US English), with espeak's own silence around it
+    return [speak(text, "espeak:en-us", rate=1.1, margin=0.3) for text in SAID]
 
 
 @pytest.fixture(scope="module")
 def lm_recognizer():
-    return PocketSphinxRecognizer(vocabulary=VOCAB, sentences=SENTENCES)
+    return PocketSphinxRecognizer(vocabulary=VOCAB, sentences=SENTENCES, bias="lm")
 
 
 @needs_espeak
@@ -84,7 +79,7 @@ def test_transcript_words_have_times_and_confidences(clips, lm_recognizer):
     assert tr.words and 0.0 <= tr.confidence <= 1.0
     dur = len(audio) / SAMPLE_RATE
     for w in tr.words:
-        assert isinstance(w, Word) and 0.0 <= w.start < w.end <= dur + 0.02 and 0.0 <= w.confidence <= 1.0
+        assert isinstance(w, HeardWord) and 0.0 <= w.start < w.end <= dur + 0.02 and 0.0 <= w.confidence <= 1.0
     assert [w.start for w in tr.words] == sorted(w.start for w in tr.words)
     assert "shoe" in tr.tokens and tr.words[tr.tokens.index("shoe")].start > 0.3  # last word, not the first
 
@@ -126,7 +121,7 @@ class EchoRecognizer:
         self.text = text
 
     def transcribe(self, audio):
-        return Transcript(self.text, (Word(self.text, 0.0, len(audio) / SAMPLE_RATE, 1.0),), 1.0)
+        return Transcript(self.text, (HeardWord(self.text, 0.0, len(audio) / SAMPLE_RATE, 1.0),), 1.0)
 
 
 def test_registry_builds_user_recognizers(monkeypatch):

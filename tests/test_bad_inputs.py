@@ -73,12 +73,16 @@ any_value = st.one_of(
 
 def _expected_ok(table: str, key: str, typ: type, v) -> bool | None:
     """True if a value is valid, False if it must be refused."""
-    from firstwords.edge.config import _CHOICES
+    from firstwords.edge.config import _CHOICES, _RANGES, maximum
 
+    top = maximum(table, key)
     if typ is int:
-        return type(v) is int and v > 0
+        return type(v) is int and 0 < v <= (top if top is not None else v)
     if typ is float:
-        return type(v) in (int, float) and math.isfinite(v) and v > 0
+        if (table, key) in _RANGES:
+            low, high = _RANGES[(table, key)]
+            return type(v) in (int, float) and math.isfinite(v) and low <= v <= high
+        return type(v) in (int, float) and math.isfinite(v) and 0 < v <= (top if top is not None else v)
     if not isinstance(v, str):
         return False
     choices = _CHOICES.get((table, key))

@@ -256,3 +256,141 @@ def test_tiny_model_is_what_tests_assume():
     m = tiny_model()
     e = m.encode_image(torch.zeros(1, 3, SIZE, SIZE))
     assert e.shape == (1, DIM)
+
+
+# ------------------------------------------------------------------ files that are not what they claim (#14)
+
+def _load_within(d: Path, seconds: float = 20.0):
+    """load_bundle(d) in a thread: its error (or bundle), and whether it returned within `seconds` (a FIFO read
+    would block forever)."""
+    import threading
+
+    box: dict = {}
+
+    def go():
+        try:
+            box["result"] = load_bundle(d)
+        except BaseException as e:  # noqa: BLE001  (handed to the test)
+            box["result"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    t.join(seconds)
+    return box.get("result"), not t.is_alive()
+
+
+@pytest.mark.parametrize("kind", ["dev-zero-link", "fifo", "folder"])
+@pytest.mark.parametrize("name", ["vocab.json", "manifest.json", "image.onnx"])
+def test_a_bundle_file_that_is_not_a_regular_file_is_named_as_such_without_blocking(bundle_dir, name, kind):
+    import os
+
+    target = bundle_dir / name
+    target.unlink()
+    if kind == "dev-zero-link":
+        target.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.mkdir()
+    err, returned = _load_within(bundle_dir)
+    assert returned, f"load_bundle blocked on {name} as a {kind}"
+    assert isinstance(err, BundleError), err
+    what = {"dev-zero-link": "a character device (a link to /dev/zero)", "fifo": "a FIFO", "folder": "a folder"}
+    assert f"{name} is not a regular file: it is {what[kind]}" in str(err), str(err)
+    assert "missing" not in str(err)
+
+
+def test_a_bundle_path_that_is_a_fifo_is_named_as_such(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "bundle")
+    err, returned = _load_within(tmp_path / "bundle")
+    assert returned and isinstance(err, BundleError) and "a FIFO" in str(err), err
+
+
+def test_a_huge_manifest_is_refused_before_it_is_parsed(bundle_dir):
+    """A 300 MB manifest (an unknown key padded out) was parsed with 657 MB RSS; now its size is checked first."""
+    import subprocess
+    import sys
+
+    text = json.dumps(_manifest(bundle_dir))
+    with (bundle_dir / "manifest.json").open("w") as f:  # valid JSON, written in pieces
+        f.write(text[:-1] + ', "padding": "')
+        for _ in range(300):
+            f.write("x" * (1 << 20))
+        f.write('"}')
+    code = ("import sys\nfrom firstwords.edge.bundle import load_bundle\nfrom firstwords.edge.errors import "
+            "BundleError\ntry:\n    load_bundle(sys.argv[1])\nexcept BundleError as e:\n    print(e)\n"
+            "print(next(int(x.split()[1]) // 1024 for x in open('/proc/self/status') if x.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True, timeout=120,
+                         check=True).stdout.splitlines()
+    assert "manifest.json is 300.0 MB" in out[0] and "not reading it" in out[0], out
+    assert int(out[-1]) < 150, f"peak RSS {out[-1]} MB: the manifest was read"
+
+
+def test_a_huge_vocabulary_is_refused_before_it_is_read(bundle_dir):
+    from firstwords.edge.bundle import MAX_VOCAB_BYTES
+
+    vocab = bundle_dir / "vocab.json"
+    with vocab.open("r+b") as f:  # sparse: no disk used, and the size the manifest promises
+        f.truncate(MAX_VOCAB_BYTES + 1)
+    m = _manifest(bundle_dir)
+    m["files"]["vocab.json"]["bytes"] = MAX_VOCAB_BYTES + 1
+    _write_manifest(bundle_dir, m)
+    with pytest.raises(BundleError, match=r"vocab\.json is 16\.0 MB.*not reading it"):
+        load_bundle(bundle_dir)
+
+
+@pytest.mark.parametrize("version", ["1", 1.0, None, [1], True])
+def test_format_version_of_another_type_says_it_must_be_an_integer(bundle_dir, version):
+    m = _manifest(bundle_dir)
+    m["format_version"] = version
+    _write_manifest(bundle_dir, m)
+    with pytest.raises(BundleError, match=r"format_version must be an integer \(this firstwords reads 1\), got "):
+        load_bundle(bundle_dir)
+
+
+def test_a_bundle_this_user_may_not_read_is_a_clear_error(bundle_dir):
+    """chmod 000 on the bundle folder used to give a raw PermissionError. Root reads anything, so as root the load
+    runs without the capabilities that let it (setpriv drops CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom firstwords.edge.bundle import load_bundle\nfrom firstwords.edge.errors import "
+            "BundleError\ntry:\n    load_bundle(sys.argv[1])\nexcept BundleError as e:\n    print('BundleError:', e)\n")
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux): root reads any folder")
+        caps = "-dac_override,-dac_read_search"
+        prefix = [setpriv, f"--inh-caps={caps}", f"--bounding-set={caps}"]
+    bundle_dir.chmod(0)
+    try:
+        out = subprocess.run([*prefix, sys.executable, "-c", code, str(bundle_dir)], capture_output=True, text=True,
+                             timeout=120, check=False)
+    finally:
+        bundle_dir.chmod(0o755)
+    assert "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stdout.startswith("BundleError:") and "permission denied" in out.stdout, out.stdout
+    assert "chmod" in out.stdout
+
+
+def test_a_bundle_whose_towers_output_nan_is_refused_at_load(tmp_path):
+    """Such a bundle used to load, learn nothing and let replay exit 0 with one warning."""
+    import torch
+    from firstwords.edge.encode import Encoder
+    from firstwords.export.bundle import write_bundle
+    from firstwords.export.onnx_export import export_towers
+
+    for tower, weights in (("image", "proj.bias"), ("utterance", "emb.weight")):
+        model = tiny_model(0)
+        with torch.no_grad():
+            dict(model.named_parameters())[weights].fill_(float("nan"))
+        towers = export_towers(model, tmp_path / f"onnx-{tower}", SIZE)
+        out = write_bundle(tmp_path / f"nan-{tower}", towers.image, towers.utterance, VOCAB,
+                           manifest_fields(opset=towers.opset))
+        load_bundle(out)  # the files are whole and as the manifest says ...
+        with pytest.raises(BundleError, match=rf"{tower}\.onnx: the {tower} tower outputs non-finite values"):
+            Encoder(out, threads=1)  # ... but it cannot be run

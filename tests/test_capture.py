@@ -8,17 +8,14 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from firstwords.edge.capture import (
-    Backoff,
-    FrameSource,
+from firstwords.edge.capture import Backoff, FrameSource, OpenCVCamera, ResilientCamera
+from firstwords.edge.errors import DataError, DeviceError
+from firstwords.edge.frame_files import (
     ImageFolderSource,
-    OpenCVCamera,
     PacedSource,
-    ResilientCamera,
     VideoFileSource,
     open_frame_file_source,
 )
-from firstwords.edge.errors import DataError, DeviceError
 
 
 def colour_frame(i, w=64, h=48):
@@ -113,7 +110,7 @@ def test_vanished_camera_is_retried_with_backoff_and_counted():
 
     cam = ResilientCamera(open_reader, fps=1e6, name="flaky", backoff=Backoff(first=0.001, maximum=0.004))
     got = []
-    for t, f in cam:
+    for t, _ in cam:
         got.append(t)
         if len(got) == 6:
             cam.close()
@@ -138,7 +135,8 @@ def test_opencv_camera_on_missing_device_gives_up_with_device_error(tmp_path):
 
 
 def test_opencv_camera_reopens_a_stream_that_ends(tmp_path):
-    """A stream that stops delivering (here: a file's end) is released and reopened, not the end of capture."""
+    """A stream that stops delivering (here: a file's end) is released and reopened, not the end of
+    capture."""
     path = tmp_path / "v.avi"
     write_video(path, 4)
     cam = OpenCVCamera(str(path), 64, 48, fps=1000, backoff=Backoff(first=0.001))

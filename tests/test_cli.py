@@ -8,7 +8,8 @@ from firstwords.edge.cli import COMMANDS, build_parser, load_command
 
 
 def test_top_level_help_lists_every_subcommand():
-    out = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "--help"], capture_output=True,
+                         text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     for name in COMMANDS:
         assert name in out.stdout
@@ -34,6 +35,7 @@ def test_torch_command_without_torch_says_which_extra(tmp_path):
     code = ("import sys; sys.modules['torch'] = None\n"
             "from firstwords.edge.cli import main\n"
             "sys.exit(main(['train', '--config', 'compact', '--data', 'x.json', '-o', 'y']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert "pip install 'firstwords[train]'" in out.stderr

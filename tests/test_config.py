@@ -51,6 +51,8 @@ def _edit(old, new):
      r"\[model\] quantization = 'int4' is not allowed; use one of: none, dynamic, qdq_s8s8, qdq_u8s8"),
     ('name = "laptop"', 'name = "laptop"\ncolour = "red"', r"unknown key 'colour'"),
     ("threads = 2", "threads = = 2", r"not valid TOML"),
+    ("threads = 2", "threads = 100000", r"\[model\] threads = 100000 is too large; at most \d+ here"),
+    ("input_size = 160", "input_size = 1000000", r"\[model\] input_size = 1000000 is too large"),
 ])
 def test_config_errors_name_file_key_and_allowed(tmp_path, old, new, pattern):
     p = _write(tmp_path, _edit(old, new))
@@ -66,3 +68,16 @@ def test_float_field_accepts_integer_and_missing_file_lists_shipped(tmp_path):
     assert cfg.camera.fps == 5.0 and isinstance(cfg.camera.fps, float)
     with pytest.raises(ConfigError, match=r"no such device config.*rpi4.toml"):
         load_device_config(tmp_path / "nope.toml")
+
+
+def test_threads_are_bounded_by_the_cores_but_any_shipped_config_loads(tmp_path):
+    import os
+
+    from firstwords.edge.config import max_threads
+
+    cores = os.cpu_count() or 1
+    assert max_threads() == max(16, 4 * cores)
+    ok = load_device_config(_write(tmp_path, _edit("threads = 2", f"threads = {max_threads()}")))
+    assert ok.model.threads == max_threads()
+    with pytest.raises(ConfigError, match=rf"threads = {max_threads() + 1} is too large.*use {cores} or fewer"):
+        load_device_config(_write(tmp_path, _edit("threads = 2", f"threads = {max_threads() + 1}")))

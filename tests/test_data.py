@@ -1,4 +1,4 @@
-"""export.data: CVCL metadata / transcript / eval readers, bad-data reporting, and the pair dataset."""
+"""export.data's readers (CVCL metadata, transcript, eval sets) with bad-data reporting; export.pairs."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from firstwords.edge.tokenize import Vocab, build_vocab
 torch = pytest.importorskip("torch")
 Image = pytest.importorskip("PIL.Image")
 
-from firstwords.export import data
+from firstwords.export import data, pairs
 
 
 def _png(path: Path, colour=(200, 30, 30), size=(40, 32)) -> str:
@@ -108,8 +108,8 @@ def test_frames_root_and_absolute_paths(corpus, tmp_path_factory):
     beside = data.load_cvcl_metadata(p)  # relative paths resolved beside the json: only the absolute one
     assert [r.utterance for r in beside.records] == ["abs"] and beside.problems["missing_frame"] == 2
     rep = data.load_cvcl_metadata(p, frames_root=corpus)
-    assert [r.frame_paths[0] for r in rep.records] == [corpus / "frames/000000.png", corpus / "frames/000001.png",
-                                                      corpus / "frames/000002.png"]
+    want = [corpus / f"frames/00000{i}.png" for i in range(3)]
+    assert [r.frame_paths[0] for r in rep.records] == want
     assert rep.records[1].timestamps[0] != rep.records[1].timestamps[0]  # NaN when no timestamps given
 
 
@@ -136,21 +136,6 @@ def test_load_frame_errors_name_the_file(corpus):
         data.load_frame(corpus / "gone.png")
 
 
-def test_transcript_csv(tmp_path):
-    p = tmp_path / "t.csv"
-    p.write_text("Time,Video Name,Utterance,Speaker\n"
-                 "0:05,S_001.mp4,look at the ball,M\n"
-                 "1:02-1:04,S_001.mp4,where's the cat?,F\n"
-                 "12.5,S_001.mp4,,M\n"
-                 "??,S_001.mp4,all done,M\n", encoding="utf-8")
-    rows = data.load_transcript_csv(p)
-    assert [(r.time, r.utterance, r.speaker) for r in rows] == [
-        (5.0, "look at the ball", "M"), (62.0, "where's the cat?", "F"), (None, "all done", "M")]
-    p.write_text("When,Text\n1,hi\n")
-    with pytest.raises(DataError, match="Time, Video Name, Utterance, Speaker"):
-        data.load_transcript_csv(p)
-
-
 def test_eval_set_ours_and_cvcl_trials(corpus):
     ours = corpus / "eval.json"
     ours.write_text(json.dumps({"data": [{"category": "shoe", "frame_filename": "frames/000000.png"},
@@ -159,7 +144,8 @@ def test_eval_set_ours_and_cvcl_trials(corpus):
     es = data.load_eval_set(ours)
     assert es.labels == ["shoe", "bag"] and es.trials is None and es.categories == ["bag", "shoe"]
 
-    f = lambda i: str(corpus / f"frames/{i:06d}.png")  # CVCL stores absolute paths
+    def f(i):  # CVCL stores absolute paths
+        return str(corpus / f"frames/{i:06d}.png")
     trials = corpus / "eval_dev.json"
     trials.write_text(json.dumps({"data": [
         {"trial_num": 0, "target_category": "ball", "target_img_filename": f(0),
@@ -191,7 +177,7 @@ def _dataset(corpus, **kw):
                              _rec("the shoe the shoe", [4, 5])])
     recs = data.load_cvcl_metadata(p).records
     vocab = Vocab(build_vocab([r.utterance for r in recs], min_freq=1))
-    return recs, vocab, data.PairDataset(recs, vocab, 24, **kw)
+    return recs, vocab, pairs.PairDataset(recs, vocab, 24, **kw)
 
 
 def test_pair_dataset_eval_uses_device_preprocessing(corpus):
@@ -221,10 +207,10 @@ def test_shuffled_pairs_control_pairs_other_frames(corpus):
     recs, vocab, ds = _dataset(corpus, train=False, shuffle_pairs=True, seed=1)
     assert sorted(ds.frame_source.tolist()) == [0, 1, 2]
     assert all(ds.frame_source[i] != i for i in range(3))
-    again = data.PairDataset(recs, vocab, 24, train=False, shuffle_pairs=True, seed=1)
+    again = pairs.PairDataset(recs, vocab, 24, train=False, shuffle_pairs=True, seed=1)
     assert ds.frame_source.tolist() == again.frame_source.tolist()
     img, tok, _ = ds[0]
-    other = data.PairDataset(recs, vocab, 24, train=False)[int(ds.frame_source[0])][0]
+    other = pairs.PairDataset(recs, vocab, 24, train=False)[int(ds.frame_source[0])][0]
     assert torch.equal(img, other)  # the frame of another utterance
     assert tok[:ds[0][2]].tolist() == vocab.encode(recs[0].utterance)  # the utterance stays its own
 

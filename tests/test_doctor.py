@@ -126,3 +126,38 @@ def test_blas_threads_check(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     c = doctor.check_blas()
     assert c.status == doctor.WARN and "OPENBLAS_NUM_THREADS=1" in c.message
+
+
+def test_telemetry_verdicts(tmp_path):
+    ok = {"env": "1", "api_called": True, "imported_before": False, "queue": None}
+    assert doctor.check_telemetry(ok).status == doctor.OK
+    queued = doctor.check_telemetry({**ok, "queue": str(tmp_path / "q")})
+    assert queued.status == doctor.WARN and str(tmp_path / "q") in queued.message and "rm -r" in queued.message
+    early = doctor.check_telemetry({**ok, "imported_before": True})
+    assert early.status == doctor.FAIL and "ORT_DISABLE_TELEMETRY=1" in early.message
+
+
+def _doctor_in(home, first: str = "") -> str:
+    """`firstwords doctor` in a fresh process with HOME=home; `first` runs before firstwords is imported."""
+    import subprocess
+    import sys
+
+    code = first + "\nfrom firstwords.edge.cli import main\nmain(['doctor', '--config', 'laptop', '--no-latency', " \
+                   "'--no-devices', '--data-dir', " + repr(str(home)) + "])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    env["HOME"] = str(home)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
+    return next(line for line in out.stdout.splitlines() if "telemetry" in line)
+
+
+def test_doctor_reports_the_telemetry_state_of_a_real_process(tmp_path):
+    line = _doctor_in(tmp_path)
+    assert line.split()[0] == "OK" and "telemetry off" in line, line
+    assert not (tmp_path / ".cache").exists()  # doctor's own onnxruntime import queued nothing
+    queue = tmp_path / ".cache" / "Microsoft" / "DeveloperTools" / ".onnxruntime"
+    queue.mkdir(parents=True)
+    line = _doctor_in(tmp_path)
+    assert line.split()[0] == "WARN" and str(queue) in line, line
+    line = _doctor_in(tmp_path / "other", first="import onnxruntime")  # imported before firstwords: can't help it
+    assert line.split()[0] == "FAIL" and "ORT_DISABLE_TELEMETRY=1" in line, line

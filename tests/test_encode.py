@@ -97,3 +97,36 @@ def test_bad_arrays_raise_input_error(enc):
 def test_bad_threads(bundle):
     with pytest.raises(InputError, match="threads"):
         Encoder(bundle, threads=0)
+
+
+def test_threads_beyond_the_machine_are_refused_before_any_thread_starts(bundle):
+    """threads = 100000 (a typo, or --threads) used to start ~1000 OS threads and hang the machine."""
+    import os
+    import time
+
+    from firstwords.edge.config import max_threads
+
+    t0 = time.monotonic()
+    with pytest.raises(InputError, match=r"threads = 100000 is too many: at most \d+ on this machine"):
+        Encoder(bundle, threads=100000)
+    assert time.monotonic() - t0 < 5
+    assert Encoder(bundle, threads=min(max_threads(), 2 * (os.cpu_count() or 1))).dim == DIM
+
+
+@pytest.mark.parametrize("shape", [(60000, 60000, 3), (1, 20000, 20000, 3)])
+def test_huge_frames_are_refused_before_preprocessing(enc, shape):
+    """`ask --image` of a 20000 x 20000 PNG took 6 GB and 26 s in preprocessing. The frame here costs no memory
+    (a broadcast view); the encoder must refuse it by its size, before any float copy is made."""
+    import time
+
+    from firstwords.edge.encode import MAX_FRAME_PIXELS
+
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), shape)
+    t0 = time.monotonic()
+    for call in (enc.prepare, enc.encode_image, lambda f: enc.encode_image([_frames(1)[0], f[0] if f.ndim == 4 else f])):
+        with pytest.raises(InputError, match=r"a frame of \d+ x \d+ pixels is larger than the 25,000,000 pixels"):
+            call(huge)
+    assert time.monotonic() - t0 < 2
+    side = int(MAX_FRAME_PIXELS ** 0.5)
+    ok = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (side // 8, side // 8, 3))
+    assert enc.encode_image(ok).shape == (1, DIM)

@@ -49,7 +49,8 @@ def _export(model, out, corpus, quantization="qdq_u8s8", calib=None, **kw):
     images, labels = _eval(corpus)
     return export_bundle(model, Vocab(dict(VOCAB)), out, input_size=SIZE, mean=(0.485, 0.456, 0.406),
                          std=(0.229, 0.224, 0.225), quantization=quantization, model_config="tiny",
-                         training_data="tiny synthetic", calibration_images=_calib(corpus) if calib is None else calib,
+                         training_data="tiny synthetic",
+                         calibration_images=_calib(corpus) if calib is None else calib,
                          eval_images=images, eval_labels=labels, threads=1, **kw)
 
 
@@ -142,7 +143,8 @@ def checkpoint(tmp_path_factory):
     from firstwords.export.data import load_frame
 
     corpus = make_corpus(tmp_path_factory.mktemp("bn"), n_train=16, n_eval=1, seed=5)
-    x = torch.from_numpy(prepare_images([load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))], SIZE))
+    frames = [load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))]
+    x = torch.from_numpy(prepare_images(frames, SIZE))
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -176,8 +178,8 @@ def test_export_command_takes_quantization_from_device_config(checkpoint, corpus
     dev = tmp_path / "dev.toml"
     dev.write_text(text)
     out = tmp_path / "bundle.zip"
-    rc = main(["export", str(checkpoint), "-o", str(out), "--config", str(dev), "--skip-parity", "--calib-frames", "8",
-               "--eval-data", str(corpus / "eval.json")])
+    rc = main(["export", str(checkpoint), "-o", str(out), "--config", str(dev), "--skip-parity",
+               "--calib-frames", "8", "--eval-data", str(corpus / "eval.json")])
     text = capsys.readouterr().out
     assert rc == 0
     assert "SKIPPED" in text
@@ -192,7 +194,8 @@ def test_export_command_errors_are_clear(checkpoint, tmp_path, capsys):
                "--eval-data", str(tmp_path / "nope.json")])
     assert rc == 2
     assert "evaluation set not found" in capsys.readouterr().err
-    rc = main(["export", str(checkpoint), "-o", str(tmp_path / "b"), "--eval-data", str(tmp_path / "nope.json")])
+    rc = main(["export", str(checkpoint), "-o", str(tmp_path / "b"), "--eval-data",
+               str(tmp_path / "nope.json")])
     assert rc == 2
     assert "say which quantization" in capsys.readouterr().err
 
@@ -210,8 +213,8 @@ def test_compact_int8_bundle_is_small(tmp_path):
     model = build_model(cfg, len(vocab)).eval()
     calib = np.random.default_rng(0).uniform(-1, 1, (16, 3, 128, 128)).astype(np.float32)
     res = export_bundle(model, Vocab(vocab), tmp_path / "b", input_size=128, mean=cfg.image.mean,
-                        std=cfg.image.std, quantization="qdq_u8s8", model_config="compact", training_data="none",
-                        calibration_images=calib, skip_parity=True)
+                        std=cfg.image.std, quantization="qdq_u8s8", model_config="compact",
+                        training_data="none", calibration_images=calib, skip_parity=True)
     assert res.towers_bytes <= 6_000_000
     shutil.rmtree(res.bundle)
 
@@ -234,7 +237,8 @@ def compact_model(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model(config_from_dict(d), len(VOCAB))
     corpus = make_corpus(tmp_path_factory.mktemp("bnc"), n_train=16, n_eval=1, seed=7)
-    x = torch.from_numpy(prepare_images([load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))], SIZE))
+    frames = [load_frame(p) for p in sorted((corpus / "frames").glob("*.png"))]
+    x = torch.from_numpy(prepare_images(frames, SIZE))
     for m in model.modules():
         if isinstance(m, torch.nn.BatchNorm2d):
             m.reset_running_stats()
@@ -327,15 +331,16 @@ def test_bias_correction_removes_the_mean_output_error(tmp_path):
     b = rng.normal(0, 1, 4).astype(np.float32)
     conv = helper.make_node("Conv", ["image", "w", "b"], ["embedding"], name="conv", pads=[1, 1, 1, 1],
                             strides=[2, 2])
-    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 9, 9])],
+    image_in = helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 3, 9, 9])
+    graph = helper.make_graph([conv], "g", [image_in],
                               [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")])
     fp32 = tmp_path / "fp32.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
     x = rng.uniform(0, 2, (16, 3, 9, 9)).astype(np.float32)  # mean 1: weight errors shift the outputs
     qdq = tmp_path / "qdq.onnx"
-    quantize_static(str(fp32), str(qdq), calibration_reader(x), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(str(fp32), str(qdq), calibration_reader(x), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     corrected = tmp_path / "corrected.onnx"
     assert correct_biases(fp32, qdq, conv_input_means(fp32, x), corrected) == 1
 

@@ -425,15 +425,15 @@ print("done", out["episodes_removed"], flush=True)
 
 
 def _teach(path: Path, n: int, seed: int) -> None:
-    from firstwords.edge.memory import AssociativeMemory, Utterance
+    from firstwords.edge.memory import AssociativeMemory, Moment
 
     rng = np.random.default_rng(seed)
     with AssociativeMemory(path, 16) as mem:
         batch = []
         for i in range(n):
             words = ["the", f"thing{i % 7}"] + (["secretword"] if i % 5 == 0 else [])
-            batch.append(Utterance(words, rng.normal(size=(6, 16)).astype(np.float32), float(i),
-                                   " ".join(words) + f" number {i}"))
+            batch.append(Moment(words, rng.normal(size=(6, 16)).astype(np.float32), float(i),
+                                " ".join(words) + f" number {i}"))
         mem.learn_batch(batch)
 
 
@@ -676,3 +676,21 @@ def test_soak_tool_smoke_run(sample, tmp_path):  # noqa: F811
     fig = json.loads(proc.stdout.strip().splitlines()[-1])
     assert fig["errors"] == 0 and fig["iterations"] >= 3
     assert fig["within_capacity"] and fig["fds_flat"] and fig["threads_flat"] and fig["db_flat"]
+
+
+def test_replay_command_on_a_full_disk_exits_non_zero_with_one_line(sample, tmp_path, capsys):
+    """`firstwords replay` into a memory whose disk fills up mid-session: exit 1 and one `error:` line saying
+    the disk is full (before: exit 0 with the error only in the summary)."""
+    import argparse
+
+    from firstwords.edge.commands import replay as replay_cmd
+
+    with small_fs(tmp_path / "fs", 512) as fs:
+        fill(fs, 96 * 1024)
+        p = argparse.ArgumentParser()
+        replay_cmd.add_arguments(p)
+        rc = replay_cmd.run(p.parse_args([str(sample.session), "--bundle", str(sample.bundle), "--memory",
+                                          str(fs / "m.db"), "--words-from", "transcript", "-q"]))
+        err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert rc == 1 and len(lines) == 1 and "disk is full" in lines[0], err

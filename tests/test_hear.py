@@ -14,14 +14,13 @@ from firstwords.edge.errors import DataError, InputError, MissingExtraError
 from firstwords.edge.hear import (
     SAMPLE_RATE,
     AudioFileSource,
-    MicrophoneSource,
     Resampler,
     check_audio,
     read_audio,
     resample,
-    resolve_device,
     write_wav,
 )
+from firstwords.edge.microphone import MicrophoneSource, resolve_device
 
 
 def _sine(freq, rate, seconds, amp=0.5):
@@ -187,8 +186,8 @@ def test_resampler_rejects_bad_rates():
 
 @pytest.mark.parametrize("rate", [383999, 1_000_003, 96001, 4001])
 def test_resampler_table_is_bounded_and_still_accurate_at_any_ratio(rate):
-    """Rates whose ratio to 16 kHz has a huge numerator (383999 -> 16000 has 16000 phases) get a bounded kernel
-    table with interpolated phases: still a clean sine out, exact length."""
+    """Rates whose ratio to 16 kHz has a huge numerator (383999 -> 16000 has 16000 phases) get a bounded
+    kernel table with interpolated phases: still a clean sine out, exact length."""
     r = Resampler(rate)
     assert r.table.size <= Resampler.MAX_TABLE and not r.exact
     x = _sine(440.0, rate, 0.3)
@@ -200,7 +199,8 @@ def test_resampler_table_is_bounded_and_still_accurate_at_any_ratio(rate):
 
 
 def test_interpolated_phases_match_the_exact_table():
-    """The bounded (interpolated) kernel gives nearly what the exact polyphase table gives, streaming included."""
+    """The bounded (interpolated) kernel gives nearly what the exact polyphase table gives, streaming
+    included."""
 
     class SmallTable(Resampler):
         MAX_TABLE = 2000  # 44100 -> 16000 needs 160 phases x 36 taps: forces interpolation

@@ -97,7 +97,8 @@ def test_frames_are_thinned_on_a_fixed_grid(encoder, tmp_path, source_fps, fps, 
 
 def test_utterance_without_frames_is_reported(encoder, tmp_path):
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
-    lr = Learner(encoder, mem, ListFrames(10), transcript=[Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")],
+    utts = [Utterance(0.1, 0.5, "ball"), Utterance(30, 31, "dog")]
+    lr = Learner(encoder, mem, ListFrames(10), transcript=utts,
                  options=LearnerOptions(realtime=False))
     rep = lr.run(install_signal_handlers=False)
     assert rep.stats["utterances"] == 1 and rep.stats["utterances_without_frames"] == 1
@@ -159,13 +160,16 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     audio = np.concatenate([gap, parts[0], gap, parts[1], gap])
     block_ms = 32
     mic = FileFedMicrophone(audio, block_ms=block_ms, queue_blocks=64)
-    cam = ResilientCamera(lambda: PacedReader(fps=10, n=1000), fps=10, name="fake", epoch=0.0)  # monotonic clock
+    # monotonic clock
+    cam = ResilientCamera(lambda: PacedReader(fps=10, n=1000), fps=10, name="fake", epoch=0.0)
     enc = SlowEncoder(bundle, threads=1)
     mem = AssociativeMemory(tmp_path / "m.db", DIM)
     rec = PocketSphinxRecognizer(vocabulary=["look", "at", "the", "ball", "a", "dog", "cat", "shoe"])
-    lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec, audio_overflows=lambda: mic.overflows,
+    heard = []
+    lr = Learner(enc, mem, cam, audio=mic, vad=EnergyVAD(), recognizer=rec,
+                 audio_overflows=lambda: mic.overflows,
                  options=LearnerOptions(realtime=True, fps=5, frame_queue=2, encode_batch=1, grace=0.5,
-                                        clock_origin=None, status_interval=0.1))
+                                        clock_origin=None, status_interval=0.1), on_utterance=heard.append)
     threading.Thread(target=lambda: (mic.finished.wait(10), time.sleep(0.3), lr.stop()), daemon=True).start()
     rep = lr.run(install_signal_handlers=False)
     s = rep.stats
@@ -174,6 +178,8 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     assert mic.fed_blocks == n_blocks and mic.overflows == 0 and s["audio_overflows"] == 0
     assert mic.blocks_captured == n_blocks
     assert s["audio_blocks"] >= n_blocks - 1  # the resampler-free path yields one AudioBlock per block
+    h = lr.health()
+    assert h.audio_in == s["audio_blocks"] and h.frames_in == s["frames_captured"] and h.last_frame_at
     assert s["audio_seconds"] == pytest.approx(len(audio) / SAMPLE_RATE, abs=block_ms / 1000)
     assert s["speech_segments"] == 2
     # the encoder (0.5 s / frame) cannot keep up with 5 fps: frames were dropped, and all are accounted for
@@ -181,13 +187,20 @@ def test_live_loop_drops_frames_never_audio(bundle, tmp_path):
     assert s["frames_captured"] == s["frames_encoded"] + s["frames_dropped"]
     if spoken:
         assert s["utterances"] >= 1 and mem.stats()["utterances_learned"] == s["utterances"]
+    # the recogniser's words travel as HeardWords on the session's clock, inside their utterance
+    assert heard or not spoken
+    for u in heard:
+        assert u.words and [w.text for w in u.words] == u.text.split()
+        assert all(u.start - 0.01 <= w.start < w.end <= u.end + 0.01 and 0 <= w.confidence <= 1
+                   for w in u.words)
     mem.close()
 
 
 @pytest.fixture
 def python_sigint():
-    """Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with SIGINT
-    ignored, and Python then never installs its handler (the test then failed when CI ran in the background)."""
+    """Python's own Ctrl-C handler, whatever this process inherited: a shell starts background jobs with
+    SIGINT ignored, and Python then never installs its handler (the test then failed when CI ran in the
+    background)."""
     old = signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, old)
@@ -242,7 +255,8 @@ class LateTranscript:
 
 
 @pytest.mark.parametrize("late_transcript", [False, True])
-def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(bundle, tmp_path, late_transcript):
+def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learned(
+        bundle, tmp_path, late_transcript):
     class BrokenEncoder(Encoder):
         calls = 0
 
@@ -263,7 +277,8 @@ def test_a_failing_encoder_ends_the_run_with_the_error_and_keeps_what_was_learne
                  options=LearnerOptions(realtime=False, encode_batch=2, frame_queue=2),
                  on_learned=lambda p, ws: learned.append((p.utterance.start, len(p.items))))
     rep = lr.run(install_signal_handlers=False)
-    assert rep.stats["errors"] and "encoder" in rep.stats["errors"][0] and "out of memory" in rep.stats["errors"][0]
+    errors = rep.stats["errors"]
+    assert errors and "encoder" in errors[0] and "out of memory" in errors[0]
     # 3 batches of 2 frames at 5 fps were encoded: t = 0.0 .. 1.0. Utterance 0's window [0, 1) is covered and
     # learned from its 5 frames; utterance 1's [1, 2) from the one frame at hand; the rest had no frames.
     assert rep.stats["frames_encoded"] == 6
@@ -288,3 +303,87 @@ def test_run_command_without_a_microphone_fails_clearly_before_starting(bundle, 
     with pytest.raises((DeviceError, MissingExtraError), match="audio|PortAudio|sounddevice"):
         run_cmd.run(args)
     assert not (tmp_path / "m.db").exists()
+
+
+# ------------------------------------------------------------------ health for the service's watchdog
+
+def test_health_snapshots_advance_and_on_tick_is_called(encoder, tmp_path):
+    """health(): wall-clock stamps, counters and a progress counter that grows while stages work; on_tick gets
+    the same snapshot about once per status interval from run()'s own thread."""
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    utts = [Utterance(float(i), i + 0.5, "look a ball") for i in range(8)]
+    ticks, polled = [], []
+    lr = Learner(encoder, mem, PacedFrames(60, fps=5), transcript=utts,
+                 options=LearnerOptions(realtime=False, status_interval=0.05), on_tick=ticks.append)
+    before = lr.health()
+    assert before.progress == 0 and before.last_frame_at is None and before.last_utterance_at is None
+    assert before.last_error is None and before.frames_in == 0
+    stop = threading.Event()
+    poller = threading.Thread(target=lambda: [polled.append(lr.health()) or time.sleep(0.01)
+                                              for _ in iter(lambda: stop.is_set(), True)])
+    poller.start()
+    t0 = time.time()
+    rep = lr.run(install_signal_handlers=False)
+    stop.set()
+    poller.join()
+    h = lr.health()
+    assert len(ticks) >= 3 and all(type(t) is type(h) for t in ticks)
+    progress = [t.progress for t in ticks] + [h.progress]
+    assert progress == sorted(progress) and progress[-1] > progress[0]
+    assert [p.progress for p in polled] == sorted(p.progress for p in polled)
+    assert t0 - 1 <= h.started <= h.last_frame_at <= time.time()
+    assert h.last_utterance_at is not None and h.last_error is None
+    assert h.frames_in == rep.stats["frames_captured"] == 60 and h.frames_dropped == 0 and h.audio_in == 0
+    assert h.utterances_learned == rep.stats["utterances"] == 8 and h.words_learned == 3
+    mem.close()
+
+
+def test_health_names_the_error_of_a_stage_that_died(bundle, tmp_path):
+    class BrokenEncoder(Encoder):
+        def encode_image_array(self, x):
+            raise RuntimeError("onnxruntime: out of memory")
+
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(BrokenEncoder(bundle, threads=1), mem, ListFrames(20),
+                 transcript=[Utterance(0.0, 0.5, "ball")],
+                 options=LearnerOptions(realtime=False))
+    rep = lr.run(install_signal_handlers=False)
+    assert rep.errors == [lr.health().last_error] and "out of memory" in rep.errors[0]
+    assert "\n" not in rep.errors[0]
+    mem.close()
+
+
+class PacedFrames(ListFrames):
+    """Frames at `fps`, each after 1/fps s of wall time: a run long enough to be ticked."""
+
+    def __iter__(self):
+        for t, f in self.items:
+            time.sleep(1 / 40)
+            yield t, f
+
+
+def test_odd_audio_blocks_do_not_kill_the_audio_stage(encoder, tmp_path):
+    """NaN samples are replaced by silence and counted; blocks the VAD refuses (int16, stereo) are skipped and
+    counted; the blocks after them are still heard (before: the first such block ended the audio thread)."""
+    pytest.importorskip("pocketsphinx")
+    from firstwords.edge.asr import PocketSphinxRecognizer
+    from firstwords.edge.hear import AudioBlock
+
+    n = 512
+    quiet = np.zeros(n, np.float32)
+    nan = quiet.copy()
+    nan[10:110] = np.nan
+    blocks = [AudioBlock(0.0, quiet), AudioBlock(n / SAMPLE_RATE, nan),
+              AudioBlock(2 * n / SAMPLE_RATE, np.zeros(n, np.int16)),
+              AudioBlock(3 * n / SAMPLE_RATE, np.zeros((n, 2), np.float32))]
+    blocks += [AudioBlock(i * n / SAMPLE_RATE, quiet) for i in range(4, 40)]
+    mem = AssociativeMemory(tmp_path / "m.db", DIM)
+    lr = Learner(encoder, mem, ListFrames(10), audio=blocks, vad=EnergyVAD(),
+                 recognizer=PocketSphinxRecognizer(vocabulary=["ball"]),
+                 options=LearnerOptions(realtime=False))
+    rep = lr.run(install_signal_handlers=False)
+    s = rep.stats
+    assert s["errors"] == []
+    assert s["nonfinite_samples"] == 100 and s["audio_blocks_rejected"] == 2 and s["audio_blocks"] == 38
+    assert any("NaN" in w for w in rep.warnings) and any("VAD refused" in w for w in rep.warnings)
+    mem.close()

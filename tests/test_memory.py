@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from firstwords.edge.errors import InputError, MemoryStoreError
 from firstwords.edge.evaluate import make_trials, score_trials
-from firstwords.edge.memory import AssociativeMemory, LearningParams, Utterance, reset_memory
-from firstwords.edge.memory_store import SCHEMA_VERSION
+from firstwords.edge.memory import AssociativeMemory, reset_memory
+from firstwords.edge.memory_moment import Moment
+from firstwords.edge.memory_rule import LearningParams
+from firstwords.edge.memory_schema import SCHEMA_VERSION
 
 D = 32
 FUNCTION_WORDS = ["look", "at", "the", "you", "see", "a", "it's", "there"]
@@ -111,48 +113,13 @@ def _taught(seed: int, **kw) -> tuple[AssociativeMemory, World]:
     return mem, world
 
 
-def test_reentrance_explains_away_what_the_memory_names_as_unsaid_words():
-    mixed_reports = []
-    contamination = []
-    for reentrance in (True, False):
-        mem, world = _taught(5, reentrance=reentrance, learning=LearningParams(select_mode="explain"))
-        with mem:
-            fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # frames 3-5 show thing4
-            mixed_reports.append(mem.learn(["look", "thing1"], fr, 500.0, "look thing1"))
-            for i in range(10):  # "thing1" said while thing4 is in view (a displaced reference)
-                mem.learn(["look", "thing1"], world.frames(4, 6), 501.0 + i, "look thing1")
-            contamination.append(float(mem.word_vectors(["thing1"])["thing1"] @ world.mu[4]))
-    w = np.array(mixed_reports[0].frame_weights)
-    assert w[3:].max() < 0.8 < w[:3].min()  # thing4's frames are mostly explained by "thing4", not said
-    assert mixed_reports[1].frame_weights == [1.0] * 6
-    assert contamination[0] < contamination[1] - 0.05  # what was explained away did not leak into "thing1"
-
-
-def test_reentrance_gate_mode_discounts_windows_about_something_else():
-    mem, world = _taught(5, learning=LearningParams(select_mode="gate"))
+def test_reentrance_gate_discounts_windows_about_something_else():
+    mem, world = _taught(5)
     with mem:
         on = mem.learn(["look", "thing1"], world.frames(1, 6), 500.0, "look thing1")
         off = mem.learn(["look", "thing1"], world.frames(4, 6), 501.0, "look thing1")
         assert max(off.frame_weights) < 1.0
         assert off.frames_taken["thing1"] < 0.7 * on.frames_taken["thing1"]
-
-
-def test_reentrance_predict_mode_learns_from_the_frames_the_word_predicts():
-    taken = []
-    for reentrance in (True, False):
-        mem, world = _taught(5, reentrance=reentrance, learning=LearningParams(select_mode="predict"))
-        with mem:
-            fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # the scene changes mid-window
-            rep = mem.learn(["look", "thing1"], fr, 500.0, "look thing1")
-            taken.append(np.array(rep.frame_taken["thing1"]))
-            # a word heard for the first time has no judgement yet: it learns from the whole window alike
-            new = mem.learn(["look", "wug"], fr, 501.0, "look wug")
-            assert np.ptp(new.frame_taken["wug"]) < 0.5 * max(new.frame_taken["wug"])
-    on, off = taken
-    assert on[3:].sum() < 0.3 * on[:3].sum()  # the frames showing thing4 barely count for "thing1" ...
-    assert off[3:].sum() > 0.6 * off[:3].sum()  # ... unlike without re-entrance
-    with pytest.raises(InputError, match="select_mode"):
-        LearningParams(select_mode="nope")
 
 
 def test_persistence_round_trip(tmp_path):
@@ -179,8 +146,8 @@ def test_learn_batch_is_one_transaction(tmp_path):
         batch = []
         for i in range(5):
             w, f = world.utterance()
-            batch.append(Utterance(w, f, float(i), " ".join(w)))
-        batch.append(Utterance(["ok"], np.full((2, D), np.nan, np.float32), 9.0, "bad"))
+            batch.append(Moment(w, f, float(i), " ".join(w)))
+        batch.append(Moment(["ok"], np.full((2, D), np.nan, np.float32), 9.0, "bad"))
         with pytest.raises(InputError):
             mem.learn_batch(batch)
         assert mem.stats()["episodes"] == 0 and mem.words() == []
@@ -320,8 +287,8 @@ def test_disk_full_clear_error_previous_state_intact(tmp_path):
         before = mem.word_vectors()
         pages = mem._store.execute("PRAGMA page_count")[0][0]
         mem._store.execute(f"PRAGMA max_page_count={pages}")  # the "disk" is now full
-        big = [Utterance(*world.utterance(), t=100.0 + i, text="x" * 5000) for i in range(50)]
-        big = [Utterance(u.words, u.frame_embeddings, 100.0 + i, "x" * 5000) for i, u in enumerate(big)]
+        big = [Moment(*world.utterance(), t=100.0 + i, text="x" * 5000) for i in range(50)]
+        big = [Moment(u.words, u.frame_embeddings, 100.0 + i, "x" * 5000) for i, u in enumerate(big)]
         with pytest.raises(MemoryStoreError, match="disk is full.*previous state is intact"):
             mem.learn_batch(big)
         after = mem.word_vectors()
@@ -367,7 +334,8 @@ def test_forget_since_undoes_recent_learning(tmp_path):
         before = {w: mem.exposures(w) for w in mem.words()}
         vec_before = mem.word_vectors()
         for i in range(5):
-            mem.learn(["the", "thing0", "recentword"], world.frames(0, 4), 1000.0 + i, "the thing0 recentword")
+            words = ["the", "thing0", "recentword"]
+            mem.learn(words, world.frames(0, 4), 1000.0 + i, " ".join(words))
         out = mem.forget_since(1000.0)
         assert out["episodes_removed"] == 5 and "recentword" not in mem.words()
         assert {w: mem.exposures(w) for w in mem.words()} == before
@@ -413,8 +381,8 @@ def test_forget_command_word_since_and_reset(tmp_path, capsys):
 
 
 def test_property_arbitrary_input_never_corrupts(tmp_path):
-    """Whatever arrives (any shape, NaN/Inf, odd words, times), learn() either learns or raises InputError, and
-    the database still opens with exactly the committed state."""
+    """Whatever arrives (any shape, NaN/Inf, odd words, times), learn() either learns or raises InputError,
+    and the database still opens with exactly the committed state."""
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
     from hypothesis.extra.numpy import arrays
@@ -453,12 +421,14 @@ def test_property_arbitrary_input_never_corrupts(tmp_path):
 
 
 def _diffuse_and_rare_stream(mem, learning_seed=0):
-    """Every word in the encoder's vocabulary with an UNINFORMATIVE prior (a random direction): 'the' heard with
-    every category, each object word with its own, and 'hungry' twice -- both times in category 3's scenes."""
+    """Every word in the encoder's vocabulary with an UNINFORMATIVE prior (a random direction): 'the' heard
+    with every category, each object word with its own, and 'hungry' twice -- both times in category 3's
+    scenes."""
     world = World(seed=11, n_cat=6)
     rng = np.random.default_rng(learning_seed)
     vocab = ["the", "hungry"] + world.cats
-    prior = {w: (v / np.linalg.norm(v)).astype(np.float32) for w, v in zip(vocab, rng.normal(size=(len(vocab), D)))}
+    vecs = rng.normal(size=(len(vocab), D))
+    prior = {w: (v / np.linalg.norm(v)).astype(np.float32) for w, v in zip(vocab, vecs)}
     rare_at = {40, 90}
     for i in range(150):
         c = 3 if i in rare_at else i % len(world.cats)
@@ -468,12 +438,11 @@ def _diffuse_and_rare_stream(mem, learning_seed=0):
     return world
 
 
-@pytest.mark.parametrize("params", [LearningParams(), LearningParams(select_mode="explain")])
-def test_diffuse_and_rare_words_are_not_strong_names(params):
+def test_diffuse_and_rare_words_are_not_strong_names():
     """Naming strength is evidence that a word picks out what is in view: a word heard whatever is in view
     ('the') and a word heard only twice ('hungry', however alike its two scenes) are weak names; the object
     word of a category is named first for its frames (the demo named a dress 'did, going, dress')."""
-    with AssociativeMemory(":memory:", D, learning=params) as mem:
+    with AssociativeMemory(":memory:", D) as mem:
         world = _diffuse_and_rare_stream(mem)
         objects = min(mem.strength(c) for c in world.cats)
         assert mem.strength("the") < 0.3 * objects
@@ -485,8 +454,8 @@ def test_diffuse_and_rare_words_are_not_strong_names(params):
 
 
 def test_raw_strength_would_name_rare_and_diffuse_words():
-    """The same stream with the undebiased strength (and a prior strength that held as long as credit was low):
-    the rare word is as strong a name as an object word -- what the test above guards against."""
+    """The same stream with the undebiased strength (and a prior strength that held as long as credit was
+    low): the rare word is as strong a name as an object word -- what the test above guards against."""
     with AssociativeMemory(":memory:", D, learning=LearningParams(debias=False, prior_strength=0.5)) as mem:
         world = _diffuse_and_rare_stream(mem)
         objects = min(mem.strength(c) for c in world.cats)
@@ -494,9 +463,10 @@ def test_raw_strength_would_name_rare_and_diffuse_words():
 
 
 def test_reentrance_gate_judges_frames_by_the_words_not_said():
-    """The gate looks along the other words' directions, in the world's standard deviations: frames a known word
-    not said clearly shows count less for the word heard; frames nobody else names keep their full weight; a word
-    heard for the first time learns from the whole window; and a rival with a weak name cuts little."""
+    """The gate looks along the other words' directions, in the world's standard deviations: frames a known
+    word not said clearly shows count less for the word heard; frames nobody else names keep their full
+    weight; a word heard for the first time learns from the whole window; and a rival with a weak name cuts
+    little."""
     mem, world = _taught(5)
     with mem:
         fr = np.concatenate([world.frames(1, 3), world.frames(4, 3)])  # the child looks from thing1 to thing4

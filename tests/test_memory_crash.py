@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = r"""
 import sys
 import numpy as np
-from firstwords.edge.memory import AssociativeMemory, Utterance
+from firstwords.edge.memory import AssociativeMemory
+from firstwords.edge.memory_moment import Moment
 path, start = sys.argv[1], int(sys.argv[2])
 rng = np.random.default_rng(start)
 mem = AssociativeMemory(path, 16, capacity_words=40, capacity_episodes=10**6)
@@ -32,7 +33,7 @@ while True:
     batch = []
     for j in range(n):
         words = ["the", f"w{(i + j) % 60}", f"u{i + j}"]
-        batch.append(Utterance(words, rng.normal(size=(5, 16)).astype(np.float32), float(i + j),
+        batch.append(Moment(words, rng.normal(size=(5, 16)).astype(np.float32), float(i + j),
                                f"utterance {i + j}"))
     mem.learn_batch(batch)
     print("committed", i, n, flush=True)   # only after the transaction has committed

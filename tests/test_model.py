@@ -71,7 +71,8 @@ def test_compact_image_tower_is_pi_sized():
 def test_cvcl_parameter_counts_match_the_paper():
     m = DualEncoder(load_model_config("cvcl"), 2350)
     backbone = count_parameters(m.image_encoder.backbone)
-    # ResNeXt-50 32x4d is 25.03 M with its 1000-way classifier, 22.98 M without (CVCL replaces the classifier).
+    # ResNeXt-50 32x4d is 25.03 M with its 1000-way classifier, 22.98 M without (CVCL replaces the
+    # classifier).
     assert backbone == 22_979_904
     assert backbone + 2048 * 1000 + 1000 == 25_028_904
     assert count_parameters(m.image_encoder.projection) == 2048 * 512 + 512  # 1.05 M
@@ -123,7 +124,8 @@ def test_pretrained_lite0_weights_load_and_differ_from_scratch():
 def fake_cvcl_state_dict(vocab_size=2350):
     """A state_dict laid out as CVCL's Lightning checkpoint (keys as in wkvong/multimodal-baby)."""
     net = ResNeXt50()
-    sd = {f"vision_encoder.model.{k}": torch.randn_like(v.float()).to(v.dtype) for k, v in net.state_dict().items()}
+    sd = {f"vision_encoder.model.{k}": torch.randn_like(v.float()).to(v.dtype)
+          for k, v in net.state_dict().items()}
     sd["vision_encoder.model.fc.weight"] = torch.randn(512, 2048)
     sd["vision_encoder.model.fc.bias"] = torch.randn(512)
     sd["text_encoder.embedding.weight"] = torch.randn(vocab_size, 512)
@@ -139,7 +141,8 @@ def test_load_cvcl_state_dict_maps_keys_and_validates():
     summary = load_cvcl_state_dict(m, ckpt)
     sd = ckpt["state_dict"]
     assert torch.equal(m.image_encoder.projection.weight, sd["vision_encoder.model.fc.weight"])
-    assert torch.equal(m.image_encoder.backbone.layer3[2].conv2.weight, sd["vision_encoder.model.layer3.2.conv2.weight"])
+    assert torch.equal(m.image_encoder.backbone.layer3[2].conv2.weight,
+                       sd["vision_encoder.model.layer3.2.conv2.weight"])
     assert torch.equal(m.utterance_encoder.embedding.weight, sd["text_encoder.embedding.weight"])
     assert "model.text_embed.embedding.weight" in summary["ignored"]
     wrong_vocab = DualEncoder(load_model_config("cvcl"), 41)

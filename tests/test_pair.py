@@ -85,3 +85,18 @@ def test_flush_cuts_last_window_at_now():
     out = p.flush()
     assert len(out) == 1 and out[0].window[1] == pytest.approx(2.8)
     assert len(out[0].items) == 10  # 1.0 .. 2.8, the last frame included
+
+
+def test_a_transcripts_words_are_heard_words_at_full_confidence():
+    from firstwords.edge.heard import HeardWord
+    from firstwords.edge.pair import TimedUtterance
+    from firstwords.edge.transcripts import parse_srt
+
+    u = parse_srt("1\n00:00:01,000 --> 00:00:02,500\nThat's the BALL!\n")[0]
+    assert isinstance(u, TimedUtterance) and u.words == ()
+    from firstwords.edge.tokenize import words
+
+    assert u.heard_words() == tuple(HeardWord(w, 1.0, 2.5, 1.0) for w in words("That's the BALL!"))
+    assert u.heard_words()[-1] == HeardWord("ball", 1.0, 2.5, 1.0)
+    given = (HeardWord("ball", 1.2, 1.6, 0.4),)
+    assert TimedUtterance(1.0, 2.5, "ball", words=given).heard_words() == given

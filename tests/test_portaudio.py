@@ -1,12 +1,11 @@
 """A real PortAudio capture through MicrophoneSource, on a machine without a sound card.
 
-The test starts its own PulseAudio server (user mode, private socket in a temp dir, no D-Bus, no cookie) with a
-`module-sine-source` (440 Hz) as the default source, and points ALSA at it with an `.asoundrc` in a temporary
-HOME (the `pulse` ALSA plugin from libasound2-plugins). PortAudio (Debian's libportaudio2: ALSA host API)
-then sees a `default` input device that delivers a real-time paced sine. Recording happens in a child process,
-because PortAudio reads the ALSA configuration when sounddevice is imported.
-
-Skipped, with the reason, when pulseaudio / the ALSA pulse plugin / sounddevice are missing
+The test starts its own PulseAudio server (user mode, private socket in a temp dir, no D-Bus, no cookie) with
+a `module-sine-source` (440 Hz) as the default source, and points ALSA at it with an `.asoundrc` in a
+temporary HOME (the `pulse` ALSA plugin from libasound2-plugins). PortAudio (Debian's libportaudio2: ALSA host
+API) then sees a `default` input device that delivers a real-time paced sine. Recording happens in a child
+process, because PortAudio reads the ALSA configuration when sounddevice is imported.  Skipped, with the
+reason, when pulseaudio / the ALSA pulse plugin / sounddevice are missing
 (tools/install_system_deps.sh installs pulseaudio and libasound2-plugins).
 """
 
@@ -75,8 +74,8 @@ def _pulse_plugin() -> bool:
 @pytest.fixture(scope="module")
 def pulse_home(tmp_path_factory):
     if shutil.which("pulseaudio") is None:
-        pytest.skip("pulseaudio is not installed (sudo apt-get install pulseaudio libasound2-plugins): no way to "
-                    "give PortAudio a capture device on a machine without a sound card")
+        pytest.skip("pulseaudio is not installed (sudo apt-get install pulseaudio libasound2-plugins): "
+                    "no way to give PortAudio a capture device on a machine without a sound card")
     if not _pulse_plugin():
         pytest.skip("the ALSA pulse plugin is missing (sudo apt-get install libasound2-plugins)")
     probe = subprocess.run([sys.executable, "-c", "import sounddevice"], capture_output=True, text=True,
@@ -96,7 +95,8 @@ def pulse_home(tmp_path_factory):
         f'ctl.!default {{\n  type pulse\n  server "unix:{sock}"\n}}\n')
     env = dict(os.environ, HOME=str(home), XDG_RUNTIME_DIR=str(home))
     server = subprocess.Popen(["pulseaudio", "-n", "-F", str(home / "fw.pa"), "--exit-idle-time=-1",
-                               "--daemonize=no", "--use-pid-file=no", "--log-target=stderr", "--log-level=error"],
+                               "--daemonize=no", "--use-pid-file=no", "--log-target=stderr",
+                               "--log-level=error"],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 15
     while not sock.exists() and server.poll() is None and time.monotonic() < deadline:

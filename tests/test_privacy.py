@@ -13,9 +13,14 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
+import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +151,7 @@ def _files(folder: Path) -> set[Path]:
     return {p for p in folder.rglob("*") if p.is_file()}
 
 
-def _replay_offline(sample, tmp_path: Path, words_from: str, *extra: str) -> tuple[dict, Path, Path]:  # noqa: F811
+def _replay_offline(sample, tmp_path: Path, words_from: str, *extra: str) -> tuple[dict, Path, Path]:
     work, tmp = tmp_path / "work", tmp_path / "tmp"
     work.mkdir()
     tmp.mkdir()
@@ -172,7 +177,7 @@ def _replay_offline(sample, tmp_path: Path, words_from: str, *extra: str) -> tup
 def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) -> None:
     # only the memory database is written (SQLite writes its -wal/-shm in C, not through Python's open)
     writes = {Path(w).resolve() for w in out["writes"]}
-    allowed = {memory.resolve()}
+    allowed = {memory.resolve(), memory.with_name(memory.name + ".lock").resolve()}  # (+ its writer lock)
     others = [w for w in writes if w not in allowed and not str(w).startswith(str(tmp.resolve()))]
     assert not others, f"files written besides the memory: {others}"
     in_tmp = [w for w in writes if str(w).startswith(str(tmp.resolve()))]
@@ -180,7 +185,8 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
     for folder in (work, tmp):
         media = [p for p in _files(folder) if p.suffix.lower() in MEDIA_SUFFIXES]
         assert not media, f"media files written: {media}"
-    assert {p.name for p in _files(work)} <= {memory.name, memory.name + "-wal", memory.name + "-shm"}
+    assert {p.name for p in _files(work)} <= {memory.name, memory.name + "-wal", memory.name + "-shm",
+                                              memory.name + ".lock"}
     # no BLOB in the database larger than an embedding (float32 [dim]), and no media column filled
     db = sqlite3.connect(f"file:{memory}?mode=ro", uri=True)
     try:
@@ -200,7 +206,7 @@ def _check_no_media(out: dict, work: Path, tmp: Path, memory: Path, dim: int) ->
         db.close()
 
 
-def test_transcript_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):  # noqa: F811
+def test_transcript_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):
     out, work, tmp = _replay_offline(sample, tmp_path, "transcript")
     assert out["attempts"] == [], f"network access tried: {out['attempts']}"
     assert out["stats"]["episodes"] > 10
@@ -209,7 +215,7 @@ def test_transcript_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_
 
 
 @pytest.mark.slow
-def test_audio_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):  # noqa: F811
+def test_audio_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path):
     if not sample.has_audio:
         pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
     pytest.importorskip("pocketsphinx")
@@ -219,7 +225,7 @@ def test_audio_replay_offline_sends_nothing_and_keeps_no_media(sample, tmp_path)
     _check_no_media(out, work, tmp, work / "memory.sqlite", 16)
 
 
-def test_keep_media_replay_keeps_only_small_thumbnails(sample, tmp_path):  # noqa: F811
+def test_keep_media_replay_keeps_only_small_thumbnails(sample, tmp_path):
     """--keep-media is the one way media gets stored: then episodes carry a thumbnail, and only that."""
     out, work, tmp = _replay_offline(sample, tmp_path, "transcript", "--keep-media")
     assert out["attempts"] == []
@@ -257,7 +263,7 @@ def _raw(path: Path) -> bytes:
 
 
 @pytest.fixture
-def learned_memory(sample, tmp_path):  # noqa: F811
+def learned_memory(sample, tmp_path):
     out, work, _ = _replay_offline(sample, tmp_path, "transcript")
     return work / "memory.sqlite", out
 
@@ -326,3 +332,80 @@ def test_forget_since_cli_removes_the_recent_moments_from_the_file(learned_memor
     raw = _raw(memory)
     left = [text for text in only_late if text.encode() in raw]
     assert not left, f"forgotten utterances still in the file: {left[:3]}"
+
+
+# ------------------------------------------------------------------ no socket at the system-call level
+
+def _inet_sockets(strace_log: str) -> list[str]:
+    """The lines of an `strace -f -e trace=socket,connect,sendto` log that open or use an internet socket."""
+    return [line for line in strace_log.splitlines()
+            if ("socket(AF_INET" in line or "sa_family=AF_INET" in line)]
+
+
+def test_inet_socket_scanner_catches_what_onnxruntime_did():
+    log = ('18819 socket(AF_INET, SOCK_DGRAM|SOCK_CLOEXEC|SOCK_NONBLOCK, IPPROTO_IP) = 8\n'
+           '18819 connect(8, {sa_family=AF_INET, sin_port=htons(53), sin_addr=inet_addr("10.0.0.53")}, 16) = 0\n'
+           '18817 socket(AF_INET6, SOCK_DGRAM, IPPROTO_IP) = 8\n'
+           '18819 connect(8, {sa_family=AF_UNIX, sun_path="/var/run/nscd/socket"}, 110) = -1 ENOENT\n'
+           '18819 socket(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC|SOCK_NONBLOCK, 0) = 8\n')
+    assert len(_inet_sockets(log)) == 3
+
+
+def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample, tmp_path):
+    """`firstwords replay` of the soundtrack (VAD + speech recognition + both towers) at real time for 16 s once it
+    has started, under strace: onnxruntime's own telemetry uploader (C++, unseen by Python's audit hooks) looked the
+    telemetry host up within seconds and kept an event queue under ~/.cache/Microsoft; with firstwords it must do
+    neither. Stopped by SIGINT (the replay flushes and exits 130)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (tools/install_system_deps.sh installs it)")
+    if not sample.has_audio:
+        pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
+    pytest.importorskip("pocketsphinx")
+    home, log, pidfile = tmp_path / "home", tmp_path / "strace.log", tmp_path / "replay.pid"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"), TMPDIR=str(tmp_path))
+    # sh writes its pid and becomes the replay (exec), so SIGINT goes to the replay itself, not to strace.
+    cmd = [strace, "-f", "-qq", "-e", "trace=socket,connect,sendto", "-o", str(log),
+           "sh", "-c", 'echo $$ > "$0"; exec "$@"', str(pidfile),
+           sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session), "--bundle", str(sample.bundle),
+           "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio", "--speed", "1", "--threads", "1",
+           "-q"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(300, proc.kill)
+    watchdog.start()
+    try:
+        head = []
+        for line in proc.stderr:  # the replay says "replaying frames: ..." when its sources are open
+            head.append(line)
+            if line.startswith("replaying"):
+                time.sleep(16)
+                os.kill(int(pidfile.read_text()), signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=280)
+    finally:
+        watchdog.cancel()
+    err = "".join(head) + err
+    if "ptrace" in err and "Operation not permitted" in err:
+        pytest.skip(f"strace cannot trace here: {err.strip()[:200]}")
+    assert proc.returncode == 130, (proc.returncode, out[-1500:], err[-3000:])  # stopped by us, after flushing
+    media = re.search(r"media ([0-9.]+) s in", out)
+    assert media and float(media.group(1)) >= 12, f"the replay ran too briefly to tell:\n{out[-1500:]}"
+    traced = log.read_text()
+    assert _inet_sockets(traced) == [], "internet sockets opened:\n" + "\n".join(_inet_sockets(traced)[:10])
+    cached = [str(p.relative_to(home)) for p in home.rglob("*") if p.is_file()]
+    assert cached == [], f"written under HOME: {cached}"
+
+
+@pytest.mark.parametrize("module", ["firstwords.edge.encode", "firstwords.edge.vad", "firstwords.export",
+                                    "firstwords.edge.cli"])
+def test_importing_firstwords_turns_onnxruntime_telemetry_off_before_onnxruntime_is_imported(module):
+    """onnxruntime reads ORT_DISABLE_TELEMETRY when it is imported, so any firstwords entry point must have set it by
+    then: the variable is set, and onnxruntime is not yet imported, right after importing the module."""
+    code = (f"import os, sys\nimport {module}\n"
+            "print(os.environ.get('ORT_DISABLE_TELEMETRY'), 'onnxruntime' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORT_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert out.stdout.split() == ["1", "False"], out.stdout + out.stderr[-1000:]

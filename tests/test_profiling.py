@@ -1,5 +1,6 @@
-"""edge.profiling and the profiling tools: statistics, budget comparison, looped sessions, fresh-process memory
-probes and the growth sweep, over a real tiny bundle (firstwords.export.tiny_dual) and real onnxruntime / SQLite.
+"""edge.profiling, profile_stats, memory_probe, growth and the profiling tools: statistics, budget comparison,
+looped sessions, fresh-process memory probes and the growth sweep, over a real tiny bundle
+(firstwords.export.tiny_dual) and real onnxruntime / SQLite.
 
 No wall-clock figure is asserted: only that the figures exist, have the right shape, and that the comparison
 with a budget goes the way a budget of ~0 or ~infinity forces it to.
@@ -7,14 +8,16 @@ with a budget goes the way a budget of ~0 or ~infinity forces it to.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from firstwords.edge import profiling
+from firstwords.edge import growth, memory_probe, profile_stats, profiling
 from firstwords.edge.config import config_dir, parse_device_config
 from firstwords.edge.errors import InputError
 
@@ -50,28 +53,28 @@ def noise_speech(seconds: float = 4.0) -> profiling.SpeechSample:
 # ------------------------------------------------------------------------------------------------ statistics
 
 def test_median_p95_and_empty():
-    med, p95 = profiling.median_p95(list(range(1, 101)))
+    med, p95 = profile_stats.median_p95(list(range(1, 101)))
     assert med == pytest.approx(50.5)
     assert 95 <= p95 <= 96
     with pytest.raises(InputError):
-        profiling.median_p95([])
+        profile_stats.median_p95([])
 
 
 @pytest.mark.parametrize("power", [0.0, 0.5, 1.0, 2.0])
 def test_fit_exponent_recovers_power_laws(power):
     xs = [1, 10, 60]
-    assert profiling.fit_exponent(xs, [3.0 * x ** power for x in xs]) == pytest.approx(power, abs=1e-9)
+    assert profile_stats.fit_exponent(xs, [3.0 * x ** power for x in xs]) == pytest.approx(power, abs=1e-9)
 
 
 def test_fit_exponent_needs_two_x_values():
     with pytest.raises(InputError):
-        profiling.fit_exponent([5, 5], [1, 2])
+        profile_stats.fit_exponent([5, 5], [1, 2])
 
 
 def test_growth_verdicts():
-    assert profiling.growth_verdict(2.0) == "SUPER-LINEAR"
-    assert profiling.growth_verdict(1.1) == "linear"
-    assert profiling.growth_verdict(0.1) == "sub-linear"
+    assert profile_stats.growth_verdict(2.0) == "SUPER-LINEAR"
+    assert profile_stats.growth_verdict(1.1) == "linear"
+    assert profile_stats.growth_verdict(0.1) == "sub-linear"
 
 
 def test_stage_status_against_budget():
@@ -92,12 +95,13 @@ def test_profile_latency_compares_every_stage_with_its_budget(bundle, tmp_path):
     # A budget of ~0 is always exceeded, a huge one never: the marking follows the budget, not the machine.
     cfg = config(image_encode_ms=1e-9, memory_query_ms=1e6)
     report = profiling.profile_latency(cfg, bundle, runs=3, memory_words=50, db_dir=tmp_path,
-                                       stages=[s for s in profiling.STAGES if s != "asr"], speech=noise_speech())
+                                       stages=[s for s in profiling.STAGES if s != "asr"],
+                                       speech=noise_speech())
     stages = {s.stage: s for s in report.stages}
     assert list(stages) == [s for s in profiling.STAGES if s != "asr"]  # in pipeline order
     for s in stages.values():
         assert s.median is not None and s.median >= 0 and s.p95 >= s.median
-        assert s.budget == getattr(cfg.budget, profiling.BUDGET_KEYS[s.stage][0])
+        assert s.budget == getattr(cfg.budget, profile_stats.BUDGET_KEYS[s.stage][0])
     assert stages["vad"].runs > 50  # one value per 32 ms block of the 4 s sample
     assert stages["image_encode"].status == "OVER"
     assert stages["memory_query"].status == "ok"
@@ -144,32 +148,33 @@ def test_looped_utterances_repeat_with_the_period():
     from firstwords.edge.pair import Utterance
 
     utts = [Utterance(1.0, 2.0, "a ball"), Utterance(5.0, 6.0, "a dog")]
-    out = profiling.looped_utterances(utts, period=10.0, seconds=25.0)
+    out = memory_probe.looped_utterances(utts, period=10.0, seconds=25.0)
     assert [u.start for u in out] == [1.0, 5.0, 11.0, 15.0, 21.0]
     assert [u.text for u in out][:3] == ["a ball", "a dog", "a ball"]
     with pytest.raises(InputError):
-        profiling.looped_utterances(utts, period=0.0, seconds=5.0)
+        memory_probe.looped_utterances(utts, period=0.0, seconds=5.0)
 
 
-def test_looped_frames_keep_time_running(sample):  # noqa: F811  (the shared fixture)
-    video, _, duration = profiling.session_files(sample.session)
-    times = [t for t, _ in profiling.looped_frames(video, 5.0, 2.5 * duration)]
+def test_looped_frames_keep_time_running(sample):
+    video, _, duration = memory_probe.session_files(sample.session)
+    times = [t for t, _ in memory_probe.looped_frames(video, 5.0, 2.5 * duration)]
     assert np.all(np.diff(times) > 0)
     assert times[-1] < 2.5 * duration <= times[-1] + 1.0
     assert len(times) == pytest.approx(2.5 * duration * 5.0, rel=0.05)
 
 
-def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):  # noqa: F811  (the shared fixture)
+def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):
     """Twice the (looped) session: twice the frames encoded and utterances learned."""
     from firstwords.edge.encode import Encoder
-    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.runtime import build_runtime
 
-    _, _, duration = profiling.session_files(sample.session)
+    _, _, duration = memory_probe.session_files(sample.session)
     enc = Encoder(sample.bundle, threads=1)
     counts = []
     for k, factor in enumerate((1.0, 2.0)):
-        with AssociativeMemory(tmp_path / f"m{k}.sqlite", enc.dim) as mem:
-            rep = profiling.replay_looped(enc, mem, sample.session, factor * duration / 60.0)
+        with build_runtime("laptop", enc, tmp_path / f"m{k}.sqlite") as rt:
+            mem = rt.memory
+            rep = memory_probe.replay_looped(rt, sample.session, factor * duration / 60.0)
             assert not rep.stats["errors"]
             counts.append((rep.stats["frames_encoded"], rep.stats["utterances"], mem.stats()["episodes"]))
     (f1, u1, e1), (f2, u2, e2) = counts
@@ -179,44 +184,45 @@ def test_replay_cost_figures_scale_with_session_length(sample, tmp_path):  # noq
     assert e2 == pytest.approx(2 * e1, abs=2)
 
 
-# ------------------------------------------------------------------------------------------------ memory probe
+# ----------------------------------------------------------------------------------------------- memory probe
 
 def test_probe_in_a_fresh_process_breaks_memory_down(bundle):
-    p = profiling.run_probe(profiling.ProbeSpec(bundle=str(bundle), threads=1, words=300))
+    p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(bundle), threads=1, words=300))
     names = [s["step"] for s in p["steps"]]
     assert names[0] == "python + numpy" and names[-1] == "+ memory with 300 words"
     assert "+ both ONNX sessions loaded" in names
     assert p["peak_mb"] >= max(s["rss_mb"] for s in p["steps"]) > 0
     assert p["steps"][-1]["matrix_mb"] > 0
-    rows = profiling.breakdown(p)
+    rows = memory_probe.breakdown(p)
     assert sum(inc for _, _, inc in rows) == pytest.approx(rows[-1][1], abs=0.11)
-    assert "peak (VmHWM)" in profiling.format_memory_table(p, 1e6)
-    assert "OVER" in profiling.format_memory_table(p, 1.0)
+    assert "peak (VmHWM)" in memory_probe.format_memory_table(p, 1e6)
+    assert "OVER" in memory_probe.format_memory_table(p, 1.0)
 
 
 def test_probe_applies_onnxruntime_memory_options(bundle):
-    opts = profiling.OrtMemoryOptions(arena=False, prepacking=False)
+    opts = memory_probe.OrtMemoryOptions(arena=False, prepacking=False)
     assert opts.label == "no arena + no prepacking"
-    p = profiling.run_probe(profiling.ProbeSpec(bundle=str(bundle), threads=1, ort=profiling.asdict(opts)))
+    p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(bundle), threads=1,
+                                                      ort=dataclasses.asdict(opts)))
     assert p["ort"] == "no arena + no prepacking"
 
 
 def test_probe_failure_is_a_clear_error(tmp_path):
     with pytest.raises(profiling.DataError, match="measuring process failed"):
-        profiling.run_probe(profiling.ProbeSpec(bundle=str(tmp_path / "missing")))
+        memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(tmp_path / "missing")))
 
 
 def test_read_status_has_peak():
-    st = profiling.read_status_mb()
+    st = memory_probe.read_status_mb()
     assert st["VmHWM"] >= st["VmRSS"] > 0
 
 
 # ------------------------------------------------------------------------------------------------ growth
 
 def test_sweeps(bundle, tmp_path):
-    upd, qry = profiling.sweep_memory_size(DIM, [50, 200], runs=3, frames=4, db_dir=tmp_path)
-    thr = profiling.sweep_threads(bundle, [1, 2], runs=3)
-    size = profiling.sweep_input_size({32: bundle}, threads=1, runs=3)
+    upd, qry = growth.sweep_memory_size(DIM, [50, 200], runs=3, frames=4, db_dir=tmp_path)
+    thr = growth.sweep_threads(bundle, [1, 2], runs=3)
+    size = growth.sweep_input_size({32: bundle}, threads=1, runs=3)
     for s in (upd, qry, thr):
         assert len(s.ys) == 2 and all(y > 0 for y in s.ys)
         assert s.exponent is not None
@@ -224,70 +230,64 @@ def test_sweeps(bundle, tmp_path):
         assert json.loads(json.dumps(s.to_dict()))["verdict"] in ("sub-linear", "linear", "SUPER-LINEAR")
     assert thr.verdict.startswith("speed-up")
     assert size.exponent is None  # one point: no fit
-    assert "exponent" in profiling.format_sweeps([upd, qry, thr, size])
+    assert "exponent" in growth.format_sweeps([upd, qry, thr, size])
 
 
 # ------------------------------------------------------------------------------------------------ the tools
-
-def _tool(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 def _last_json(out: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_profile_latency_tool_prints_table_then_json(bundle, capsys):
-    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(bundle), "--runs", "3", "--threads",
-                                        "1", "--words", "50", "--stages", "frame_preprocess,image_encode,pairing"])
-    out = capsys.readouterr().out
-    assert rc == 0
+def _run_tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "tools" / f"{name}.py"), *args], capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+def test_profile_latency_tool_prints_table_then_json(bundle):
+    proc = _run_tool("profile_latency", "--config", "laptop", "--bundle", str(bundle), "--runs", "3",
+                     "--threads", "1", "--words", "50", "--stages", "frame_preprocess,image_encode,pairing")
+    out = proc.stdout
+    assert proc.returncode == 0, proc.stderr
     assert "stage" in out.splitlines()[1] and "budget" in out.splitlines()[1]
     figures = _last_json(out)
     assert set(figures["stages"]) == {"frame_preprocess", "image_encode", "pairing"}
     assert figures["threads"] == 1
 
 
-def test_profile_latency_tool_missing_bundle_is_an_error(tmp_path, capsys):
-    rc = _tool("profile_latency").main(["--config", "laptop", "--bundle", str(tmp_path / "nope")])
-    assert rc == 2 and "no such bundle" in capsys.readouterr().err
+def test_profile_latency_tool_missing_bundle_is_an_error(tmp_path):
+    proc = _run_tool("profile_latency", "--config", "laptop", "--bundle", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "no such bundle" in proc.stderr
 
 
-def test_profile_memory_tool(bundle, capsys):
-    rc = _tool("profile_memory").main(["--config", "rpi-zero-2w", "--bundle", str(bundle), "--words", "200",
-                                       "--threads", "1", "--no-variants"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    figures = _last_json(out)
+def test_profile_memory_tool(bundle):
+    proc = _run_tool("profile_memory", "--config", "rpi-zero-2w", "--bundle", str(bundle), "--words", "200",
+                     "--threads", "1", "--no-variants")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     assert figures["budget_mb"] == 250.0 and figures["words"] == 200
     assert figures["peak_mb"] > figures["breakdown"]["python_baseline_mb"] > 0
     assert figures["breakdown"]["memory_matrix_mb"] > 0
 
 
-def test_profile_growth_tool_quick(bundle, tmp_path, capsys):
-    rc = _tool("profile_growth").main(["--config", "laptop", "--bundle", str(bundle), "--quick", "--out",
-                                       str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3",
-                                       "--skip", "length,size"])
-    out = capsys.readouterr().out
-    assert rc == 0
-    figures = _last_json(out)
+def test_profile_growth_tool_quick(bundle, tmp_path):
+    proc = _run_tool("profile_growth", "--config", "laptop", "--bundle", str(bundle), "--quick", "--out",
+                     str(tmp_path), "--words", "50,150", "--threads", "1", "--runs", "3",
+                     "--skip", "length,size")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     assert [s["metric"] for s in figures["sweeps"]] == ["memory_update", "memory_query", "image_encode"]
     assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((tmp_path / "growth.json").read_text())["sweeps"] == figures["sweeps"]
 
 
 @pytest.mark.slow
-def test_profile_growth_tool_session_length(sample, tmp_path, capsys):  # noqa: F811  (the shared fixture)
-    rc = _tool("profile_growth").main(["--config", "laptop", "--bundle", str(sample.bundle), "--session",
-                                       str(sample.session), "--out", str(tmp_path), "--minutes", "0.5,1,2",
-                                       "--skip", "memory,size,threads"])
-    figures = _last_json(capsys.readouterr().out)
-    assert rc == 0
+def test_profile_growth_tool_session_length(sample, tmp_path):
+    proc = _run_tool("profile_growth", "--config", "laptop", "--bundle", str(sample.bundle), "--session",
+                     str(sample.session), "--out", str(tmp_path), "--minutes", "0.5,1,2", "--skip",
+                     "memory,size,threads")
+    assert proc.returncode == 0, proc.stderr
+    figures = _last_json(proc.stdout)
     sweep = figures["sweeps"][0]
     assert sweep["variable"] == "session length" and len(sweep["y"]) == 3
 
@@ -295,6 +295,8 @@ def test_profile_growth_tool_session_length(sample, tmp_path, capsys):  # noqa: 
 def test_profiling_imports_no_torch():
     import subprocess
 
-    code = "import sys, edge.profiling, edge.commands.profile, edge.commands.doctor; print('torch' in sys.modules)"
+    code = ("import sys, firstwords.edge.profiling, firstwords.edge.memory_probe, firstwords.edge.growth, "
+            "firstwords.edge.commands.profile, firstwords.edge.commands.doctor; print('torch' in "
+            "sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

@@ -83,24 +83,28 @@ def test_words_source_choice(tmp_path):
 
 
 def test_object_word_recovery_counts_hits_misses_and_false_alarms():
-    spoken = [Utterance(0, 1, "look at the shoe"), Utterance(2, 3, "a boot and a shoe"), Utterance(5, 6, "hi")]
+    spoken = [Utterance(0, 1, "look at the shoe"), Utterance(2, 3, "a boot and a shoe"),
+              Utterance(5, 6, "hi")]
     heard = [Utterance(0.1, 1.1, "look the shoe"), Utterance(2.0, 3.1, "a boot"), Utterance(5, 6, "bag")]
     r = object_word_recovery(heard, spoken, ["shoe", "boot", "bag"])
     assert (r["object_words_said"], r["object_words_recovered"], r["false_alarms"]) == (3, 2, 1)
     assert r["per_word"] == {"boot": 1.0, "shoe": 0.5}
 
 
-def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
+def test_sample_session_has_what_session_json_says(sample):
     meta = json.loads((sample.session / "session.json").read_text())
     assert meta["video"] == "session.avi" and meta["transcript"] == "session.srt" and meta["fps"] == 5.0
     timeline = json.loads((sample.corpus / "timeline.json").read_text())
-    from firstwords.edge.capture import VideoFileSource
+    from firstwords.edge.frame_files import VideoFileSource
     from firstwords.edge.transcripts import load_transcript
 
     n = sum(1 for _ in VideoFileSource(sample.session / "session.avi"))
     assert n == meta["frames"] == len(timeline["frames"])
     srt = load_transcript(sample.session / "session.srt")
-    assert [u.text for u in srt] == [" ".join(u["text"].split()) for u in timeline["utterances"]]
+    said = [" ".join(u["text"].split()) for u in timeline["utterances"]]
+    for o in reversed(meta["off_topic"]):  # off-topic sentences took the place of runs of chatter
+        said[o["index"]:o["index"] + o["replaces"]] = [o["text"]]
+    assert [u.text for u in srt] == said
     assert all(b.start >= a.end for a, b in itertools.pairwise(srt))  # spoken utterances stay apart
     if sample.has_audio:
         from firstwords.edge.hear import read_audio
@@ -113,24 +117,26 @@ def test_sample_session_has_what_session_json_says(sample):  # noqa: F811
         assert np.sqrt(np.mean(inside ** 2)) > 0.01
 
 
-def test_session_without_espeak_is_transcript_only(sample, tmp_path):  # noqa: F811
+def test_session_without_espeak_is_transcript_only(sample, tmp_path):
     out = tmp_path / "s"
-    subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus), "--out",
-                    str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "firstwords.export.sample_session", "--corpus", str(sample.corpus),
+                    "--out",
+                    str(out), "--no-speech", "--max-minutes", "0.5"], cwd=ROOT, check=True,
+                   capture_output=True)
     meta = json.loads((out / "session.json").read_text())
     assert meta["audio"] is None and not (out / "session.wav").exists()
     s = discover_session(out)
     assert s.audio is None and choose_words_source(s, "auto") == "transcript"
 
 
-def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):  # noqa: F811
+def test_replay_command_transcript_then_ask(sample, tmp_path, capsys):
     mem = tmp_path / "m.db"
     rc = cli("replay", [str(sample.session), "--bundle", str(sample.bundle), "--memory", str(mem),
                         "--words-from", "transcript", "--json", "-q"])
     assert rc == 0
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
-    n_utts = len(json.loads((sample.corpus / "timeline.json").read_text())["utterances"])
+    n_utts = json.loads((sample.session / "session.json").read_text())["utterances"]  # what the SRT holds
     assert summary["utterances"] == n_utts and summary["frames_dropped"] == 0
     assert summary["words_in_memory"] >= 5 and summary["realtime_factor"] > 0
     assert "frame_preprocess" in summary["median_ms"] and "memory_update" in summary["median_ms"]
@@ -168,7 +174,7 @@ def test_ask_errors_are_clear(tmp_path):
         cli("ask", ["--memory", str(tmp_path / "none.db"), "--word", "ball"])
 
 
-def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
+def test_paced_replay_runs_the_live_path(sample, tmp_path):
     """--speed: the sources are paced and the loop runs as live (frames may be dropped, never audio)."""
     from firstwords.edge.encode import Encoder
     from firstwords.edge.learner import LearnerOptions
@@ -185,12 +191,14 @@ def test_paced_replay_runs_the_live_path(sample, tmp_path):  # noqa: F811
         assert rep.stats["frames_captured"] == rep.stats["frames_encoded"] + rep.stats["frames_dropped"]
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to hear")
-def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed: no soundtrack to "
+                                                              "hear")
+def test_audio_replay_recovers_object_words(sample, tmp_path):
     """The soundtrack -> energy VAD -> pocketsphinx (biased to the bundle's words) -> words -> memory."""
     from firstwords.edge.encode import Encoder
     from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.replay import load_utterances, make_speech, replay
+    from firstwords.edge.replay import load_utterances, replay
+    from firstwords.edge.runtime import make_speech
 
     enc = Encoder(sample.bundle, threads=1)
     s = discover_session(sample.session, audio=None)
@@ -210,16 +218,19 @@ def test_audio_replay_recovers_object_words(sample, tmp_path):  # noqa: F811
     assert rep.stats["audio_overflows"] == 0 and rep.stats["frames_dropped"] == 0
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install ffmpeg): "
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (sudo apt-get install "
+                                                           "ffmpeg): "
                     "a video's own soundtrack cannot be extracted")
-def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):  # noqa: F811
+def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path):
     if not sample.has_audio:
         pytest.skip("espeak-ng not installed: the sample session has no soundtrack to mux")
     from firstwords.edge.hear import read_audio
 
     mkv = tmp_path / "recording.mkv"
-    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"), "-i",
-                    str(sample.session / "session.wav"), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(sample.session / "session.avi"),
+                    "-i",
+                    str(sample.session / "session.wav"), "-c:v", "copy", "-c:a", "pcm_s16le", str(mkv)],
+                   check=True)
     s = discover_session(mkv)
     try:
         assert s.frames == mkv and s.transcript is None and s.audio is not None and s.audio.suffix == ".wav"
@@ -228,3 +239,45 @@ def test_video_with_its_own_soundtrack_is_extracted_with_ffmpeg(sample, tmp_path
     finally:
         s.cleanup()
     assert not s.audio.exists()  # the extracted soundtrack lived in a temp folder
+
+
+def test_replay_leaves_the_callers_options_alone(sample, tmp_path):
+    """replay() paces and clocks a copy: the caller's options are unchanged afterwards (they were not)."""
+    import dataclasses
+
+    from firstwords.edge.encode import Encoder
+    from firstwords.edge.learner import LearnerOptions
+    from firstwords.edge.memory import AssociativeMemory
+    from firstwords.edge.replay import replay
+
+    opts = LearnerOptions(realtime=True, clock_origin=None, fps=5.0)
+    before = dataclasses.asdict(opts)
+    with AssociativeMemory(tmp_path / "m.db", 16) as mem:
+        rep = replay(discover_session(sample.session), Encoder(sample.bundle, threads=1), mem,
+                     words_from="transcript", speed=None, options=opts, install_signal_handlers=False)
+    assert rep.stats["utterances"] > 0 and rep.stats["frames_dropped"] == 0
+    assert dataclasses.asdict(opts) == before
+
+
+def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.runtime import build_runtime
+
+    cfg = load_device_config(resolve_device_config("rpi4"))
+    with build_runtime("rpi4", sample.bundle, tmp_path / "sub" / "m.db", realtime=False,
+                       clock_origin=None) as rt:
+        assert rt.config == cfg and rt.vad is None and rt.recognizer is None
+        o = rt.options
+        assert (o.realtime, o.fps, o.max_frames, o.frame_queue, o.clock_origin) == (
+            False, cfg.pairing.fps, cfg.pairing.max_frames, cfg.pairing.frame_queue, None)
+        assert rt.encoder.threads == cfg.model.threads and rt.memory.dim == rt.encoder.dim
+        assert rt.memory.capacity_words == cfg.memory.capacity_words
+        mem = rt.memory
+    from firstwords.edge.errors import MemoryStoreError
+
+    with pytest.raises(MemoryStoreError, match="closed"):  # closed with the runtime
+        mem.stats()
+    pytest.importorskip("pocketsphinx")
+    with build_runtime(cfg, sample.bundle, tmp_path / "m2.db", speech=True, capacity_words=7) as rt:
+        assert rt.vad is not None and hasattr(rt.recognizer, "transcribe")
+        assert rt.memory.capacity_words == 7 and rt.options.realtime

@@ -1,4 +1,5 @@
-"""tools/build_sample_corpus.py: layout, CVCL format, held-out and novel splits, statistics, determinism."""
+"""The sample corpus (export.sample_corpus via tools/build_sample_corpus.py): layout, CVCL format, held-out and
+novel splits, statistics, determinism, the objects' boxes."""
 
 from __future__ import annotations
 
@@ -127,7 +128,7 @@ def test_speech_statistics(tiny):
 
 
 def test_timeline_and_transcript_agree(tiny):
-    from firstwords.export.data import load_transcript_csv
+    from firstwords.edge.transcripts import load_transcript
     out, _ = tiny
     tl = _load(out / "timeline.json")
     times = [f["t"] for f in tl["frames"]]
@@ -137,9 +138,9 @@ def test_timeline_and_transcript_agree(tiny):
     assert starts == sorted(starts) and all(u["end"] > u["start"] for u in tl["utterances"])
     assert all(a["end"] <= b["start"] for a, b in zip(tl["utterances"], tl["utterances"][1:]))  # no overlap
     assert tl["duration"] >= tl["utterances"][-1]["end"]
-    rows = load_transcript_csv(out / "transcript.csv")
-    assert [r.utterance for r in rows] == [u["text"] for u in tl["utterances"]]
-    assert np.allclose([r.time for r in rows], starts, atol=0.06)
+    rows = load_transcript(out / "transcript.csv")
+    assert [r.text for r in rows] == [u["text"] for u in tl["utterances"]]
+    assert np.allclose([r.start for r in rows], starts, atol=0.06)
     assert {r.video for r in rows} == {"session_000.mp4"}
 
 
@@ -169,18 +170,41 @@ def test_committed_subset():
         assert set(np.unique(z["train_y"])) == set(np.unique(z["test_y"])) == {0, 1, 2, 3, 4, 5, 7, 8, 9}
         debian = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
         if debian.is_file():  # the subset is exactly the source's images at the recorded indices
-            from firstwords.export.sample_corpus import read_idx
+            from firstwords.export.sample_source import read_idx
             full = read_idx(debian)
             assert np.array_equal(full[z["test_idx"]], z["test_x"])
 
 
 def test_bad_source_is_a_clear_error(tmp_path, monkeypatch):
-    import firstwords.export.sample_corpus as bsc
-    monkeypatch.setattr(bsc, "DEBIAN_DIR", tmp_path / "nowhere")
-    with pytest.raises(SystemExit, match="dataset-fashion-mnist"):
-        bsc.load_source("debian")
-    _, name = bsc.load_source("auto")  # falls back to the committed subset
+    import firstwords.export.sample_source as src
+    from firstwords.edge.errors import DataError
+    monkeypatch.setattr(src, "DEBIAN_DIR", tmp_path / "nowhere")
+    with pytest.raises(DataError, match="dataset-fashion-mnist"):  # library code raises; main() exits
+        src.load_source("debian")
+    _, name = src.load_source("auto")  # falls back to the committed subset
     assert name.startswith("subset:")
+
+
+def test_library_errors_are_errors_not_exits(tmp_path):
+    from firstwords.edge.errors import DataError
+    from firstwords.export.sample_corpus import Sizes, build
+    with pytest.raises(DataError, match="held-out"):
+        build(tmp_path / "c", "subset", Sizes(minutes=0.2, eval_per_category=10_000, categories=["shirt", "boot"]),
+              seed=0, progress=False)
+
+
+def test_boxes_locate_the_objects(tiny):
+    """Every frame and held-out image records where its objects are ([x0, y0, x1, y1] in [0, 1])."""
+    out, _ = tiny
+    tl = _load(out / "timeline.json")
+    for f in tl["frames"]:
+        assert set(f["boxes"]) <= set(f["in_view"])
+        for x0, y0, x1, y1 in f["boxes"].values():
+            assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    items = _load(out / "eval.json")["data"]
+    assert all(e["category"] in e["boxes"] for e in items)
+    areas = [(b[2] - b[0]) * (b[3] - b[1]) for e in items for b in [e["boxes"][e["category"]]]]
+    assert 0.05 < np.mean(areas) < 0.5
 
 
 def test_default_gaze_stays_on_the_scene(tiny):
@@ -224,10 +248,36 @@ def test_gaze_leaves_the_scene_and_the_timeline_says_what_each_frame_shows(wande
 
 
 def test_gaze_path_share_and_no_gaze():
-    from firstwords.export.sample_corpus import gaze_path
+    from firstwords.export.sample_script import gaze_path
     rng = np.random.default_rng(0)
     assert gaze_path(rng, 40, 0.0) == [True] * 40
     runs = [gaze_path(rng, 400, 0.4) for _ in range(20)]
     assert all(len(r) == 400 and r[0] for r in runs)  # a scene starts with the child looking at it
     share = 1 - np.mean([np.mean(r) for r in runs])
     assert 0.3 < share < 0.5  # the long-run share looking away is what was asked
+
+
+def test_a_box_holds_its_pasted_object():
+    """Render scenes twice, the second time with the object's photo blanked (same random streams): the pixels
+    that change -- the object -- lie in the box the first rendering reports, and the box is not much larger."""
+    import numpy as np
+    from firstwords.export.sample_scene import CameraPath, Scene, _cv2, load_backgrounds, render_scene
+    from firstwords.export.sample_source import load_subset
+
+    cv2, pool = _cv2(), load_backgrounds()
+    images = load_subset()["train_x"][:20]
+    blank = np.zeros_like(images)
+    for i in range(8):
+        views = []
+        for imgs in (images, blank):
+            canvas, boxes = render_scene(Scene("shirt", i, None, None), imgs, np.random.default_rng([5, i]), pool,
+                                         128, cv2)
+            cam = CameraPath(np.random.default_rng([5, i, 2]), 128, canvas.shape[0])
+            views.append((cam.next(canvas, cv2), cam.frame_boxes(boxes)))
+        (with_obj, box), (without, _) = views
+        changed = np.abs(with_obj - without).max(axis=2) > 0.1
+        x0, y0, x1, y1 = (v * 128 for v in box["shirt"])
+        ys, xs = np.nonzero(changed)
+        inside = (xs >= x0 - 3) & (xs <= x1 + 3) & (ys >= y0 - 3) & (ys <= y1 + 3)  # the drop shadow: a few px
+        assert changed.sum() > 100 and inside.mean() > 0.97, (i, inside.mean())
+        assert changed.sum() > 0.3 * (x1 - x0) * (y1 - y0)  # the box is tight around the object

@@ -38,17 +38,39 @@ def bundle(tmp_path_factory) -> Path:
 
 # ------------------------------------------------------------------------------------------------ the unit
 
+
 def test_unit_has_what_a_watched_device_service_needs(bundle, tmp_path):
-    text = render_unit(ServiceSpec(config="rpi4", bundle=bundle, memory=tmp_path / "m.db", user="root",
-                                   watchdog_sec=30, stop_timeout_sec=20), command=["/opt/fw/bin/firstwords"])
+    text = render_unit(
+        ServiceSpec(
+            config="rpi4",
+            bundle=bundle,
+            memory=tmp_path / "m.db",
+            user="root",
+            watchdog_sec=30,
+            stop_timeout_sec=20,
+        ),
+        command=["/opt/fw/bin/firstwords"],
+    )
     lines = set(text.splitlines())
-    for want in ("Type=notify", "WatchdogSec=30", "Restart=on-failure", "TimeoutStopSec=20", "KillSignal=SIGTERM",
-                 "StartLimitBurst=5", "IOSchedulingClass=best-effort", "Nice=5", "User=root",
-                 "WantedBy=multi-user.target"):
+    for want in (
+        "Type=notify",
+        "WatchdogSec=30",
+        "Restart=on-failure",
+        "TimeoutStopSec=20",
+        "KillSignal=SIGTERM",
+        "StartLimitBurst=5",
+        "IOSchedulingClass=best-effort",
+        "Nice=5",
+        "User=root",
+        "WantedBy=multi-user.target",
+        "SuccessExitStatus=130",
+    ):
         assert want in lines, want
     exec_line = next(ln for ln in lines if ln.startswith("ExecStart="))
-    assert exec_line == (f"ExecStart=/opt/fw/bin/firstwords run --config rpi4 --bundle {bundle} --memory "
-                         f"{tmp_path / 'm.db'} --quiet")
+    assert exec_line == (
+        f"ExecStart=/opt/fw/bin/firstwords run --config rpi4 --bundle {bundle} --memory "
+        f"{tmp_path / 'm.db'} --quiet"
+    )
 
 
 def test_unit_refuses_what_could_not_start(bundle, tmp_path):
@@ -57,14 +79,29 @@ def test_unit_refuses_what_could_not_start(bundle, tmp_path):
     with pytest.raises(ConfigError, match="absolute"):
         render_unit(ServiceSpec(config="rpi4", bundle=bundle, memory=Path("m.db")))
     with pytest.raises(ConfigError, match="no user"):
-        render_unit(ServiceSpec(config="rpi4", bundle=bundle, memory=tmp_path / "m.db", user="no-such-user-x"))
+        render_unit(
+            ServiceSpec(config="rpi4", bundle=bundle, memory=tmp_path / "m.db", user="no-such-user-x")
+        )
 
 
 def test_install_and_uninstall_write_a_unit_systemd_accepts(bundle, tmp_path, capsys):
     units = tmp_path / "units"
     units.mkdir()
-    rc = cli_main(["service", "install", "--config", "rpi4", "--bundle", str(bundle), "--memory",
-                   str(tmp_path / "dev" / "memory.db"), "--unit-dir", str(units), "--no-start"])
+    rc = cli_main(
+        [
+            "service",
+            "install",
+            "--config",
+            "rpi4",
+            "--bundle",
+            str(bundle),
+            "--memory",
+            str(tmp_path / "dev" / "memory.db"),
+            "--unit-dir",
+            str(units),
+            "--no-start",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     unit = units / "firstwords.service"
@@ -88,6 +125,7 @@ def test_verify_catches_a_broken_unit(bundle, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ the run
+
 
 class Listener:
     """systemd's side: a real unix datagram socket; records (time, {key: value}) per message."""
@@ -116,13 +154,35 @@ class Listener:
 
 def start_run(bundle: Path, tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.Popen, Listener]:
     listener = Listener(tmp_path / "notify.sock")
-    env = {**os.environ, "PYTHONPATH": str(FAKE_HW), "NOTIFY_SOCKET": str(listener.path),
-           "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6)), **env_extra}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(FAKE_HW),
+        "NOTIFY_SOCKET": str(listener.path),
+        "WATCHDOG_USEC": str(int(WATCHDOG_SEC * 1e6)),
+        **env_extra,
+    }
     env.pop("WATCHDOG_PID", None)
     with open(tmp_path / "run.log", "w") as log:  # a file, not a pipe nobody drains
-        proc = subprocess.Popen([sys.executable, "-m", "firstwords.edge.cli", "run", "--config", "rpi4", "--camera",
-                                 "picamera2", "--bundle", str(bundle), "--memory", str(tmp_path / "memory.db"), "-q"],
-                                env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "firstwords.edge.cli",
+                "run",
+                "--config",
+                "rpi4",
+                "--camera",
+                "picamera2",
+                "--bundle",
+                str(bundle),
+                "--memory",
+                str(tmp_path / "memory.db"),
+                "-q",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     listener.pump(120, until=lambda m: "READY" in m)
     if not listener.times("READY"):
         stop(proc)
@@ -138,7 +198,9 @@ def stop(proc: subprocess.Popen) -> None:
 
 def test_a_stalled_camera_stops_the_watchdog_pings(bundle, tmp_path):
     stall_file = tmp_path / "stalled_at"
-    proc, lis = start_run(bundle, tmp_path, {"FAKE_CAMERA_STALL_AFTER": "20", "FAKE_CAMERA_STALL_FILE": str(stall_file)})
+    proc, lis = start_run(
+        bundle, tmp_path, {"FAKE_CAMERA_STALL_AFTER": "20", "FAKE_CAMERA_STALL_FILE": str(stall_file)}
+    )
     try:
         deadline = time.time() + 60  # 20 frames at 5 fps, then the camera hangs
         while not stall_file.exists() and time.time() < deadline:
@@ -163,7 +225,9 @@ def speech_wav(path: Path, text: str, lead_s: float) -> Path | None:
     if shutil.which("espeak-ng") is None:
         return None
     raw = path.with_suffix(".raw.wav")
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(raw), text], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(raw), text], check=True, capture_output=True
+    )
     from firstwords.edge.hear import read_audio, write_wav
 
     write_wav(path, np.concatenate([np.zeros(int(16000 * lead_s), np.float32), read_audio(raw)]))
@@ -191,7 +255,7 @@ def test_flowing_input_keeps_pinging_and_sigterm_flushes_within_the_stop_timeout
     finally:
         stop(proc)
     log = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 0, log[-2000:]
+    assert proc.returncode in (0, 130), log[-2000:]  # 130: interrupted, a clean stop (SuccessExitStatus=130)
     assert took < stop_timeout
     assert any("STOPPING" in m for _, m in lis.messages)
     status = json.loads((tmp_path / "memory.db.status.json").read_text())
@@ -205,6 +269,7 @@ def test_flowing_input_keeps_pinging_and_sigterm_flushes_within_the_stop_timeout
 
 
 # ------------------------------------------------------------------------------------------------ picamera2
+
 
 def test_picamera2_adapter_through_a_module_with_picamera2s_api(monkeypatch):
     monkeypatch.syspath_prepend(str(FAKE_HW))
@@ -226,13 +291,17 @@ def test_picamera2_adapter_through_a_module_with_picamera2s_api(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="edge/learner.py: stop() waits for the capture thread, which a hung camera read never "
-                          "returns from, so the encoder never sees the end marker; systemd then kills the run "
-                          "after TimeoutStopSec (the memory keeps every committed update). Runtime's fix.",
-                   strict=False)
+@pytest.mark.xfail(
+    reason="edge/learner.py: stop() waits for the capture thread, which a hung camera read never "
+    "returns from, so the encoder never sees the end marker; systemd then kills the run "
+    "after TimeoutStopSec (the memory keeps every committed update). Runtime's fix.",
+    strict=False,
+)
 def test_sigterm_with_a_hung_camera_still_exits_within_the_stop_timeout(bundle, tmp_path):
     stall_file = tmp_path / "stalled_at"
-    proc, lis = start_run(bundle, tmp_path, {"FAKE_CAMERA_STALL_AFTER": "10", "FAKE_CAMERA_STALL_FILE": str(stall_file)})
+    proc, lis = start_run(
+        bundle, tmp_path, {"FAKE_CAMERA_STALL_AFTER": "10", "FAKE_CAMERA_STALL_FILE": str(stall_file)}
+    )
     try:
         deadline = time.time() + 60
         while not stall_file.exists() and time.time() < deadline:
@@ -244,4 +313,4 @@ def test_sigterm_with_a_hung_camera_still_exits_within_the_stop_timeout(bundle, 
             pytest.fail("still running 20 s after SIGTERM with a hung camera")
     finally:
         stop(proc)
-    assert proc.returncode == 0
+    assert proc.returncode in (0, 130)

@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(*args: str, timeout: float = 600) -> str:
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)
     assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
 
@@ -30,20 +31,26 @@ def chain(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("cv2")
     w = tmp_path_factory.mktemp("thin")
-    corpus, ckpt, bundle, session, memory = w / "corpus", w / "ckpt", w / "bundle", w / "session", w / "memory.db"
-    info = _last_json(_run("-m", "firstwords.export.sample_corpus", "--tiny", "--out", str(corpus), "--no-progress"))
-    trained = _last_json(_run("-m", "firstwords.edge.cli", "train", "--config", "compact", "--data", str(corpus / "train.json"),
+    corpus, ckpt, bundle, session = w / "corpus", w / "ckpt", w / "bundle", w / "session"
+    memory = w / "memory.db"
+    info = _last_json(_run("-m", "firstwords.export.sample_corpus", "--tiny", "--out", str(corpus),
+                           "--no-progress"))
+    trained = _last_json(_run("-m", "firstwords.edge.cli", "train", "--config", "compact", "--data",
+                              str(corpus / "train.json"),
                               "-o", str(ckpt), "--steps", "30", "--no-progress", "--threads", "2"))
     # fp32: a model trained for seconds on 118 utterances has near-tied embeddings, and on the tiny eval set
-    # (80 images, 200 trials, 0.5 point a trial) int8's few flips miss the 1.5-point gate by chance. int8 export
-    # and its gate are tested on trained models in test_export.py and run by the demo on the full corpus.
-    exported = _last_json(_run("-m", "firstwords.edge.cli", "export", str(ckpt), "-o", str(bundle), "--config", "laptop",
+    # (80 images, 200 trials, 0.5 point a trial) int8's few flips miss the 1.5-point gate by chance. int8
+    # export and its gate are tested on trained models in test_export.py and run by the demo on the full
+    # corpus.
+    exported = _last_json(_run("-m", "firstwords.edge.cli", "export", str(ckpt), "-o", str(bundle),
+                               "--config", "laptop",
                                "--quantization", "none", "--eval-data", str(corpus / "eval.json")))
-    _run("-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session), "--no-speech")
-    replayed = _last_json(_run("-m", "firstwords.edge.cli", "replay", str(session), "--bundle", str(bundle), "--memory",
-                               str(memory), "--speed", "max", "--json", "-q"))
-    return dict(corpus=corpus, bundle=bundle, memory=memory, info=info, trained=trained, exported=exported,
-                replayed=replayed)
+    _run("-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session),
+         "--no-speech")
+    replayed = _last_json(_run("-m", "firstwords.edge.cli", "replay", str(session), "--bundle", str(bundle),
+                               "--memory", str(memory), "--speed", "max", "--json", "-q"))
+    return {"corpus": corpus, "bundle": bundle, "memory": memory, "info": info, "trained": trained,
+            "exported": exported, "replayed": replayed}
 
 
 def test_each_stage_produced_what_the_next_needs(chain):
@@ -83,6 +90,6 @@ def test_the_memory_names_never_seen_frames_above_chance(chain):
 
 def test_ask_answers_from_the_cli(chain):
     frame = json.loads((chain["corpus"] / "eval.json").read_text())["data"][0]
-    out = _run("-m", "firstwords.edge.cli", "ask", "--memory", str(chain["memory"]), "--bundle", str(chain["bundle"]),
-               "--image", str(chain["corpus"] / frame["frame_filename"]), "-k", "3")
+    out = _run("-m", "firstwords.edge.cli", "ask", "--memory", str(chain["memory"]), "--bundle",
+               str(chain["bundle"]), "--image", str(chain["corpus"] / frame["frame_filename"]), "-k", "3")
     assert len([ln for ln in out.splitlines() if ln.strip()]) >= 3

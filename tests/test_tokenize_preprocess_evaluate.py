@@ -5,19 +5,28 @@ import pytest
 from firstwords.edge.errors import BundleError, InputError
 from firstwords.edge.evaluate import make_trials, score_trials, wilson_interval
 from firstwords.edge.preprocess import prepare_images, resize_bilinear
-from firstwords.edge.tokenize import MAX_TOKENS, Vocab, build_vocab, words
+from firstwords.edge.tokenize import LEGACY_RULE, MAX_TOKENS, Vocab, build_vocab, tokens, words
 
 
 def test_words_and_vocab_follow_cvcl_rules():
-    assert words("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "where's", "the", "ball"]
-    vocab = build_vocab(["the ball", "the ball", "the ball", "a shoe", "a shoe"], min_freq=3)
-    assert list(vocab) == ["<pad>", "<unk>", "<sos>", "<eos>", "ball", "the"]  # shoe/a seen twice: dropped
+    assert tokens("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "!", "where", "'s",
+                                                              "the", "ball", "?"]
+    assert words("Look at your SHOE!  where's the ball?") == ["look", "at", "your", "shoe", "where", "'s", "the",
+                                                             "ball"]
+    # the first rule, kept for artefacts that do not name theirs
+    assert words("Look at your SHOE!  where's the ball?", LEGACY_RULE) == ["look", "at", "your", "shoe", "where's",
+                                                                          "the", "ball"]
+    vocab = build_vocab(["the ball.", "the ball.", "the ball.", "a shoe", "a shoe"], min_freq=3)
+    assert list(vocab) == ["<pad>", "<unk>", "<sos>", "<eos>", ".", "ball", "the"]  # shoe/a seen twice: dropped
     v = Vocab(vocab)
-    assert v.encode("The ball, a SHOE") == [2, 5, 4, 1, 1, 3]
+    assert v.encode("The ball, a SHOE.") == [2, 6, 5, 1, 1, 1, 4, 3]
+    assert Vocab(vocab, rule=LEGACY_RULE).encode("The ball, a SHOE.") == [2, 6, 5, 1, 1, 3]
+    with pytest.raises(BundleError, match="unknown tokenizer rule 'nltk'"):
+        Vocab(vocab, rule="nltk")
     long = v.encode(" ".join(["ball"] * 40))
     assert len(long) == MAX_TOKENS and long[0] == 2 and long[-1] == 3
     batch = v.encode_batch(["ball", "the ball the"])
-    assert batch.shape == (2, 5) and batch[0].tolist() == [2, 4, 3, 0, 0]
+    assert batch.shape == (2, 5) and batch[0].tolist() == [2, 5, 3, 0, 0]
 
 
 def test_vocab_rejects_non_cvcl_layout(tmp_path):

@@ -117,9 +117,10 @@ def test_too_little_data_is_a_clear_error(corpus, tmp_path):
 
 
 def _torchrun(corpus, out, cfg, nproc):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "firstwords.export.train", "--config", str(cfg), "--data", str(corpus / "train.json"), "-o", str(out),
+           "-m", "firstwords.export.train", "--config", str(cfg), "--data", str(corpus / "train.json"),
+           "-o", str(out),
            "--steps", "12", "--threads", "1", "--no-progress", "--cache-dir", str(out.parent / "cache")]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
                           check=False)
@@ -136,4 +137,5 @@ def test_torchrun_two_processes_match_one(corpus, tmp_path):
     assert two["train_loss"] == pytest.approx(one.train_loss, rel=1e-3, abs=1e-3)
     a = load_checkpoint(tmp_path / "one" / "last")[0].state_dict()
     b = load_checkpoint(tmp_path / "two" / "last")[0].state_dict()
-    assert torch.allclose(a["image_encoder.projection.weight"], b["image_encoder.projection.weight"], atol=1e-4)
+    key = "image_encoder.projection.weight"
+    assert torch.allclose(a[key], b[key], atol=1e-4)

@@ -1,4 +1,5 @@
-"""Transcript parsers: known files parse to the right times; arbitrary text/bytes raise DataError or nothing."""
+"""Transcript parsers: known files parse to the right times; arbitrary text/bytes raise DataError or
+nothing."""
 
 from __future__ import annotations
 
@@ -121,7 +122,8 @@ PARSERS = [parse_srt, parse_webvtt, parse_cvcl_csv,
 # text made of the characters that matter to these formats, so that near-valid files are common
 fragments = st.sampled_from(["\n", "\n\n", "\r\n", " --> ", "00:", "01", ":", ",", ".", "-", "WEBVTT", "NOTE",
                              "<v Mom>", "</v>", "<i>", "&amp;", "1", "99999999999",
-                             ("Time,Video Name,Utterance,Speaker\n"), '"', "ball", "\ufeff", "\x00", "é", "12.5"])
+                             ("Time,Video Name,Utterance,Speaker\n"), '"', "ball", "\ufeff", "\x00", "é",
+                             "12.5"])
 near_valid = st.lists(fragments, max_size=40).map("".join)
 
 
@@ -153,3 +155,24 @@ def test_format_then_parse_round_trips(items):
     for fmt, parse in ((format_srt, parse_srt), (format_webvtt, parse_webvtt)):
         back = parse(fmt(utts))
         assert [(u.start, u.end, u.text) for u in back] == [(u.start, u.end, u.text) for u in utts]
+
+
+def test_cvcl_csv_the_one_parser_for_training_and_replay(tmp_path):
+    """CVCL's raw transcript CSV as export/ once read it with a second parser: start times as seconds, M:SS or
+    a range (its end kept); an empty utterance skipped; a time that is not a time said, with its line."""
+    from firstwords.edge.transcripts import load_transcript
+
+    p = tmp_path / "t.csv"
+    p.write_text("Time,Video Name,Utterance,Speaker\n"
+                 "0:05,S_001.mp4,look at the ball,M\n"
+                 "1:02-1:04,S_001.mp4,where's the cat?,F\n"
+                 "12.5,S_001.mp4,,M\n", encoding="utf-8")
+    rows = load_transcript(p)
+    assert [(r.start, r.end, r.text, r.speaker, r.video) for r in rows] == [
+        (5.0, 15.0, "look at the ball", "M", "S_001.mp4"), (62.0, 64.0, "where's the cat?", "F", "S_001.mp4")]
+    p.write_text("Time,Video Name,Utterance,Speaker\n??,S_001.mp4,all done,M\n", encoding="utf-8")
+    with pytest.raises(DataError, match="line 2.*cannot read time"):
+        load_transcript(p)
+    p.write_text("When,Text\n1,hi\n")
+    with pytest.raises(DataError, match="Time, Video Name, Utterance, Speaker"):
+        load_transcript(p)

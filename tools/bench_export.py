@@ -37,7 +37,8 @@ def clip_vit_b32(dim: int = 512):
 
         def forward(self, x):
             n, t, w = x.shape
-            q, k, v = self.qkv(self.ln1(x)).reshape(n, t, 3, self.heads, w // self.heads).permute(2, 0, 3, 1, 4)
+            qkv = self.qkv(self.ln1(x)).reshape(n, t, 3, self.heads, w // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4)
             a = ((q @ k.transpose(-1, -2)) / (w // self.heads) ** 0.5).softmax(-1) @ v
             x = x + self.out(a.transpose(1, 2).reshape(n, t, w))
             return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
@@ -61,28 +62,12 @@ def clip_vit_b32(dim: int = 512):
     return ViT().eval()
 
 
-def cvcl_image_tower():
-    """CVCL's image tower: ResNeXt-50 32x4d + Linear(2048 -> 512), L2-normalised (random weights)."""
-    import torch.nn.functional as F
-    from firstwords.export.model import ResNeXt50
-    from torch import nn
-
-    class Tower(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbone, self.fc = ResNeXt50(), nn.Linear(2048, 512)
-
-        def forward(self, x):
-            return F.normalize(self.fc(self.backbone(x)), dim=-1)
-
-    return Tower().eval()
-
-
-def compact_image_tower(pretrained: bool):
+def image_tower(config: str, pretrained: bool):
+    """The image tower of a model config (`cvcl`: ResNeXt-50 + Linear(2048 -> 512), random weights)."""
     from firstwords.export.config import load_model_config
     from firstwords.export.model import ImageTower, build_model
 
-    cfg = load_model_config("compact")
+    cfg = load_model_config(config)
     try:
         model = build_model(cfg, 100, load_pretrained=pretrained)
     except Exception:  # noqa: BLE001 — weights package missing: the speed is the same with random weights
@@ -124,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fp32-first-convs", type=int, default=DEFAULT_FP32_FIRST_CONVS,
                     help="keep the input end of the int8 tower up to this conv in fp32 (default %(default)s: "
                          "the export recipe; the gate may choose more)")
-    ap.add_argument("--calib-data", help="CVCL metadata JSON whose frames calibrate int8 (default: random frames)")
+    ap.add_argument("--calib-data",
+                    help="CVCL metadata JSON whose frames calibrate int8 (default: random frames)")
     ap.add_argument("--threads", default="1,2", help="thread counts (default %(default)s)")
     ap.add_argument("--no-imagenet", action="store_true", help="random weights for our tower too")
     args = ap.parse_args(argv)
@@ -135,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     threads = [int(t) for t in args.threads.split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="firstwords-bench-"))
-    compact, cfg = compact_image_tower(pretrained=not args.no_imagenet)
+    compact, cfg = image_tower("compact", pretrained=not args.no_imagenet)
     cs = cfg.image.input_size
     print(f"exporting towers to {tmp} ...", flush=True)
     towers = {"compact_fp32": (export_image(compact, cs, tmp / "compact_fp32.onnx"), cs)}
     if args.calib_data:
-        from firstwords.export.commands.export import calibration_images
+        from firstwords.export.image_sets import calibration_images
 
         calib = calibration_images(Path(args.calib_data), 64, cs, cfg.image.mean, cfg.image.std)
     else:
@@ -149,20 +135,22 @@ def main(argv: list[str] | None = None) -> int:
                                                    args.quantization, calib,
                                                    fp32_first_convs=args.fp32_first_convs), cs)
     if args.fp32_first_convs:
-        towers["compact_int8_all"] = (quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
-                                                           args.quantization, calib), cs)
-    towers["cvcl_fp32"] = (export_image(cvcl_image_tower(), 224, tmp / "cvcl_fp32.onnx"), 224)
+        all_int8 = quantize_image_tower(towers["compact_fp32"][0], tmp / "compact_int8_all.onnx",
+                                        args.quantization, calib)
+        towers["compact_int8_all"] = (all_int8, cs)
+    towers["cvcl_fp32"] = (export_image(image_tower("cvcl", False)[0], 224, tmp / "cvcl_fp32.onnx"), 224)
     towers["clip_vitb32_fp32"] = (export_image(clip_vit_b32(), 224, tmp / "clip_vitb32_fp32.onnx"), 224)
 
     results: dict[str, dict] = {}
     for name, (path, size) in towers.items():
         results[name] = {"input_px": size, "mb": round(path.stat().st_size / 1e6, 2)}
         for t in threads:
-            results[name][f"t{t}"] = latency(path, size, t, args.runs)
-            print(f"  {name:<18} {size:>4} px  {t} thread(s): median {results[name][f't{t}']['median_ms']:8.2f} ms"
-                  f"  p95 {results[name][f't{t}']['p95_ms']:8.2f} ms", flush=True)
+            lat = results[name][f"t{t}"] = latency(path, size, t, args.runs)
+            print(f"  {name:<18} {size:>4} px  {t} thread(s): median {lat['median_ms']:8.2f} ms"
+                  f"  p95 {lat['p95_ms']:8.2f} ms", flush=True)
 
-    print(f"\n{'tower':<18} {'px':>4} {'MB':>7} " + " ".join(f"{'t' + str(t) + ' med':>9} {'p95':>8}" for t in threads))
+    print(f"\n{'tower':<18} {'px':>4} {'MB':>7} "
+          + " ".join(f"{'t' + str(t) + ' med':>9} {'p95':>8}" for t in threads))
     for name, r in results.items():
         print(f"{name:<18} {r['input_px']:>4} {r['mb']:>7.2f} "
               + " ".join(f"{r[f't{t}']['median_ms']:>9.2f} {r[f't{t}']['p95_ms']:>8.2f}" for t in threads))

@@ -5,9 +5,9 @@ protocol), and run the shuffled-pairs control the same way.
     python tools/bench_learning.py                       # ~10 min per run on 2 cores, work/corpus
     python tools/bench_learning.py --minutes 3           # the demo's budget
 
-Both runs share one backbone-feature cache (the frames are the same; only the pairing differs). The budget of
-each run includes its share of feature extraction. Human-readable lines first; the LAST line is one JSON object
-with acc_4way, shuffled_acc_4way, their 95 % intervals, seconds and steps.
+Both runs share one backbone-feature cache (the frames are the same; only the pairing differs). The budget
+of each run includes its share of feature extraction. Human-readable lines first; the LAST line is one JSON
+object with acc_4way, shuffled_acc_4way, their 95 % intervals, seconds and steps.
 """
 
 from __future__ import annotations
@@ -27,19 +27,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=REPO / "work" / "corpus",
                     help="sample corpus folder (built with tools/build_sample_corpus.py if missing)")
-    ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_learning", help="runs go here (replaced)")
+    ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_learning",
+                    help="runs go here (replaced)")
     ap.add_argument("--config", default="compact", help="model config (default: compact)")
     ap.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget per run (default: 10)")
     ap.add_argument("--trials", type=int, default=100, help="trials per category (default: 100)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, help="torch threads (default: all cores for features, 1 for steps)")
+    ap.add_argument("--threads", type=int,
+                    help="torch threads (default: all cores for features, 1 for steps)")
     ap.add_argument("--no-shuffled", action="store_true", help="skip the shuffled-pairs control")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
 
     if not (args.corpus / "train.json").is_file():
         print(f"building the sample corpus in {args.corpus} ...", flush=True)
-        subprocess.run([sys.executable, str(REPO / "tools" / "build_sample_corpus.py"), "--out", str(args.corpus),
+        subprocess.run([sys.executable, "-m", "firstwords.export.sample_corpus", "--out", str(args.corpus),
                         "--no-progress"], check=True)
 
     import logging
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\ncompact, held-out 4-way: {acc:.3f} (target >= 0.70: {'PASS' if acc >= 0.70 else 'FAIL'})")
     if "shuffled_acc_4way" in figures:
         sh = figures["shuffled_acc_4way"]
-        print(f"shuffled-pairs control: {sh:.3f} (target 0.25 +- 0.05: {'PASS' if abs(sh - 0.25) <= 0.05 else 'FAIL'})")
+        verdict = "PASS" if abs(sh - 0.25) <= 0.05 else "FAIL"
+        print(f"shuffled-pairs control: {sh:.3f} (target 0.25 +- 0.05: {verdict})")
     print(json.dumps(figures))
     return 0
 

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark the online associative memory (edge.memory).
 
-    python tools/bench_memory.py --bundle work/bundle --corpus work/corpus [--seeds 3] [--out work/bench_memory]
-    python tools/bench_memory.py --synthetic [--seeds 3]          # no bundle needed: clustered embeddings
+    python tools/bench_memory.py --bundle work/bundle --corpus work/corpus [--seeds 3] [--out work/bench]
+    python tools/bench_memory.py --synthetic [--seeds 3] [--look-away 0.4]   # no bundle: clustered embeddings
 
 Measures, side by side in one run:
   * a learning curve: held-out 4-way accuracy (edge.evaluate, CVCL's protocol) against utterances heard, for
     (a) the encoder only (a word = the bundle's utterance embedding), (b) the memory without re-entrance,
     (c) the memory with re-entrance; seeds averaged (a seed permutes the session in blocks of utterances and
     draws the trials); area under each curve with its spread over seeds. With the corpus's ground truth,
-    (d): (b) fed only the frames that truly show what is named -- what choosing frames within windows could gain. A word the memory has not heard yet
-    falls back to the encoder's embedding, so all three start at the same point.
+    (d): (b) fed only the frames that truly show what is named -- what choosing frames within windows could
+    gain. A word the memory has not heard yet falls back to the encoder's embedding, so all start alike.
   * few-shot: a category kept out of training entirely (the corpus's novel.json / novel_exposures.json), its
     4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream);
   * name() latency at 10k words (median, p90) and learn() latency on a file database (synchronous FULL vs
@@ -31,19 +31,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# One BLAS thread: the memory's products are small, and OpenBLAS threads fighting other work for the cores turn a
-# 50 us product into tens of ms (measured on a loaded 2-core machine). Set before numpy loads; the device
-# runtime should do the same.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
+import firstwords.edge  # noqa: F401  (first: it sets one BLAS thread before numpy loads)
 import numpy as np
+from firstwords.edge.evaluate import make_trials, score_trials
+from firstwords.edge.memory import AssociativeMemory, LearningParams, Moment
+from firstwords.edge.memory_rule import Background, whitener
+from firstwords.edge.tokenize import words as split_words
 
 REPO = Path(__file__).resolve().parents[1]
-
-from firstwords.edge.evaluate import make_trials, score_trials
-from firstwords.edge.memory import AssociativeMemory, LearningParams, Utterance, whitener
-from firstwords.edge.memory_store import Background
-from firstwords.edge.tokenize import words as split_words
 
 SHOTS = (1, 2, 5, 10)
 
@@ -52,26 +47,32 @@ SHOTS = (1, 2, 5, 10)
 class BenchData:
     source: str
     dim: int
-    stream: list[Utterance]  # training utterances in session order (frame embeddings already encoded)
+    stream: list[Moment]  # training utterances in session order (frame embeddings already encoded)
     prior: dict[str, np.ndarray]  # in-vocabulary word -> the encoder's utterance embedding
     categories: list[str]
     eval_labels: list[str]
     eval_emb: np.ndarray
     novel_word: str
     novel_emb: np.ndarray  # [M, D] held-out images of the novel category
-    novel_exposures: list[Utterance]
+    novel_exposures: list[Moment]
     views: list[list[frozenset[str]]] | None = None  # per stream utterance, per frame: the categories in view
 
 
 # ------------------------------------------------------------------------------------------ synthetic data
-def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0) -> BenchData:
-    """Embeddings shaped like the sample corpus. A frame embeds its scene: a shared component (embedding spaces
-    are anisotropic) + the primary object + maybe a smaller distractor + one of 16 backgrounds + camera jitter,
-    so a window's frames are near-duplicates of one scene. Utterances name what is in view (42 %), something
-    absent (10 %) or nothing (chatter), from Zipfian templates full of function words; an imperfect encoder
-    prior for in-vocabulary words; a novel category kept out of training, as in the corpus."""
+def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float = 40.0,
+                   look_away: float = 0.0) -> BenchData:
+    """Embeddings shaped like the sample corpus. A frame embeds its scene: a shared component (embedding
+    spaces are anisotropic) + the primary object + maybe a smaller distractor + one of 16 backgrounds + camera
+    jitter, so a window's frames are near-duplicates of one scene. Utterances name what is in view (42 %),
+    something absent (10 %) or nothing (chatter), from Zipfian templates full of function words; an imperfect
+    encoder prior for in-vocabulary words; a novel category kept out of training, as in the corpus.
+    look_away: the share of naming windows whose second half turns to another object (the child looked
+    away)."""
     rng = np.random.default_rng(seed)
-    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
     common = unit(rng.normal(size=dim))
     cats = ["shirt", "pants", "sweater", "dress", "coat", "sandal", "shoe", "boot", "hat"][:n_cat]
     novel = "bag"
@@ -85,14 +86,17 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
         x = x + (0.25 * mu[distractor] if distractor else 0.0)
         return unit(x + 0.25 * rng.normal(size=(n, dim)) / np.sqrt(dim)).astype(np.float32)
 
-    naming = ["look at the {w}", "where's the {w}", "that's a {w}", "see the {w}", "the {w}", "you want the {w}",
-              "here's your {w}", "{w}", "it's a {w}", "can you find the {w}"]
+    naming = ["look at the {w}", "where's the {w}", "that's a {w}", "see the {w}", "the {w}",
+              "you want the {w}", "here's your {w}", "{w}", "it's a {w}", "can you find the {w}"]
     chatter = ["look at that", "all done", "you want more", "good job", "what's that", "okay", "here you go",
                "oh my", "can you see it", "let's go", "what do you see", "look", "yes", "there you go"]
-    zipf = lambda items: items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]
+
+    def zipf(items):
+        return items[min(int(rng.zipf(1.6)) - 1, len(items) - 1)]
+
     cat_w = 1.0 / np.arange(1, n_cat + 1) ** 0.6
     cat_w /= cat_w.sum()
-    stream: list[Utterance] = []
+    stream: list[Moment] = []
     views: list[list[frozenset[str]]] = []
     t = 0.0
     while t < minutes * 60:
@@ -109,22 +113,30 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
             else:
                 text = zipf(chatter)
             n = int(rng.integers(3, 16))
-            stream.append(Utterance(split_words(text), frames(primary, distractor, n, background), t, text))
-            views.append([frozenset(c for c in (primary, distractor) if c)] * n)
+            fr = frames(primary, distractor, n, background)
+            view = [frozenset(c for c in (primary, distractor) if c)] * n
+            if primary and primary in text and n >= 4 and rng.random() < look_away:
+                away = [c for c in cats if c not in (primary, distractor)][int(rng.integers(n_cat - 2))]
+                fr[n // 2:] = frames(away, None, n - n // 2, background)
+                view = view[:n // 2] + [frozenset([away])] * (n - n // 2)
+            stream.append(Moment(split_words(text), fr, t, text))
+            views.append(view)
             t += n / 5.0
     vocab_words = {w for u in stream for w in u.words}
     prior = {}
-    for w in sorted(vocab_words):  # the encoder: right direction for objects, but noisy; arbitrary for the rest
+    for w in sorted(vocab_words):  # the encoder: right direction for objects, but noisy; arbitrary otherwise
         base = unit(common + mu[w]) if w in mu else unit(rng.normal(size=dim) * 0.4 + 0.6 * common)
         prior[w] = unit(base + 1.5 * rng.normal(size=dim) / np.sqrt(dim)).astype(np.float32)
-    held_out = lambda c: frames(c, cats[rng.integers(n_cat)] if rng.random() < 0.25 else None, 1)
+    def held_out(c):
+        return frames(c, cats[rng.integers(n_cat)] if rng.random() < 0.25 else None, 1)
+
     eval_labels = [c for c in cats for _ in range(60)]
     eval_emb = np.concatenate([held_out(c) for c in eval_labels])
     novel_emb = np.concatenate([held_out(novel) for _ in range(60)])
     exposures = []
     for j in range(24):
         text = zipf(naming).format(w=novel)
-        exposures.append(Utterance(split_words(text), frames(novel, None, 5), 1e6 + j, text))
+        exposures.append(Moment(split_words(text), frames(novel, None, 5), 1e6 + j, text))
     return BenchData(f"synthetic (seed {seed}, dim {dim}, {n_cat} categories)", dim, stream, prior, cats,
                      eval_labels, eval_emb, novel, novel_emb, exposures, views)
 
@@ -133,11 +145,13 @@ def synthetic_data(seed: int = 0, dim: int = 64, n_cat: int = 9, minutes: float 
 def _read_rgb(path: Path, cv2) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise SystemExit(f"error: cannot read image {path}; rebuild the corpus with tools/build_sample_corpus.py")
+        raise SystemExit(f"error: cannot read image {path}; rebuild the corpus with "
+                         f"tools/build_sample_corpus.py")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, max_utterances: int = 0) -> BenchData:
+def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int,
+                max_utterances: int = 0) -> BenchData:
     from firstwords.edge.bundle import load_bundle
     from firstwords.edge.capture import import_cv2
     from firstwords.edge.encode import Encoder
@@ -152,7 +166,8 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
             raise SystemExit(f"error: {path} is missing; build the corpus with tools/build_sample_corpus.py")
         return json.loads(path.read_text(encoding="utf-8"))
 
-    train = sorted(load("train.json")["data"], key=lambda r: (r.get("start_time", 0.0), r.get("utterance_num", 0)))
+    train = sorted(load("train.json")["data"],
+                   key=lambda r: (r.get("start_time", 0.0), r.get("utterance_num", 0)))
     if max_utterances:
         train = train[:max_utterances]
     ev = load("eval.json")["data"]
@@ -192,7 +207,7 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     for r in train:
         ws = split_words(r["utterance"])
         if ws:
-            stream.append(Utterance(ws, emb[[row[f] for f in r["frame_filenames"]]],
+            stream.append(Moment(ws, emb[[row[f] for f in r["frame_filenames"]]],
                                     float(r.get("start_time", len(stream))), r["utterance"]))
             views.append([in_view.get(f, frozenset()) for f in r["frame_filenames"]])
     known = sorted({w for u in stream for w in u.words if enc.knows(w)})
@@ -202,7 +217,7 @@ def corpus_data(bundle_path: Path, corpus: Path, cache_dir: Path, threads: int, 
     exposures = []
     for j, e in enumerate(exp):
         ws = split_words(e["utterance"])
-        exposures.append(Utterance(ws, emb[[row[f] for f in e["frame_filenames"]]], 1e9 + j, e["utterance"],
+        exposures.append(Moment(ws, emb[[row[f] for f in e["frame_filenames"]]], 1e9 + j, e["utterance"],
                                    {w: prior[w] for w in ws if w in prior}))
     cats = sorted({e["category"] for e in ev})
     return BenchData(f"bundle {bundle_path} on corpus {corpus}", enc.dim, stream, prior, cats,
@@ -226,8 +241,8 @@ def accuracy(vectors: dict[str, np.ndarray], trials, emb) -> float:
 
 
 def memory_accuracy(mem: AssociativeMemory, data: BenchData, prior_vecs: dict, trials) -> float:
-    """Held-out 4-way accuracy of the memory's category words; a word it has not heard falls back to the encoder's
-    embedding, and one never heard and not in the vocabulary is a zero vector (counted wrong)."""
+    """Held-out 4-way accuracy of the memory's category words; a word it has not heard falls back to the
+    encoder's embedding, and one never heard and not in the vocabulary is a zero vector (counted wrong)."""
     vecs = dict(prior_vecs)
     vecs.update(mem.word_vectors(data.categories))
     for c in data.categories:
@@ -283,9 +298,9 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
 def ideal_frames_curve(data: BenchData, order: list[int], checkpoints: list[int], trials, prior_vecs,
                        learning: LearningParams | None) -> list[float]:
     """(d), not a learner: (b) fed only the frames of each naming window that truly show what is named (the
-    corpus's ground truth), repeated to the window's length so the word learns as much from the window as (b)
-    does -- what a perfect choice of frames WITHIN windows could gain over learning from every frame. (A learner
-    may also gain by learning less from whole windows about something else, which (d) does not do.)"""
+    corpus's ground truth), repeated to the window's length so the word learns as much from the window as
+    (b) does -- what a perfect choice of frames WITHIN windows could gain over learning from every frame. (A
+    learner may also gain by learning less from whole windows about something else, which (d) does not.)"""
     cats = set(data.categories)
     accs = []
     with AssociativeMemory(":memory:", data.dim, reentrance=False, learning=learning) as mem:
@@ -295,14 +310,18 @@ def ideal_frames_curve(data: BenchData, order: list[int], checkpoints: list[int]
                 u, views = data.stream[i], data.views[i]
                 named = cats.intersection(u.words)
                 keep = [k for k, v in enumerate(views) if named & v] if named else []
-                frames = u.frame_embeddings[np.resize(np.array(keep), len(views))] if keep else u.frame_embeddings
-                mem.learn(u.words, frames, u.t, u.text, {w: data.prior[w] for w in u.words if w in data.prior})
+                frames = u.frame_embeddings
+                if keep:
+                    frames = frames[np.resize(np.array(keep), len(views))]
+                prior = {w: data.prior[w] for w in u.words if w in data.prior}
+                mem.learn(u.words, frames, u.t, u.text, prior)
             done = cp
             accs.append(memory_accuracy(mem, data, prior_vecs, trials))
     return accs
 
 
-def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat: int = 200) -> dict[int, float]:
+def few_shot(mem: AssociativeMemory, data: BenchData, seed: int,
+             trials_per_cat: int = 200) -> dict[int, float]:
     """Teach the held-out word after the training stream; 4-way accuracy of its vector after k exposures:
     its never-seen images against foils from the training categories' held-out images."""
     labels = data.eval_labels + [data.novel_word] * len(data.novel_emb)
@@ -312,7 +331,8 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat:
     order = rng.permutation(len(data.novel_exposures))
     frames = np.concatenate([u.frame_embeddings for u in data.stream]).astype(np.float64)
     g = frames.mean(axis=0)
-    w = whitener(Background(frames.sum(axis=0), len(frames), 0, 0.0, frames.T @ frames), data.dim, LearningParams())
+    world = Background(frames.sum(axis=0), len(frames), 0, 0.0, frames.T @ frames)
+    w = whitener(world, data.dim, LearningParams())
     out = {}
     heard = 0
     for k in SHOTS:
@@ -324,7 +344,8 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int, trials_per_cat:
         out[k] = accuracy(vec, trials, emb) if vec else 0.25
         # reference: a supervised prototype, the mean of the same k exposures' frames (labels known) minus the
         # training frames' mean, whitened as the memory does -- what a prototype can reach in this space
-        proto = (np.concatenate([data.novel_exposures[i].frame_embeddings for i in order[:k]]).mean(axis=0) - g) @ w
+        shown = np.concatenate([data.novel_exposures[i].frame_embeddings for i in order[:k]])
+        proto = (shown.mean(axis=0) - g) @ w
         out[f"oracle_{k}"] = accuracy({data.novel_word: proto}, trials, emb)
     return out
 
@@ -342,7 +363,7 @@ def name_latency(dim: int, n_words: int = 10_000, queries: int = 2000, seed: int
         batch = []
         for i in range(0, n_words, 10):
             ws = [f"w{j}" for j in range(i, min(i + 10, n_words))]
-            batch.append(Utterance(ws, rng.normal(size=(4, dim)).astype(np.float32), float(i), " ".join(ws)))
+            batch.append(Moment(ws, rng.normal(size=(4, dim)).astype(np.float32), float(i), " ".join(ws)))
         for j in range(0, len(batch), 200):
             mem.learn_batch(batch[j:j + 200])
         assert len(mem.words()) == n_words
@@ -360,7 +381,8 @@ def name_latency(dim: int, n_words: int = 10_000, queries: int = 2000, seed: int
             mem.learn(["look", "at", "the", f"w{i}"], fr, 1e6 + i, f"look at the w{i}")
             learn_times.append(time.perf_counter() - t0)
     times.sort()
-    return {"words": n_words, "median_ms": 1e3 * times[len(times) // 2], "p90_ms": 1e3 * times[int(0.9 * len(times))],
+    return {"words": n_words, "median_ms": 1e3 * times[len(times) // 2],
+            "p90_ms": 1e3 * times[int(0.9 * len(times))],
             "learn_median_ms": 1e3 * statistics.median(learn_times)}
 
 
@@ -392,7 +414,8 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
         print("  (matplotlib missing: pip install 'firstwords[plot]' for the PNG)")
         return False
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = {"encoder": "(a) encoder only", "memory": "(b) memory", "memory_reentrant": "(c) memory + re-entrance",
+    labels = {"encoder": "(a) encoder only", "memory": "(b) memory",
+              "memory_reentrant": "(c) memory + re-entrance",
               "ideal_frames": "(d) ground-truth frames in windows"}
     colours = {"encoder": "tab:blue", "memory": "tab:orange", "memory_reentrant": "tab:green",
                "ideal_frames": "tab:grey"}
@@ -400,7 +423,8 @@ def plot(path: Path, checkpoints, mean_curves, sd_curves, few, title: str) -> bo
         if k not in mean_curves:
             continue
         m, s = np.array(mean_curves[k]), np.array(sd_curves[k])
-        ax.plot(checkpoints, m, marker="o", ms=3, label=lab, color=colours[k], ls="--" if k == "ideal_frames" else "-")
+        ax.plot(checkpoints, m, marker="o", ms=3, label=lab, color=colours[k],
+                ls="--" if k == "ideal_frames" else "-")
         ax.fill_between(checkpoints, m - s, m + s, alpha=0.15, color=colours[k])
     ax.axhline(0.25, color="grey", ls=":", label="chance")
     ax.set_xlabel("utterances heard")
@@ -431,13 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, help="a model bundle (firstwords export)")
     ap.add_argument("--corpus", type=Path, help="the sample corpus (tools/build_sample_corpus.py)")
     ap.add_argument("--synthetic", action="store_true", help="clustered synthetic embeddings instead")
+    ap.add_argument("--look-away", type=float, default=0.0, metavar="P",
+                    help="synthetic: the share of naming windows whose second half shows another object")
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--points", type=int, default=10, help="checkpoints on the learning curve (plus early ones)")
+    ap.add_argument("--points", type=int, default=10,
+                    help="checkpoints on the learning curve (plus early ones)")
     ap.add_argument("--trials", type=int, default=50, help="4-way trials per category at each checkpoint")
     ap.add_argument("--max-utterances", type=int, default=0, help="use only the first N (0: all)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--select-mode", choices=["predict", "gate", "explain"], default=None,
-                    help="re-entrance mode for (b)/(c) (default: the memory's default, LearningParams)")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -446,19 +471,19 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     print("firstwords memory benchmark")
     if args.synthetic:
-        data = synthetic_data()
+        data = synthetic_data(look_away=args.look_away)
     else:
         data = corpus_data(args.bundle, args.corpus, args.out / "cache", args.threads, args.max_utterances)
     if args.max_utterances:
         data.stream = data.stream[: args.max_utterances]
     n = len(data.stream)
-    print(f"  data: {data.source}; {n} training utterances, {len(data.categories)} categories, dim {data.dim}, "
-          f"{len(data.prior)} words with an encoder prior; novel word {data.novel_word!r} "
+    print(f"  data: {data.source}; {n} training utterances, {len(data.categories)} categories, dim "
+          f"{data.dim}, {len(data.prior)} words with an encoder prior; novel word {data.novel_word!r} "
           f"({len(data.novel_exposures)} exposures available)")
     checkpoints = sorted({0, *[c for c in (10, 25, 50, 100) if c < n],
                           *[round(x) for x in np.linspace(0, n, args.points + 1)]})
-    learning = LearningParams(select_mode=args.select_mode) if args.select_mode else LearningParams()
-    print(f"  re-entrance mode for (c): {learning.select_mode!r}; (b) is the same learner with it off")
+    learning = LearningParams()
+    print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
@@ -498,16 +523,16 @@ def main(argv: list[str] | None = None) -> int:
     if "ideal_frames" in aucs:  # what a perfect frame choice would gain: the most re-entrance could
         hd = np.array(aucs["ideal_frames"]) - np.array(aucs["memory"])
         headroom = (float(np.mean(hd)), float(np.std(hd)))
-        print(f"  (d) - (b): {headroom[0]:+.4f} ± {headroom[1]:.4f}: what choosing frames WITHIN each window could "
-              f"gain (ground truth; the window's credit kept; (d) is not a learner)")
+        print(f"  (d) - (b): {headroom[0]:+.4f} ± {headroom[1]:.4f}: what choosing frames WITHIN each window "
+              f"could gain (ground truth; the window's credit kept; (d) is not a learner)")
     on_target = None
     if data.views is not None:
         on_target = {k: float(np.mean([r["on_target"][k] for r in runs]))
                      for k in ("uniform", "memory", "memory_reentrant")}
-        print("\nframe selection: share of what a category word learned (frames' worth) from windows where it was "
-              "said that came from frames showing it (ground truth)")
-        print(f"  every frame of the window alike {on_target['uniform']:.3f}   (b) memory {on_target['memory']:.3f}"
-              f"   (c) memory + re-entrance {on_target['memory_reentrant']:.3f}")
+        print("\nframe selection: share of what a category word learned (frames' worth) from windows where "
+              "it was said that came from frames showing it (ground truth)")
+        print(f"  every frame of the window alike {on_target['uniform']:.3f}   (b) memory "
+              f"{on_target['memory']:.3f}   (c) memory + re-entrance {on_target['memory_reentrant']:.3f}")
     print(f"\nfew-shot: 4-way accuracy of {data.novel_word!r} (never in training) after k exposures")
     for k in ("memory", "memory_reentrant"):
         print(f"  {k:<17} " + "  ".join(f"k={s}: {few[k][s]:.3f}±{few_sd[k][s]:.3f}" for s in SHOTS))
@@ -539,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "reentrance_better_seeds": int(np.sum(diff > 0)),
         "ideal_frames_minus_plain_auc": None if headroom is None else round(headroom[0], 4),
         "ideal_frames_minus_plain_auc_sd": None if headroom is None else round(headroom[1], 4),
-        "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict, "select_mode": learning.select_mode,
+        "reentrance_ge_plain": reentrance_ok, "reentrance_verdict": verdict,
         "frames_on_target": None if on_target is None else {k: round(v, 4) for k, v in on_target.items()},
         "novel_word": data.novel_word,
         "few_shot": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in few.items()},

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Replay the sample session into a fresh memory, then let the memory name held-out frames (CVCL's 4-way test).
+"""Replay the sample session into a fresh memory, then let the memory name held-out frames (CVCL's 4-way
+test).
 
     python tools/bench_replay.py --bundle work/bundle --session work/session --corpus work/corpus
            [--words-from auto|audio|transcript] [--speed max] [--config laptop] [--compare-transcript]
@@ -10,7 +11,8 @@ Figures, measured in this one run:
   reference, and chance (0.25).
 - realtime_factor: media seconds replayed per wall second (> 1: faster than real time).
 - per-stage median latencies, frames_dropped, audio_overflows.
-- object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD + pocketsphinx
+- object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD +
+pocketsphinx
   recognised in speech overlapping them.
 --compare-transcript also replays the transcript into a second fresh memory, for the audio-vs-transcript gap.
 Human-readable output, then ONE JSON object as the last line.
@@ -20,21 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-# One BLAS thread, as the runtime runs (set before numpy is imported; an explicit setting wins): OpenBLAS
-# threads fighting onnxruntime and pocketsphinx for the cores slow the memory's small products many times.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-from firstwords.edge.commands.ask import encode_image_files
+import firstwords.edge  # noqa: F401  (first: the package sets numpy's BLAS to one thread before numpy loads)
 from firstwords.edge.errors import FirstwordsError
+from firstwords.edge.images import encode_image_files
 
 
 def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], list[Path]]:
@@ -50,29 +45,25 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
     return labels, paths
 
 
-def replay_once(session_path: Path, encoder, cfg, words_from: str, speed, bias: str, memory_path: Path):
-    from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.replay import (
-        bundle_vocabulary,
-        choose_words_source,
-        discover_session,
-        make_speech,
-        options_from_config,
-        replay,
-    )
+def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path):
+    """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the
+    runtime."""
+    from firstwords.edge.replay import choose_words_source, discover_session, replay
+    from firstwords.edge.runtime import build_runtime
 
     session = discover_session(session_path)
     source = choose_words_source(session, words_from, cfg.audio.recognizer)
-    vad = rec = None
-    if source == "audio":
-        vad, rec = make_speech(cfg.audio.vad, bundle_vocabulary(encoder), bias=bias)
     heard = []
-    mem = AssociativeMemory(memory_path, encoder.dim, capacity_words=cfg.memory.capacity_words,
-                            capacity_episodes=cfg.memory.capacity_episodes)
-    rep = replay(session, encoder, mem, words_from=source, speed=speed,
-                 options=options_from_config(cfg, realtime=speed is not None), vad=vad, recognizer=rec,
-                 recognizer_name=cfg.audio.recognizer, on_utterance=heard.append, install_signal_handlers=False)
-    return source, rep, mem, heard, session
+    rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio",
+                       bias=bias)
+    try:
+        rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
+                     vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
+                     on_utterance=heard.append, install_signal_handlers=False)
+    except BaseException:
+        rt.close()
+        raise
+    return source, rep, rt, heard, session
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "--session work/session --corpus work/corpus")
     ap.add_argument("--bundle", required=True)
     ap.add_argument("--session", required=True, help="session folder (tools/make_sample_session.py)")
-    ap.add_argument("--corpus", required=True, help="the sample corpus (its eval.json holds the held-out frames)")
+    ap.add_argument("--corpus", required=True, help="the sample corpus (its eval.json holds the held-out "
+                                                    "frames)")
     ap.add_argument("--config", default="laptop", help="device config name or path (default: laptop)")
     ap.add_argument("--words-from", choices=("auto", "audio", "transcript"), default="auto")
     ap.add_argument("--speed", default="max", help="'max' or a factor of real time (default: max)")
@@ -91,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compare-transcript", action="store_true",
                     help="also replay the transcript into a second fresh memory and score it")
     ap.add_argument("--trials", type=int, default=100, help="trials per category (default: 100)")
-    ap.add_argument("--eval-per-category", type=int, help="use at most this many held-out images per category")
+    ap.add_argument("--eval-per-category", type=int, help="use at most this many held-out images per "
+                                                          "category")
     args = ap.parse_args(argv)
 
     try:
@@ -103,14 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def bench(args: argparse.Namespace) -> int:
     from firstwords.edge.bundle import load_bundle
-    from firstwords.edge.commands.replay import parse_speed, summary_text
-    from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.encode import Encoder
     from firstwords.edge.evaluate import make_trials, score_trials
-    from firstwords.edge.replay import load_utterances, object_word_recovery
+    from firstwords.edge.outcome import summary_text
+    from firstwords.edge.replay import load_utterances, object_word_recovery, parse_speed
+    from firstwords.edge.runtime import load_config
 
     speed = parse_speed(args.speed)
-    cfg = load_device_config(resolve_device_config(args.config))
+    cfg = load_config(args.config)
     encoder = Encoder(load_bundle(args.bundle), threads=cfg.model.threads)
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
@@ -130,13 +123,11 @@ def bench(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(str(mpath) + suffix).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        source, rep, mem, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath)
+        source, rep, rt, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath)
         wall = time.perf_counter() - t0
-        try:
-            vecs = mem.word_vectors(cats)
-            stats = mem.stats()
-        finally:
-            mem.close()
+        with rt:
+            vecs = rt.memory.word_vectors(cats)
+            stats = rt.memory.stats()
         result = score_trials(trials, img, vecs)
         print(f"\n== replay ({source}) of {session_path}")
         print(summary_text(rep, stats, source))
@@ -157,7 +148,8 @@ def bench(args: argparse.Namespace) -> int:
             row["object_word_false_alarms"] = rec["false_alarms"]
             row["object_words_said"] = rec["object_words_said"]
             print(f"object words recovered from the soundtrack: {rec['object_words_recovered']}/"
-                  f"{rec['object_words_said']} = {rec['recovery_rate']}  (false alarms {rec['false_alarms']}); "
+                  f"{rec['object_words_said']} = {rec['recovery_rate']}  (false alarms "
+                  f"{rec['false_alarms']}); "
                   f"per word: {rec['per_word']}")
         figures[source] = row
     tmp.cleanup()
@@ -170,8 +162,10 @@ def bench(args: argparse.Namespace) -> int:
         out["realtime_factor_transcript"] = figures["transcript"]["realtime_factor"]
     if "object_word_recovery" not in out:
         out["object_word_recovery"] = None
-    print(f"\nmemory 4-way accuracy {out['acc_4way']:.3f} (encoder {out['acc_4way_encoder']:.3f}, chance 0.25); "
-          f"realtime factor {out['realtime_factor']:.1f}x; object-word recovery {out['object_word_recovery']}")
+    print(f"\nmemory 4-way accuracy {out['acc_4way']:.3f} (encoder {out['acc_4way_encoder']:.3f}, chance "
+          "0.25); "
+          f"realtime factor {out['realtime_factor']:.1f}x; object-word recovery "
+          f"{out['object_word_recovery']}")
     print(json.dumps(out))
     return 0
 

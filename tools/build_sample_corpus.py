@@ -1,4 +1,6 @@
-"""Command-line wrapper: `python tools/build_sample_corpus.py --help` (the builder is firstwords.export.sample_corpus)."""
+"""Command-line wrapper: `python tools/build_sample_corpus.py --help`.
+
+The builder is the package module firstwords.export.sample_corpus."""
 
 from firstwords.export.sample_corpus import main
 

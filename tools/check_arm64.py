@@ -1,4 +1,4 @@
-"""The device path on arm64, by emulation: install, numerics and behaviour (not time) on Pi 4 / Pi 5 CPU models.
+"""The device path on arm64 by emulation: install, numerics and behaviour (not time) on Pi 4 / Pi 5 CPUs.
 
 Builds (or reuses) an arm64 Debian root with debootstrap + qemu-user-static, installs the built wheel with the
 device extras as a Pi user would (no torch), then under QEMU_CPU=cortex-a72 (Pi 4), cortex-a76 (Pi 5) and
@@ -26,7 +26,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ckpt", default="work/ckpt", help="checkpoint to export the two int8 bundles from")
     ap.add_argument("--corpus", default="work/corpus", help="corpus folder with eval.json and timeline.json")
-    ap.add_argument("--bundles", help="folder holding u8s8/ and s8s8/ bundles (default: exported into --work)")
+    ap.add_argument(
+        "--bundles", help="folder holding u8s8/ and s8s8/ bundles (default: exported into --work)"
+    )
     ap.add_argument("--root", default="/work/arm64root", help="arm64 root (built when missing, else reused)")
     ap.add_argument("--work", default="work/arm64", help="host folder for bundles, inputs and x86 outputs")
     ap.add_argument("--cpus", default="cortex-a72,cortex-a76,max", help="QEMU_CPU models, comma-separated")

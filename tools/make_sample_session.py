@@ -1,4 +1,6 @@
-"""Command-line wrapper: `python tools/make_sample_session.py --help` (the builder is firstwords.export.sample_session)."""
+"""Command-line wrapper: `python tools/make_sample_session.py --help`.
+
+The builder is the package module firstwords.export.sample_session."""
 
 from firstwords.export.sample_session import main
 

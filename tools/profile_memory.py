@@ -16,28 +16,23 @@ Human tables first; the LAST line is one JSON object with the figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# One BLAS thread, as the runtime should run: the memory's matrix products are small, and OpenBLAS threads
-# fighting onnxruntime's for the cores turn a 0.2 ms query into tens of ms (measured; see docs/PROFILING.md).
-# Set before numpy is imported; an explicit OPENBLAS_NUM_THREADS in the environment wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-from firstwords.edge import profiling
-from firstwords.edge.commands.profile import resolve_bundle
+import firstwords.edge  # noqa: F401  (first: the package sets numpy's BLAS to one thread before numpy loads)
+from firstwords.edge import memory_probe
 from firstwords.edge.config import load_device_config, resolve_device_config
 from firstwords.edge.errors import FirstwordsError
+from firstwords.edge.profile_stats import resolve_bundle
 
 VARIANTS = (
-    profiling.OrtMemoryOptions(),
-    profiling.OrtMemoryOptions(arena=False),
-    profiling.OrtMemoryOptions(mem_pattern=False),
-    profiling.OrtMemoryOptions(prepacking=False),
-    profiling.OrtMemoryOptions(arena=False, mem_pattern=False, prepacking=False),
+    memory_probe.OrtMemoryOptions(),
+    memory_probe.OrtMemoryOptions(arena=False),
+    memory_probe.OrtMemoryOptions(mem_pattern=False),
+    memory_probe.OrtMemoryOptions(prepacking=False),
+    memory_probe.OrtMemoryOptions(arena=False, mem_pattern=False, prepacking=False),
 )
 
 
@@ -46,22 +41,24 @@ def measure(args: argparse.Namespace) -> dict:
     bundle = resolve_bundle(args.bundle)
     threads = args.threads or cfg.model.threads
     words = args.words if args.words is not None else cfg.memory.capacity_words
-    base = profiling.ProbeSpec(bundle=bundle, threads=threads, words=words, fps=cfg.pairing.fps,
-                               max_frames=cfg.pairing.max_frames, frame_queue=cfg.pairing.frame_queue,
-                               capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
+    base = memory_probe.ProbeSpec(config=args.config, bundle=bundle, threads=threads, words=words,
+                                  fps=cfg.pairing.fps, max_frames=cfg.pairing.max_frames,
+                                  frame_queue=cfg.pairing.frame_queue,
+                                  capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
     figures: dict = {"device": cfg.name, "bundle": bundle, "threads": threads, "words": words,
                      "budget_mb": cfg.budget.ram_mb}
 
-    full = profiling.ProbeSpec(**{**profiling.asdict(base), "session": args.session,
+    full = memory_probe.ProbeSpec(**{**dataclasses.asdict(base), "session": args.session,
                                   "replay_minutes": args.replay_minutes if args.session else 0.0})
-    probe = profiling.run_probe(full)
-    what = f"{words} words" + (f", {args.replay_minutes:g} min replay of {args.session}" if args.session else "")
+    probe = memory_probe.run_probe(full)
+    what = f"{words} words" + (f", {args.replay_minutes:g} min replay of "
+                               f"{args.session}" if args.session else "")
     print(f"runtime process on this machine ({threads} threads, bundle {bundle}, {what}):")
-    print(profiling.format_memory_table(probe, cfg.budget.ram_mb))
+    print(memory_probe.format_memory_table(probe, cfg.budget.ram_mb))
     if not args.session:
         print("note: no --session given, so no replay ran; the peak is the loaded runtime's")
     steps = {s["step"]: s for s in probe["steps"]}
-    bd = profiling.breakdown(probe)
+    bd = memory_probe.breakdown(probe)
     parts = {"python_baseline_mb": bd[0][1], "onnxruntime_import_mb": round(bd[1][2], 1),
              "sessions_mb": round(bd[2][2], 1) if len(bd) > 2 else None,
              "inference_mb": round(bd[3][2], 1) if len(bd) > 3 else None}
@@ -78,23 +75,25 @@ def measure(args: argparse.Namespace) -> dict:
         rows = []
         default_peak = None
         for v in VARIANTS:
-            spec = profiling.ProbeSpec(bundle=bundle, threads=threads, words=0, db_dir=args.db_dir,
-                                       ort=profiling.asdict(v))
-            p = profiling.run_probe(spec)
-            b = profiling.breakdown(p)
+            spec = memory_probe.ProbeSpec(bundle=bundle, threads=threads, words=0, db_dir=args.db_dir,
+                                       ort=dataclasses.asdict(v))
+            p = memory_probe.run_probe(spec)
+            b = memory_probe.breakdown(p)
             row = {"options": v.label, "sessions_mb": round(b[2][2], 1), "inference_mb": round(b[3][2], 1),
                    "peak_mb": p["peak_mb"]}
             default_peak = default_peak if default_peak is not None else p["peak_mb"]
             row["peak_vs_default"] = round(p["peak_mb"] / default_peak, 3)
             rows.append(row)
-            print(f"{v.label:<46} {row['sessions_mb']:>12.1f} {row['inference_mb']:>14.1f} {row['peak_mb']:>8.1f} "
+            print(f"{v.label:<46} {row['sessions_mb']:>12.1f} {row['inference_mb']:>14.1f} "
+                  f"{row['peak_mb']:>8.1f} "
                   f"{row['peak_vs_default']:>10.3f}")
         best = min(rows, key=lambda r: r["peak_mb"])
         print(f"lowest peak: {best['options']} ({best['peak_mb']:.1f} MB, "
               f"{default_peak - best['peak_mb']:+.1f} MB saved vs default)")
         figures["ort_options"] = rows
     verdict = "OVER" if figures["over_budget"] else "within"
-    print(f"\npeak RSS {figures['peak_mb']:.1f} MB: {verdict} the '{cfg.name}' budget of {cfg.budget.ram_mb:g} MB")
+    print(f"\npeak RSS {figures['peak_mb']:.1f} MB: {verdict} the '{cfg.name}' budget of "
+          f"{cfg.budget.ram_mb:g} MB")
     return figures
 
 
@@ -102,10 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="example:\n  python tools/profile_memory.py --config device_configs/"
-                                        "rpi-zero-2w.toml --bundle work/bundle --session work/session --words 10000")
+                                        "rpi-zero-2w.toml --bundle work/bundle --session work/session "
+                                        "--words 10000")
     ap.add_argument("--config", required=True, help="device config: TOML path or name")
     ap.add_argument("--bundle", help="model bundle (default: work/bundle if present)")
-    ap.add_argument("--session", help="session folder to replay while measuring (transcript path, full speed)")
+    ap.add_argument("--session", help="session folder to replay while measuring (transcript path, full "
+                                      "speed)")
     ap.add_argument("--replay-minutes", type=float, default=1.0,
                     help="minutes of the session to replay (looped if shorter; default: %(default)s)")
     ap.add_argument("--words", type=int, help="words in the memory (default: the config's capacity_words)")

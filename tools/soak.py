@@ -2,7 +2,8 @@
 """Soak test: replay a session again and again into one memory for a set time, and watch for leaks.
 
     python tools/soak.py --seconds 600                          # builds a 1-minute sample session + tiny bundle
-    python tools/soak.py --seconds 600 --session work/session --bundle work/bundle --audio
+    python tools/soak.py --seconds 3600 --session work/session --bundle work/bundle --words-from audio --vad silero \
+        --log work/soak/rows.jsonl
 
 Each iteration is a full replay (`edge.replay.replay`, --speed max) through the real learner loop into the SAME
 memory, which has small capacities so that eviction runs all the time. After every iteration it records the
@@ -87,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
                     "sample) go (default: work/soak)")
     ap.add_argument("--session", help="session folder to replay (default: build a 1-minute sample)")
     ap.add_argument("--bundle", help="model bundle (default: the tiny test bundle, built with torch)")
-    ap.add_argument("--audio", action="store_true", help="alternate transcript replays with soundtrack replays "
-                    "(energy VAD + pocketsphinx)")
+    ap.add_argument("--words-from", choices=("transcript", "audio", "alternate"), default="transcript",
+                    help="where each replay's words come from: the transcript, the soundtrack (VAD + pocketsphinx), "
+                    "or the two in turn (default: transcript)")
+    ap.add_argument("--audio", action="store_const", const="alternate", dest="words_from",
+                    help="same as --words-from alternate")
+    ap.add_argument("--vad", choices=("energy", "silero"), default="energy", help="VAD of the soundtrack replays "
+                    "(silero runs a second onnxruntime model; default: energy)")
+    ap.add_argument("--log", type=Path, help="append each iteration's figures to this JSON-lines file as they come "
+                    "(a run stopped early still leaves its figures)")
     ap.add_argument("--capacity-words", type=int, default=30, help="memory word capacity (small: eviction runs)")
     ap.add_argument("--capacity-episodes", type=int, default=60, help="memory episode capacity")
     ap.add_argument("--warmup", type=float, default=0.25, help="fraction of the run ignored for the slopes")
@@ -97,9 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.seconds > 0 or not 0 <= args.warmup < 1:
         ap.error("--seconds must be positive and --warmup in [0, 1)")
 
-    from firstwords.edge.encode import Encoder
-    from firstwords.edge.memory import AssociativeMemory
     from firstwords.edge.replay import discover_session, replay
+    from firstwords.edge.runtime import build_runtime, make_speech
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     session, bundle = ensure_sample(args.workdir, args.session, args.bundle)
@@ -107,17 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
 
-    enc = Encoder(bundle, threads=args.threads)
-    mem = AssociativeMemory(db, enc.dim, capacity_words=args.capacity_words,
-                            capacity_episodes=args.capacity_episodes)
-    vad = recognizer = None
-    if args.audio:
-        from firstwords.edge.asr import make_recognizer
-        from firstwords.edge.vad import make_vad
-
+    rt = build_runtime("laptop", bundle, db, realtime=False, threads=args.threads,
+                       capacity_words=args.capacity_words, capacity_episodes=args.capacity_episodes)
+    enc, mem, vad, recognizer = rt.encoder, rt.memory, None, None
+    if args.words_from != "transcript":
         meta = json.loads((session / "session.json").read_text()) if (session / "session.json").is_file() else {}
         words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see", "it's"]
-        vad, recognizer = make_vad("energy"), make_recognizer("pocketsphinx", vocabulary=words)
+        vad, recognizer = make_speech(args.vad, words)
 
     rows = []
     t0 = time.monotonic()
@@ -127,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"soaking for {args.seconds:.0f} s: {session} with {bundle}, memory capacity "
           f"{args.capacity_words} words / {args.capacity_episodes} episodes", flush=True)
     while time.monotonic() - t0 < args.seconds:
-        words_from = "audio" if args.audio and it % 2 == 1 else "transcript"
-        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None, vad=vad,
-                     recognizer=recognizer, install_signal_handlers=False)
+        alternate = args.words_from == "alternate"
+        words_from = "audio" if (alternate and it % 2 == 1) or args.words_from == "audio" else "transcript"
+        rep = replay(discover_session(session), enc, mem, words_from=words_from, speed=None, options=rt.options,
+                     vad=vad, recognizer=recognizer, install_signal_handlers=False)
         it += 1
         media += rep.media_seconds
         utts += rep.stats["utterances"]
@@ -141,13 +145,16 @@ def main(argv: list[str] | None = None) -> int:
                      "py_threads": threading.active_count(), "db_kb": st["bytes_on_disk"] / 1024,
                      "db_main_kb": db.stat().st_size / 1024, "wal_kb": (wal.stat().st_size if wal.exists() else 0) / 1024,
                      "words": st["words"], "episodes": st["episodes"], "utterances_total": st["utterances_learned"]})
+        if args.log is not None:
+            with args.log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(rows[-1]) + "\n")
     wall = time.monotonic() - t0
-    mem.close()
+    rt.close()
 
     print(f"\n{'t s':>7} {'iter':>5} {'source':>10} {'RSS MB':>8} {'fds':>5} {'thr':>4} {'DB KB':>8} {'WAL KB':>8} "
           f"{'words':>6} {'episodes':>8}")
     step = max(1, len(rows) // 25)
-    if args.audio and step % 2 == 0:
+    if args.words_from == "alternate" and step % 2 == 0:
         step += 1  # so that the rows shown alternate between transcript and audio replays
     for r in rows[::step] + ([rows[-1]] if (len(rows) - 1) % step else []):
         print(f"{r['t']:7.1f} {r['iteration']:5d} {r['source']:>10} {r['rss_mb']:8.1f} {r['fds']:5d} "

@@ -6,8 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers for a word (--word)"
-EXAMPLE = "firstwords ask --memory work/memory.db --bundle work/bundle --image work/corpus/eval_frames/000001.jpg -k 5"
+HELP = "ask a memory: the words it has for an image (--image), or the moments it remembers of a word (--word)"
+EXAMPLE = ("firstwords ask --memory work/memory.db --bundle work/bundle "
+           "--image work/corpus/eval_frames/000001.jpg -k 5")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,51 +21,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the answers as one JSON line")
 
 
-def read_image(path: str):
-    from firstwords.edge.capture import import_cv2
-    from firstwords.edge.errors import InputError
-
-    cv2 = import_cv2()
-    bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"{path}: not a readable image (png, jpg, bmp, ...)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def encode_image_files(encoder, paths, batch: int = 64):
-    """Image embeddings [N, D] of image files, read and encoded `batch` at a time (bounded RAM)."""
-    import numpy as np
-
-    return np.concatenate([encoder.encode_image([read_image(str(p)) for p in paths[i:i + batch]])
-                           for i in range(0, len(paths), batch)])
-
-
 def run(args: argparse.Namespace) -> int:
-    from firstwords.edge.errors import InputError, MemoryStoreError
+    from firstwords.edge.errors import InputError
     from firstwords.edge.memory import AssociativeMemory
-    from firstwords.edge.memory_store import describe_meta
+    from firstwords.edge.memory_moment import word_as_learned
 
     if args.k < 1:
         raise InputError(f"-k must be at least 1, got {args.k}")
-    if not Path(args.memory).is_file():
-        raise MemoryStoreError(f"{args.memory}: no such memory; make one with `firstwords replay` or `firstwords run`")
-    meta = describe_meta(args.memory)
-    if "dim" not in meta:
-        raise MemoryStoreError(f"{args.memory} is not a firstwords memory (or is damaged)")
-    dim = int(meta["dim"])
     if args.image:
         if not args.bundle:
             raise InputError("--image needs --bundle (the encoder that turns the image into an embedding)")
         from firstwords.edge.bundle import load_bundle
         from firstwords.edge.encode import Encoder
+        from firstwords.edge.images import read_image
 
-        enc = Encoder(load_bundle(args.bundle), threads=1)
-        if enc.dim != dim:
-            raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's ({dim}); use the "
-                             "bundle the memory was made with")
-        emb = enc.encode_image([read_image(args.image)])[0]
-        with AssociativeMemory(args.memory, dim) as mem:
-            answers = mem.name(emb, k=args.k)
+        if not Path(args.image).is_file():
+            missing = not Path(args.image).exists()
+            raise InputError(f"{args.image}: no such image file; check the path" if missing
+                             else f"{args.image}: not a regular file; give an image file (png, jpg, ...)")
+        image = read_image(args.image)  # an unreadable or huge image is said before anything loads
+        with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
+            enc = Encoder(load_bundle(args.bundle), threads=1)
+            if enc.dim != mem.dim:
+                raise InputError(f"the bundle's embedding dim ({enc.dim}) differs from the memory's "
+                                 f"({mem.dim}); use the bundle the memory was made with")
+            answers = mem.name(enc.encode_image([image])[0], k=args.k)
         if args.json:
             print(json.dumps({"image": args.image, "words": [[w, round(s, 4)] for w, s in answers]}))
         elif not answers:
@@ -73,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
             for w, s in answers:
                 print(f"{w:<16} {s:7.3f}")
         return 0
-    word = args.word.strip().lower()
-    with AssociativeMemory(args.memory, dim) as mem:
+    word = word_as_learned(args.word)
+    with AssociativeMemory.open_existing(args.memory, read_only=True) as mem:
         episodes = mem.find(word, k=args.k)
         exposures = mem.exposures(word)
     if args.json:

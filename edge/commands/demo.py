@@ -22,16 +22,16 @@ from firstwords.edge.errors import FirstwordsError
 HELP = "run the whole chain on the embedded sample corpus: train, export, replay, show what was learned"
 EXAMPLE = "firstwords demo --workdir work --train-minutes 3"
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workdir", default="work", help="where corpus, checkpoint, bundle, session and memory go "
+    parser.add_argument("--workdir", default="work", help="where corpus, checkpoint, bundle, session and "
+                                                          "memory go "
                         "(default: work)")
     parser.add_argument("--train-minutes", type=float, default=3.0,
                         help="training budget in minutes on this machine (default: 3)")
-    parser.add_argument("--device-config", default=str(REPO / "device_configs" / "laptop.toml"),
-                        help="device config for export and replay (default: device_configs/laptop.toml)")
+    parser.add_argument("--device-config", default="laptop",
+                        help="device config (a shipped name or a .toml path) for export and replay "
+                             "(default: laptop)")
     parser.add_argument("--session-minutes", type=float, default=10.0,
                         help="minutes of the recorded session to replay (spoken soundtrack -> VAD -> speech "
                              "recognition; default: 10)")
@@ -44,9 +44,10 @@ def _step(title: str, cmd: list[str], done: Path | None) -> None:
         return
     print(f"\n== {title}\n$ {' '.join(cmd)}", flush=True)
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, check=False)  # the exit code is turned into a clear error below
+    proc = subprocess.run(cmd, check=False)  # the exit code is turned into a clear error below
     if proc.returncode != 0:
-        raise FirstwordsError(f"demo step '{title}' failed (exit {proc.returncode}); the command is shown above — "
+        raise FirstwordsError(f"demo step '{title}' failed (exit {proc.returncode}); the command is shown "
+                              "above — "
                               "run it by hand to see the whole error, or rerun 'firstwords demo --fresh'")
     print(f"   ({time.monotonic() - t0:.0f} s)", flush=True)
 
@@ -55,8 +56,8 @@ def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict
     """Print how often the memory's first word for a never-seen image is its category (all its words compete,
     function words included), per category too; returns the overall share and the first word per image."""
     from firstwords.edge.bundle import load_bundle
-    from firstwords.edge.commands.ask import encode_image_files
     from firstwords.edge.encode import Encoder
+    from firstwords.edge.images import encode_image_files
     from firstwords.edge.memory import AssociativeMemory
 
     enc = Encoder(load_bundle(bundle))
@@ -67,8 +68,10 @@ def naming_summary(memory: Path, bundle: Path, corpus: Path, eval_set: list[dict
     labels = [e["category"] for e in eval_set]
     cats = sorted(set(labels))
     right = np.array([a == b for a, b in zip(first, labels)])
-    print(f"its first word for {len(labels)} never-seen images is the right one {right.mean():.0%} of the time "
-          f"(all {n_words} words it heard compete; chance among the {len(cats)} object words {1 / len(cats):.0%})")
+    print(f"its first word for {len(labels)} never-seen images is the right one {right.mean():.0%} of the "
+          "time "
+          f"(all {n_words} words it heard compete; chance among the {len(cats)} object words "
+          f"{1 / len(cats):.0%})")
     print("   " + "  ".join(f"{c} {right[[lab == c for lab in labels]].mean():.0%}" for c in cats))
     return float(right.mean()), first
 
@@ -92,10 +95,11 @@ def run(args: argparse.Namespace) -> int:
           fw + ["train", "--config", "compact", "--data", str(corpus / "train.json"), "-o", str(ckpt),
                 "--max-minutes", str(args.train_minutes), *resume], ckpt / "DONE")
     _step("3/6 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
-          fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot", str(work / "eval_4way.png")], None)
-    _step("4/6 export an int8 ONNX bundle for the device (parity gate included)",
+          fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot",
+                str(work / "eval_4way.png")], None)
+    _step("4/6 export an int8 ONNX bundle for the device (parity gate, speech language model)",
           fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
-                "--eval-data", str(corpus / "eval.json")], bundle / "manifest.json")
+                "--eval-data", str(corpus / "eval.json"), "--speech-lm"], bundle / "manifest.json")
     _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
           [py, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session),
            "--max-minutes", str(args.session_minutes)],
@@ -116,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         item = rng.choice([e for e in eval_set if e["category"] == category])
         print(f"-- a never-seen {category!r}: {item['frame_filename']}", flush=True)
         subprocess.run(fw + ["ask", "--memory", str(memory), "--bundle", str(bundle),
-                             "--image", str(corpus / item["frame_filename"]), "-k", "3"], cwd=REPO, check=False)
+                             "--image", str(corpus / item["frame_filename"]), "-k", "3"], check=False)
+    from firstwords.edge.report import build_report
+
+    rep = build_report(memory, bundle, work / "report.html", eval_data=corpus / "eval.json", session=session)
+    print(f"\nreport of what the device learned: {rep.path} (open it in a browser)")
     print(f"\ndemo finished in {time.monotonic() - t0:.0f} s; everything is in {work}")
     return 0

@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                              "(default: %(default)s)")
     parser.add_argument("--no-latency", action="store_true", help="skip the quick latency sample")
     parser.add_argument("--no-devices", action="store_true", help="do not open the camera or list microphones")
-    parser.add_argument("--memory", help="the learner's memory file: include its status record (firstwords status)")
+    parser.add_argument("--memory", help="the learner's memory file: include its status record "
+                                         "(firstwords status)")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -57,7 +58,9 @@ def check_runtime() -> list[Check]:
     except ImportError:
         out.append(Check(FAIL, "numpy", "numpy is missing: pip install firstwords"))
     try:
-        import onnxruntime as ort
+        from firstwords.edge.ort import onnxruntime
+
+        ort = onnxruntime()  # as the runtime imports it: telemetry off
     except ImportError:
         out.append(Check(FAIL, "onnxruntime", "onnxruntime is missing: pip install firstwords (it needs "
                                               "onnxruntime>=1.17; on a 32-bit Pi OS use the 64-bit OS)"))
@@ -74,6 +77,23 @@ def check_runtime() -> list[Check]:
     else:
         out.append(Check(OK, "onnxruntime", f"onnxruntime {version}, providers: {', '.join(providers)}"))
     return out
+
+
+def check_telemetry(state: dict[str, Any] | None = None) -> Check:
+    """onnxruntime's telemetry (edge/ort.py): off in this process, and no event queue left on disk."""
+    from firstwords.edge.ort import TELEMETRY_ENV, telemetry_state
+
+    st = telemetry_state() if state is None else state
+    if st["env"] != "1" or st["imported_before"]:
+        return Check(FAIL, "telemetry", f"onnxruntime's telemetry may be on ({TELEMETRY_ENV}={st['env'] or 'unset'}"
+                                        f"{', onnxruntime imported before firstwords' if st['imported_before'] else ''}"
+                                        f"); start firstwords with {TELEMETRY_ENV}=1 in the environment")
+    if st["queue"]:
+        return Check(WARN, "telemetry", f"off in firstwords, but an onnxruntime telemetry queue from an earlier "
+                                        f"program is at {st['queue']}; delete it: rm -r '{st['queue']}'")
+    api = "and disable_telemetry_events() called" if st["api_called"] else "(this onnxruntime has no telemetry API)"
+    return Check(OK, "telemetry", f"onnxruntime telemetry off ({TELEMETRY_ENV}=1 before its import {api}); no "
+                                  "telemetry queue on disk")
 
 
 def check_blas() -> Check:
@@ -311,6 +331,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     checks += runtime
     runtime_ok = all(c.status != FAIL for c in runtime)
     checks += check_cpu(cfg)
+    checks.append(check_telemetry())
     checks.append(check_blas())
     checks.append(check_ram(cfg))
     checks.append(check_disk(args.data_dir))

@@ -24,46 +24,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the config's)")
     parser.add_argument("--words", type=int, help="words in the memory for the memory stages "
                                                   "(default: the config's capacity_words)")
-    parser.add_argument("--stages", help="comma-separated subset of: frame_preprocess, image_encode, vad, asr, "
+    parser.add_argument("--stages", help="comma-separated subset of: frame_preprocess, image_encode, vad, "
+                                         "asr, "
                                          "utterance_encode, pairing, memory_update, memory_query")
     parser.add_argument("--db-dir", help="folder for the temporary memory database (default: the system temp "
                                          "folder; point it at the device's SD card to include its cost)")
     parser.add_argument("--memory", action="store_true",
-                        help="also measure the runtime's peak RSS in a fresh process (as tools/profile_memory.py)")
-
-
-def resolve_bundle(path: str | None) -> str:
-    from pathlib import Path
-
-    from firstwords.edge.errors import BundleError
-
-    if path:
-        return path
-    if (Path("work/bundle") / "manifest.json").is_file():
-        return "work/bundle"
-    raise BundleError("no bundle given and no work/bundle here: pass --bundle DIR (make one with "
-                      "`firstwords export CHECKPOINT -o work/bundle --config device_configs/<device>.toml`)")
+                        help="also measure the runtime's peak RSS in a fresh process (as "
+                             "tools/profile_memory.py)")
 
 
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from firstwords.edge import profiling
+    from firstwords.edge import memory_probe, profiling
     from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.profile_stats import resolve_bundle
 
     cfg = load_device_config(resolve_device_config(args.config))
     bundle = resolve_bundle(args.bundle)
-    stages = tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages else profiling.STAGES
-    report = profiling.profile_latency(cfg, bundle, runs=args.runs, threads=args.threads, session=args.session,
+    stages = (tuple(s.strip() for s in args.stages.split(",") if s.strip()) if args.stages
+              else profiling.STAGES)
+    report = profiling.profile_latency(cfg, bundle, runs=args.runs, threads=args.threads,
+                                       session=args.session,
                                        memory_words=args.words, stages=stages, db_dir=args.db_dir)
     print(profiling.format_latency_table(report))
     figures = report.to_dict()
     if args.memory:
-        spec = profiling.ProbeSpec(bundle=bundle, threads=report.threads, words=report.memory_words,
+        spec = memory_probe.ProbeSpec(bundle=bundle, threads=report.threads, words=report.memory_words,
                                    capacity_episodes=cfg.memory.capacity_episodes, db_dir=args.db_dir)
-        probe = profiling.run_probe(spec)
+        probe = memory_probe.run_probe(spec)
         print()
-        print(profiling.format_memory_table(probe, cfg.budget.ram_mb))
+        print(memory_probe.format_memory_table(probe, cfg.budget.ram_mb))
         figures["memory"] = {"peak_mb": probe["peak_mb"], "budget_mb": cfg.budget.ram_mb,
                              "over": probe["peak_mb"] > cfg.budget.ram_mb, "steps": probe["steps"]}
     print(json.dumps(figures))

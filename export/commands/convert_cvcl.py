@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
+from firstwords.edge.quantization import QUANTIZATION_FORMATS, STATIC_FORMATS
+
 HELP = "convert a checkpoint of CVCL's released model (Vong et al. 2024) into a bundle, fp32 and int8"
 EXAMPLE = ("firstwords convert-cvcl cvcl.ckpt --vocab vocab.json -o work/cvcl_bundle --fp32-output "
            "work/cvcl_bundle_fp32 --calib-data saycam/train.json --eval-data saycam/eval_dev.json")
 
-QUANTIZATIONS = ("none", "dynamic", "qdq_s8s8", "qdq_u8s8")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
@@ -19,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, help="bundle to write (directory or .zip)")
     parser.add_argument("--vocab", help="CVCL's vocab.json (default: vocab.json beside the checkpoint)")
     parser.add_argument("--config", help="device config (sets quantization and threads)")
-    parser.add_argument("--quantization", choices=QUANTIZATIONS,
+    parser.add_argument("--quantization", choices=QUANTIZATION_FORMATS,
                         help="format of the -o bundle (default: the device config's, else qdq_u8s8)")
     parser.add_argument("--fp32-output", help="also write an fp32 bundle here")
     parser.add_argument("--input-size", type=int, default=224, help="image input in px (CVCL: %(default)s)")
@@ -53,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     torch = require_torch()
     from firstwords.edge.bundle import sha256_file
     from firstwords.edge.errors import DataError, InputError
-    from firstwords.export.commands.export import _spread, eval_images, load_images
     from firstwords.export.convert_cvcl import (
         CVCL_MEAN,
         CVCL_STD,
@@ -61,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         load_cvcl_vocab,
         read_cvcl_checkpoint,
     )
+    from firstwords.export.image_sets import eval_images, load_images, spread
     from firstwords.export.onnx_export import export_bundle
-    from firstwords.export.quantize import STATIC_FORMATS
 
     quant, threads, device = "qdq_u8s8", args.threads, ""
     if args.config:
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     calib = ev_imgs = ev_labels = ev_trials = None
     if args.calib_data:
-        calib = load_images(_spread(frame_paths(Path(args.calib_data)), args.calib_frames), size, CVCL_MEAN,
+        calib = load_images(spread(frame_paths(Path(args.calib_data)), args.calib_frames), size, CVCL_MEAN,
                             CVCL_STD)
     if quant in STATIC_FORMATS and calib is None:
         raise DataError(f"{quant} calibrates on real frames: pass --calib-data (CVCL's train.json or a folder of "

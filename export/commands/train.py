@@ -21,21 +21,19 @@ def run(args: argparse.Namespace) -> int:
     import os
     import subprocess
     import sys
-    from dataclasses import asdict
-    from pathlib import Path
 
     from firstwords.export import require_torch
 
     require_torch()
-    from firstwords.export.train import describe, options_from_args, train
+    from firstwords.export.train import describe, options_from_args, result_dict, train
     from firstwords.export.train_args import train_argv
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.nproc}",
-               "-m", "firstwords.export.train", *train_argv(args)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={args.nproc}", "-m", "firstwords.export.train", *train_argv(args)]
         print("launching:", " ".join(cmd), flush=True)
         return subprocess.call(cmd)
     result = train(options_from_args(args))
     print(describe(result))
-    print(json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}))
+    print(json.dumps(result_dict(result)))
     return 0

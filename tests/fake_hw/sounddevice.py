@@ -14,8 +14,14 @@ import wave
 
 import numpy as np
 
-_DEVICE = {"name": "fake microphone", "index": 0, "hostapi": 0, "max_input_channels": 1,
-           "max_output_channels": 0, "default_samplerate": 16000.0}
+_DEVICE = {
+    "name": "fake microphone",
+    "index": 0,
+    "hostapi": 0,
+    "max_input_channels": 1,
+    "max_output_channels": 0,
+    "default_samplerate": 16000.0,
+}
 
 
 class PortAudioError(Exception):
@@ -49,8 +55,9 @@ def _wav() -> np.ndarray:
 
 
 class InputStream:
-    def __init__(self, device=None, channels=1, samplerate=16000, dtype="float32", blocksize=512,
-                 callback=None, **kw) -> None:
+    def __init__(
+        self, device=None, channels=1, samplerate=16000, dtype="float32", blocksize=512, callback=None, **kw
+    ) -> None:
         self.samplerate, self.blocksize, self.callback = int(samplerate), int(blocksize), callback
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._feed, daemon=True)
@@ -62,7 +69,7 @@ class InputStream:
         while not self._stop.is_set():
             nxt += n / self.samplerate
             time.sleep(max(0.0, nxt - time.monotonic()))
-            block = audio[pos:pos + n]
+            block = audio[pos : pos + n]
             if len(block) < n:
                 block = np.concatenate([block, rng.normal(0, 1e-4, n - len(block)).astype(np.float32)])
             pos += n

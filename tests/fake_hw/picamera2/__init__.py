@@ -26,7 +26,9 @@ class Picamera2:
         self.stall_after = int(stall) if stall else None
         self._rng = np.random.default_rng(0)
 
-    def create_video_configuration(self, main: dict | None = None, controls: dict | None = None, **kw) -> dict:
+    def create_video_configuration(
+        self, main: dict | None = None, controls: dict | None = None, **kw
+    ) -> dict:
         return {"main": dict(main or {}), "controls": dict(controls or {})}
 
     def configure(self, config: dict) -> None:

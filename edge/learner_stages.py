@@ -1,0 +1,315 @@
+"""The source stages of the learner loop (edge.learner): capture -> frame queue -> encoder; audio -> VAD ->
+speech queue -> recogniser; or a transcript. Each runs in its own thread and sends typed events
+(edge.learner_types) to the pairing thread. `SourceStages` is a part of `Learner`: it works on the learner's
+queues, options, figures and clock; read edge/learner.py first."""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import time
+from typing import Any
+
+import numpy as np
+from firstwords.edge.errors import InputError
+from firstwords.edge.hear import SAMPLE_RATE
+from firstwords.edge.heard import HeardWord
+from firstwords.edge.learner_types import FramesEncoded, StreamEnded, Tick, UtteranceHeard
+from firstwords.edge.pair import TimedUtterance
+from firstwords.edge.teach import thumbnail
+
+log = logging.getLogger(__name__)
+
+
+class _End:
+    """Queue sentinel."""
+
+
+_END = _End()
+
+
+def recognised_text(result: Any) -> str:
+    if result is None:
+        return ""
+    if isinstance(result, str):
+        return result
+    return str(getattr(result, "text", "") or "")
+
+
+def heard_words(result: Any, offset: float) -> tuple[HeardWord, ...]:
+    """A recogniser result's words on the session's clock (their times are from the segment's start)."""
+    return tuple(HeardWord(str(w.text), offset + float(w.start), offset + float(w.end),
+                           min(1.0, max(0.0, float(w.confidence))))
+                 for w in getattr(result, "words", ()) or ())
+
+
+def finite_samples(samples: Any) -> tuple[Any, int]:
+    """A float block with NaN / Inf samples replaced by silence, and how many there were (other blocks as
+    given: the VAD says what is wrong with them)."""
+    a = np.asarray(samples)
+    if not np.issubdtype(a.dtype, np.floating):
+        return samples, 0
+    bad = ~np.isfinite(a)
+    n = int(np.count_nonzero(bad))
+    if n:
+        a = np.where(bad, a.dtype.type(0.0), a)
+    return a, n
+
+
+
+class SourceStages:
+    """Capture, encoder, audio, recogniser and transcript threads of `Learner` (mixed into it)."""
+
+    def _put(self, q: queue.Queue, item: Any) -> bool:
+        """Blocking put that gives up when stopping (replay back-pressure); True if put."""
+        while True:
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if self._stop.is_set():
+                    return False
+
+    def _put_end(self, q: queue.Queue) -> None:
+        """The end marker always gets through the frame queue: live or stopping, room is made by dropping the
+        oldest frame (counted); a full-speed replay waits for the encoder."""
+        while True:
+            try:
+                q.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                if not (self.options.realtime or self._stop.is_set()):
+                    continue
+                try:
+                    item = q.get_nowait()
+                    if not isinstance(item, _End):
+                        self.stats.frames_dropped += 1
+                except queue.Empty:
+                    pass
+    # -- capture -> frame queue ----------------------------------------------------------------------------
+    def _capture_loop(self) -> None:
+        if self.frames is None:
+            self._put_end(self._frame_q)
+            return
+        period = 1.0 / self.options.fps
+        anchor: float | None = None  # time of the first frame: the grid of pairing slots starts there
+        next_t = -math.inf
+        try:
+            for t, frame in self.frames:
+                if self._stop.is_set():
+                    break
+                try:
+                    t = float(t)
+                    if not math.isfinite(t):
+                        raise ValueError(t)
+                except (TypeError, ValueError):
+                    self.stats.frames_rejected += 1
+                    self._reject("camera frame", InputError("a frame's time must be a finite number of "
+                                                            "seconds, "
+                                                            f"got {type(t).__name__}"))
+                    continue
+                if t + 1e-6 < next_t:  # thin to the pairing fps
+                    continue
+                # Next slot on a fixed grid (not t + period, which drifts: 5 fps thinned to 2 fps gave 1.67
+                # fps).
+                if anchor is None:
+                    anchor = t
+                next_t = anchor + (math.floor((t - anchor) / period + 1e-6) + 1) * period
+                self.stats.frames_captured += 1
+                self.clock.beat(frame=True)
+                if not self.options.realtime:
+                    self._wait_for_utterances(t)
+                    if not self._put(self._frame_q, (t, frame)):
+                        break
+                    continue
+                try:
+                    self._frame_q.put_nowait((t, frame))
+                except queue.Full:
+                    # The encoder is behind: drop the oldest waiting frame, keep the freshest.
+                    try:
+                        self._frame_q.get_nowait()
+                        self.stats.frames_dropped += 1
+                    except queue.Empty:
+                        pass
+                    try:
+                        self._frame_q.put_nowait((t, frame))
+                    except queue.Full:
+                        self.stats.frames_dropped += 1
+        finally:
+            self._put_end(self._frame_q)
+
+    def _wait_for_utterances(self, t: float) -> None:
+        """Full-speed replay: keep the frames within half the ring of the speech recogniser's progress, so
+        that frames are not pushed out of the ring before the utterances they belong to are recognised."""
+        ahead = self.options.ring_seconds / 2
+        while (self.audio is not None and not self._utts_done.is_set() and not self._stop.is_set()
+               and t > self._utterances_until() + ahead):
+            self._utts_done.wait(0.05)
+
+    # -- frame queue -> embeddings -------------------------------------------------------------------------
+    def _encoder_loop(self) -> None:
+        batch_max = max(1, self.options.encode_batch)
+        ended = False
+        while not ended:
+            item = self._frame_q.get()
+            if isinstance(item, _End):
+                break
+            batch = [item]
+            while len(batch) < batch_max:
+                try:
+                    # Live: whatever is waiting. Full-speed replay: always full batches, so that a replay
+                    # gives the same embeddings (and the same memory) run after run.
+                    nxt = self._frame_q.get() if not self.options.realtime else self._frame_q.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _End):
+                    ended = True
+                    break
+                batch.append(nxt)
+            with self.latency.time("frame_preprocess", items=len(batch)):
+                batch, x = self._prepare(batch)
+            if not batch:
+                continue
+            times = [t for t, _ in batch]
+            with self.latency.time("image_encode", items=len(batch)):
+                emb = self.encoder.encode_image_array(x)
+            self.stats.frames_encoded += len(batch)
+            thumbs = ([thumbnail(f, self.options.media_size) for _, f in batch] if self.options.keep_media
+                      else [None] * len(batch))
+            self._events.put(FramesEncoded(times, emb, thumbs))
+            self.clock.beat()
+        self._events.put(StreamEnded("frames"))
+
+    def _prepare(self, batch: list[tuple[float, Any]]) -> tuple[list[tuple[float, Any]], np.ndarray | None]:
+        """Preprocess a batch; frames the encoder refuses are dropped and counted (one bad frame from the
+        camera must not end the session). Returns the frames kept and their array."""
+        try:
+            return batch, self.encoder.prepare([f for _, f in batch])
+        except InputError:
+            pass
+        kept, parts = [], []
+        for item in batch:  # find the bad one(s): frame by frame
+            try:
+                parts.append(self.encoder.prepare([item[1]]))
+                kept.append(item)
+            except InputError as e:
+                self.stats.frames_rejected += 1
+                self._reject("camera frame", e)
+        return kept, (np.concatenate(parts) if parts else None)
+
+    # -- audio -> VAD -> speech queue -> ASR -> utterances -------------------------------------------------
+    def _vad_open_start(self) -> float | None:
+        """Start of the speech the VAD is still hearing (edge.vad's `open_start`), None in silence."""
+        return getattr(self.vad, "open_start", None)
+
+    def _audio_loop(self) -> None:
+        assert self.vad is not None and self.audio is not None
+        try:
+            for block in self.audio:
+                t, samples = (block.t, block.samples) if hasattr(block, "samples") else block
+                samples, bad = finite_samples(samples)
+                if bad:  # a broken buffer or file: silence in its place, counted; the session goes on
+                    self.stats.nonfinite_samples += bad
+                    self._reject("audio block", InputError(f"{bad} NaN or Inf samples were replaced by "
+                                                           "silence"))
+                dur = len(samples) / SAMPLE_RATE
+                try:
+                    with self.latency.time("vad", audio_seconds=dur):
+                        segments = self.vad.feed(t, samples)
+                except InputError as e:  # a block the VAD refuses (shape, dtype, time): skipped, counted
+                    self.stats.audio_blocks_rejected += 1
+                    self._reject("audio block", e)
+                    continue
+                self.stats.audio_blocks += 1
+                self.stats.audio_seconds += dur
+                self._enqueue_segments(segments)
+                self.clock.beat()
+                with self._lock:
+                    self._audio_clock = t + dur
+                    self._vad_open = self._vad_open_start()
+                if self._stop.is_set():
+                    break
+        finally:
+            self._enqueue_segments(self.vad.flush())
+            with self._lock:
+                self._vad_open = None
+            self._put(self._speech_q, _END) or self._speech_q.put(_END)
+
+    def _enqueue_segments(self, segments: list[Any]) -> None:
+        for seg in segments:
+            self.stats.speech_segments += 1
+            with self._lock:
+                self._asr_pending.append(seg.start)
+            if not self._put(self._speech_q, seg):
+                self._speech_q.put(seg)  # stopping: still recognise what was heard
+
+    def _asr_loop(self) -> None:
+        assert self.recognizer is not None
+        while True:
+            seg = self._speech_q.get()
+            if isinstance(seg, _End):
+                break
+            dur = len(seg.audio) / SAMPLE_RATE
+            try:
+                with self.latency.time("asr", audio_seconds=dur):
+                    result = self.recognizer.transcribe(seg.audio)
+                text = recognised_text(result)
+                words = heard_words(result, seg.start)
+            except Exception as e:  # noqa: BLE001  # one bad segment must not end the session
+                log.warning("recogniser failed on speech at %.2f s: %s", seg.start, e)
+                text, words = "", ()
+            with self._lock:
+                if self._asr_pending:
+                    self._asr_pending.popleft()
+            if text.strip():
+                self._events.put(UtteranceHeard(TimedUtterance(seg.start, seg.end, text.strip(),
+                                                               words=words)))
+                self.clock.beat(utterance=True)
+            else:
+                self.stats.empty_recognitions += 1
+                self.clock.beat()
+            self._events.put(Tick())
+        self._utts_done.set()
+        self._events.put(StreamEnded("utterances"))
+
+    def _utterances_until(self) -> float:
+        """Every utterance starting before this time has reached the pairing thread (or is being recognised
+        and will, in order)."""
+        with self._lock:
+            bounds = [self._audio_clock]
+            if self._vad_open is not None:
+                bounds.append(self._vad_open - self.options.vad_margin)
+            if self._asr_pending:
+                bounds.append(self._asr_pending[0] - self.options.vad_margin)
+        return min(bounds)
+
+    # -- transcript -> utterances --------------------------------------------------------------------------
+    def _transcript_loop(self) -> None:
+        """Deliver the transcript's utterances as they are heard. A stop (Ctrl-C, a failed worker) ends the
+        transcript at the moment of the stop, not at whatever point this thread had reached: unpaced, the
+        whole transcript is heard at once, so every utterance is still delivered (the pairing closes each
+        window with the frames at hand); paced, the utterances whose end came before the stop are. Breaking on
+        the stop flag instead made the result depend on thread timing: an encoder that failed before this
+        thread had run learned nothing, although utterances had their frames encoded."""
+        t_wall0 = time.monotonic()
+        try:
+            if self.transcript is not None:
+                for u in self.transcript:
+                    if self.transcript_paced:  # heard at its end
+                        due = t_wall0 + u.end / self.transcript_paced
+                        delay = due - time.monotonic()
+                        if delay > 0:
+                            self._stop.wait(delay)
+                        if self._stop.is_set() and due > self._stop_wall:
+                            break  # not yet heard when the session stopped
+                    utt = u if isinstance(u, TimedUtterance) else TimedUtterance(
+                        float(u.start), float(u.end), str(u.text), getattr(u, "speaker", None) or None)
+                    self._events.put(UtteranceHeard(utt))
+                    self.clock.beat(utterance=True)
+                    with self._lock:
+                        self._audio_clock = utt.start
+        finally:
+            self._utts_done.set()
+            self._events.put(StreamEnded("utterances"))
+
