@@ -190,7 +190,7 @@ def ensure_bundles(ckpt: Path, corpus: Path, work: Path, given: str | None, log:
 def prepare_inputs(corpus: Path, work: Path, n_images: int, minutes: float, log: Log) -> dict[str, Path]:
     """Fixed inputs decoded on the host (so JPEG decoders cannot differ): eval frames as uint8, their labels,
     the category words and test utterances, and a short sample session (video + transcript) for replay."""
-    from firstwords.edge.commands.ask import read_image
+    from firstwords.edge.images import read_image
 
     inp = work / "inputs"
     inp.mkdir(parents=True, exist_ok=True)
