@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "profile": "firstwords.edge.commands.profile",
     "doctor": "firstwords.edge.commands.doctor",
     "report": "firstwords.edge.commands.report",
+    "status": "firstwords.edge.commands.status",
+    "service": "firstwords.edge.commands.service",
 }
 
 

@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip the quick latency sample")
     parser.add_argument("--no-devices", action="store_true",
                         help="do not open the camera or list microphones")
+    parser.add_argument("--memory", help="the learner's memory file: include its status record "
+                                         "(firstwords status)")
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -357,6 +359,11 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
         checks += bundle_checks
         if bundle is not None and not args.no_latency:
             checks += check_latency(cfg, bundle, args.runs)
+    if getattr(args, "memory", None):
+        from firstwords.edge.status import doctor_line
+
+        level, message = doctor_line(args.memory)
+        checks.append(Check(level, "learner", message))
     return checks
 
 

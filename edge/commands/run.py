@@ -70,19 +70,34 @@ def run(args: argparse.Namespace) -> int:
         mic.close()
         raise
     with rt:
+        # Service: the status record beside the memory, and systemd's notify protocol (READY / WATCHDOG /
+        # STATUS / STOPPING) when run under systemd (edge.status, edge.notify).
+        from firstwords.edge.status import ServiceMonitor
+
+        monitor = ServiceMonitor(args.memory, memory_stats=rt.memory.stats)
         # Camera frames are stamped with time.monotonic(), the microphone's clock (epoch 0).
         frames = open_camera(args.camera or cam.device, cam.width, cam.height, cam.fps, epoch=0.0)
         learner = Learner(rt.encoder, rt.memory, frames, audio=mic, vad=rt.vad, recognizer=rt.recognizer,
                           audio_overflows=lambda: mic.overflows, options=rt.options,
-                          on_status=status_printer(not args.quiet, lambda: mic.overflows))
+                          on_status=status_printer(not args.quiet, lambda: mic.overflows),
+                          on_learned=lambda paired, words: monitor.learned(words), on_tick=monitor.tick)
         if args.seconds:
             timer = threading.Timer(args.seconds, learner.stop)
             timer.daemon = True
             timer.start()
         print(f"listening and watching (camera {args.camera or cam.device}, {cam.width}x{cam.height} at "
               f"{cam.fps:g} fps); Ctrl-C to stop", file=sys.stderr)
-        rep = learner.run()
-        mem_stats = rt.memory.stats()
+        failed = None
+        try:
+            rep = learner.run()
+            monitor.stopping()
+            failed = "; ".join(rep.errors) or None
+            mem_stats = rt.memory.stats()
+        except BaseException as e:
+            failed = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            monitor.stopped(failed)
     print(file=sys.stderr)
     print(summary_text(rep, mem_stats, "microphone"))
     return exit_code(rep, "run")
