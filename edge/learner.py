@@ -278,6 +278,12 @@ class Learner(SourceStages):
                     self.pairer.add_utterance(ev.utterance)
                     if ev.from_speech:
                         self._speech_done()
+                    elif self.transcript is not None:
+                        # A transcript's clock moves when its utterance reaches pairing, not when it is sent:
+                        # a bound set by the sender could pass utterances still in the queue and close a
+                        # window before its next utterance is known (seen under load: 32 frames, not 10).
+                        with self._lock:
+                            self._audio_clock = max(self._audio_clock, ev.utterance.start)
                     if self.on_utterance is not None:
                         self.on_utterance(ev.utterance)
                     self._seen_time(ev.utterance.end)

@@ -356,10 +356,8 @@ class SourceStages:
                             break  # not yet heard when the session stopped
                     utt = u if isinstance(u, TimedUtterance) else TimedUtterance(
                         float(u.start), float(u.end), str(u.text), getattr(u, "speaker", None) or None)
-                    self._events.put(UtteranceHeard(utt))
+                    self._events.put(UtteranceHeard(utt))  # the pairing thread moves the clock on arrival
                     self.clock.beat(utterance=True)
-                    with self._lock:
-                        self._audio_clock = utt.start
         finally:
             self._utts_done.set()
             self._events.put(StreamEnded("utterances"))
