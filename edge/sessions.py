@@ -147,7 +147,8 @@ def digest_session(job: DigestJob) -> SessionDigest:
     try:
         vad = rec = None
         if source == "audio":
-            vad, rec = make_speech(cfg.audio.vad, bundle_vocabulary(encoder), recognizer=name)
+            vad, rec = make_speech(cfg.audio.vad, bundle_vocabulary(encoder), recognizer=name,
+                                   bundle=encoder.bundle)
         memory = RecordingMemory()
         options = options_from_config(cfg, realtime=False)
         report = replay(session, encoder, memory, words_from=source, speed=None, options=options, vad=vad,

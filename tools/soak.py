@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
         words = meta.get("object_words", []) + ["look", "at", "the", "a", "is", "this", "where", "see",
                                                 "it's"]
-        vad, recognizer = make_speech(args.vad, words)
+        vad, recognizer = make_speech(args.vad, words, bundle=enc.bundle)
 
     rows = []
     t0 = time.monotonic()
