@@ -146,6 +146,10 @@ class Learner(SourceStages):
                     close()
                 except Exception as e:  # noqa: BLE001  # a device failing to close must not block the flush
                     log.warning("closing %s failed: %s", type(src).__name__, e)
+        if self.options.realtime and self.frames is not None:
+            # The encoder's end marker from here too: a camera hung inside a read never lets the capture
+            # thread send it, and the flush (and a SIGTERM's clean stop) would wait for it forever.
+            self._put_end(self._frame_q)
 
     def run(self, install_signal_handlers: bool = True) -> LearnerReport:
         """Run until the sources end or stop()/Ctrl-C/SIGTERM; returns figures. Call from one thread."""

@@ -291,12 +291,6 @@ def test_picamera2_adapter_through_a_module_with_picamera2s_api(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="edge/learner.py: stop() waits for the capture thread, which a hung camera read never "
-    "returns from, so the encoder never sees the end marker; systemd then kills the run "
-    "after TimeoutStopSec (the memory keeps every committed update). Runtime's fix.",
-    strict=False,
-)
 def test_sigterm_with_a_hung_camera_still_exits_within_the_stop_timeout(bundle, tmp_path):
     stall_file = tmp_path / "stalled_at"
     proc, lis = start_run(
