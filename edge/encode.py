@@ -20,6 +20,7 @@ import numpy as np
 from firstwords.edge.bundle import Bundle, load_bundle
 from firstwords.edge.config import max_threads
 from firstwords.edge.errors import REEXPORT, BundleError, InputError
+from firstwords.edge.images import MAX_PIXELS
 from firstwords.edge.ort import onnxruntime
 from firstwords.edge.preprocess import prepare_images
 
@@ -27,10 +28,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BATCH = 32  # frames per onnxruntime call; bounds the activation memory on a Pi
 # Frames larger than this are refused before preprocessing, which holds a float32 copy of the frame (12 bytes
-# a pixel: a 20000 x 20000 frame took 6 GB and 26 s). A 6000 x 4000 photo passes; camera frames are far
-# smaller. Image files are checked before they are decoded, with the same figure (edge.images.MAX_PIXELS on
-# merge).
-MAX_FRAME_PIXELS = 25_000_000
+# a pixel: a 20000 x 20000 frame took 6 GB and 26 s). The same figure as image files get before they are
+# decoded (edge.images).
+MAX_FRAME_PIXELS = MAX_PIXELS
 
 
 def make_session(path: str | Path, threads: int | None = None, optimize: bool = True,
