@@ -85,6 +85,7 @@ class Encoder:
             raise InputError(f"image_sessions must be a positive integer, got {image_sessions!r}")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
+        self.image_sessions = image_sessions
         self.max_batch = max_batch
         self.dim = self.bundle.embedding_dim
         self.vocab = self.bundle.vocab

@@ -90,11 +90,14 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", th
     return vad, make_recognizer(spec.name, **spec.kwargs)
 
 
-def options_from_config(cfg: DeviceConfig, realtime: bool) -> LearnerOptions:
-    """LearnerOptions from a DeviceConfig's [pairing] table."""
+def options_from_config(cfg: DeviceConfig, realtime: bool, image_sessions: int = 1) -> LearnerOptions:
+    """LearnerOptions from a DeviceConfig's [pairing] table. A full-speed replay encodes batches of
+    encode_batch frames per image tower session (the queue holds two such batches)."""
     p = cfg.pairing
-    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue,
-                          max_backlog_s=cfg.audio.max_backlog_s)
+    batch = LearnerOptions.encode_batch * (1 if realtime else max(1, image_sessions))
+    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames,
+                          frame_queue=p.frame_queue if realtime else max(p.frame_queue, 2 * batch),
+                          encode_batch=batch, max_backlog_s=cfg.audio.max_backlog_s)
 
 
 def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool = False,
@@ -118,7 +121,7 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
                   vocabulary: Sequence[str] | None = None, asr_workers: int | None = None,
-                  **option_overrides: Any) -> Runtime:
+                  image_sessions: int | None = None, **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
     config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
@@ -128,6 +131,9 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     (`bias`) towards `vocabulary` (default: the bundle's words). realtime: live / paced (frames dropped when
     behind) or full-speed replay (back-pressure). asr_workers: recognisers in worker processes (default: the
     config's [audio] asr_workers; 1 = in the learner's thread); the pool closes with the runtime.
+    image_sessions: image tower sessions that encode a batch's frames at once, threads // image_sessions
+    threads each (default: one per thread in a full-speed replay, where throughput counts; 1 live, where one
+    small batch is encoded at a time); ignored for a ready Encoder.
     option_overrides: LearnerOptions fields (e.g. clock_origin).
     """
     from firstwords.edge.encode import Encoder
@@ -138,7 +144,11 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
         raise InputError(f"bias must be one of {BIASES}, got {bias!r}")
     cfg = load_config(config)
     owned: list[Any] = []
-    encoder = bundle if isinstance(bundle, Encoder) else Encoder(bundle, threads=threads or cfg.model.threads)
+    threads = threads or cfg.model.threads
+    if image_sessions is None:
+        image_sessions = 1 if realtime else threads
+    encoder = bundle if isinstance(bundle, Encoder) else Encoder(bundle, threads=threads,
+                                                                 image_sessions=image_sessions)
     if isinstance(bundle, (str, Path)):
         owned.append(encoder.bundle)  # a zipped bundle's extraction folder goes with the runtime
     try:
@@ -148,7 +158,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
             Path(memory).parent.mkdir(parents=True, exist_ok=True)
             mem = open_memory(memory, encoder.dim, cfg, keep_media, capacity_words, capacity_episodes)
             owned.append(mem)
-        options = replace(options_from_config(cfg, realtime), keep_media=keep_media, **option_overrides)
+        options = replace(options_from_config(cfg, realtime, getattr(encoder, "image_sessions", 1)),
+                          keep_media=keep_media, **option_overrides)
         vad = rec = None
         if speech:
             name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"
