@@ -268,10 +268,14 @@ def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
                        clock_origin=None) as rt:
         assert rt.config == cfg and rt.vad is None and rt.recognizer is None
         o = rt.options
-        assert (o.realtime, o.fps, o.max_frames, o.frame_queue, o.clock_origin) == (
-            False, cfg.pairing.fps, cfg.pairing.max_frames, cfg.pairing.frame_queue, None)
+        assert (o.realtime, o.fps, o.max_frames, o.clock_origin) == (
+            False, cfg.pairing.fps, cfg.pairing.max_frames, None)
         assert rt.encoder.threads == cfg.model.threads and rt.memory.dim == rt.encoder.dim
         assert rt.memory.capacity_words == cfg.memory.capacity_words
+        # full speed: frames encoded on two tower sessions, batches of 8 each, two batches queued; the memory
+        # commits without waiting for the disk (synchronous NORMAL = 1)
+        assert rt.encoder.image_sessions == 2 and (o.encode_batch, o.frame_queue) == (16, 32)
+        assert rt.memory._store.query("PRAGMA synchronous") == [(1,)]
         mem = rt.memory
     from firstwords.edge.errors import MemoryStoreError
 
@@ -285,5 +289,8 @@ def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
         assert rt.recognizer.workers == cfg.audio.asr_workers == 2
         assert rt.options.max_backlog_s == cfg.audio.max_backlog_s
         assert rt.memory.capacity_words == 7 and rt.options.realtime
+        # live: one tower session, the config's queue, every commit on disk (synchronous FULL = 2)
+        assert rt.encoder.image_sessions == 1 and rt.options.frame_queue == cfg.pairing.frame_queue
+        assert rt.memory._store.query("PRAGMA synchronous") == [(2,)]
     with build_runtime(cfg, sample.bundle, tmp_path / "m3.db", speech=True, asr_workers=1) as rt:
         assert hasattr(rt.recognizer, "transcribe")

@@ -114,11 +114,15 @@ def bench(args: argparse.Namespace) -> int:
     from firstwords.edge.evaluate import make_trials, score_trials
     from firstwords.edge.outcome import summary_text
     from firstwords.edge.replay import load_utterances, object_word_recovery, parse_speed
-    from firstwords.edge.runtime import load_config
+    from firstwords.edge.runtime import default_image_sessions, load_config
 
     speed = parse_speed(args.speed)
     cfg = load_config(args.config)
-    encoder = Encoder(load_bundle(args.bundle), threads=cfg.model.threads)
+    bundle = load_bundle(args.bundle)
+    encoder = Encoder(bundle, threads=cfg.model.threads)  # evaluation and prep_over_tower
+    # the replays' own, as build_runtime makes it: a full-speed replay encodes on one session per thread
+    replay_encoder = Encoder(bundle, threads=cfg.model.threads,
+                             image_sessions=default_image_sessions(speed is not None, cfg.model.threads))
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
     cats = sorted(set(labels))
@@ -141,7 +145,8 @@ def bench(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(str(mpath) + suffix).unlink(missing_ok=True)
         t0 = time.perf_counter()
-        source, rep, rt, heard, session = replay_once(session_path, encoder, cfg, wf, speed, args.bias, mpath,
+        source, rep, rt, heard, session = replay_once(session_path, replay_encoder, cfg, wf, speed, args.bias,
+                                                      mpath,
                                                       workers if wf != "transcript" else 1)
         wall = time.perf_counter() - t0
         with rt:
