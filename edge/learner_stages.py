@@ -120,7 +120,11 @@ class SourceStages:
                 self.clock.beat(frame=True)
                 if not self.options.realtime:
                     self._wait_for_utterances(t)
-                    if not self._put(self._frame_q, (t, frame)):
+                    # Full speed, nothing is dropped later: the frame is prepared here, while the encoder
+                    # thread runs the tower on earlier ones.
+                    with self.latency.time("frame_preprocess", items=1):
+                        kept, x = self._prepare([(t, frame)])
+                    if kept and not self._put(self._frame_q, (t, frame, x)):
                         break
                     continue
                 try:
@@ -167,8 +171,12 @@ class SourceStages:
                     ended = True
                     break
                 batch.append(nxt)
-            with self.latency.time("frame_preprocess", items=len(batch)):
-                batch, x = self._prepare(batch)
+            if len(batch[0]) == 3:  # prepared by the capture thread (full-speed replay)
+                x = np.concatenate([p for _, _, p in batch])
+                batch = [(t, f) for t, f, _ in batch]
+            else:
+                with self.latency.time("frame_preprocess", items=len(batch)):
+                    batch, x = self._prepare(batch)
             if not batch:
                 continue
             times = [t for t, _ in batch]
