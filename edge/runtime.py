@@ -90,20 +90,27 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", th
     return vad, make_recognizer(spec.name, **spec.kwargs)
 
 
-def default_image_sessions(realtime: bool, threads: int) -> int:
+SMALL_RAM_MB = 300.0  # a config whose [budget] ram_mb is below this keeps one image tower session
+
+
+def default_image_sessions(realtime: bool, threads: int, ram_mb: float | None = None) -> int:
     """Image tower sessions for a run: a full-speed replay, where throughput counts, splits each batch
-    between two (when it has two threads or more; each session holds ~30 MB more); live, one small batch is
-    encoded at a time on one session."""
-    return 1 if realtime else min(2, max(1, threads))
+    between two when it has two threads or more (on 2 cores, 2 sessions of 1 thread beat 1 of 2); each
+    session holds ~30 MB more, so a board with a small RAM budget keeps one. Live, one small batch is encoded
+    at a time, on one session."""
+    if realtime or (ram_mb is not None and ram_mb < SMALL_RAM_MB):
+        return 1
+    return min(2, max(1, threads))
 
 
 def options_from_config(cfg: DeviceConfig, realtime: bool, image_sessions: int = 1) -> LearnerOptions:
-    """LearnerOptions from a DeviceConfig's [pairing] table. A full-speed replay encodes batches of
-    encode_batch frames per image tower session (the queue holds two such batches)."""
+    """LearnerOptions from a DeviceConfig's [pairing] table. A full-speed replay on several image tower
+    sessions encodes batches of encode_batch frames per session (the queue holds two such batches)."""
     p = cfg.pairing
-    batch = LearnerOptions.encode_batch * (1 if realtime else max(1, image_sessions))
+    sessions = 1 if realtime else max(1, image_sessions)
+    batch = LearnerOptions.encode_batch * sessions
     return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames,
-                          frame_queue=p.frame_queue if realtime else max(p.frame_queue, 2 * batch),
+                          frame_queue=p.frame_queue if sessions == 1 else max(p.frame_queue, 2 * batch),
                           encode_batch=batch, max_backlog_s=cfg.audio.max_backlog_s)
 
 
@@ -153,7 +160,7 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     owned: list[Any] = []
     threads = threads or cfg.model.threads
     if image_sessions is None:
-        image_sessions = default_image_sessions(realtime, threads)
+        image_sessions = default_image_sessions(realtime, threads, cfg.budget.ram_mb)
     encoder = bundle if isinstance(bundle, Encoder) else Encoder(bundle, threads=threads,
                                                                  image_sessions=image_sessions)
     if isinstance(bundle, (str, Path)):

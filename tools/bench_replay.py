@@ -125,7 +125,8 @@ def bench(args: argparse.Namespace) -> int:
     encoder = Encoder(bundle, threads=cfg.model.threads)  # evaluation and prep_over_tower
     # the replays' own, as build_runtime makes it: a full-speed replay encodes on one session per thread
     replay_encoder = Encoder(bundle, threads=cfg.model.threads,
-                             image_sessions=default_image_sessions(speed is not None, cfg.model.threads))
+                             image_sessions=default_image_sessions(speed is not None, cfg.model.threads,
+                                                                    cfg.budget.ram_mb))
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
     cats = sorted(set(labels))
