@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -71,33 +70,22 @@ def make_session(path: str | Path, threads: int | None = None, optimize: bool = 
 
 
 class Encoder:
-    """Both towers of a bundle behind `encode_image` / `encode_utterance`.
-
-    image_sessions > 1 (throughput, e.g. a full-speed replay): that many image tower sessions of
-    threads // image_sessions threads each, a batch split between them and run at once. A frame's embedding
-    does not depend on the batch it is in, so the result is the same; small convolutions parallelise better
-    across frames than inside one (2 sessions of 1 thread beat 1 session of 2 threads on 2 cores)."""
+    """Both towers of a bundle behind `encode_image` / `encode_utterance`. Safe to call from several threads
+    at once (onnxruntime runs concurrent calls of one session in parallel, each on the calling thread plus
+    the session's pool): a full-speed replay encodes two batches at once this way (edge.learner_stages)."""
 
     def __init__(self, bundle: Bundle | str | Path, threads: int | None = None,
                  max_batch: int = DEFAULT_MAX_BATCH,
-                 tune_session: Callable[[Any], None] | None = None, image_sessions: int = 1) -> None:
-        if type(image_sessions) is not int or image_sessions < 1:
-            raise InputError(f"image_sessions must be a positive integer, got {image_sessions!r}")
+                 tune_session: Callable[[Any], None] | None = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.threads = threads
-        self.image_sessions = image_sessions
         self.max_batch = max_batch
         self.dim = self.bundle.embedding_dim
         self.vocab = self.bundle.vocab
         self.input_size = self.bundle.image.input_size
         # Sessions from bytes hashed as they are read: a model swapped after load_bundle() is refused.
-        image_bytes = self.bundle.read_verified(self.bundle.image.path)
-        per_session = None if threads is None else max(1, threads // image_sessions)
-        self._images = [make_session(self.bundle.image.path, per_session if image_sessions > 1 else threads,
-                                     tune=tune_session, model_bytes=image_bytes)
-                        for _ in range(image_sessions)]
-        self._image = self._images[0]
-        self._pool: ThreadPoolExecutor | None = None  # made at the first split batch
+        self._image = make_session(self.bundle.image.path, threads, tune=tune_session,
+                                   model_bytes=self.bundle.read_verified(self.bundle.image.path))
         self._utterance = make_session(self.bundle.utterance.path, threads, tune=tune_session,
                                        model_bytes=self.bundle.read_verified(self.bundle.utterance.path))
         self._check_finite_outputs()
@@ -158,22 +146,12 @@ class Encoder:
             raise InputError(f"image input must be a float32 array [N, 3, {s}, {s}], got "
                              f"{getattr(x, 'shape', type(x).__name__)}")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        n = len(self._images)
-        step = self.max_batch if n == 1 else min(self.max_batch, -(-len(x) // n))
-        chunks = [x[i:i + step] for i in range(0, len(x), step)]
-        if n > 1 and len(chunks) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(n, thread_name_prefix="image-tower")
-            outs = list(self._pool.map(self._run_image, [i % n for i in range(len(chunks))], chunks))
-        else:
-            outs = [self._run_image(0, c) for c in chunks]
+        spec = self.bundle.image
+        outs = [self._image.run([spec.output], {spec.input: x[i:i + self.max_batch]})[0]
+                for i in range(0, len(x), self.max_batch)]
         if not outs:
             return np.zeros((0, self.dim), np.float32)
         return np.concatenate(outs).astype(np.float32, copy=False)
-
-    def _run_image(self, session: int, x: np.ndarray) -> np.ndarray:
-        spec = self.bundle.image
-        return self._images[session].run([spec.output], {spec.input: x})[0]
 
     # -- utterances -----------------------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> np.ndarray:

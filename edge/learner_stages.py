@@ -9,6 +9,8 @@ import logging
 import math
 import queue
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -153,41 +155,62 @@ class SourceStages:
 
     # -- frame queue -> embeddings -------------------------------------------------------------------------
     def _encoder_loop(self) -> None:
-        batch_max = max(1, self.options.encode_batch)
+        """Batches of frames -> embeddings, sent to pairing in frame order. encode_workers > 1: that many
+        batches are encoded at once in worker threads (a full-speed replay keeps every core on the tower with
+        no wait between batches); their results are still sent in order."""
+        workers = max(1, self.options.encode_workers)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="learner-encode") if workers > 1 else None
+        inflight: deque[Future] = deque()
         ended = False
-        while not ended:
-            item = self._frame_q.get()
-            if isinstance(item, _End):
-                break
-            batch = [item]
-            while len(batch) < batch_max:
-                try:
-                    # Live: whatever is waiting. Full-speed replay: always full batches, so that a replay
-                    # gives the same embeddings (and the same memory) run after run.
-                    nxt = self._frame_q.get() if not self.options.realtime else self._frame_q.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(nxt, _End):
-                    ended = True
-                    break
-                batch.append(nxt)
-            if len(batch[0]) == 3:  # prepared by the capture thread (full-speed replay)
-                x = np.concatenate([p for _, _, p in batch])
-                batch = [(t, f) for t, f, _ in batch]
-            else:
-                with self.latency.time("frame_preprocess", items=len(batch)):
-                    batch, x = self._prepare(batch)
-            if not batch:
-                continue
-            times = [t for t, _ in batch]
-            with self.latency.time("image_encode", items=len(batch)):
-                emb = self.encoder.encode_image_array(x)
-            self.stats.frames_encoded += len(batch)
-            thumbs = ([thumbnail(f, self.options.media_size) for _, f in batch] if self.options.keep_media
-                      else [None] * len(batch))
-            self._events.put(FramesEncoded(times, emb, thumbs))
-            self.clock.beat()
+        try:
+            while not ended:
+                batch, ended = self._next_batch()
+                if batch:
+                    if pool is None:
+                        self._send_encoded(*self._encode(batch))
+                        continue
+                    inflight.append(pool.submit(self._encode, batch))
+                while inflight and (len(inflight) >= workers or ended or inflight[0].done()):
+                    self._send_encoded(*inflight.popleft().result())
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
         self._events.put(StreamEnded("frames"))
+
+    def _next_batch(self) -> tuple[list[tuple], bool]:
+        """Up to encode_batch waiting frames, and whether the stream has ended."""
+        batch: list[tuple] = []
+        while len(batch) < max(1, self.options.encode_batch):
+            try:  # live: whatever is waiting; full speed: always full batches (the same ones run after run)
+                item = self._frame_q.get_nowait() if self.options.realtime and batch else self._frame_q.get()
+            except queue.Empty:
+                break
+            if isinstance(item, _End):
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    def _encode(self, batch: list[tuple]) -> tuple[list[tuple[float, Any]], np.ndarray | None]:
+        """Prepare (unless the capture thread did) and encode one batch: (the frames kept, embeddings)."""
+        if len(batch[0]) == 3:  # prepared by the capture thread (full-speed replay)
+            x = np.concatenate([p for _, _, p in batch])
+            batch = [(t, f) for t, f, _ in batch]
+        else:
+            with self.latency.time("frame_preprocess", items=len(batch)):
+                batch, x = self._prepare(batch)
+        if not batch:
+            return batch, None
+        with self.latency.time("image_encode", items=len(batch)):
+            return batch, self.encoder.encode_image_array(x)
+
+    def _send_encoded(self, batch: list[tuple[float, Any]], emb: np.ndarray | None) -> None:
+        if not batch:
+            return
+        self.stats.frames_encoded += len(batch)
+        thumbs = ([thumbnail(f, self.options.media_size) for _, f in batch] if self.options.keep_media
+                  else [None] * len(batch))
+        self._events.put(FramesEncoded([t for t, _ in batch], emb, thumbs))
+        self.clock.beat()
 
     def _prepare(self, batch: list[tuple[float, Any]]) -> tuple[list[tuple[float, Any]], np.ndarray | None]:
         """Preprocess a batch; frames the encoder refuses are dropped and counted (one bad frame from the

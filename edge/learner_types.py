@@ -53,6 +53,7 @@ class LearnerOptions:
     max_frames: int = 32  # frames per utterance window at most (CVCL: 32)
     frame_queue: int = 16  # frames waiting for the encoder; full -> oldest dropped (live)
     encode_batch: int = 8  # frames per encoder call at most (whatever is waiting, live)
+    encode_workers: int = 1  # batches encoded at once (a full-speed replay: one per core, in encoding order)
     grace: float = 2.0  # s: live, close a window this long after its end even if no frame came
     ring_seconds: float = 60.0  # s of frame embeddings kept for pairing
     vad_margin: float = 0.5  # s: a speech segment's padded start may precede the VAD's open-speech mark

@@ -90,28 +90,18 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", th
     return vad, make_recognizer(spec.name, **spec.kwargs)
 
 
-SMALL_RAM_MB = 300.0  # a config whose [budget] ram_mb is below this keeps one image tower session
+def default_encode_workers(realtime: bool, threads: int) -> int:
+    """Frame batches encoded at once: a full-speed replay, where throughput counts, encodes two (each on
+    threads // 2 onnxruntime threads; on 2 cores two batches of 1 thread beat one of 2, and nothing waits
+    between batches); live, one small batch at a time."""
+    return 1 if realtime else min(2, max(1, threads))
 
 
-def default_image_sessions(realtime: bool, threads: int, ram_mb: float | None = None) -> int:
-    """Image tower sessions for a run: a full-speed replay, where throughput counts, splits each batch
-    between two when it has two threads or more (on 2 cores, 2 sessions of 1 thread beat 1 of 2); each
-    session holds ~30 MB more, so a board with a small RAM budget keeps one. Live, one small batch is encoded
-    at a time, on one session."""
-    if realtime or (ram_mb is not None and ram_mb < SMALL_RAM_MB):
-        return 1
-    return min(2, max(1, threads))
-
-
-def options_from_config(cfg: DeviceConfig, realtime: bool, image_sessions: int = 1) -> LearnerOptions:
-    """LearnerOptions from a DeviceConfig's [pairing] table. A full-speed replay on several image tower
-    sessions encodes batches of encode_batch frames per session (the queue holds two such batches)."""
+def options_from_config(cfg: DeviceConfig, realtime: bool, encode_workers: int = 1) -> LearnerOptions:
+    """LearnerOptions from a DeviceConfig's [pairing] table."""
     p = cfg.pairing
-    sessions = 1 if realtime else max(1, image_sessions)
-    batch = LearnerOptions.encode_batch * sessions
-    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames,
-                          frame_queue=p.frame_queue if sessions == 1 else max(p.frame_queue, 2 * batch),
-                          encode_batch=batch, max_backlog_s=cfg.audio.max_backlog_s)
+    return LearnerOptions(realtime=realtime, fps=p.fps, max_frames=p.max_frames, frame_queue=p.frame_queue,
+                          encode_workers=encode_workers, max_backlog_s=cfg.audio.max_backlog_s)
 
 
 def open_memory(path: str | Path, dim: int, cfg: DeviceConfig, keep_media: bool = False,
@@ -136,7 +126,7 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
                   vocabulary: Sequence[str] | None = None, asr_workers: int | None = None,
-                  image_sessions: int | None = None, **option_overrides: Any) -> Runtime:
+                  encode_workers: int | None = None, **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
     config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
@@ -146,8 +136,9 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     (`bias`) towards `vocabulary` (default: the bundle's words). realtime: live / paced (frames dropped when
     behind) or full-speed replay (back-pressure). asr_workers: recognisers in worker processes (default: the
     config's [audio] asr_workers; 1 = in the learner's thread); the pool closes with the runtime.
-    image_sessions: image tower sessions that encode a batch's frames at once, threads // image_sessions
-    threads each (default: `default_image_sessions`); ignored for a ready Encoder.
+    encode_workers: frame batches encoded at once (default: `default_encode_workers` for an Encoder built
+    here, which then gets threads // encode_workers onnxruntime threads; 1 for a ready Encoder, whose threads
+    its maker chose).
     option_overrides: LearnerOptions fields (e.g. clock_origin).
     """
     from firstwords.edge.encode import Encoder
@@ -159,10 +150,12 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     cfg = load_config(config)
     owned: list[Any] = []
     threads = threads or cfg.model.threads
-    if image_sessions is None:
-        image_sessions = default_image_sessions(realtime, threads, cfg.budget.ram_mb)
-    encoder = bundle if isinstance(bundle, Encoder) else Encoder(bundle, threads=threads,
-                                                                 image_sessions=image_sessions)
+    if encode_workers is None:
+        encode_workers = 1 if isinstance(bundle, Encoder) else default_encode_workers(realtime, threads)
+    if encode_workers < 1:
+        raise InputError(f"encode_workers must be at least 1, got {encode_workers}")
+    encoder = bundle if isinstance(bundle, Encoder) else Encoder(bundle,
+                                                                 threads=max(1, threads // encode_workers))
     if isinstance(bundle, (str, Path)):
         owned.append(encoder.bundle)  # a zipped bundle's extraction folder goes with the runtime
     try:
@@ -178,8 +171,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
             mem = open_memory(memory, encoder.dim, cfg, keep_media, capacity_words, capacity_episodes,
                               synchronous="FULL" if realtime else "NORMAL")
             owned.append(mem)
-        options = replace(options_from_config(cfg, realtime, getattr(encoder, "image_sessions", 1)),
-                          keep_media=keep_media, **option_overrides)
+        options = replace(options_from_config(cfg, realtime, encode_workers), keep_media=keep_media,
+                          **option_overrides)
         vad = rec = None
         if speech:
             name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"

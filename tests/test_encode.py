@@ -135,16 +135,16 @@ def test_huge_frames_are_refused_before_preprocessing(enc, shape):
     assert enc.encode_image(ok).shape == (1, DIM)
 
 
-def test_image_sessions_split_a_batch_and_give_the_same_embeddings(bundle, enc):
-    """Two image tower sessions run halves of a batch at once; every frame's embedding is the one a single
-    session gives (a full-speed replay uses them: the memory it learns must not change)."""
-    two = Encoder(bundle, threads=2, image_sessions=2, max_batch=4)
-    assert len(two._images) == 2
-    frames = _frames(11, seed=3)
-    np.testing.assert_array_equal(two.encode_image(frames), enc.encode_image(frames))
-    np.testing.assert_array_equal(two.encode_image(frames[:1]), enc.encode_image(frames[:1]))
-    with pytest.raises(InputError, match="image_sessions"):
-        Encoder(bundle, threads=1, image_sessions=0)
+def test_batches_encoded_at_once_from_two_threads_give_the_same_embeddings(enc):
+    """A full-speed replay encodes two batches at once on one session; every frame's embedding is the one a
+    batch of its own gives (the memory it learns must not change)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frames = _frames(24, seed=3)
+    alone = np.concatenate([enc.encode_image([f]) for f in frames])
+    with ThreadPoolExecutor(2) as pool:
+        parts = list(pool.map(enc.encode_image, [frames[i:i + 5] for i in range(0, 24, 5)]))
+    np.testing.assert_array_equal(np.concatenate(parts), alone)
 
 
 def test_idle_onnxruntime_threads_do_not_spin(enc):

@@ -259,16 +259,6 @@ def test_replay_leaves_the_callers_options_alone(sample, tmp_path):
     assert dataclasses.asdict(opts) == before
 
 
-def test_image_tower_sessions_by_run_and_board():
-    from firstwords.edge.runtime import default_image_sessions
-
-    assert default_image_sessions(False, 2, 1024.0) == 2  # a laptop's full-speed replay
-    assert default_image_sessions(False, 4, 400.0) == 2  # a Pi 4's: two sessions of two threads
-    assert default_image_sessions(True, 4, 400.0) == 1  # live: one small batch at a time
-    assert default_image_sessions(False, 3, 250.0) == 1  # a Pi Zero 2 W: ~30 MB a session is too much
-    assert default_image_sessions(False, 1) == 1
-
-
 def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
     from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.runtime import build_runtime
@@ -280,12 +270,12 @@ def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
         o = rt.options
         assert (o.realtime, o.fps, o.max_frames, o.clock_origin) == (
             False, cfg.pairing.fps, cfg.pairing.max_frames, None)
-        assert rt.encoder.threads == cfg.model.threads and rt.memory.dim == rt.encoder.dim
+        assert rt.memory.dim == rt.encoder.dim
         assert rt.memory.capacity_words == cfg.memory.capacity_words
-        # full speed: frames encoded on two tower sessions, batches of 8 each, two batches queued; the memory
-        # commits without waiting for the disk (synchronous NORMAL = 1)
-        assert rt.encoder.image_sessions == 2 and (o.encode_batch, o.frame_queue) == (16, 32)
-        assert [s.get_session_options().intra_op_num_threads for s in rt.encoder._images] == [2, 2]
+        # full speed: two batches encoded at once, on half the threads each; the memory commits without
+        # waiting for the disk (synchronous NORMAL = 1)
+        assert o.encode_workers == 2 and rt.encoder.threads == cfg.model.threads // 2
+        assert (o.frame_queue, o.encode_batch) == (cfg.pairing.frame_queue, 8)
         assert rt.memory._store.query("PRAGMA synchronous") == [(1,)]
         mem = rt.memory
     from firstwords.edge.errors import MemoryStoreError
@@ -300,15 +290,15 @@ def test_build_runtime_assembles_what_the_config_says(sample, tmp_path):
         assert rt.recognizer.workers == cfg.audio.asr_workers == 2
         assert rt.options.max_backlog_s == cfg.audio.max_backlog_s
         assert rt.memory.capacity_words == 7 and rt.options.realtime
-        # live: one tower session, the config's queue, every commit on disk (synchronous FULL = 2)
-        assert rt.encoder.image_sessions == 1 and rt.options.frame_queue == cfg.pairing.frame_queue
+        # live: one batch at a time on all the config's threads, every commit on disk (synchronous FULL = 2)
+        assert rt.options.encode_workers == 1 and rt.encoder.threads == cfg.model.threads
         assert rt.memory._store.query("PRAGMA synchronous") == [(2,)]
     with build_runtime(cfg, sample.bundle, tmp_path / "m3.db", speech=True, asr_workers=1) as rt:
         assert hasattr(rt.recognizer, "transcribe")
 
 
 def test_a_full_speed_replay_learns_what_a_plain_one_learns(sample, tmp_path):
-    """What makes a full-speed replay fast (two tower sessions, batches of 16, frames prepared in the capture
+    """What makes a full-speed replay fast (two batches encoded at once, frames prepared in the capture
     thread, commits that do not wait for the disk) changes how fast it runs, not what the memory learns."""
     from firstwords.edge.encode import Encoder
     from firstwords.edge.replay import replay
@@ -323,10 +313,11 @@ def test_a_full_speed_replay_learns_what_a_plain_one_learns(sample, tmp_path):
                 mem.word_vectors(words), mem.episode_times())
 
     with build_runtime("laptop", sample.bundle, tmp_path / "fast.db", realtime=False) as rt:
-        assert rt.encoder.image_sessions == 2 and rt.options.encode_batch == 16
+        assert rt.options.encode_workers == 2
         fast = learned(rt)
     with build_runtime("laptop", Encoder(sample.bundle, threads=1), tmp_path / "plain.db", realtime=False,
                        encode_batch=3, frame_queue=4) as rt:
+        assert rt.options.encode_workers == 1
         plain = learned(rt)
     assert len(fast[0]) > 5 and fast[0] == plain[0] and fast[1] == plain[1] and fast[4] == plain[4]
     np.testing.assert_allclose(fast[2], plain[2], rtol=1e-6, atol=1e-7)

@@ -57,7 +57,7 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
 
 
 def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path,
-                asr_workers: int = 1):
+                asr_workers: int = 1, encode_workers: int = 1):
     """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the
     runtime."""
     from firstwords.edge.replay import choose_words_source, discover_session, replay
@@ -67,7 +67,7 @@ def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: s
     source = choose_words_source(session, words_from, cfg.audio.recognizer)
     heard = []
     rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio",
-                       bias=bias, asr_workers=asr_workers)
+                       bias=bias, asr_workers=asr_workers, encode_workers=encode_workers)
     try:
         rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
                      vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
@@ -117,16 +117,15 @@ def bench(args: argparse.Namespace) -> int:
     from firstwords.edge.evaluate import make_trials, score_trials
     from firstwords.edge.outcome import summary_text
     from firstwords.edge.replay import load_utterances, object_word_recovery, parse_speed
-    from firstwords.edge.runtime import default_image_sessions, load_config
+    from firstwords.edge.runtime import default_encode_workers, load_config
 
     speed = parse_speed(args.speed)
     cfg = load_config(args.config)
     bundle = load_bundle(args.bundle)
     encoder = Encoder(bundle, threads=cfg.model.threads)  # evaluation and prep_over_tower
-    # the replays' own, as build_runtime makes it: a full-speed replay encodes on one session per thread
-    replay_encoder = Encoder(bundle, threads=cfg.model.threads,
-                             image_sessions=default_image_sessions(speed is not None, cfg.model.threads,
-                                                                    cfg.budget.ram_mb))
+    # the replays' own, as build_runtime makes it: a full-speed replay encodes batches in parallel
+    encode_workers = default_encode_workers(speed is not None, cfg.model.threads)
+    replay_encoder = Encoder(bundle, threads=max(1, cfg.model.threads // encode_workers))
     corpus, session_path = Path(args.corpus), Path(args.session)
     labels, paths = load_eval(corpus, args.eval_per_category)
     cats = sorted(set(labels))
@@ -152,8 +151,8 @@ def bench(args: argparse.Namespace) -> int:
             Path(str(mpath) + suffix).unlink(missing_ok=True)
         t0 = time.perf_counter()
         source, rep, rt, heard, session = replay_once(session_path, replay_encoder, cfg, wf, speed, args.bias,
-                                                      mpath,
-                                                      workers if wf != "transcript" else 1)
+                                                      mpath, workers if wf != "transcript" else 1,
+                                                      encode_workers)
         wall = time.perf_counter() - t0
         with rt:
             vecs = rt.memory.word_vectors(cats)
