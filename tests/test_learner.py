@@ -387,3 +387,41 @@ def test_odd_audio_blocks_do_not_kill_the_audio_stage(encoder, tmp_path):
     assert s["nonfinite_samples"] == 100 and s["audio_blocks_rejected"] == 2 and s["audio_blocks"] == 38
     assert any("NaN" in w for w in rep.warnings) and any("VAD refused" in w for w in rep.warnings)
     mem.close()
+
+
+class UnevenEncoder(Encoder):
+    """The real encoder, each batch delayed by a different amount, so that with two batches encoded at once
+    a later batch often finishes before an earlier one."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.calls = 0
+
+    def encode_image_array(self, x):
+        self.calls += 1
+        time.sleep((0.03, 0.0, 0.015)[self.calls % 3])
+        return super().encode_image_array(x)
+
+
+def test_batches_encoded_at_once_reach_pairing_in_frame_order(bundle, tmp_path):
+    """encode_workers=2 (a full-speed replay): whichever batch finishes first, the frames reach pairing in
+    order, and the memory is the one a single worker builds. (Out of order, a window would close on a later
+    frame before the earlier ones had come.)"""
+    utts = [Utterance(i * 0.9, i * 0.9 + 0.4, ("look at the ball", "a red cup", "the dog")[i % 3])
+            for i in range(20)]
+    state = []
+    for workers, enc in ((1, Encoder(bundle, threads=1)), (2, UnevenEncoder(bundle, threads=1))):
+        seen = []
+        with AssociativeMemory(tmp_path / f"m{workers}.db", DIM) as mem:
+            lr = Learner(enc, mem, ListFrames(200), transcript=utts,
+                         options=LearnerOptions(realtime=False, fps=10.0, encode_batch=4,
+                                                encode_workers=workers),
+                         on_learned=lambda p, ws, seen=seen: seen.append(p.times.tolist()))
+            rep = lr.run(install_signal_handlers=False)
+            words = sorted(mem.words())
+            state.append((words, [mem.exposures(w) for w in words], mem.word_vectors(words), seen))
+        assert rep.stats["errors"] == [] and rep.stats["frames_encoded"] == 200
+    (w1, n1, v1, seen1), (w2, n2, v2, seen2) = state
+    assert enc.calls == 50 and seen2 == seen1 and w2 == w1 and n2 == n1
+    for w in w1:
+        np.testing.assert_array_equal(v2[w], v1[w])
