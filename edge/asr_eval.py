@@ -118,7 +118,7 @@ def score(recognizer, clips: Sequence[Clip], objects: Sequence[str], min_confide
             t.false_alarms += len(alarms)
             t.off_topic_s += len(c.audio) / SAMPLE_RATE - 2 * PAD_S
             ref = tokenize_words(c.text)
-            t.edits += word_errors(ref, [w.text for w in result.words])
+            t.edits += word_errors(ref, tokenize_words(result.text))  # the best hypothesis' words
             t.ref_words += len(ref)
             if alarms:
                 t.alarms.append(f"{c.voice}: {c.text!r} -> {result.text!r}")
