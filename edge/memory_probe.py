@@ -180,7 +180,7 @@ def hear_soundtrack(spec: ProbeSpec, bundle: Any) -> dict[str, Any]:
     """The device config's recogniser (as the runtime builds it) hears the start of the session's
     soundtrack."""
     from firstwords.edge.config import load_device_config, resolve_device_config
-    from firstwords.edge.hear import SAMPLE_RATE, read_audio
+    from firstwords.edge.hear import SAMPLE_RATE, AudioFileSource
     from firstwords.edge.replay import discover_session
     from firstwords.edge.runtime import make_speech
 
@@ -189,10 +189,17 @@ def hear_soundtrack(spec: ProbeSpec, bundle: Any) -> dict[str, Any]:
         raise DataError(f"{spec.session}: no soundtrack to hear (--hear-seconds needs one)")
     cfg = load_device_config(resolve_device_config(spec.config))
     _, rec = make_speech(cfg.audio.vad, [], bundle=bundle)
-    audio = read_audio(s.audio)[:int(spec.hear_seconds * SAMPLE_RATE)]
-    piece = 3 * SAMPLE_RATE
-    words = sum(len(rec.transcribe(audio[i:i + piece]).words) for i in range(0, len(audio), piece))
-    return {"seconds": round(len(audio) / SAMPLE_RATE, 1), "words": words,
+    heard = words = 0
+    src = AudioFileSource(s.audio, speed=None, block=3 * SAMPLE_RATE)  # streamed, as a microphone delivers
+    try:
+        for block in src:
+            words += len(rec.transcribe(block.samples).words)
+            heard += len(block.samples)
+            if heard >= spec.hear_seconds * SAMPLE_RATE:
+                break
+    finally:
+        src.close()
+    return {"seconds": round(heard / SAMPLE_RATE, 1), "words": words,
             "speech_model": getattr(rec, "lm_source", "?")}
 
 
