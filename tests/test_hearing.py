@@ -237,3 +237,27 @@ def test_nbest_keeps_the_best_hypothesis_and_only_adds_confidence(speech_bundle)
             else:  # a rival: in at least 2 of the 5 best hypotheses
                 assert w.confidence >= 0.4 - 1e-9
         assert list(b.words) == sorted(b.words, key=lambda w: (w.start, w.end))
+
+
+@needs_voices
+def test_spoken_shots_teach_a_trained_memory_only_what_was_heard(device_recognizer, tmp_path):
+    from firstwords.edge.asr_fewshot import spoken_shots
+    from firstwords.edge.memory import AssociativeMemory, Moment
+
+    rng = np.random.default_rng(0)
+    dim = 16
+    with AssociativeMemory(tmp_path / "m.db", dim) as mem:
+        for i in range(30):  # the stream a device has learned before it meets the new word
+            mem.learn(["look", "at", "the", CORPUS_OBJECTS[i % 3]], rng.standard_normal((4, dim)), float(i),
+                      "look at the ...")
+        blanket = rng.standard_normal(dim)
+        exposures = [Moment([NEW_WORD], blanket + 0.1 * rng.standard_normal((4, dim)), 100.0 + k,
+                            f"look at the {NEW_WORD}") for k in range(4)]
+        scores = []
+        out = spoken_shots(mem, device_recognizer, exposures, NEW_WORD, lambda m: scores.append(m) or 0.5,
+                           voices=["flite:slt", "flite:rms"], shots=(1, 2, 4))
+        assert list(out["accuracy"]) == [1, 2, 4] and len(scores) == 3
+        assert [len(e) for e in out["exposures"]] == [3] * 4
+        heard = out["heard"][4]
+        assert heard >= 2  # measured 4 of 4 ("blanket" is heard; the transcript is never given)
+        assert (NEW_WORD in mem.words()) and mem.exposures(NEW_WORD) == heard

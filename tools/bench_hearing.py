@@ -46,9 +46,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="a word counts as heard at this confidence or more (the device config's [memory] "
                          "min_word_confidence; default: %(default)s)")
     ap.add_argument("--compare", default="", help="also measure these biases, e.g. 'lm' (closed vocabulary)")
-    ap.add_argument("--few-shot-corpus", help="also: the corpus' novel word spoken 1, 2, 5, 10 times through "
-                    "the recogniser into a fresh memory, 4-way accuracy (firstwords.edge.asr_fewshot; "
-                    "needs --bundle)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=3, help="misses / false alarms to print per voice")
     args = ap.parse_args(argv)
@@ -91,16 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     rss = recognizer_peak_rss_mb(args.bundle, voices[0])
     print(f"recogniser peak RSS (fresh process: Python + numpy + decoder): {rss} MB; "
           f"bench took {time.perf_counter() - t0:.0f} s")
-    if args.few_shot_corpus and bundle is not None:
-        from firstwords.edge.asr_fewshot import few_shot_spoken
-        from firstwords.edge.encode import Encoder
-
-        fs = few_shot_spoken(Encoder(bundle, threads=1), recognizers["device"], args.few_shot_corpus, voices,
-                             args.min_confidence, args.seed)
-        print(f"few_shot_spoken {fs['word']!r}: " + ", ".join(
-            f"k={k}: {a:.2f} (heard {fs['heard'][k]})" for k, a in fs["accuracy"].items()))
-        for text, voice, heard in fs["exposures"]:
-            print(f"    {voice}: {text!r} -> {heard!r}")
     device = pooled["device"].figures()
     print(json.dumps({k: device[k] for k in KEYS}))
     return 0
