@@ -112,8 +112,11 @@ def bundle_words(bundle: Any) -> list[str]:
             ids = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as e:
             raise DataError(f"cannot read the bundle's words from {path}: {e}") from e
-    ordered = sorted(ids, key=lambda w: ids[w])
-    return [w for w in ordered if w[:1].isalpha() and all(c.isalpha() or c == "'" for c in w)]
+    return [w for w in sorted(ids, key=lambda w: ids[w]) if _is_word(w)]
+
+
+def _is_word(w: str) -> bool:
+    return w[:1].isalpha() and all(c.isalpha() or c == "'" for c in w)
 
 
 class WhisperRecognizer:
@@ -144,7 +147,8 @@ class WhisperRecognizer:
             raise InputError(f"threads must be at least 1, got {threads}")
         words = list(vocabulary) if vocabulary is not None else (bundle_words(bundle) if bundle else [])
         words = [w.strip().lower() for w in words if w and w.strip()] if bias == "open" else []
-        self.favoured = [w for w in dict.fromkeys(words) if w not in FUNCTION_WORDS and len(w) > 1]
+        self.favoured = [w for w in dict.fromkeys(words)
+                         if _is_word(w) and len(w) > 1 and w not in FUNCTION_WORDS]
         self.beam_size = int(beam_size)
         root = verify_model_dir(model_dir if model_dir is not None else default_model_dir())
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub client never goes online, whatever it is asked
@@ -207,3 +211,26 @@ def _word_db(level: np.ndarray, start: float, end: float) -> float:
     i = int(start * 50)
     span = level[i: max(int(np.ceil(end * 50)), i + 1)]
     return float(np.percentile(span, 75)) if len(span) else -120.0
+
+
+_RSS_PROBE = """
+import resource, sys
+from firstwords.edge.asr import make_recognizer
+from firstwords.edge.synth import speak
+rec = make_recognizer("whisper", bundle=sys.argv[1] or None, threads=1)
+rec.transcribe(speak("look at the shoe, it is a nice shoe", sys.argv[2]))
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def peak_rss_mb(bundle_path: str | None, voice: str) -> float:
+    """Peak RSS (MB) of a fresh process that loads the whisper recogniser (one thread, the bundle's words
+    favoured) and hears one phrase, as edge.asr_eval.recognizer_peak_rss_mb measures the device's."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, bundle_path or "", voice], capture_output=True,
+                          text=True, check=False, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the RSS probe failed: {proc.stderr.strip()[-500:]}")
+    return round(int(proc.stdout.strip().splitlines()[-1]) / 1024.0, 1)

@@ -23,7 +23,7 @@ from firstwords.edge.hear import SAMPLE_RATE
 from firstwords.edge.synth import speak, voice_available
 
 VOICE = "espeak:en-us"
-WORDS = ["look", "at", "the", "shoe", "sweater", "ball", "where", "is"]
+WORDS = ["look", "at", "the", "shoe", "?", "sweater", "'s", "ball", "where", "is"]
 
 
 @pytest.fixture(scope="module")
