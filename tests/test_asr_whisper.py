@@ -160,3 +160,39 @@ def test_the_digest_check_reads_each_file_version_once(tmp_path, monkeypatch):
     os.utime(model / "tokenizer.json", ns=(2, 2))
     with pytest.raises(AssertionError, match="read again"):
         verify_model_dir(model)
+
+
+def test_replay_recognizer_flag_swaps_the_config_recogniser_only_when_asked():
+    import argparse
+
+    from firstwords.edge.commands import replay as command
+    from firstwords.edge.runtime import load_config
+
+    cfg = load_config("laptop")
+    assert cfg.audio.recognizer == "pocketsphinx"  # never whisper by default
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args(["s", "--bundle", "b", "--memory", "m", "--recognizer", "whisper"])
+    assert command.with_recognizer(cfg, args.recognizer).audio.recognizer == "whisper"
+    assert command.with_recognizer(cfg, None) is cfg
+    with pytest.raises(InputError, match="unknown recognizer 'wisper'.*whisper"):
+        command.with_recognizer(cfg, "wisper")
+
+
+@pytest.mark.slow
+def test_replay_with_whisper_learns_the_sample_sessions_object_words(sample, tmp_path):
+    """`firstwords replay SESSION --recognizer whisper` end to end: the soundtrack heard by Whisper, its
+    object words learned into the memory."""
+    import json
+
+    if not sample.has_audio:
+        pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
+    proc = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session),
+                           "--bundle", str(sample.bundle), "--memory", str(tmp_path / "m.db"),
+                           "--recognizer", "whisper", "--words-from", "audio", "--asr-workers", "1", "-q",
+                           "--json"], capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["utterances"] > 5 and not out["errors"]
+    heard = {word for word, _ in out["top_words"]}  # [word, exposures] pairs, most exposed first
+    assert heard & {"shoe", "boot", "shirt", "pants", "bag", "sweater", "dress", "sandal"}, out["top_words"]
