@@ -214,13 +214,15 @@ def _word_db(level: np.ndarray, start: float, end: float) -> float:
 
 
 _RSS_PROBE = """
-import resource, sys
+import sys
 from firstwords.edge.asr import make_recognizer
 from firstwords.edge.synth import speak
 rec = make_recognizer("whisper", bundle=sys.argv[1] or None, threads=1)
 rec.transcribe(speak("look at the shoe, it is a nice shoe", sys.argv[2]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
+# VmHWM (kB), not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the process that forked, so a
+# probe started by a bench holding several recognisers reported the bench's own peak.
 
 
 def peak_rss_mb(bundle_path: str | None, voice: str) -> float:
