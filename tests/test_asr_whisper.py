@@ -105,12 +105,16 @@ def test_missing_runtime_says_what_to_install(monkeypatch):
         WhisperRecognizer()
 
 
-def test_the_pool_runs_it_in_workers_without_a_tracker(phrase):
+def test_the_pool_runs_it_in_workers_without_a_tracker(phrase, monkeypatch):
     from firstwords.edge.asr_pool import OrderedRecognition, RecognizerPool, RecognizerSpec
 
+    built_here = []
+    build = RecognizerSpec.build
+    monkeypatch.setattr(RecognizerSpec, "build", lambda self: built_here.append(1) or build(self))  # this
+    # process only: the workers are spawned, with the class as it is
     spec = RecognizerSpec("whisper", {"vocabulary": WORDS, "bias": "open"})
     with RecognizerPool(spec, workers=1) as pool:
-        assert pool._tracker is None  # no model loaded in this process for nothing
+        assert pool._tracker is None and built_here == []  # no model loaded in this process for nothing
         ordered = OrderedRecognition(pool)
         ordered.submit("a", phrase)
         done = list(ordered.drain())
