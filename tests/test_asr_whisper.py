@@ -200,3 +200,16 @@ def test_replay_with_whisper_learns_the_sample_sessions_object_words(sample, tmp
     assert out["utterances"] > 5 and not out["errors"]
     heard = {word for word, _ in out["top_words"]}  # [word, exposures] pairs, most exposed first
     assert heard & {"shoe", "boot", "shirt", "pants", "bag", "sweater", "dress", "sandal"}, out["top_words"]
+
+
+def test_a_word_placed_in_the_silence_after_speech_is_found():
+    from firstwords.edge.asr_whisper import frame_levels, in_silence
+
+    rng = np.random.default_rng(0)
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    speech = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)  # 1 s as loud as speech
+    quiet = (rng.standard_normal(SAMPLE_RATE // 2) * 10 ** (-48 / 20)).astype(np.float32)  # room noise
+    level = frame_levels(np.concatenate([quiet, speech, quiet]))
+    assert in_silence(level, 1.55, 1.95)  # after the speech
+    assert not in_silence(level, 0.7, 1.2)  # in it
+    assert not in_silence(level, 0.0, 0.9)  # aligned over the silence before it and into the speech
