@@ -314,7 +314,16 @@ def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str
 
 # ----------------------------------------------------------------------------------------------- registry
 
-RECOGNIZERS: dict[str, Callable[..., Recognizer]] = {"pocketsphinx": PocketSphinxRecognizer}
+def _whisper(**kwargs: Any) -> Recognizer:
+    """Whisper tiny.en through faster-whisper (edge.asr_whisper; optional, for replay on a laptop), imported
+    only when one is built."""
+    from firstwords.edge.asr_whisper import WhisperRecognizer
+
+    return WhisperRecognizer(**kwargs)
+
+
+RECOGNIZERS: dict[str, Callable[..., Recognizer]] = {"pocketsphinx": PocketSphinxRecognizer,
+                                                     "whisper": _whisper}
 
 
 def register_recognizer(name: str, factory: Callable[..., Recognizer]) -> None:
