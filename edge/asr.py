@@ -6,6 +6,10 @@ in seconds from the start of the audio, confidence the recogniser's posterior in
 tokenizer's (`firstwords.edge.tokenize.words`): "that's" may become two HeardWords with one time
 and confidence.
 
+Words the best hypothesis missed are heard too: the open search also reads its 5 best hypotheses, and a word
+standing in at least 2 of them joins the transcript's words with that share as its confidence
+(edge.asr_nbest); the transcript's text stays the best hypothesis.
+
 Hearing is honest: open vocabulary, the bundle's words favoured, never forced. `bias` chooses the search:
 - "open":     (default) the bundle's speech language model and its dictionary (`speech_lm.bin`,
               `speech.dict`: pocketsphinx's general English model interpolated with a model of the training
@@ -28,6 +32,7 @@ then finds it. Keep the model on disk (no downloads at run time).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import tempfile
@@ -38,6 +43,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from firstwords.edge.asr_nbest import N_BEST, nbest_words
 from firstwords.edge.errors import DataError, InputError, MissingExtraError
 from firstwords.edge.hear import SAMPLE_RATE, check_audio
 from firstwords.edge.heard import HeardWord
@@ -53,9 +59,11 @@ _FILLERS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]", "<unk>"}
 
 @dataclass(frozen=True)
 class Transcript:
-    text: str
-    words: tuple[HeardWord, ...] = field(default_factory=tuple)  # times from the start of the utterance audio
-    confidence: float = 0.0  # mean word confidence, 0 when nothing was recognised
+    text: str  # the best hypothesis
+    # its words, and the words of competing hypotheses (edge.asr_nbest), each with its confidence; times from
+    # the start of the utterance audio; words may overlap
+    words: tuple[HeardWord, ...] = field(default_factory=tuple)
+    confidence: float = 0.0  # mean confidence of the best hypothesis' words, 0 when nothing was recognised
 
     @property
     def tokens(self) -> list[str]:
@@ -120,6 +128,8 @@ class PocketSphinxRecognizer:
     kws_threshold: keyword-spotting threshold (smaller = more detections, more false alarms).
     model_dir / dictionary: override the acoustic model directory and the pronouncing dictionary.
     decoder_options: more pocketsphinx settings (e.g. {"lw": 9.0}, the language model's weight).
+    n_best: hypotheses whose words are heard too, each with its share of them as confidence
+      (edge.asr_nbest; open search only; 0 or 1: the best path alone).
     """
 
     name = "pocketsphinx"
@@ -128,7 +138,8 @@ class PocketSphinxRecognizer:
     def __init__(self, vocabulary: Iterable[str] | None = None, bias: str | None = None,
                  sentences: Iterable[str] | None = None, kws_threshold: float = 1e-10,
                  model_dir: str | Path | None = None, dictionary: str | Path | None = None,
-                 lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None):
+                 lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None,
+                 n_best: int = N_BEST):
         ps = _import_pocketsphinx()
         vocab_list = sorted({w.strip().lower() for w in (vocabulary or []) if w and w.strip()})
         vocab_list = [w for w in vocab_list if not (w.startswith("<") and w.endswith(">"))]  # CVCL specials
@@ -146,6 +157,7 @@ class PocketSphinxRecognizer:
             if not Path(val).exists():
                 raise DataError(f"pocketsphinx {key} not found: {val}")
         self.bias = bias
+        self.n_best = int(n_best) if bias == "open" else 0
         self.lm_source = "none"
         self._lock = threading.Lock()  # a decoder is not safe to share between threads
         self.vocabulary: list[str] = []
@@ -248,20 +260,33 @@ class PocketSphinxRecognizer:
             d.end_utt()
             hyp = d.hyp()
             segs = [(s.word, s.start_frame, s.end_frame, s.prob) for s in d.seg()] if hyp is not None else []
+            hyps = [h.hypstr for h in itertools.islice(d.nbest(), self.n_best)] \
+                if hyp is not None and self.n_best > 1 else []
             if kept is not None:
                 self._set_cmn(kept)
-        words: list[HeardWord] = []
+        best: list[HeardWord] = []
         for word, first, last, prob in segs:
-            w = re.sub(r"\(\d+\)$", "", word.strip())  # alternative pronunciations: "the(2)" -> "the"
-            if not w or w in _FILLERS or w.startswith("["):
+            w = _plain(word)
+            if not w:
                 continue
             # 100 frames per second; seg.prob is the word's posterior in the lattice
             conf = float(np.clip(prob, 0.0, 1.0)) if np.isfinite(prob) else 0.0
-            for token in tokenize_words(w):
-                words.append(HeardWord(token, first / 100.0, (last + 1) / 100.0, conf))
-        words.sort(key=lambda w: w.start)  # keyword spotting reports in detection order
-        conf = float(np.mean([w.confidence for w in words])) if words else 0.0
-        return Transcript(" ".join(w.text for w in words), tuple(words), conf)
+            best.append(HeardWord(w, first / 100.0, (last + 1) / 100.0, conf))
+        best.sort(key=lambda w: w.start)  # keyword spotting reports in detection order
+        text = " ".join(t for w in best for t in tokenize_words(w.text))  # the best hypothesis
+        rivals: list[HeardWord] = []
+        if hyps:
+            best, rivals = nbest_words(best, [[p for p in map(_plain, h.split()) if p] for h in hyps])
+        conf = float(np.mean([w.confidence for w in best])) if best else 0.0
+        words = sorted((HeardWord(t, w.start, w.end, w.confidence) for w in best + rivals
+                        for t in tokenize_words(w.text)), key=lambda w: (w.start, w.end))
+        return Transcript(text, tuple(words), conf)
+
+
+def _plain(word: str) -> str:
+    """A decoder word as text: "the(2)" (an alternative pronunciation) -> "the"; fillers -> ""."""
+    w = re.sub(r"\(\d+\)$", "", word.strip())
+    return "" if not w or w in _FILLERS or w.startswith("[") else w
 
 
 def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str | None, str]:
@@ -289,7 +314,16 @@ def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str
 
 # ----------------------------------------------------------------------------------------------- registry
 
-RECOGNIZERS: dict[str, Callable[..., Recognizer]] = {"pocketsphinx": PocketSphinxRecognizer}
+def _whisper(**kwargs: Any) -> Recognizer:
+    """Whisper tiny.en through faster-whisper (edge.asr_whisper; optional, for replay on a laptop), imported
+    only when one is built."""
+    from firstwords.edge.asr_whisper import WhisperRecognizer
+
+    return WhisperRecognizer(**kwargs)
+
+
+RECOGNIZERS: dict[str, Callable[..., Recognizer]] = {"pocketsphinx": PocketSphinxRecognizer,
+                                                     "whisper": _whisper}
 
 
 def register_recognizer(name: str, factory: Callable[..., Recognizer]) -> None:

@@ -118,7 +118,7 @@ def score(recognizer, clips: Sequence[Clip], objects: Sequence[str], min_confide
             t.false_alarms += len(alarms)
             t.off_topic_s += len(c.audio) / SAMPLE_RATE - 2 * PAD_S
             ref = tokenize_words(c.text)
-            t.edits += word_errors(ref, [w.text for w in result.words])
+            t.edits += word_errors(ref, tokenize_words(result.text))  # the best hypothesis' words
             t.ref_words += len(ref)
             if alarms:
                 t.alarms.append(f"{c.voice}: {c.text!r} -> {result.text!r}")
@@ -135,26 +135,28 @@ def score(recognizer, clips: Sequence[Clip], objects: Sequence[str], min_confide
 
 
 _RSS_PROBE = """
-import resource, sys
-import numpy as np
+import sys
 from firstwords.edge.asr import make_recognizer
 from firstwords.edge.bundle import load_bundle
 from firstwords.edge.synth import speak
 b = load_bundle(sys.argv[1]) if sys.argv[1] else None
-rec = make_recognizer("pocketsphinx", bundle=b)
+kwargs = {"threads": 1} if sys.argv[3] == "whisper" else {}
+rec = make_recognizer(sys.argv[3], bundle=b, **kwargs)
 rec.transcribe(speak("look at the shoe, it is a nice shoe", sys.argv[2]))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
+# VmHWM (kB), not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the process that forked, so a
+# probe started by a bench holding several recognisers reported the bench's own peak.
 
 
-def recognizer_peak_rss_mb(bundle_path: str | None, voice: str) -> float:
-    """Peak RSS (MB) of a fresh process that loads the recogniser (with the bundle's speech model) and hears
-    one phrase: Python, numpy and the decoder, no encoder or memory."""
+def recognizer_peak_rss_mb(bundle_path: str | None, voice: str, recognizer: str = "pocketsphinx") -> float:
+    """Peak RSS (MB) of a fresh process that loads the recogniser (with the bundle's speech model or words;
+    whisper on one thread) and hears one phrase: Python, numpy and the decoder, no encoder or memory."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, bundle_path or "", voice], capture_output=True,
-                          text=True, check=False, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", _RSS_PROBE, bundle_path or "", voice, recognizer],
+                          capture_output=True, text=True, check=False, timeout=300)
     if proc.returncode != 0:
         raise RuntimeError(f"the RSS probe failed: {proc.stderr.strip()[-500:]}")
     return round(int(proc.stdout.strip().splitlines()[-1]) / 1024.0, 1)

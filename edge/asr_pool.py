@@ -64,6 +64,14 @@ def _transcribe(spec: RecognizerSpec, audio: np.ndarray, state: Any = None) -> t
     return _RECOGNIZER.transcribe(audio, cmn=state), time.perf_counter() - t0
 
 
+def _start(spec: RecognizerSpec) -> bool:
+    """Build the worker's recogniser; whether it adapts from utterance to utterance (has `advance_cmn`)."""
+    global _RECOGNIZER
+    if _RECOGNIZER is None:
+        _RECOGNIZER = spec.build()
+    return hasattr(_RECOGNIZER, "advance_cmn")
+
+
 def recognise_in_order(recognizer: Any, audio: np.ndarray) -> Any:
     """One recogniser's transcript of the next utterance, exactly as a pool would give it (the same
     adaptation state handed on): what the learner runs with a single recogniser."""
@@ -100,15 +108,13 @@ class RecognizerPool:
         self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
         # Fail here, not on the first utterance, when the recogniser cannot be built (pocketsphinx missing).
         try:
-            empty = np.zeros(0, np.float32)
-            for f in [self._pool.submit(_transcribe, spec, empty) for _ in range(self.workers)]:
-                f.result()  # raises the worker's exception
+            adapts = [f.result() for f in [self._pool.submit(_start, spec) for _ in range(self.workers)]]
         except BaseException:
             self._pool.shutdown(wait=False, cancel_futures=True)
             raise
-        # Here, the recogniser's adaptation followed in order (see the module doc), when it has one.
-        tracker = spec.build()
-        self._tracker = tracker if hasattr(tracker, "advance_cmn") else None
+        # Here, the recogniser's adaptation followed in order (see the module doc), when it has one; one that
+        # hears each utterance afresh (whisper) is not built here at all.
+        self._tracker = spec.build() if any(adapts) else None
 
     def submit(self, audio: np.ndarray) -> Future:
         """Recognise `audio` (utterances must be submitted in the order they were heard)."""

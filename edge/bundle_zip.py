@@ -44,6 +44,9 @@ def safe_extract(zpath: Path, dest: Path) -> None:
     except _ZIP_ERRORS as e:
         raise BundleError(f"{zpath}: cannot open the zip ({e}); copy it again or {REEXPORT}") from e
     with zf:
+        if any(not i.filename for i in zf.infolist()):  # a damaged central directory (is_dir() would fail)
+            raise BundleError(f"{zpath}: a member has no name; the zip is damaged — copy it again or "
+                              f"{REEXPORT}")
         infos = [i for i in zf.infolist() if not i.is_dir()]
         if len(infos) > MAX_MEMBERS:
             raise BundleError(f"{zpath}: holds {len(infos)} files; a bundle has a handful — refusing it")

@@ -87,6 +87,8 @@ class ProbeSpec:
     ort: dict[str, bool] = field(default_factory=dict)  # OrtMemoryOptions fields
     db_dir: str | None = None
     encode_batch: int = 8
+    hear_seconds: float = 0.0  # then the device recogniser (the bundle's speech model) hears this much of
+    # the session's soundtrack, in 3 s pieces: the audio path's peak, everything else still loaded
 
 
 # ---------------------------------------------------------------------------------------------- a long replay
@@ -174,6 +176,33 @@ def replay_looped(runtime: Any, session: str | Path, minutes: float) -> Any:
     return learner.run(install_signal_handlers=False)
 
 
+def hear_soundtrack(spec: ProbeSpec, bundle: Any) -> dict[str, Any]:
+    """The device config's recogniser (as the runtime builds it) hears the start of the session's
+    soundtrack."""
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.hear import SAMPLE_RATE, AudioFileSource
+    from firstwords.edge.replay import discover_session
+    from firstwords.edge.runtime import make_speech
+
+    s = discover_session(spec.session)
+    if s.audio is None:
+        raise DataError(f"{spec.session}: no soundtrack to hear (--hear-seconds needs one)")
+    cfg = load_device_config(resolve_device_config(spec.config))
+    _, rec = make_speech(cfg.audio.vad, [], bundle=bundle)
+    heard = words = 0
+    src = AudioFileSource(s.audio, speed=None, block=3 * SAMPLE_RATE)  # streamed, as a microphone delivers
+    try:
+        for block in src:
+            words += len(rec.transcribe(block.samples).words)
+            heard += len(block.samples)
+            if heard >= spec.hear_seconds * SAMPLE_RATE:
+                break
+    finally:
+        src.close()
+    return {"seconds": round(heard / SAMPLE_RATE, 1), "words": words,
+            "speech_model": getattr(rec, "lm_source", "?")}
+
+
 # ------------------------------------------------------------------------------------------------ the probe
 
 def probe_main(spec: ProbeSpec) -> dict[str, Any]:
@@ -237,6 +266,9 @@ def probe_main(spec: ProbeSpec) -> dict[str, Any]:
                              "latency_median_ms": {k: v["median_ms"] for k, v in rep.latency.items()},
                              "latency_ms_per_item": {k: v["ms_per_item"] for k, v in rep.latency.items()}}
             mark(f"+ replay of {spec.replay_minutes:g} min")
+        if spec.hear_seconds and spec.session and spec.bundle:
+            out["heard"] = hear_soundtrack(spec, b)
+            mark(f"+ recogniser, {out['heard']['seconds']:g} s of speech heard")
         if mem is not None:
             mem.close()
     finally:

@@ -282,14 +282,17 @@ def replay(session: Session, encoder: Any, memory: Any, *, words_from: str = "au
 
 
 def object_word_recovery(heard: Sequence[TimedUtterance], spoken: Sequence[TimedUtterance],
-                         object_words: Sequence[str],
+                         object_words: Sequence[str], min_confidence: float = 0.0,
                          slack: float = 0.3) -> dict[str, Any]:
     """How many object words spoken (the transcript) were recognised in speech overlapping them in time
-    (within `slack` s), and how many recognised object words were not said there (false alarms)."""
+    (within `slack` s), and how many recognised object words were not said there (false alarms). Recognised:
+    a heard word with a confidence of at least `min_confidence` (the memory's [memory] min_word_confidence:
+    what it learns from), from the best hypothesis or a competing one (edge.asr_nbest)."""
     from firstwords.edge.tokenize import words
 
     objs = set(object_words)
-    heard_words = [(u.start, u.end, set(words(u.text))) for u in heard]
+    heard_words = [(u.start, u.end, {w.text for w in u.heard_words() if w.confidence >= min_confidence})
+                   for u in heard]
     spoken_words = [(u.start, u.end, set(words(u.text))) for u in spoken]
     said = found = false = 0
     per_word: dict[str, list[int]] = {}

@@ -347,6 +347,18 @@ def test_corrupted_deflated_zip_bundles_raise_only_bundle_error(built, workdir, 
     _corrupt_zip_load(built, workdir, flips, zipfile.ZIP_DEFLATED)
 
 
+def test_zip_member_without_a_name_is_a_bundle_error(built, tmp_path):
+    from firstwords.edge.bundle import load_bundle
+
+    z = tmp_path / "noname.zip"  # hypothesis found one: a flipped bit in the central directory (IndexError)
+    with zipfile.ZipFile(z, "w") as zf:
+        for p in sorted(built.iterdir()):
+            zf.write(p, p.name)
+        zf.writestr(zipfile.ZipInfo(""), b"x")
+    with pytest.raises(BundleError, match="no name"):
+        load_bundle(z)
+
+
 def test_zip_with_too_many_members_or_a_lying_header_is_refused(built, tmp_path):
     from firstwords.edge.bundle import load_bundle
 

@@ -180,13 +180,84 @@ def test_new_word_spoken_near_an_object_becomes_a_memory_word(sample, speech_bun
 def test_speech_lm_is_part_of_the_checked_bundle(speech_bundle, tmp_path):
     from firstwords.edge.bundle import load_bundle
     from firstwords.edge.errors import BundleError
+    from firstwords.export.lm import DOMAIN_WEIGHT
 
     b = load_bundle(speech_bundle)
     assert {"speech_lm.bin", "speech.dict"} <= set(b.manifest["files"])
-    assert b.manifest["speech"]["lm"] == "speech_lm.bin" and b.manifest["speech"]["domain_weight"] == 0.3
+    assert b.manifest["speech"]["lm"] == "speech_lm.bin"
+    assert b.manifest["speech"]["domain_weight"] == DOMAIN_WEIGHT
     copy = tmp_path / "bundle"
     shutil.copytree(speech_bundle, copy)
     with open(copy / "speech.dict", "a") as f:
         f.write("shoe SH UW\n")  # a changed pronunciation is a changed model
     with pytest.raises(BundleError, match="speech.dict"):
         load_bundle(copy)
+
+
+# ------------------------------------------------------------------------------- the N best hypotheses
+
+def test_nbest_share_raises_best_path_words_and_adds_rivals_in_their_place():
+    from firstwords.edge.asr_nbest import nbest_words
+
+    best = [HeardWord("look", 0.0, 0.3, 0.9), HeardWord("at", 0.3, 0.4, 0.5),
+            HeardWord("the", 0.4, 0.5, 0.3), HeardWord("bad", 0.5, 0.9, 0.35)]
+    hyps = [["look", "at", "the", "bad"], ["look", "at", "the", "bag"], ["look", "at", "a", "bag"],
+            ["look", "at", "the", "back"], ["look", "the", "bad"]]
+    out, rivals = nbest_words(best, hyps)
+    assert [w.text for w in out] == ["look", "at", "the", "bad"]  # the best path, its times kept
+    assert [round(w.confidence, 2) for w in out] == [1.0, 0.8, 0.8, 0.4]  # max(lattice posterior, share)
+    # "bag" stands where "bad" stands in 2 of 5 (kept, with bad's time); "back" and "a" in 1 (dropped)
+    assert rivals == [HeardWord("bag", 0.5, 0.9, 0.4)]
+    _, low = nbest_words(best, hyps, floor=0.2)
+    assert {(w.text, w.start, w.end) for w in low} == {("bag", 0.5, 0.9), ("back", 0.5, 0.9),
+                                                        ("a", 0.4, 0.5)}
+    _, inserted = nbest_words(best[:2], [["look", "at"], ["look", "big", "at"], ["look", "big", "at"]])
+    assert inserted == [HeardWord("big", 0.0, 0.4, 2 / 3)]  # an insertion: the time of its neighbours
+    assert nbest_words(best, []) == (best, [])
+
+
+@needs_voices
+def test_nbest_keeps_the_best_hypothesis_and_only_adds_confidence(speech_bundle):
+    from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.synth import speak
+
+    bundle = load_bundle(speech_bundle)
+    plain, nbest = (make_recognizer("pocketsphinx", bundle=bundle, n_best=n) for n in (0, 5))
+    for text, voice in [("the bag", "flite:awb"), ("touch the sweater", "flite:awb"),
+                        ("that's your shirt", "flite:slt")]:
+        audio = speak(text, voice, margin=0.3)
+        a, b = plain.transcribe(audio), nbest.transcribe(audio)
+        assert a.text == b.text  # the transcript (and its word error) is the best path's
+        best = {(w.text, w.start): w.confidence for w in a.words}
+        for w in b.words:
+            assert 0.0 <= w.confidence <= 1.0 and w.start <= w.end
+            if (w.text, w.start) in best:
+                assert w.confidence >= best[w.text, w.start] - 1e-9
+            else:  # a rival: in at least 2 of the 5 best hypotheses
+                assert w.confidence >= 0.4 - 1e-9
+        assert list(b.words) == sorted(b.words, key=lambda w: (w.start, w.end))
+
+
+@needs_voices
+def test_spoken_shots_teach_a_trained_memory_only_what_was_heard(device_recognizer, tmp_path):
+    from firstwords.edge.asr_fewshot import spoken_shots
+    from firstwords.edge.memory import AssociativeMemory, Moment
+
+    rng = np.random.default_rng(0)
+    dim = 16
+    with AssociativeMemory(tmp_path / "m.db", dim) as mem:
+        for i in range(30):  # the stream a device has learned before it meets the new word
+            mem.learn(["look", "at", "the", CORPUS_OBJECTS[i % 3]], rng.standard_normal((4, dim)), float(i),
+                      "look at the ...")
+        blanket = rng.standard_normal(dim)
+        exposures = [Moment([NEW_WORD], blanket + 0.1 * rng.standard_normal((4, dim)), 100.0 + k,
+                            f"look at the {NEW_WORD}") for k in range(4)]
+        scores = []
+        out = spoken_shots(mem, device_recognizer, exposures, NEW_WORD, lambda m: scores.append(m) or 0.5,
+                           voices=["flite:slt", "flite:rms"], shots=(1, 2, 4))
+        assert list(out["accuracy"]) == [1, 2, 4] and len(scores) == 3
+        assert [len(e) for e in out["exposures"]] == [3] * 4
+        heard = out["heard"][4]
+        assert heard >= 2  # measured 4 of 4 ("blanket" is heard; the transcript is never given)
+        assert (NEW_WORD in mem.words()) and mem.exposures(NEW_WORD) == heard

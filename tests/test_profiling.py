@@ -199,6 +199,16 @@ def test_probe_in_a_fresh_process_breaks_memory_down(bundle):
     assert "OVER" in memory_probe.format_memory_table(p, 1.0)
 
 
+def test_probe_measures_the_audio_path_with_the_recogniser_loaded(sample):
+    pytest.importorskip("pocketsphinx")
+    p = memory_probe.run_probe(memory_probe.ProbeSpec(bundle=str(sample.bundle), threads=1, words=100,
+                                                      session=str(sample.session), hear_seconds=6.0))
+    assert p["steps"][-1]["step"] == "+ recogniser, 6 s of speech heard"
+    assert p["heard"]["words"] > 0  # the soundtrack's speech was recognised, not just the model loaded
+    # a decoder and its language model are the audio path's largest part
+    assert p["steps"][-1]["hwm_mb"] > p["steps"][-2]["hwm_mb"] + 20
+
+
 def test_probe_applies_onnxruntime_memory_options(bundle):
     opts = memory_probe.OrtMemoryOptions(arena=False, prepacking=False)
     assert opts.label == "no arena + no prepacking"

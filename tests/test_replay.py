@@ -89,6 +89,15 @@ def test_object_word_recovery_counts_hits_misses_and_false_alarms():
     r = object_word_recovery(heard, spoken, ["shoe", "boot", "bag"])
     assert (r["object_words_said"], r["object_words_recovered"], r["false_alarms"]) == (3, 2, 1)
     assert r["per_word"] == {"boot": 1.0, "shoe": 0.5}
+    # heard words count at the memory's confidence threshold, a competing hypothesis' words included
+    from firstwords.edge.heard import HeardWord
+
+    unsure = [Utterance(0.1, 1.1, "look the shoe", words=(HeardWord("shoe", 0.5, 1.0, 0.1),)),
+              Utterance(2.0, 3.1, "a boot", words=(HeardWord("boot", 2.2, 2.5, 0.9),
+                                                   HeardWord("shoe", 2.6, 3.0, 0.4)))]
+    r = object_word_recovery(unsure, spoken, ["shoe", "boot", "bag"], min_confidence=0.2)
+    assert (r["object_words_said"], r["object_words_recovered"], r["false_alarms"]) == (3, 2, 0)
+    assert r["per_word"] == {"boot": 1.0, "shoe": 0.5}
 
 
 def test_sample_session_has_what_session_json_says(sample):

@@ -7,7 +7,9 @@ on that speech, real-time factor (CPU seconds per second of speech) and the reco
 
 The bundle's speech LM (firstwords export --speech-lm) is what the device hears with; without one the general
 English model is measured (with a warning). --compare lm also measures the closed-vocabulary search for
-contrast. The logic lives in firstwords.edge.asr_eval. Last line: one JSON object with exactly
+contrast; --compare whisper the optional laptop recogniser (Whisper tiny.en, firstwords[whisper]) on one core
+with the bundle's words favoured (whisper:none: without). The logic lives in firstwords.edge.asr_eval.
+Last line: one JSON object with exactly
 offtopic_object_false_alarms_per_min, object_recall, object_recall_unseen_templates, offtopic_wer,
 asr_realtime_factor (pooled over the voices, the device's recogniser).
 """
@@ -45,10 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-confidence", type=float, default=0.2,
                     help="a word counts as heard at this confidence or more (the device config's [memory] "
                          "min_word_confidence; default: %(default)s)")
-    ap.add_argument("--compare", default="", help="also measure these biases, e.g. 'lm' (closed vocabulary)")
-    ap.add_argument("--few-shot-corpus", help="also: the corpus' novel word spoken 1, 2, 5, 10 times through "
-                    "the recogniser into a fresh memory, 4-way accuracy (firstwords.edge.asr_fewshot; "
-                    "needs --bundle)")
+    ap.add_argument("--compare", default="", help="also measure these, e.g. 'lm' (closed vocabulary), "
+                    "'whisper' (laptop recogniser), 'whisper:none' (it without favouring)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=3, help="misses / false alarms to print per voice")
     args = ap.parse_args(argv)
@@ -64,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device recogniser: {recognizers['device'].lm_source}; voices: {', '.join(voices)}")
     for bias in [b for b in args.compare.split(",") if b]:
         words = [w for w in bundle.vocab.ids if not w.startswith("<")] if bundle else objects
+        if bias.startswith("whisper"):  # "whisper" (the bundle's words favoured) or "whisper:none"; one core
+            recognizers[bias] = make_recognizer("whisper", vocabulary=words, threads=1,
+                                                bias=bias.partition(":")[2] or "open")
+            continue
         recognizers[bias] = make_recognizer("pocketsphinx", vocabulary=words, bias=bias)
     t0 = time.perf_counter()
     pooled = {name: Tally() for name in recognizers}
@@ -72,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     for voice in voices:
         clips = make_clips(voice, objects, NAMING, args.n_seen, args.n_unseen, args.n_off_topic, args.seed)
         for name, rec in recognizers.items():
+            cpu = time.process_time()
             t = score(rec, clips, objects, args.min_confidence)
+            if name.startswith("whisper"):  # CTranslate2 decodes in its own threads: the process's CPU time
+                t.cpu_s = time.process_time() - cpu
             pooled[name].add(t)
             f = t.figures()
             print(f"{name:<10} {voice:<32} {f['object_recall']:>6.2f} "
@@ -91,16 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     rss = recognizer_peak_rss_mb(args.bundle, voices[0])
     print(f"recogniser peak RSS (fresh process: Python + numpy + decoder): {rss} MB; "
           f"bench took {time.perf_counter() - t0:.0f} s")
-    if args.few_shot_corpus and bundle is not None:
-        from firstwords.edge.asr_fewshot import few_shot_spoken
-        from firstwords.edge.encode import Encoder
-
-        fs = few_shot_spoken(Encoder(bundle, threads=1), recognizers["device"], args.few_shot_corpus, voices,
-                             args.min_confidence, args.seed)
-        print(f"few_shot_spoken {fs['word']!r}: " + ", ".join(
-            f"k={k}: {a:.2f} (heard {fs['heard'][k]})" for k, a in fs["accuracy"].items()))
-        for text, voice, heard in fs["exposures"]:
-            print(f"    {voice}: {text!r} -> {heard!r}")
+    if any(name.startswith("whisper") for name in recognizers):
+        print(f"whisper peak RSS (fresh process, one thread): "
+              f"{recognizer_peak_rss_mb(args.bundle, voices[0], 'whisper')} MB")
     device = pooled["device"].figures()
     print(json.dumps({k: device[k] for k in KEYS}))
     return 0

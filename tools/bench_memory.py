@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the online associative memory (edge.memory).
 
-    python tools/bench_memory.py --bundle work/bundle --corpus work/corpus [--seeds 3] [--out work/bench]
+    python tools/bench_memory.py --bundle work/bundle --corpus work/corpus [--seeds 3] [--spoken] [--out DIR]
     python tools/bench_memory.py --synthetic [--seeds 3] [--look-away 0.4]   # no bundle: clustered embeddings
 
 Measures, side by side in one run:
@@ -12,7 +12,9 @@ Measures, side by side in one run:
     (d): (b) fed only the frames that truly show what is named -- what choosing frames within windows could
     gain. A word the memory has not heard yet falls back to the encoder's embedding, so all start alike.
   * few-shot: a category kept out of training entirely (the corpus's novel.json / novel_exposures.json), its
-    4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream);
+    4-way accuracy after k = 1, 2, 5, 10 exposures (learned after the training stream); with --spoken also
+    through the audio path (few_shot_spoken): each exposure said by one of six synthetic voices and heard by
+    the bundle's device recogniser, the memory as shipped learning only what it heard;
   * name() latency at 10k words (median, p90) and learn() latency on a file database (synchronous FULL vs
     NORMAL, as a ratio).
 Human-readable lines first, a PNG plot in --out, and the LAST line is one JSON object with the figures.
@@ -251,7 +253,7 @@ def memory_accuracy(mem: AssociativeMemory, data: BenchData, prior_vecs: dict, t
 
 
 def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_per_cat: int,
-                   learning: LearningParams | None = None) -> dict:
+                   learning: LearningParams | None = None, spoken=None) -> dict:
     """(b) and (c) are the same learner (same params), with re-entrant frame selection off and on. Also the
     frame-selection diagnostic: of the frames' worth a category word learned from windows where it was said,
     the share that came from frames actually showing it (the corpus's ground truth)."""
@@ -283,6 +285,13 @@ def learning_curve(data: BenchData, seed: int, checkpoints: list[int], trials_pe
             few[name] = few_shot(mem, data, seed)
         curves[name] = accs
         on_target[name] = on / total if total else float("nan")
+    if spoken is not None:  # the memory as shipped learns the stream, then hears the new word spoken
+        with AssociativeMemory(":memory:", data.dim, reentrance=True, learning=learning) as mem:
+            for i in order:
+                u = data.stream[i]
+                mem.learn(u.words, u.frame_embeddings, u.t, u.text,
+                          {w: data.prior[w] for w in u.words if w in data.prior})
+            few["spoken"] = spoken(mem, data, seed)
     if data.views is not None:
         curves["ideal_frames"] = ideal_frames_curve(data, order, checkpoints, trials, prior_vecs, learning)
     if data.views is not None:  # the same share for frames taken uniformly (every frame of the window)
@@ -348,6 +357,30 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int,
         proto = (shown.mean(axis=0) - g) @ w
         out[f"oracle_{k}"] = accuracy({data.novel_word: proto}, trials, emb)
     return out
+
+
+def spoken_few_shot(bundle: Path):
+    """few_shot's teaching through the audio path (edge.asr_fewshot): each exposure spoken by the six voices
+    in turn and heard by the bundle's device recogniser; None when pocketsphinx or the voices are missing."""
+    from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.asr_fewshot import spoken_shots
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.config import load_device_config, resolve_device_config
+    from firstwords.edge.synth import DEFAULT_VOICES, available_voices
+
+    voices = available_voices(list(DEFAULT_VOICES))
+    rec = make_recognizer("pocketsphinx", bundle=load_bundle(bundle))
+    min_conf = load_device_config(resolve_device_config("laptop")).memory.min_word_confidence
+
+    def run(mem: AssociativeMemory, data: BenchData, seed: int) -> dict:
+        labels = data.eval_labels + [data.novel_word] * len(data.novel_emb)
+        emb = np.concatenate([data.eval_emb, data.novel_emb])
+        trials = [t for t in make_trials(labels, 4, 200, seed) if t.category == data.novel_word]
+        return spoken_shots(mem, rec, data.novel_exposures, data.novel_word,
+                            lambda m: accuracy(m.word_vectors([data.novel_word]), trials, emb)
+                            if data.novel_word in m.words() else 0.25, voices, min_conf, seed, SHOTS)
+
+    return run if voices else None
 
 
 def auc(xs: list[int], ys: list[float]) -> float:
@@ -463,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=50, help="4-way trials per category at each checkpoint")
     ap.add_argument("--max-utterances", type=int, default=0, help="use only the first N (0: all)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--spoken", action="store_true", help="also teach the novel word through the audio path "
+                    "(six synthetic voices -> the bundle's device recogniser): few_shot_spoken")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -484,10 +519,11 @@ def main(argv: list[str] | None = None) -> int:
                           *[round(x) for x in np.linspace(0, n, args.points + 1)]})
     learning = LearningParams()
     print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
+    spoken = spoken_few_shot(args.bundle) if args.spoken and not args.synthetic else None
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        runs.append(learning_curve(data, seed, checkpoints, args.trials, learning))
+        runs.append(learning_curve(data, seed, checkpoints, args.trials, learning, spoken))
         print(f"  seed {seed}: done in {time.perf_counter() - t0:.1f} s", flush=True)
     kinds = ["encoder", "memory", "memory_reentrant"]
     kinds += ["ideal_frames"] if "ideal_frames" in runs[0]["curves"] else []
@@ -540,6 +576,15 @@ def main(argv: list[str] | None = None) -> int:
           + " <- supervised prototype of the same exposures")
     few_ok = max(few["memory_reentrant"][s] for s in SHOTS) >= 0.60
     print(f"  reaches >= 0.60 within 10 exposures: {'PASS' if few_ok else 'FAIL'}")
+    spoken_acc = spoken_heard = None
+    if spoken is not None:
+        sp = [r["few_shot"]["spoken"] for r in runs]
+        spoken_acc = {s: float(np.mean([r["accuracy"][s] for r in sp])) for s in SHOTS}
+        spoken_heard = {s: float(np.mean([r["heard"][s] for r in sp])) for s in SHOTS}
+        print(f"  {'spoken (c)':<17} " + "  ".join(f"k={s}: {spoken_acc[s]:.3f} (heard {spoken_heard[s]:.1f})"
+                                                for s in SHOTS) + " <- said by six voices, heard")
+        for text, voice, heard in runs[0]["few_shot"]["spoken"]["exposures"]:
+            print(f"      {voice}: {text!r} -> {heard!r}")
 
     lat = name_latency(data.dim)
     print(f"\nname() at {lat['words']} words: median {lat['median_ms']:.3f} ms, p90 {lat['p90_ms']:.3f} ms "
@@ -569,6 +614,8 @@ def main(argv: list[str] | None = None) -> int:
         "novel_word": data.novel_word,
         "few_shot": {k: {str(s): round(v, 4) for s, v in d.items()} for k, d in few.items()},
         "few_shot_reaches_0_60": few_ok,
+        "few_shot_spoken": spoken_acc and {str(s): round(v, 4) for s, v in spoken_acc.items()},
+        "few_shot_spoken_heard": spoken_heard and {str(s): v for s, v in spoken_heard.items()},
         "few_shot_supervised_prototype": {str(s): round(v, 4) for s, v in few_oracle.items()},
         "name_median_ms_10k": round(lat["median_ms"], 4), "name_p90_ms_10k": round(lat["p90_ms"], 4),
         "learn_median_ms_10k_ram": round(lat["learn_median_ms"], 3),

@@ -174,7 +174,7 @@ def bench(args: argparse.Namespace) -> int:
         if source == "audio":
             spoken = load_utterances(session.transcript) if session.transcript else []
             object_words = session.meta.get("object_words") or cats
-            rec = object_word_recovery(heard, spoken, object_words)
+            rec = object_word_recovery(heard, spoken, object_words, cfg.memory.min_word_confidence)
             row["object_word_recovery"] = rec["recovery_rate"]
             row["object_word_false_alarms"] = rec["false_alarms"]
             row["object_words_said"] = rec["object_words_said"]

@@ -49,7 +49,8 @@ def measure(args: argparse.Namespace) -> dict:
                      "budget_mb": cfg.budget.ram_mb}
 
     full = memory_probe.ProbeSpec(**{**dataclasses.asdict(base), "session": args.session,
-                                  "replay_minutes": args.replay_minutes if args.session else 0.0})
+                                  "replay_minutes": args.replay_minutes if args.session else 0.0,
+                                  "hear_seconds": args.hear_seconds if args.session else 0.0})
     probe = memory_probe.run_probe(full)
     what = f"{words} words" + (f", {args.replay_minutes:g} min replay of "
                                f"{args.session}" if args.session else "")
@@ -109,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                                       "speed)")
     ap.add_argument("--replay-minutes", type=float, default=1.0,
                     help="minutes of the session to replay (looped if shorter; default: %(default)s)")
+    ap.add_argument("--hear-seconds", type=float, default=60.0,
+                    help="then the device's recogniser hears this much of the session's soundtrack, all else "
+                         "else still loaded: the audio path's peak (default: %(default)s; 0: skip)")
     ap.add_argument("--words", type=int, help="words in the memory (default: the config's capacity_words)")
     ap.add_argument("--threads", type=int, help="onnxruntime threads (default: the config's)")
     ap.add_argument("--db-dir", help="folder for the temporary memory database (default: system temp)")

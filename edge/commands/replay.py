@@ -11,7 +11,9 @@ import time
 HELP = ("replay a recorded session (video + soundtrack or transcript), or a folder of sessions, through the "
         "device runtime into a memory")
 EXAMPLE = ("firstwords replay work/session --bundle work/bundle --memory work/memory.db --speed max "
-           "--config device_configs/laptop.toml\n  firstwords replay recordings/ --bundle work/bundle "
+           "--config device_configs/laptop.toml\n  firstwords replay work/session --bundle work/bundle "
+           "--memory work/whisper.db --recognizer whisper   # the laptop's stronger recogniser\n"
+           "  firstwords replay recordings/ --bundle work/bundle "
            "--memory work/memory.db --workers 2   # a folder of session folders, resumable")
 
 
@@ -44,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speech recognition: 'open' (default) hears any English word with the bundle's "
                              "words favoured; 'lm', 'grammar', 'keywords' are closed over the bundle's words "
                              "(for comparison: they force its words onto any speech); 'none': no favouring")
+    parser.add_argument("--recognizer", metavar="NAME",
+                        help="speech recogniser for the soundtrack instead of the device config's: e.g. "
+                             "'whisper' (Whisper tiny.en, stronger and ~5x slower; a laptop option, never a "
+                             "device's: pip install 'firstwords[whisper]'), or a registered / entry-point "
+                             "name (one session only)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the device config's)")
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment")
@@ -56,6 +63,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "'local' = start one here); needs pip install 'firstwords[scale]'")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON line at the end")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def with_recognizer(cfg, name: str | None):
+    """The device config with its [audio] recognizer replaced by --recognizer's (checked by name here, built
+    with the runtime)."""
+    if not name:
+        return cfg
+    from dataclasses import replace
+
+    from firstwords.edge.asr import available_recognizers
+    from firstwords.edge.errors import InputError
+
+    if name not in available_recognizers():
+        raise InputError(f"unknown recognizer {name!r}; available: {available_recognizers()} (for words from "
+                         "the transcript use --words-from transcript)")
+    return replace(cfg, audio=replace(cfg.audio, recognizer=name))
 
 
 def progress_printer(duration: float | None, enabled: bool):
@@ -93,6 +116,11 @@ def run(args: argparse.Namespace) -> int:
 
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if is_session_folder_of_folders(args.session):
+        if getattr(args, "recognizer", None):
+            from firstwords.edge.errors import InputError
+
+            raise InputError("--recognizer applies to one session; a folder of sessions is heard with the "
+                             "device config's recognizer")
         return run_folder(args)
     if args.ray:
         from firstwords.edge.errors import InputError
@@ -111,9 +139,15 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.edge.runtime import build_runtime
 
     speed = parse_speed(args.speed)
-    cfg = load_device_config(resolve_device_config(args.config))
+    cfg = with_recognizer(load_device_config(resolve_device_config(args.config)), args.recognizer)
     session = discover_session(args.session, frames=args.frames, audio=args.audio, transcript=args.transcript)
     source = choose_words_source(session, args.words_from, cfg.audio.recognizer)
+    if args.recognizer and source != "audio":
+        from firstwords.edge.errors import InputError
+
+        raise InputError(f"--recognizer {args.recognizer} hears a soundtrack, but this replay takes its "
+                         "words from the transcript; give the session's soundtrack (--audio WAV) or drop "
+                         "--recognizer")
     print(f"replaying {session.describe()}", file=sys.stderr)
     t0 = time.perf_counter()
     with build_runtime(cfg, args.bundle, args.memory, realtime=speed is not None, speech=source == "audio",
