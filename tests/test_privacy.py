@@ -386,8 +386,10 @@ def test_replay_at_real_time_opens_no_internet_socket_and_writes_no_cache(sample
            "--memory", str(tmp_path / "memory.sqlite"), "--words-from", "audio", "--speed", "1", "--threads",
            "1",
            "-q"]
+    # SIGINT back to its default in the child: a test run started in the background (as CI may be) has it
+    # ignored, the child inherits that, and Python then installs no KeyboardInterrupt handler at all
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(300, proc.kill)
     watchdog.start()
     try:
