@@ -87,14 +87,16 @@ def make_clips(voice: str, objects: Sequence[str], seen_templates: Sequence[str]
     for i, (kind, template) in enumerate(plan):
         word = objects[(i + int(rng.integers(len(objects)))) % len(objects)]
         text = template.format(w=word)
-        clips.append(Clip(kind, voice, text, word, _clip(text, voice, CHILD_PROSODY, rng)))
+        clips.append(Clip(kind, voice, text, word, spoken_clip(text, voice, CHILD_PROSODY, rng)))
     for i in rng.permutation(len(OFF_TOPIC))[:n_off_topic]:
         clips.append(Clip("off_topic", voice, OFF_TOPIC[i], None,
-                          _clip(OFF_TOPIC[i], voice, ADULT_PROSODY, rng)))
+                          spoken_clip(OFF_TOPIC[i], voice, ADULT_PROSODY, rng)))
     return clips
 
 
-def _clip(text: str, voice: str, prosody: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+def spoken_clip(text: str, voice: str, prosody: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """`text` as the benchmarks speak it: the voice at the prosody with a little random rate and pitch, half a
+    second of room noise on each side (as a VAD cuts an utterance), room noise throughout."""
     rate, pitch = prosody
     x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)),
               pitch=pitch + float(rng.uniform(-1.5, 1.5)))

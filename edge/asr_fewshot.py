@@ -13,9 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from firstwords.edge.asr_eval import spoken_clip
 from firstwords.edge.heard import HeardWord
 from firstwords.edge.speech_text import CHILD_PROSODY
-from firstwords.edge.synth import DEFAULT_VOICES, room_noise, speak
+from firstwords.edge.synth import DEFAULT_VOICES
 
 SHOTS = (1, 2, 5, 10)
 
@@ -23,14 +24,7 @@ SHOTS = (1, 2, 5, 10)
 def hear(recognizer, text: str, voice: str, rng: np.random.Generator,
          min_confidence: float) -> list[HeardWord]:
     """`text` spoken by `voice` (child-directed, over room noise) and recognised: the words kept."""
-    from firstwords.edge.hear import SAMPLE_RATE
-
-    rate, pitch = CHILD_PROSODY
-    x = speak(text, voice, rate=rate * float(rng.uniform(0.92, 1.08)),
-              pitch=pitch + float(rng.uniform(-1.5, 1.5)))
-    pad = np.zeros(SAMPLE_RATE // 2, np.float32)
-    x = np.concatenate([pad, 0.8 * x, pad])
-    result = recognizer.transcribe(x + room_noise(len(x), rng))
+    result = recognizer.transcribe(spoken_clip(text, voice, CHILD_PROSODY, rng))
     return [w for w in result.words if w.confidence >= min_confidence]
 
 

@@ -9,9 +9,8 @@ on the best path keeps the larger of that share and its lattice posterior; a com
 HeardWord of its own, timed by the best-path words it stands in for, so the memory learns it in proportion to
 its share and not at all below `[memory] min_word_confidence`.
 
-Measured by tools/bench_hearing.py (six voices, see docs/CONTRACTS.md): object recall rises by about ten
-points at no object false alarm in off-topic speech; the best hypothesis (the transcript's text and its word
-error) is unchanged.
+Measured by tools/bench_hearing.py (six voices, see README "Hearing"): object recall 0.71 -> 0.77 at no object
+false alarm in off-topic speech; the best hypothesis (the transcript's text and its word error) is unchanged.
 """
 
 from __future__ import annotations
