@@ -205,6 +205,18 @@ class PocketSphinxRecognizer:
         except Exception as e:  # pocketsphinx raises RuntimeError / ValueError on bad model files
             raise DataError(f"pocketsphinx cannot load its model or search ({e}); "
                             f"check model_dir / dictionary / lm, or reinstall: {SPEECH_HINT}") from e
+        self._add_cmn_search()
+
+    def _add_cmn_search(self) -> None:
+        """A second search, a grammar of one word, that advance_cmn switches to: ending an utterance searches
+        every frame fed to it, and the front end's mean does not depend on the search, so the cheapest search
+        gives the mean the real one would have (the same numbers: tested) at a small fraction of its cost."""
+        word = next((w for w in ("a", *self.vocabulary) if self.decoder.lookup_word(w)), None)
+        if word is None:  # a dictionary without "a" or any vocabulary word: advance_cmn searches for real
+            self._cmn_search = None
+            return
+        self._cmn_search = "_cmn"
+        self.decoder.add_jsgf_string(self._cmn_search, f"#JSGF V1.0;\ngrammar cmn;\npublic <s> = {word} ;\n")
 
     def _write_lm(self, path: Path, sentences: list[str]) -> Path:
         from pocketsphinx.lm import ArpaBoLM  # pure Python ARPA writer shipped with pocketsphinx
@@ -225,18 +237,24 @@ class PocketSphinxRecognizer:
         self.decoder.set_cmn(cmn)
 
     def advance_cmn(self, audio: np.ndarray) -> str:
-        """The cepstral mean before this utterance, then the utterance's features only (no search), so the
-        mean adapts as decoding it would have adapted it. A pool of decoders hears what one decoder hears in
-        sequence when each is given, with its utterance, the mean this returned (edge.asr_pool): the mean
-        carries over from utterance to utterance (a decoder reset per utterance recovered about half as many
-        object words on the sample voice)."""
+        """The cepstral mean before this utterance, then the utterance's features (searched by a one-word
+        grammar only: a few per cent of decoding), so the mean adapts as decoding it would have adapted it. A
+        pool of decoders hears what one decoder hears in sequence when each is given, with its utterance, the
+        mean this returned (edge.asr_pool): the mean carries over from utterance to utterance (a decoder reset
+        per utterance recovered about half as many object words on the sample voice)."""
         pcm = _to_pcm16(audio)
         with self._lock:
             cmn = self.decoder.get_cmn()
             if len(pcm) >= 2 * SAMPLE_RATE // 10:  # as transcribe: shorter audio is not decoded
-                self.decoder.start_utt()
-                self.decoder.process_raw(pcm, no_search=True, full_utt=False)
-                self.decoder.end_utt()
+                if self._cmn_search:
+                    self.decoder.activate_search(self._cmn_search)
+                try:
+                    self.decoder.start_utt()
+                    self.decoder.process_raw(pcm, no_search=True, full_utt=False)
+                    self.decoder.end_utt()  # searches the frames fed (see _add_cmn_search)
+                finally:
+                    if self._cmn_search:
+                        self.decoder.activate_search()  # the decoder's own search again
             self._set_cmn(self.decoder.get_cmn())  # as a decoder handed the mean will be
         return cmn
 

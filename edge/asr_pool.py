@@ -9,8 +9,8 @@ given them: the memory learns the same words with the same strengths (tested).
 A recogniser that adapts from utterance to utterance (pocketsphinx's cepstral mean) would hear differently
 depending on which worker got which utterance. Such a recogniser has `advance_cmn(audio) -> state` and
 `transcribe(audio, cmn=state)`: the pool keeps one more of it here, fed every utterance's features in order
-(no search: a few per cent of decoding), and each utterance goes to a worker with the state a single
-recogniser would have had at its start.
+(through a one-word search: about 2 % of decoding), and each utterance goes to a worker with the state a
+single recogniser would have had at its start.
 
     pool = RecognizerPool(RecognizerSpec("pocketsphinx", {"vocabulary": words}), workers=2)
     ordered = OrderedRecognition(pool)

@@ -9,6 +9,7 @@ import wave
 
 import numpy as np
 import pytest
+from firstwords.edge.asr import _to_pcm16
 from firstwords.edge.asr_pool import OrderedRecognition, RecognizerPool, RecognizerSpec, recognise_in_order
 from firstwords.edge.errors import InputError
 from firstwords.edge.hear import SAMPLE_RATE, resample
@@ -43,6 +44,24 @@ def test_the_decoder_adapts_across_utterances_and_the_pool_follows_it(speech):
     for a in speech[1:]:
         rec.transcribe(a)
     assert rec.advance_cmn(speech[0]) != first
+
+
+def test_following_the_mean_costs_no_decoding_and_gives_the_same_mean(speech):
+    """advance_cmn runs the utterance through a one-word search, not the recogniser's (which cost the pool's
+    tracker a whole decode per utterance): the mean comes out the same, number for number, as when the real
+    search ends the utterance, and the recogniser's own search is the active one again afterwards."""
+    spec = RecognizerSpec("pocketsphinx", {})  # the open search: general English, the heavy one
+    cheap, real = spec.build(), spec.build()
+    for a in speech:
+        before = real.decoder.get_cmn()
+        real.decoder.start_utt()
+        real.decoder.process_raw(_to_pcm16(a), no_search=True)  # the same dithered samples
+        real.decoder.end_utt()  # the default search decodes the whole utterance
+        real._set_cmn(real.decoder.get_cmn())
+        assert cheap.advance_cmn(a) == before
+        assert cheap.decoder.get_cmn() == real.decoder.get_cmn()
+    assert cheap.decoder.current_search() == real.decoder.current_search()
+    assert cheap.transcribe(speech[0]) == real.transcribe(speech[0])
 
 
 def test_two_workers_give_what_one_recogniser_gives_in_order(speech):
