@@ -89,6 +89,7 @@ class DigestJob:
     words_from: str = "auto"
     threads: int = 1
     keep_media: bool = False
+    recognizer: str | None = None  # instead of the config's [audio] recognizer (e.g. "whisper" on a laptop)
 
 
 def session_key(folder: Path) -> str:
@@ -141,7 +142,8 @@ def digest_session(job: DigestJob) -> SessionDigest:
     cfg = load_config(job.config)
     session = discover_session(job.session)
     duration = session_duration(session) or 0.0
-    name = cfg.audio.recognizer if cfg.audio.recognizer != "transcript" else "pocketsphinx"
+    name = job.recognizer or cfg.audio.recognizer
+    name = name if name != "transcript" else "pocketsphinx"
     source = choose_words_source(session, job.words_from, name)
     encoder = Encoder(job.bundle, threads=job.threads)
     try:
@@ -248,9 +250,11 @@ class FolderReport:
 
 def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: Any, *, workers: int = 1,
                   ray_address: str | None = None, words_from: str = "auto", keep_media: bool = False,
+                  recognizer: str | None = None,
                   on_applied: Callable[[SessionDigest], None] | None = None) -> FolderReport:
     """Replay every session in `folder` into `memory` (an open AssociativeMemory), in time order, skipping
-    those its ledger says were applied. workers: sessions digested at once (processes, or Ray tasks)."""
+    those its ledger says were applied. workers: sessions digested at once (processes, or Ray tasks);
+    recognizer: hear the soundtracks with this registered recogniser instead of the config's."""
     if workers < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
     ledger = memory.ledger(LEDGER_PREFIX)
@@ -265,7 +269,8 @@ def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: A
                 skipped.append(path.name)
                 continue
             start[key] = applied
-        todo.append(DigestJob(str(path), key, str(config), str(bundle), words_from, 1, keep_media))
+        todo.append(DigestJob(str(path), key, str(config), str(bundle), words_from, 1, keep_media,
+                              recognizer))
     digests = (_ray_digests(todo, ray_address, workers) if ray_address else _local_digests(todo, workers))
     report = FolderReport([], skipped, 0, 0.0)
     for digest in digests:

@@ -4,6 +4,7 @@ and in the recogniser pool's worker processes, offline at the system-call level.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -187,8 +188,6 @@ def test_replay_recognizer_flag_swaps_the_config_recogniser_only_when_asked():
 def test_replay_with_whisper_learns_the_sample_sessions_object_words(sample, tmp_path):
     """`firstwords replay SESSION --recognizer whisper` end to end: the soundtrack heard by Whisper, its
     object words learned into the memory."""
-    import json
-
     if not sample.has_audio:
         pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
     proc = subprocess.run([sys.executable, "-m", "firstwords.edge.cli", "replay", str(sample.session),
@@ -200,6 +199,38 @@ def test_replay_with_whisper_learns_the_sample_sessions_object_words(sample, tmp
     assert out["utterances"] > 5 and not out["errors"]
     heard = {word for word, _ in out["top_words"]}  # [word, exposures] pairs, most exposed first
     assert heard & {"shoe", "boot", "shirt", "pants", "bag", "sweater", "dress", "sandal"}, out["top_words"]
+
+
+@pytest.mark.slow
+def test_a_folder_of_sessions_is_heard_by_the_recognizer_asked_for(sample, tmp_path, monkeypatch, capsys):
+    """`firstwords replay FOLDER --recognizer whisper`: every session's soundtrack is heard by Whisper (the
+    runtime's make_speech is watched, and called through), and the folder's object words are learned."""
+    import firstwords.edge.runtime as runtime
+    from firstwords.edge.cli import main
+    from firstwords.edge.memory import AssociativeMemory
+
+    if not sample.has_audio:
+        pytest.skip("espeak-ng is not installed, so the sample session has no soundtrack")
+    for name in ("day1", "day2"):
+        shutil.copytree(sample.session, tmp_path / "folder" / name)
+    asked: list[str] = []
+    real = runtime.make_speech
+
+    def watched(*args, **kw):
+        asked.append(kw.get("recognizer"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runtime, "make_speech", watched)
+    path = tmp_path / "m.db"
+    assert main(["replay", str(tmp_path / "folder"), "--bundle", str(sample.bundle), "--memory", str(path),
+                 "--recognizer", "whisper", "--workers", "1", "--words-from", "audio", "--json", "-q"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["applied"] == ["day1", "day2"]
+    assert asked == ["whisper", "whisper"]
+    from firstwords.edge.bundle import load_bundle
+
+    with AssociativeMemory(path, load_bundle(sample.bundle).embedding_dim) as mem:
+        assert set(mem.words()) & {"shoe", "boot", "shirt", "pants", "bag", "sweater", "dress", "sandal"}
 
 
 def test_a_word_placed_in_the_silence_after_speech_is_found():

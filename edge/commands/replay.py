@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="speech recogniser for the soundtrack instead of the device config's: e.g. "
                              "'whisper' (Whisper tiny.en, stronger and ~5x slower; a laptop option, never a "
                              "device's: pip install 'firstwords[whisper]'), or a registered / entry-point "
-                             "name (one session only)")
+                             "name (for a folder of sessions too)")
     parser.add_argument("--threads", type=int, help="onnxruntime threads (default: the device config's)")
     parser.add_argument("--keep-media", action="store_true", help="keep a thumbnail with each remembered "
                                                                   "moment")
@@ -116,11 +116,6 @@ def run(args: argparse.Namespace) -> int:
 
             raise InputError(f"--{flag.replace('_', '-')} must be at least 1, got {getattr(args, flag)}")
     if is_session_folder_of_folders(args.session):
-        if getattr(args, "recognizer", None):
-            from firstwords.edge.errors import InputError
-
-            raise InputError("--recognizer applies to one session; a folder of sessions is heard with the "
-                             "device config's recognizer")
         return run_folder(args)
     if args.ray:
         from firstwords.edge.errors import InputError
@@ -170,12 +165,15 @@ def run_folder(args: argparse.Namespace) -> int:
     """A folder of sessions into one memory, in time order; sessions already in the memory's ledger are
     skipped, so an interrupted run resumes."""
     from firstwords.edge.asr_pool import default_workers
+    from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.errors import FirstwordsError
     from firstwords.edge.outcome import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from firstwords.edge.runtime import build_runtime
     from firstwords.edge.sessions import find_sessions, replay_folder
 
     workers = args.workers or default_workers()
+    recognizer = getattr(args, "recognizer", None)
+    with_recognizer(load_device_config(resolve_device_config(args.config)), recognizer)  # a known name?
     sessions = find_sessions(args.session)
     where = f"Ray ({args.ray})" if args.ray else f"{workers} worker process{'es' if workers > 1 else ''}"
     print(f"replaying {len(sessions)} sessions of {args.session} in time order with {where}", file=sys.stderr)
@@ -194,7 +192,7 @@ def run_folder(args: argparse.Namespace) -> int:
         try:
             report = replay_folder(args.session, args.config, args.bundle, rt.memory, workers=workers,
                                    ray_address=args.ray, words_from=args.words_from,
-                                   keep_media=args.keep_media, on_applied=applied)
+                                   keep_media=args.keep_media, recognizer=recognizer, on_applied=applied)
         except KeyboardInterrupt:
             status = EXIT_INTERRUPTED
         except FirstwordsError as e:
