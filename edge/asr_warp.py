@@ -27,6 +27,7 @@ MAX_WARP = 1.2  # inverse_linear warp of those utterances (1.3 measured no bette
 _FMIN, _FMAX = 60.0, 500.0  # Hz: the pitch range searched
 _FRAME, _HOP = 640, 320  # samples at 16 kHz: 40 ms frames every 20 ms
 _VOICED = 0.5  # normalised autocorrelation peak above which a frame counts as voiced
+_BLOCK = 128  # frames analysed at once
 
 
 def median_pitch(audio: np.ndarray, sample_rate: int = 16000) -> float:
@@ -35,19 +36,24 @@ def median_pitch(audio: np.ndarray, sample_rate: int = 16000) -> float:
     a = np.asarray(audio, dtype=np.float32)
     if len(a) < _FRAME:
         return 0.0
-    frames = np.lib.stride_tricks.sliding_window_view(a, _FRAME)[::_HOP].astype(np.float64)
-    energy = (frames ** 2).mean(axis=1)
-    frames = frames[energy > 0.1 * np.percentile(energy, 95)]  # the loud part: speech, not room noise
-    frames = frames - frames.mean(axis=1, keepdims=True)
-    spectrum = np.fft.rfft(frames * np.hanning(_FRAME), 2 * _FRAME)
-    ac = np.fft.irfft(np.abs(spectrum) ** 2)[:, :_FRAME]
-    ac = ac / np.maximum(ac[:, :1], 1e-12)
+    frames = np.lib.stride_tricks.sliding_window_view(a, _FRAME)[::_HOP]  # a view: no copy
+    # in blocks of frames, so that a long utterance costs a few MB at most (the Pi Zero's RAM budget)
+    energy = np.concatenate([(frames[i:i + _BLOCK].astype(np.float64) ** 2).mean(axis=1)
+                             for i in range(0, len(frames), _BLOCK)])
+    loud = np.flatnonzero(energy > 0.1 * np.percentile(energy, 95))  # speech, not the room's noise
     lo, hi = int(sample_rate / _FMAX), int(sample_rate / _FMIN)
-    lag = lo + ac[:, lo:hi].argmax(axis=1)
-    voiced = ac[np.arange(len(ac)), lag] > _VOICED
-    if voiced.sum() < 3:
-        return 0.0
-    return float(np.median(sample_rate / lag[voiced]))
+    window = np.hanning(_FRAME)
+    pitches = []
+    for i in range(0, len(loud), _BLOCK):
+        f = frames[loud[i:i + _BLOCK]].astype(np.float64)
+        f = f - f.mean(axis=1, keepdims=True)
+        ac = np.fft.irfft(np.abs(np.fft.rfft(f * window, 2 * _FRAME)) ** 2)[:, :_FRAME]  # autocorrelation
+        ac = ac / np.maximum(ac[:, :1], 1e-12)
+        lag = lo + ac[:, lo:hi].argmax(axis=1)
+        voiced = ac[np.arange(len(ac)), lag] > _VOICED
+        pitches.append(sample_rate / lag[voiced])
+    voiced_pitch = np.concatenate(pitches)
+    return float(np.median(voiced_pitch)) if len(voiced_pitch) >= 3 else 0.0
 
 
 def warp_for_pitch(pitch_hz: float, max_warp: float = MAX_WARP) -> float:
