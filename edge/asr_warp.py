@@ -13,7 +13,11 @@ per warp (edge.asr), so a man's and a woman's utterances in turn do not pull one
 choice depends only on the utterance's audio, so a pool of decoders and its cepstral-mean tracker
 (edge.asr_pool) pick the same warp for the same utterance.
 
-MEASURED
+Measured with tools/bench_hearing.py on the demo bundle (six voices, 144 namings; --seed 0 to choose, --seed 1
+to confirm), without -> with: object recall 0.771 -> 0.806 and 0.736 -> 0.771; off-topic word error 0.302 ->
+0.265 and 0.339 -> 0.325; object false alarms 0 -> 0 and 1 -> 0 in 1.9 min. The female voices gain most
+(seed 0: flite slt 0.79 -> 0.92, espeak en-us+f3 0.50 -> 0.62). One fixed warp of 1.2 for every voice lowered
+the male voices' recall instead (espeak en-us 0.75 -> 0.62, flite awb 0.83 -> 0.75).
 
 Cost: one autocorrelation per 20 ms hop over voiced frames, ~1 ms per second of audio here (numpy FFT).
 """
