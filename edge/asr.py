@@ -171,7 +171,12 @@ class PocketSphinxRecognizer:
         self._tmp = tempfile.TemporaryDirectory(prefix="firstwords-asr-")
         tmp = Path(self._tmp.name)
         kw: dict = {"loglevel": "FATAL", "hmm": str(paths["hmm"]), "dict": str(paths["dict"]),
-                    "bestpath": True}  # bestpath: a lattice, so that every word gets a posterior
+                    "bestpath": True,  # bestpath: a lattice, so that every word gets a posterior
+                    # An explicit neutral warp, never none: pocketsphinx keeps the warp's parameters in
+                    # process-wide state, and a decoder without warp_params marks them neutral for every
+                    # later decoder whose warp string equals the last one parsed (a switch to 1.2 then did
+                    # not warp, depending on which decoders the process had built before).
+                    "warp_params": "1"}
         if bias == "open":
             kw["lm"], bundle_dict, self.lm_source = _open_lm(bundle, lm, defaults["lm"])
             if bundle_dict and not dictionary:

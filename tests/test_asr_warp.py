@@ -61,4 +61,21 @@ def test_warped_decoding_is_the_same_through_a_tracker_as_in_sequence():
     assert {utterance_warp(a) for a in clips} == {1.0, MAX_WARP}  # the warp did change
     plain = PocketSphinxRecognizer(max_warp=1.0)
     plain.transcribe(clips[0])
-    assert plain.decoder.config["warp_params"] is None
+    assert plain.decoder.config["warp_params"] == "1"  # never warped
+
+
+@needs_espeak
+def test_the_warp_does_not_depend_on_the_decoders_built_before_in_the_process():
+    """pocketsphinx keeps the warp's parameters process-wide: a decoder built without a warp once made a
+    later decoder's switch to the same warp string a no-op (the pool's tracker then heard unwarped what its
+    fresh workers heard warped)."""
+    female = speak("look at the shoe, it is a nice shoe", "espeak:en-us+f3")
+    assert utterance_warp(female) == MAX_WARP
+    means = []
+    for _ in range(2):
+        warped = PocketSphinxRecognizer()
+        warped.advance_cmn(female)
+        means.append(warped.decoder.get_cmn())
+        plain = PocketSphinxRecognizer(max_warp=1.0)
+        plain.advance_cmn(female)
+    assert means[0] == means[1] != plain.decoder.get_cmn()
