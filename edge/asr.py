@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from firstwords.edge.asr_nbest import N_BEST, nbest_words
+from firstwords.edge.asr_warp import MAX_WARP, utterance_warp
 from firstwords.edge.errors import DataError, InputError, MissingExtraError
 from firstwords.edge.hear import SAMPLE_RATE, check_audio
 from firstwords.edge.heard import HeardWord
@@ -130,6 +131,8 @@ class PocketSphinxRecognizer:
     decoder_options: more pocketsphinx settings (e.g. {"lw": 9.0}, the language model's weight).
     n_best: hypotheses whose words are heard too, each with its share of them as confidence
       (edge.asr_nbest; open search only; 0 or 1: the best path alone).
+    max_warp: vocal tract length normalisation: each utterance's frequency warp is chosen from its pitch,
+      up to this (edge.asr_warp); 1.0: none. A `warp_params` in decoder_options fixes one warp instead.
     """
 
     name = "pocketsphinx"
@@ -139,7 +142,7 @@ class PocketSphinxRecognizer:
                  sentences: Iterable[str] | None = None, kws_threshold: float = 1e-10,
                  model_dir: str | Path | None = None, dictionary: str | Path | None = None,
                  lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None,
-                 n_best: int = N_BEST):
+                 n_best: int = N_BEST, max_warp: float = MAX_WARP):
         ps = _import_pocketsphinx()
         vocab_list = sorted({w.strip().lower() for w in (vocabulary or []) if w and w.strip()})
         vocab_list = [w for w in vocab_list if not (w.startswith("<") and w.endswith(">"))]  # CVCL specials
@@ -159,13 +162,21 @@ class PocketSphinxRecognizer:
         self.bias = bias
         self.n_best = int(n_best) if bias == "open" else 0
         self.lm_source = "none"
+        self.max_warp = 1.0 if (decoder_options or {}).get("warp_params") else float(max_warp)
+        self._warp = 1.0  # the front end's current warp
+        self._means: dict[float, str] = {}  # the cepstral mean last reached under each other warp
         self._lock = threading.Lock()  # a decoder is not safe to share between threads
         self.vocabulary: list[str] = []
         self.unknown_words: list[str] = []
         self._tmp = tempfile.TemporaryDirectory(prefix="firstwords-asr-")
         tmp = Path(self._tmp.name)
         kw: dict = {"loglevel": "FATAL", "hmm": str(paths["hmm"]), "dict": str(paths["dict"]),
-                    "bestpath": True}  # bestpath: a lattice, so that every word gets a posterior
+                    "bestpath": True,  # bestpath: a lattice, so that every word gets a posterior
+                    # An explicit neutral warp, never none: pocketsphinx keeps the warp's parameters in
+                    # process-wide state, and a decoder without warp_params marks them neutral for every
+                    # later decoder whose warp string equals the last one parsed (a switch to 1.2 then did
+                    # not warp, depending on which decoders the process had built before).
+                    "warp_params": "1"}
         if bias == "open":
             kw["lm"], bundle_dict, self.lm_source = _open_lm(bundle, lm, defaults["lm"])
             if bundle_dict and not dictionary:
@@ -230,6 +241,19 @@ class PocketSphinxRecognizer:
             model.write(f)
         return path
 
+    def _use_warp(self, audio: np.ndarray) -> None:
+        """Switch the front end to this utterance's warp (edge.asr_warp) and to the cepstral mean last reached
+        under that warp (a new warp starts from the current mean)."""
+        if self.max_warp <= 1.0:
+            return
+        warp = utterance_warp(audio, self.max_warp)
+        if warp == self._warp:
+            return
+        self._means[self._warp] = self.decoder.get_cmn()
+        self.decoder.config["warp_params"] = f"{warp:g}"
+        self._set_cmn(self._means.get(warp, self._means[self._warp]))
+        self._warp = warp
+
     def _set_cmn(self, cmn: str) -> None:
         """The front end reset (feature buffers, the mean's running sums), then the mean given as text: every
         decoder handed the same text is in the same state."""
@@ -244,8 +268,10 @@ class PocketSphinxRecognizer:
         per utterance recovered about half as many object words on the sample voice)."""
         pcm = _to_pcm16(audio)
         with self._lock:
-            cmn = self.decoder.get_cmn()
             if len(pcm) >= 2 * SAMPLE_RATE // 10:  # as transcribe: shorter audio is not decoded
+                self._use_warp(audio)  # the features and mean as transcribe will have them
+            cmn = self.decoder.get_cmn()
+            if len(pcm) >= 2 * SAMPLE_RATE // 10:
                 if self._cmn_search:
                     self.decoder.activate_search(self._cmn_search)
                 try:
@@ -267,6 +293,7 @@ class PocketSphinxRecognizer:
         with self._lock:
             d = self.decoder
             kept = None
+            self._use_warp(audio)
             if cmn is not None:
                 kept = d.get_cmn()
                 self._set_cmn(cmn)

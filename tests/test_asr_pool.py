@@ -50,9 +50,16 @@ def test_following_the_mean_costs_no_decoding_and_gives_the_same_mean(speech):
     """advance_cmn runs the utterance through a one-word search, not the recogniser's (which cost the pool's
     tracker a whole decode per utterance): the mean comes out the same, number for number, as when the real
     search ends the utterance, and the recogniser's own search is the active one again afterwards."""
+    from firstwords.edge.asr_warp import MAX_WARP, utterance_warp
+    from firstwords.edge.synth import speak
+
     spec = RecognizerSpec("pocketsphinx", {})  # the open search: general English, the heavy one
     cheap, real = spec.build(), spec.build()
-    for a in speech:
+    higher = [speak(p, "espeak:en-us+f3") for p in PHRASES[:3]]  # a voice whose utterances are warped
+    said = [a for pair in zip(speech, higher) for a in pair]
+    assert {utterance_warp(a) for a in said} == {1.0, MAX_WARP}
+    for a in said:
+        real._use_warp(a)  # as advance_cmn does first
         before = real.decoder.get_cmn()
         real.decoder.start_utt()
         real.decoder.process_raw(_to_pcm16(a), no_search=True)  # the same dithered samples

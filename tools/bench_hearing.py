@@ -23,6 +23,7 @@ import time
 
 from firstwords.edge.asr import make_recognizer
 from firstwords.edge.asr_eval import Tally, make_clips, recognizer_peak_rss_mb, score
+from firstwords.edge.asr_warp import PITCH_SPLIT_HZ
 from firstwords.edge.bundle import load_bundle
 from firstwords.edge.synth import DEFAULT_VOICES, available_voices
 from firstwords.export.sample_corpus import CLASS_WORDS, NAMING
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle) if args.bundle else None
     objects = sorted(set(CLASS_WORDS.values()))
     recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle)}
-    print(f"device recogniser: {recognizers['device'].lm_source}; voices: {', '.join(voices)}")
+    device = recognizers["device"]
+    print(f"device recogniser: {device.lm_source}; vocal tract length normalisation: warp {device.max_warp} "
+          f"from a median pitch of {PITCH_SPLIT_HZ:g} Hz; voices: {', '.join(voices)}")
     for bias in [b for b in args.compare.split(",") if b]:
         words = [w for w in bundle.vocab.ids if not w.startswith("<")] if bundle else objects
         if bias.startswith("whisper"):  # "whisper" (the bundle's words favoured) or "whisper:none"; one core
