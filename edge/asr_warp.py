@@ -18,6 +18,8 @@ to confirm), without -> with: object recall 0.771 -> 0.806 and 0.736 -> 0.771; o
 0.265 and 0.339 -> 0.325; object false alarms 0 -> 0 and 1 -> 0 in 1.9 min. The female voices gain most
 (seed 0: flite slt 0.79 -> 0.92, espeak en-us+f3 0.50 -> 0.62). One fixed warp of 1.2 for every voice lowered
 the male voices' recall instead (espeak en-us 0.75 -> 0.62, flite awb 0.83 -> 0.75).
+On the demo session's six-voice soundtrack (energy VAD, one recogniser in order) the object words heard at the
+memory's threshold went from 133 to 145 of 173 (false alarms 1 -> 2).
 
 Cost: one autocorrelation per 20 ms hop over voiced frames, ~1 ms per second of audio here (numpy FFT).
 """
