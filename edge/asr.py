@@ -115,6 +115,7 @@ def _import_pocketsphinx():
 
 
 _DECODE_CHUNK = SAMPLE_RATE // 5  # samples: 0.2 s
+_MIN_PCM_BYTES = 2 * SAMPLE_RATE // 10  # 100 ms of 16-bit samples: shorter audio is not decoded
 
 
 class PocketSphinxRecognizer:
@@ -267,11 +268,12 @@ class PocketSphinxRecognizer:
         mean this returned (edge.asr_pool): the mean carries over from utterance to utterance (a decoder reset
         per utterance recovered about half as many object words on the sample voice)."""
         pcm = _to_pcm16(audio)
+        decoded = len(pcm) >= _MIN_PCM_BYTES  # as transcribe
         with self._lock:
-            if len(pcm) >= 2 * SAMPLE_RATE // 10:  # as transcribe: shorter audio is not decoded
+            if decoded:
                 self._use_warp(audio)  # the features and mean as transcribe will have them
             cmn = self.decoder.get_cmn()
-            if len(pcm) >= 2 * SAMPLE_RATE // 10:
+            if decoded:
                 if self._cmn_search:
                     self.decoder.activate_search(self._cmn_search)
                 try:
@@ -288,7 +290,7 @@ class PocketSphinxRecognizer:
         """cmn: the cepstral mean to decode from (advance_cmn's); this decoder's own mean is left as it was.
         Default: the mean this decoder has come to (and decoding adapts it)."""
         pcm = _to_pcm16(audio)
-        if len(pcm) < 2 * SAMPLE_RATE // 10:  # < 100 ms: nothing to recognise
+        if len(pcm) < _MIN_PCM_BYTES:  # nothing to recognise
             return Transcript("")
         with self._lock:
             d = self.decoder

@@ -65,6 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
+def check_recognizer(name: str) -> None:
+    """--recognizer's name must be a registered recogniser (built later, with the runtime or in workers)."""
+    from firstwords.edge.asr import available_recognizers
+    from firstwords.edge.errors import InputError
+
+    if name not in available_recognizers():
+        raise InputError(f"unknown recognizer {name!r}; available: {available_recognizers()} (for words from "
+                         "the transcript use --words-from transcript)")
+
+
 def with_recognizer(cfg, name: str | None):
     """The device config with its [audio] recognizer replaced by --recognizer's (checked by name here, built
     with the runtime)."""
@@ -72,12 +82,7 @@ def with_recognizer(cfg, name: str | None):
         return cfg
     from dataclasses import replace
 
-    from firstwords.edge.asr import available_recognizers
-    from firstwords.edge.errors import InputError
-
-    if name not in available_recognizers():
-        raise InputError(f"unknown recognizer {name!r}; available: {available_recognizers()} (for words from "
-                         "the transcript use --words-from transcript)")
+    check_recognizer(name)
     return replace(cfg, audio=replace(cfg.audio, recognizer=name))
 
 
@@ -165,7 +170,6 @@ def run_folder(args: argparse.Namespace) -> int:
     """A folder of sessions into one memory, in time order; sessions already in the memory's ledger are
     skipped, so an interrupted run resumes."""
     from firstwords.edge.asr_pool import default_workers
-    from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.errors import FirstwordsError
     from firstwords.edge.outcome import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
     from firstwords.edge.runtime import build_runtime
@@ -173,7 +177,8 @@ def run_folder(args: argparse.Namespace) -> int:
 
     workers = args.workers or default_workers()
     recognizer = getattr(args, "recognizer", None)
-    with_recognizer(load_device_config(resolve_device_config(args.config)), recognizer)  # a known name?
+    if recognizer:
+        check_recognizer(recognizer)  # before the first session, not in its worker
     sessions = find_sessions(args.session)
     where = f"Ray ({args.ray})" if args.ray else f"{workers} worker process{'es' if workers > 1 else ''}"
     print(f"replaying {len(sessions)} sessions of {args.session} in time order with {where}", file=sys.stderr)
