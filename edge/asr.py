@@ -219,6 +219,19 @@ class PocketSphinxRecognizer:
                             f"check model_dir / dictionary / lm, or reinstall: {SPEECH_HINT}") from e
         self._add_cmn_search()
 
+    @classmethod
+    def cmn_tracker(cls, *, model_dir: str | Path | None = None, dictionary: str | Path | None = None,
+                    decoder_options: dict | None = None, max_warp: float = MAX_WARP,
+                    **search: Any) -> PocketSphinxRecognizer:
+        """A recogniser with the front end these settings give (acoustic model, feature settings, warp) and no
+        language model, for edge.asr_pool to follow the cepstral mean with: the mean does not depend on the
+        search (advance_cmn's means are the same, number for number: tested) and a tracker needs none of the
+        bundle's language model (~75 MB). `search`: the settings of the search (bundle, lm, bias, vocabulary,
+        sentences, n_best...), ignored."""
+        options = {k: v for k, v in (decoder_options or {}).items() if k not in _SEARCH_OPTIONS}
+        return cls(vocabulary=["a"], bias="grammar", model_dir=model_dir, dictionary=dictionary,
+                   decoder_options=options or None, max_warp=max_warp)
+
     def _add_cmn_search(self) -> None:
         """A second search, a grammar of one word, that advance_cmn switches to: ending an utterance searches
         every frame fed to it, and the front end's mean does not depend on the search, so the cheapest search
@@ -330,6 +343,11 @@ class PocketSphinxRecognizer:
         return Transcript(text, tuple(words), conf)
 
 
+# decoder settings that choose the search, not the front end (PocketSphinxRecognizer.cmn_tracker drops them)
+_SEARCH_OPTIONS = frozenset({"lm", "lmctl", "lmname", "dict", "fdict", "jsgf", "fsg", "kws", "keyphrase",
+                             "allphone"})
+
+
 def _plain(word: str) -> str:
     """A decoder word as text: "the(2)" (an alternative pronunciation) -> "the"; fillers -> ""."""
     w = re.sub(r"\(\d+\)$", "", word.strip())
@@ -386,6 +404,14 @@ def _from_entry_points(name: str) -> Callable[..., Recognizer] | None:
         if ep.name == name:
             return ep.load()
     return None
+
+
+def make_cmn_tracker(name: str = "pocketsphinx", **kwargs: Any) -> Recognizer:
+    """What edge.asr_pool follows a recogniser's adaptation with, in order: its class's light `cmn_tracker`
+    when it has one (the front end without the search), else the recogniser itself."""
+    factory = RECOGNIZERS.get(name) or _from_entry_points(name)
+    light = getattr(factory, "cmn_tracker", None)
+    return light(**kwargs) if light is not None else make_recognizer(name, **kwargs)
 
 
 def available_recognizers() -> list[str]:

@@ -8,9 +8,10 @@ given them: the memory learns the same words with the same strengths (tested).
 
 A recogniser that adapts from utterance to utterance (pocketsphinx's cepstral mean) would hear differently
 depending on which worker got which utterance. Such a recogniser has `advance_cmn(audio) -> state` and
-`transcribe(audio, cmn=state)`: the pool keeps one more of it here, fed every utterance's features in order
-(through a one-word search: about 2 % of decoding), and each utterance goes to a worker with the state a
-single recogniser would have had at its start.
+`transcribe(audio, cmn=state)`: the pool keeps its front end here (the same acoustic model and features, no
+language model: a few MB), fed every utterance's features in order (through a one-word search: about 2 % of
+decoding), and each utterance goes to a worker with the state a single recogniser would have had at its
+start.
 
     pool = RecognizerPool(RecognizerSpec("pocketsphinx", {"vocabulary": words}), workers=2)
     ordered = OrderedRecognition(pool)
@@ -49,6 +50,12 @@ class RecognizerSpec:
         from firstwords.edge.asr import make_recognizer
 
         return make_recognizer(self.name, **self.kwargs)
+
+    def build_tracker(self) -> Any:
+        """What follows the recogniser's adaptation in order (edge.asr.make_cmn_tracker)."""
+        from firstwords.edge.asr import make_cmn_tracker
+
+        return make_cmn_tracker(self.name, **self.kwargs)
 
 
 def _transcribe(spec: RecognizerSpec, audio: np.ndarray, state: Any = None) -> tuple[Any, float]:
@@ -114,7 +121,7 @@ class RecognizerPool:
             raise
         # Here, the recogniser's adaptation followed in order (see the module doc), when it has one; one that
         # hears each utterance afresh (whisper) is not built here at all.
-        self._tracker = spec.build() if any(adapts) else None
+        self._tracker = spec.build_tracker() if any(adapts) else None
 
     def submit(self, audio: np.ndarray) -> Future:
         """Recognise `audio` (utterances must be submitted in the order they were heard)."""

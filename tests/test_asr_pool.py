@@ -71,6 +71,25 @@ def test_following_the_mean_costs_no_decoding_and_gives_the_same_mean(speech):
     assert cheap.transcribe(speech[0]) == real.transcribe(speech[0])
 
 
+def test_the_pools_tracker_is_the_front_end_alone_and_follows_the_same_mean(speech):
+    """The pool follows the mean with a recogniser built without the search's language model (the bundle's
+    costs ~75 MB in the learner's process): its means are those of the full recogniser, utterance by
+    utterance, under both warps."""
+    from firstwords.edge.asr_warp import MAX_WARP, utterance_warp
+    from firstwords.edge.synth import speak
+
+    spec = RecognizerSpec("pocketsphinx", {"decoder_options": {"lw": 7.0}})  # the open search, general LM
+    full, tracker = spec.build(), spec.build_tracker()
+    assert full.lm_source != "none" and tracker.lm_source == "none" and tracker.vocabulary == ["a"]
+    assert tracker.decoder.config["lw"] == 7.0 and tracker.max_warp == full.max_warp
+    higher = [speak(p, "espeak:en-us+f3") for p in PHRASES[:3]]
+    said = [a for pair in zip(speech, higher) for a in pair]
+    assert {utterance_warp(a) for a in said} == {1.0, MAX_WARP}
+    for a in said:
+        assert tracker.advance_cmn(a) == full.advance_cmn(a)
+    assert tracker.decoder.get_cmn() == full.decoder.get_cmn()
+
+
 def test_two_workers_give_what_one_recogniser_gives_in_order(speech):
     spec = RecognizerSpec("pocketsphinx", {"vocabulary": WORDS})
     rec = spec.build()
