@@ -10,6 +10,7 @@ thing.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,6 +21,7 @@ from firstwords.edge.asr_pool import RecognizerPool, RecognizerSpec
 from firstwords.edge.config import DeviceConfig
 from firstwords.edge.learner_types import LearnerOptions
 
+log = logging.getLogger(__name__)
 BIASES = ("open", "lm", "grammar", "keywords", "none")  # "open": the device's (edge.asr); others: comparison
 
 
@@ -65,13 +67,14 @@ def bundle_vocabulary(encoder: Any) -> list[str]:
 
 def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", threads: int = 1,
                 recognizer: str = "pocketsphinx", bundle: Any = None,
-                asr_workers: int = 1) -> tuple[Any, Any]:
+                asr_workers: int = 1, mllr: str | Path | None = None) -> tuple[Any, Any]:
     """The audio path's VAD and recogniser. bias 'open' (default): open-vocabulary English with the bundle's
     speech language model (its training sentences interpolated with the general model: its words favoured,
     never forced); 'lm' / 'grammar' / 'keywords': searches closed over `vocabulary`, kept for comparison only
     (they put vocabulary words on any speech); 'none': the general English model alone.
     asr_workers > 1: a RecognizerPool of that many recognisers in worker processes (the learner keeps ~2 per
-    worker in flight and hears them in order); close it when done."""
+    worker in flight and hears them in order); close it when done. mllr: pocketsphinx's speaker adaptation
+    (edge.asr_adapt: a home's voices), or None."""
     from firstwords.edge.asr import make_recognizer
     from firstwords.edge.vad import make_vad
 
@@ -84,10 +87,25 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", th
         kwargs = {"bias": "none"}
     else:
         kwargs = {"vocabulary": list(vocabulary), "bias": bias}
+    if mllr is not None and recognizer == "pocketsphinx":
+        kwargs["mllr"] = str(mllr)
     spec = RecognizerSpec(recognizer, kwargs)
     if asr_workers > 1:
         return vad, RecognizerPool(spec, workers=asr_workers)
     return vad, make_recognizer(spec.name, **spec.kwargs)
+
+
+def home_adaptation(memory_path: str | Path | None) -> Path | None:
+    """The speaker adaptation beside a memory file (edge.asr_adapt.adaptation_path), when there is one."""
+    from firstwords.edge.asr_adapt import adaptation_path
+
+    if memory_path is None or str(memory_path) == ":memory:":
+        return None
+    path = adaptation_path(memory_path)
+    if not path.is_file():
+        return None
+    log.info("hearing through the home's speaker adaptation %s", path)
+    return path
 
 
 def default_encode_workers(realtime: bool, threads: int) -> int:
@@ -126,7 +144,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
                   keep_media: bool = False,
                   capacity_words: int | None = None, capacity_episodes: int | None = None,
                   vocabulary: Sequence[str] | None = None, asr_workers: int | None = None,
-                  encode_workers: int | None = None, **option_overrides: Any) -> Runtime:
+                  encode_workers: int | None = None, speaker_adaptation: str | Path | None = None,
+                  **option_overrides: Any) -> Runtime:
     """Assemble the runtime.
 
     config: a DeviceConfig, a shipped name or a .toml path. bundle: a bundle path / Bundle, or a ready
@@ -139,6 +158,8 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
     encode_workers: frame batches encoded at once (default: `default_encode_workers` for an Encoder built
     here, which then gets threads // encode_workers onnxruntime threads; 1 for a ready Encoder, whose threads
     its maker chose).
+    speaker_adaptation: pocketsphinx's speaker adaptation file (edge.asr_adapt); default: the one beside the
+    memory file (`firstwords adapt` writes it) when there is one.
     option_overrides: LearnerOptions fields (e.g. clock_origin).
     """
     from firstwords.edge.encode import Encoder
@@ -180,8 +201,11 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
             workers = cfg.audio.asr_workers if asr_workers is None else asr_workers
             if workers < 1:
                 raise InputError(f"asr_workers must be at least 1, got {workers}")
+            mllr = speaker_adaptation
+            if mllr is None:
+                mllr = home_adaptation(getattr(mem, "path", None))
             vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, bundle=encoder.bundle,
-                                   asr_workers=workers)
+                                   asr_workers=workers, mllr=mllr)
             if isinstance(rec, RecognizerPool):
                 owned.append(rec)
     except BaseException:

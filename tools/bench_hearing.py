@@ -9,6 +9,12 @@ The bundle's speech LM (firstwords export --speech-lm) is what the device hears 
 English model is measured (with a warning). --compare lm also measures the closed-vocabulary search for
 contrast; --compare whisper the optional laptop recogniser (Whisper tiny.en, firstwords[whisper]) on one core
 with the bundle's words favoured (whisper:none: without). The logic lives in firstwords.edge.asr_eval.
+
+A home's device hears through the speaker adaptation `firstwords adapt` estimated from its earlier recordings
+(edge.asr_adapt). So does this benchmark (--adapt home, the default): it first hears another draw of clips by
+the same voices (seed + 1: other phrases, other prosody) with the unadapted recogniser, estimates the
+adaptation from its own hypotheses (no true text), then measures the adapted recogniser ("device") beside
+the unadapted one ("unadapted"). --adapt none: the unadapted recogniser only.
 Last line: one JSON object with exactly
 offtopic_object_false_alarms_per_min, object_recall, object_recall_unseen_templates, offtopic_wer,
 asr_realtime_factor (pooled over the voices, the device's recogniser).
@@ -19,10 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from firstwords.edge.asr import make_recognizer
-from firstwords.edge.asr_eval import Tally, make_clips, recognizer_peak_rss_mb, score
+from firstwords.edge.asr_adapt import find_tools
+from firstwords.edge.asr_eval import Tally, adapt_to_voices, make_clips, recognizer_peak_rss_mb, score
 from firstwords.edge.asr_warp import PITCH_SPLIT_HZ
 from firstwords.edge.bundle import load_bundle
 from firstwords.edge.synth import DEFAULT_VOICES, available_voices
@@ -50,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
                          "min_word_confidence; default: %(default)s)")
     ap.add_argument("--compare", default="", help="also measure these, e.g. 'lm' (closed vocabulary), "
                     "'whisper' (laptop recogniser), 'whisper:none' (it without favouring)")
+    ap.add_argument("--adapt", choices=("home", "none"), default="home",
+                    help="home (default): the device adapted to the voices from another draw of their speech "
+                         "(unsupervised, edge.asr_adapt), measured beside the unadapted recogniser; none: "
+                         "unadapted only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=3, help="misses / false alarms to print per voice")
     args = ap.parse_args(argv)
@@ -62,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle) if args.bundle else None
     objects = sorted(set(CLASS_WORDS.values()))
     recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle)}
+    tmp = tempfile.TemporaryDirectory(prefix="firstwords-hearing-")
+    if args.adapt == "home":
+        find_tools()
+        mllr = Path(tmp.name) / "home.speech.mllr"
+        info = adapt_to_voices(bundle, voices, objects, NAMING, mllr, args.seed + 1, args.n_seen,
+                               args.n_unseen, args.n_off_topic)
+        print(f"home adaptation: from {info['speech_minutes']:g} min of other speech by the same voices "
+              f"(seed {args.seed + 1}, {info['utterances']} utterances, the unadapted recogniser's "
+              f"hypotheses), estimated in {info['seconds']:g} s")
+        recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle, mllr=mllr),
+                       "unadapted": recognizers["device"]}
     device = recognizers["device"]
     print(f"device recogniser: {device.lm_source}; vocal tract length normalisation: warp {device.max_warp} "
           f"from a median pitch of {PITCH_SPLIT_HZ:g} Hz; voices: {', '.join(voices)}")
@@ -104,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(name.startswith("whisper") for name in recognizers):
         print(f"whisper peak RSS (fresh process, one thread): "
               f"{recognizer_peak_rss_mb(args.bundle, voices[0], 'whisper')} MB")
+    tmp.cleanup()
     device = pooled["device"].figures()
     print(json.dumps({k: device[k] for k in KEYS}))
     return 0

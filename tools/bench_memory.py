@@ -359,17 +359,27 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int,
     return out
 
 
-def spoken_few_shot(bundle: Path):
+def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None):
     """few_shot's teaching through the audio path (edge.asr_fewshot): each exposure spoken by the six voices
-    in turn and heard by the bundle's device recogniser; None when pocketsphinx or the voices are missing."""
+    in turn and heard by the bundle's device recogniser; None when pocketsphinx or the voices are missing.
+    adapt_to: first adapt the recogniser to the voices (edge.asr_adapt, as `firstwords adapt` does for a
+    home) from other speech of theirs naming the other objects, and write the adaptation there."""
     from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.asr_eval import adapt_to_voices
     from firstwords.edge.asr_fewshot import spoken_shots
     from firstwords.edge.bundle import load_bundle
     from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.synth import DEFAULT_VOICES, available_voices
+    from firstwords.export.sample_corpus import CLASS_WORDS, NAMING
 
     voices = available_voices(list(DEFAULT_VOICES))
-    rec = make_recognizer("pocketsphinx", bundle=load_bundle(bundle))
+    b = load_bundle(bundle)
+    if adapt_to is not None and voices:
+        others = sorted(set(CLASS_WORDS.values()) - {novel_word})  # the new word is never in it
+        info = adapt_to_voices(b, voices, others, NAMING, adapt_to, seed=1)
+        print(f"  home adaptation for the spoken few-shot: {info['speech_minutes']:g} min of the voices "
+              f"naming the other objects, heard unadapted, estimated in {info['seconds']:g} s")
+    rec = make_recognizer("pocketsphinx", bundle=b, mllr=adapt_to)
     min_conf = load_device_config(resolve_device_config("laptop")).memory.min_word_confidence
 
     def run(mem: AssociativeMemory, data: BenchData, seed: int) -> dict:
@@ -498,6 +508,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spoken", action="store_true", help="also teach the novel word through the audio path "
                     "(six synthetic voices -> the bundle's device recogniser): few_shot_spoken")
+    ap.add_argument("--adapt", choices=("home", "none"), default="home",
+                    help="--spoken: the recogniser adapted to the voices first, as `firstwords adapt` does "
+                         "for a home (default), or none")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -519,7 +532,10 @@ def main(argv: list[str] | None = None) -> int:
                           *[round(x) for x in np.linspace(0, n, args.points + 1)]})
     learning = LearningParams()
     print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
-    spoken = spoken_few_shot(args.bundle) if args.spoken and not args.synthetic else None
+    spoken = None
+    if args.spoken and not args.synthetic:
+        home = args.out / "home.speech.mllr" if args.adapt == "home" else None
+        spoken = spoken_few_shot(args.bundle, data.novel_word, home)
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()

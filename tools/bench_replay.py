@@ -21,8 +21,11 @@ Figures, measured in this one run:
 - per-stage latencies per item (a frame, an utterance) and median per call, frames_dropped,
   audio_overflows.
 - object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD +
-pocketsphinx
-  recognised in speech overlapping them.
+  pocketsphinx recognised in speech overlapping them. A home's device hears through the speaker adaptation
+  `firstwords adapt` estimated from its recordings (edge.asr_adapt); with --adapt home (the default) the
+  bench does the same first, from the session's own soundtrack heard by the unadapted recogniser (its own
+  hypotheses, no transcript: two passes, as a laptop replay of recordings can), prints the unadapted
+  recovery from that pass, and replays with the adaptation.
 Human-readable output, then ONE JSON object as the last line.
 """
 
@@ -57,7 +60,7 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
 
 
 def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path,
-                asr_workers: int = 1, encode_workers: int = 1):
+                asr_workers: int = 1, encode_workers: int = 1, mllr: Path | None = None):
     """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the
     runtime."""
     from firstwords.edge.replay import choose_words_source, discover_session, replay
@@ -67,7 +70,8 @@ def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: s
     source = choose_words_source(session, words_from, cfg.audio.recognizer)
     heard = []
     rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio",
-                       bias=bias, asr_workers=asr_workers, encode_workers=encode_workers)
+                       bias=bias, asr_workers=asr_workers, encode_workers=encode_workers,
+                       speaker_adaptation=mllr)
     try:
         rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
                      vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
@@ -76,6 +80,28 @@ def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: s
         rt.close()
         raise
     return source, rep, rt, heard, session
+
+
+def adapt_to_session(session_path: Path, bundle, cfg, out: Path) -> Path:
+    """The home's speaker adaptation from the session's soundtrack (the unadapted recogniser's hypotheses);
+    prints what that unadapted pass recovered."""
+    from firstwords.edge.asr_adapt import adapt_home
+    from firstwords.edge.learner_stages import heard_words
+    from firstwords.edge.pair import TimedUtterance
+    from firstwords.edge.replay import discover_session, load_utterances, object_word_recovery
+
+    res = adapt_home([session_path], bundle, out, vad=cfg.audio.vad, max_minutes=60)
+    heard = [TimedUtterance(t, t + len(u.audio) / 16000, u.text, words=heard_words(u, t))
+             for t, u in res["heard"].get(str(session_path), [])]
+    session = discover_session(session_path)
+    spoken = load_utterances(session.transcript) if session.transcript else []
+    rec = object_word_recovery(heard, spoken, session.meta.get("object_words") or [],
+                               cfg.memory.min_word_confidence)
+    print(f"home adaptation from the session's soundtrack ({res['speech_minutes']:g} min of speech, "
+          f"{res['utterances']} utterances, estimated in {res['seconds']:g} s); the unadapted pass recovered "
+          f"{rec['object_words_recovered']}/{rec['object_words_said']} = {rec['recovery_rate']} object words "
+          f"(false alarms {rec['false_alarms']}); per word: {rec['per_word']}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="words source of the folder replay (default: auto)")
     ap.add_argument("--transcript-only", action="store_true", help="replay the transcript path only (a quick "
                     "measure of realtime_factor_transcript; the audio figures are null)")
+    ap.add_argument("--adapt", choices=("home", "none"), default="home",
+                    help="home (default): adapt the recogniser to the session's voices first (firstwords "
+                         "adapt, from its own soundtrack, unsupervised); none: the unadapted recogniser")
     ap.add_argument("--trials", type=int, default=100, help="trials per category (default: 100)")
     ap.add_argument("--eval-per-category", type=int, help="use at most this many held-out images per "
                                                           "category")
@@ -137,6 +166,9 @@ def bench(args: argparse.Namespace) -> int:
     print(f"the bundle's own word embeddings: 4-way accuracy {enc_result.overall:.3f}")
 
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-bench-")
+    mllr = None
+    if args.adapt == "home" and not args.transcript_only:
+        mllr = adapt_to_session(session_path, bundle, cfg, Path(tmp.name) / "home.speech.mllr")
     default = default_workers()
     # (label, words_from, recognition workers): the first is the main row; audio with 1 and 2 workers
     runs = [("main", args.words_from, default)]
@@ -152,7 +184,7 @@ def bench(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         source, rep, rt, heard, session = replay_once(session_path, replay_encoder, cfg, wf, speed, args.bias,
                                                       mpath, workers if wf != "transcript" else 1,
-                                                      encode_workers)
+                                                      encode_workers, mllr)
         wall = time.perf_counter() - t0
         with rt:
             vecs = rt.memory.word_vectors(cats)

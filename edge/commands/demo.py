@@ -87,27 +87,37 @@ def run(args: argparse.Namespace) -> int:
     session, memory = work / "session", work / "memory.db"
     t0 = time.monotonic()
 
-    _step("1/6 build the sample corpus (real Fashion-MNIST objects on real photos)",
+    _step("1/7 build the sample corpus (real Fashion-MNIST objects on real photos)",
           [py, "-m", "firstwords.export.sample_corpus", "--out", str(corpus)], corpus / "corpus_info.json")
     # An interrupted earlier run left last/ without DONE: carry on from it rather than refuse.
     resume = ["--resume"] if (ckpt / "last").exists() and not (ckpt / "DONE").exists() else []
-    _step("2/6 train the compact dual encoder (frozen pretrained EfficientNet-Lite0 + projection)",
+    _step("2/7 train the compact dual encoder (frozen pretrained EfficientNet-Lite0 + projection)",
           fw + ["train", "--config", "compact", "--data", str(corpus / "train.json"), "-o", str(ckpt),
                 "--max-minutes", str(args.train_minutes), *resume], ckpt / "DONE")
-    _step("3/6 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
+    _step("3/7 evaluate the checkpoint (CVCL's 4-way protocol on never-seen instances)",
           fw + ["eval", str(ckpt), "--data", str(corpus / "eval.json"), "--plot",
                 str(work / "eval_4way.png")], None)
-    _step("4/6 export an int8 ONNX bundle for the device (parity gate, speech language model)",
+    _step("4/7 export an int8 ONNX bundle for the device (parity gate, speech language model)",
           fw + ["export", str(ckpt), "-o", str(bundle), "--config", args.device_config,
                 "--eval-data", str(corpus / "eval.json"), "--speech-lm"], bundle / "manifest.json")
-    _step("5/6 record a sample session (video + spoken soundtrack + SRT)",
+    _step("5/7 record a sample session (video + spoken soundtrack + SRT)",
           [py, "-m", "firstwords.export.sample_session", "--corpus", str(corpus), "--out", str(session),
            "--max-minutes", str(args.session_minutes)],
           session / "session.json")
+    from firstwords.edge.asr_adapt import adaptation_path, find_tools
+    from firstwords.edge.errors import MissingExtraError
+
+    try:
+        find_tools()
+        _step("6/7 fit speech recognition to the session's voices (its own hypotheses, no transcript)",
+              fw + ["adapt", str(session), "--bundle", str(bundle), "--memory", str(memory), "--config",
+                    args.device_config], adaptation_path(memory))
+    except MissingExtraError as e:
+        print(f"\n== 6/7 speaker adaptation skipped: {e}")
     if memory.exists():
         for suffix in ("", "-wal", "-shm"):
             Path(str(memory) + suffix).unlink(missing_ok=True)
-    _step("6/6 replay the session through the device runtime into a fresh memory",
+    _step("7/7 replay the session through the device runtime into a fresh memory",
           fw + ["replay", str(session), "--bundle", str(bundle), "--memory", str(memory), "--speed", "max",
                 "--config", args.device_config], None)
 

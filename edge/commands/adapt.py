@@ -1,0 +1,74 @@
+"""`firstwords adapt`: fit the speech recogniser's acoustic model to the voices of one home (edge.asr_adapt).
+
+It hears recorded sessions of that home with the device's recogniser, takes its own best hypotheses as what
+was said (no transcript needed) and estimates a speaker adaptation, written beside the memory: every later
+`run` and `replay` into that memory hears through it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "fit speech recognition to a home's voices from its recordings (written beside the memory)"
+EXAMPLE = ("firstwords adapt work/session --bundle work/bundle --memory work/memory.db\n"
+           "  firstwords adapt recordings/ --bundle work/bundle --memory work/memory.db --minutes 60")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", help="a session (folder, video with a .wav beside it, or a .wav) or a "
+                                        "folder of session folders recorded in the home the memory learns in")
+    parser.add_argument("--bundle", required=True, help="model bundle directory or .zip (its speech model)")
+    parser.add_argument("--memory", required=True, type=Path,
+                        help="the home's memory file: the adaptation is written beside it "
+                             "(memory.db -> memory.speech.mllr) and used by every run and replay into it")
+    parser.add_argument("--minutes", type=float, default=30.0,
+                        help="minutes of speech to hear at most (default: 30; ~10 s of estimation, after "
+                             "hearing at ~5x real time per core)")
+    parser.add_argument("--config", default="laptop",
+                        help="device config (its VAD): a name in device_configs/ or a .toml path "
+                             "(default: laptop)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from firstwords.edge.asr_adapt import adapt_home, adaptation_path
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.errors import InputError
+    from firstwords.edge.runtime import load_config
+    from firstwords.edge.sessions import find_sessions, is_session_folder_of_folders
+
+    if not args.minutes > 0:
+        raise InputError(f"--minutes must be positive, got {args.minutes}")
+    cfg = load_config(args.config)
+    sessions = find_sessions(args.session) if is_session_folder_of_folders(args.session) else [args.session]
+    out = adaptation_path(args.memory)
+    tty = sys.stderr.isatty()
+    last = [-1.0]
+
+    def progress(total: float, budget: float, heard, start: float) -> None:
+        done = min(1.0, total / budget)
+        if not tty and done - last[0] < 0.1:
+            return
+        last[0] = done
+        bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
+        line = f"[{bar}] {total / 60:5.1f} of {budget / 60:g} min of speech heard  last: {heard.text[:40]!r}"
+        print(("\r" + line.ljust(110)) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+
+    bundle = load_bundle(args.bundle)
+    try:
+        print(f"hearing {len(sessions)} session(s) for up to {args.minutes:g} min of speech ...",
+              file=sys.stderr)
+        result = adapt_home(sessions, bundle, out, vad=cfg.audio.vad, max_minutes=args.minutes,
+                            on_utterance=progress)
+    finally:
+        bundle.close()
+    if tty:
+        print(file=sys.stderr)
+    print(f"speaker adaptation written: {out}\n  from {result['speech_minutes']:g} min of speech in "
+          f"{result['utterances']} utterances of {result['sessions']} session(s) ({result['left_out']} left "
+          f"out: no words the dictionary knows); estimated in {result['seconds']:g} s\n"
+          f"  every run and replay into {args.memory} now hears through it (delete the file to stop)")
+    print(json.dumps({k: v for k, v in result.items() if k != "heard"}))
+    return 0
