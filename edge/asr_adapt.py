@@ -48,6 +48,7 @@ LOG_BASE, SENDUMP_SHIFT = 1.0001, 10  # sendump: -log base 1.0001 of each weight
 # feat.params keys that are sphinx_fe's (the front end); the rest (-feat, -svspec, -cmn, -agc...) are bw's
 _FE_KEYS = {"-lowerf", "-upperf", "-nfilt", "-transform", "-lifter", "-remove_noise", "-nfft", "-wlen",
             "-frate", "-alpha", "-dither", "-samprate"}
+AUDIO_SUFFIXES = (".wav", ".flac")  # recordings adapt_home takes as they are
 _MODEL_FILES = ("means", "variances", "transition_matrices", "noisedict")
 
 
@@ -261,12 +262,14 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
     timeline: dict[str, list[tuple[float, HeardUtterance]]] = {}
     total = 0.0
     for path in sessions:
-        session = discover_session(path)
+        # a bare recording (.wav / .flac) is a soundtrack; anything else a session (its frames not needed)
+        session = None if Path(path).suffix.lower() in AUDIO_SUFFIXES else discover_session(path)
+        audio = Path(path) if session is None else session.audio
         try:
-            if session.audio is None:
+            if audio is None:
                 log.warning("%s: no soundtrack; nothing to adapt from there", path)
                 continue
-            src = AudioFileSource(session.audio, speed=None)
+            src = AudioFileSource(audio, speed=None)
             segmenter.reset()
             try:
                 for seg in segmenter.segments(src):
@@ -281,7 +284,8 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
             finally:
                 src.close()
         finally:
-            session.cleanup()
+            if session is not None:
+                session.cleanup()
         if total >= budget:
             break
     result = estimate_mllr(heard, out, dictionary=rec.decoder.config["dict"])

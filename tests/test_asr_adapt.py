@@ -133,3 +133,22 @@ def test_adapt_command_writes_beside_the_memory_and_the_runtime_hears_through_it
         assert rt.recognizer.mllr is None
     with build_runtime("laptop", sample.bundle, memory, realtime=False, speech=True, asr_workers=2) as rt:
         assert rt.recognizer.spec.kwargs["mllr"] == str(adaptation_path(memory))
+
+
+def test_a_bare_recording_of_the_home_adapts_too(sample, tmp_path):
+    """A wav recorded in the home (no video, no session folder) is heard as it is."""
+    from firstwords.edge.asr_adapt import adapt_home
+    from firstwords.edge.bundle import load_bundle
+
+    _tools_or_skip()
+    if not sample.has_audio:
+        pytest.skip("the sample session has no soundtrack (espeak-ng missing)")
+    wav = tmp_path / "living-room.wav"
+    wav.write_bytes((sample.session / "session.wav").read_bytes())
+    bundle = load_bundle(sample.bundle)
+    try:
+        info = adapt_home([wav], bundle, tmp_path / "m.speech.mllr", max_minutes=1)
+    finally:
+        bundle.close()
+    assert info["sessions"] == 1 and info["speech_minutes"] >= 0.5 and (tmp_path / "m.speech.mllr").is_file()
+    assert list(info["heard"]) == [str(wav)]
