@@ -134,7 +134,7 @@ class PocketSphinxRecognizer:
       (edge.asr_nbest; open search only; 0 or 1: the best path alone).
     max_warp: vocal tract length normalisation: each utterance's frequency warp is chosen from its pitch,
       up to this (edge.asr_warp); 1.0: none. A `warp_params` in decoder_options fixes one warp instead.
-    mllr: a speaker adaptation of the acoustic model (edge.asr_adapt: a home's voices), or None.
+    adaptation: a speaker adaptation of the acoustic model (edge.asr_adapt: a home's voices), or None.
     """
 
     name = "pocketsphinx"
@@ -144,7 +144,7 @@ class PocketSphinxRecognizer:
                  sentences: Iterable[str] | None = None, kws_threshold: float = 1e-10,
                  model_dir: str | Path | None = None, dictionary: str | Path | None = None,
                  lm: str | Path | None = None, bundle: Any = None, decoder_options: dict | None = None,
-                 n_best: int = N_BEST, max_warp: float = MAX_WARP, mllr: str | Path | None = None):
+                 n_best: int = N_BEST, max_warp: float = MAX_WARP, adaptation: str | Path | None = None):
         ps = _import_pocketsphinx()
         vocab_list = sorted({w.strip().lower() for w in (vocabulary or []) if w and w.strip()})
         vocab_list = [w for w in vocab_list if not (w.startswith("<") and w.endswith(">"))]  # CVCL specials
@@ -209,11 +209,12 @@ class PocketSphinxRecognizer:
             else:
                 (tmp / "vocab.kws").write_text("".join(f"{w} /{kws_threshold:g}/\n" for w in self.vocabulary))
                 kw["kws"] = str(tmp / "vocab.kws")
-        if mllr is not None:
-            if not Path(mllr).is_file():
-                raise DataError(f"speaker adaptation file not found: {mllr} (firstwords adapt writes it)")
-            kw["mllr"] = str(mllr)
-        self.mllr = None if mllr is None else str(mllr)
+        self.adaptation = None
+        if adaptation is not None:
+            from firstwords.edge.asr_adapt import decoder_setting
+
+            key, kw[key] = decoder_setting(adaptation, kw["hmm"])
+            self.adaptation = str(adaptation)
         kw.update(decoder_options or {})
         if self.unknown_words:
             log.warning("pocketsphinx: %d vocabulary words have no pronunciation and are ignored: %s",

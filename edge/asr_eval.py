@@ -165,15 +165,16 @@ def recognizer_peak_rss_mb(bundle_path: str | None, voice: str, recognizer: str 
 
 
 def adapt_to_voices(bundle, voices: Sequence[str], objects: Sequence[str], templates: Sequence[str], out,
-                    seed: int, n_seen: int = 12, n_unseen: int = 12, n_off_topic: int = 8) -> dict:
+                    seed: int, n_seen: int = 12, n_unseen: int = 12, n_off_topic: int = 8,
+                    method: str = "map") -> dict:
     """A home's speaker adaptation (edge.asr_adapt) for the benchmarks: a draw of the voices' speech (`seed`:
     other phrases and prosody than the measured draw's) heard in order by the unadapted recogniser, the
-    transform estimated from its own hypotheses into `out`. templates: the seen naming phrases (make_clips).
-    Returns estimate_mllr's account."""
+    adaptation (`method`) estimated from its own hypotheses into `out`. templates: the seen naming phrases
+    (make_clips). Returns estimate_adaptation's account."""
     from firstwords.edge.asr import make_recognizer
-    from firstwords.edge.asr_adapt import estimate_mllr, hear
+    from firstwords.edge.asr_adapt import estimate_adaptation, hear
 
     rec = make_recognizer("pocketsphinx", bundle=bundle)
     heard = [hear(rec, c.audio) for voice in voices
              for c in make_clips(voice, objects, templates, n_seen, n_unseen, n_off_topic, seed)]
-    return estimate_mllr(heard, out, dictionary=rec.decoder.config["dict"])
+    return estimate_adaptation(heard, out, dictionary=rec.decoder.config["dict"], method=method)

@@ -67,14 +67,14 @@ def bundle_vocabulary(encoder: Any) -> list[str]:
 
 def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", threads: int = 1,
                 recognizer: str = "pocketsphinx", bundle: Any = None,
-                asr_workers: int = 1, mllr: str | Path | None = None) -> tuple[Any, Any]:
+                asr_workers: int = 1, adaptation: str | Path | None = None) -> tuple[Any, Any]:
     """The audio path's VAD and recogniser. bias 'open' (default): open-vocabulary English with the bundle's
     speech language model (its training sentences interpolated with the general model: its words favoured,
     never forced); 'lm' / 'grammar' / 'keywords': searches closed over `vocabulary`, kept for comparison only
     (they put vocabulary words on any speech); 'none': the general English model alone.
     asr_workers > 1: a RecognizerPool of that many recognisers in worker processes (the learner keeps ~2 per
-    worker in flight and hears them in order); close it when done. mllr: pocketsphinx's speaker adaptation
-    (edge.asr_adapt: a home's voices), or None."""
+    worker in flight and hears them in order); close it when done. adaptation: pocketsphinx's speaker
+    adaptation (edge.asr_adapt: a home's voices), or None."""
     from firstwords.edge.asr import make_recognizer
     from firstwords.edge.vad import make_vad
 
@@ -87,8 +87,8 @@ def make_speech(vad_name: str, vocabulary: Sequence[str], bias: str = "open", th
         kwargs = {"bias": "none"}
     else:
         kwargs = {"vocabulary": list(vocabulary), "bias": bias}
-    if mllr is not None and recognizer == "pocketsphinx":
-        kwargs["mllr"] = str(mllr)
+    if adaptation is not None and recognizer == "pocketsphinx":
+        kwargs["adaptation"] = str(adaptation)
     spec = RecognizerSpec(recognizer, kwargs)
     if asr_workers > 1:
         return vad, RecognizerPool(spec, workers=asr_workers)
@@ -201,11 +201,11 @@ def build_runtime(config: DeviceConfig | str | Path, bundle: Any, memory: Any, *
             workers = cfg.audio.asr_workers if asr_workers is None else asr_workers
             if workers < 1:
                 raise InputError(f"asr_workers must be at least 1, got {workers}")
-            mllr = speaker_adaptation
-            if mllr is None:
-                mllr = home_adaptation(getattr(mem, "path", None))
+            adaptation = speaker_adaptation
+            if adaptation is None:
+                adaptation = home_adaptation(getattr(mem, "path", None))
             vad, rec = make_speech(cfg.audio.vad, words, bias=bias, recognizer=name, bundle=encoder.bundle,
-                                   asr_workers=workers, mllr=mllr)
+                                   asr_workers=workers, adaptation=adaptation)
             if isinstance(rec, RecognizerPool):
                 owned.append(rec)
     except BaseException:

@@ -90,7 +90,7 @@ class DigestJob:
     threads: int = 1
     keep_media: bool = False
     recognizer: str | None = None  # instead of the config's [audio] recognizer (e.g. "whisper" on a laptop)
-    mllr: str | None = None  # the home's speaker adaptation (edge.asr_adapt), beside the memory
+    adaptation: str | None = None  # the home's speaker adaptation (edge.asr_adapt), beside the memory
 
 
 def session_key(folder: Path) -> str:
@@ -151,7 +151,7 @@ def digest_session(job: DigestJob) -> SessionDigest:
         vad = rec = None
         if source == "audio":
             vad, rec = make_speech(cfg.audio.vad, bundle_vocabulary(encoder), recognizer=name,
-                                   bundle=encoder.bundle, mllr=job.mllr)
+                                   bundle=encoder.bundle, adaptation=job.adaptation)
         memory = RecordingMemory()
         options = options_from_config(cfg, realtime=False)
         report = replay(session, encoder, memory, words_from=source, speed=None, options=options, vad=vad,
@@ -261,7 +261,7 @@ def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: A
     from firstwords.edge.runtime import home_adaptation
 
     ledger = memory.ledger(LEDGER_PREFIX)
-    mllr = home_adaptation(getattr(memory, "path", None))  # the home's speaker adaptation, when there is one
+    adaptation = home_adaptation(getattr(memory, "path", None))  # the home's speaker adaptation, if any
     todo: list[DigestJob] = []
     skipped: list[str] = []
     start: dict[str, int] = {}  # moments of a session cut short that are in already
@@ -274,7 +274,7 @@ def replay_folder(folder: str | Path, config: str, bundle: str | Path, memory: A
                 continue
             start[key] = applied
         todo.append(DigestJob(str(path), key, str(config), str(bundle), words_from, 1, keep_media,
-                              recognizer, None if mllr is None else str(mllr)))
+                              recognizer, None if adaptation is None else str(adaptation)))
     digests = (_ray_digests(todo, ray_address, workers) if ray_address else _local_digests(todo, workers))
     report = FolderReport([], skipped, 0, 0.0)
     for digest in digests:

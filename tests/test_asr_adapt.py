@@ -16,7 +16,7 @@ from firstwords.edge.asr_adapt import (
     HeardUtterance,
     adaptation_path,
     adaptation_words,
-    estimate_mllr,
+    estimate_adaptation,
     find_tools,
     hear,
     read_sendump,
@@ -62,21 +62,23 @@ def test_the_shipped_mixture_weights_read_as_probabilities():
 
 def test_words_for_the_trainer_are_the_dictionarys_spelling():
     assert adaptation_words("where 's the Shoe? that 's it") == ["where's", "the", "shoe", "that's", "it"]
-    assert adaptation_path("work/memory.db") == Path("work/memory.speech.mllr")
+    assert adaptation_path("work/memory.db") == Path("work/memory.speech.adapt")
 
 
-def test_the_adaptation_fits_the_voice_it_heard(heard, tmp_path):
-    """Estimated from the recogniser's own hypotheses (no true text), the transform makes the model fit that
+@pytest.mark.parametrize("method", ["map", pytest.param("mllr", marks=pytest.mark.slow)])
+def test_the_adaptation_fits_the_voice_it_heard(heard, tmp_path, method):
+    """Estimated from the recogniser's own hypotheses (no true text), the adaptation makes the model fit that
     voice better: the best paths score higher through it, in total and for most utterances."""
     from firstwords.edge.asr import make_recognizer
 
     utterances, rec = heard
-    out = tmp_path / "home.speech.mllr"
-    info = estimate_mllr(utterances, out, dictionary=rec.decoder.config["dict"])
+    out = tmp_path / "home.speech.adapt"
+    info = estimate_adaptation(utterances, out, dictionary=rec.decoder.config["dict"], method=method)
+    assert info["method"] == method
     assert out.is_file() and info["utterances"] >= 2 * len(SENTENCES) - 4 and info["speech_minutes"] > 0.5
     assert {u.warp for u in utterances} == {asr_adapt.utterance_warp(utterances[0].audio)} != {1.0}
-    plain, adapted = make_recognizer("pocketsphinx"), make_recognizer("pocketsphinx", mllr=out)
-    assert adapted.mllr == str(out)
+    plain, adapted = make_recognizer("pocketsphinx"), make_recognizer("pocketsphinx", adaptation=out)
+    assert adapted.adaptation == str(out)
     scores = np.zeros((len(utterances), 2))
     for i, u in enumerate(utterances):
         for j, r in enumerate((plain, adapted)):
@@ -88,9 +90,11 @@ def test_the_adaptation_fits_the_voice_it_heard(heard, tmp_path):
 
 def test_too_little_speech_is_refused_and_nothing_written(heard, tmp_path):
     utterances, rec = heard
-    out = tmp_path / "x.mllr"
+    out = tmp_path / "x.adapt"
     with pytest.raises(InputError, match="at least 30 s"):
-        estimate_mllr(utterances[:2], out)
+        estimate_adaptation(utterances[:2], out)
+    with pytest.raises(InputError, match="unknown adaptation method"):
+        estimate_adaptation(utterances, out, method="fmllr")
     assert not out.exists()
 
 
@@ -101,15 +105,21 @@ def test_missing_programs_say_what_to_install(monkeypatch):
         find_tools()
 
 
-def test_a_missing_adaptation_file_is_a_clear_error(tmp_path):
+def test_an_adaptation_file_that_is_not_one_is_a_clear_error(tmp_path):
     from firstwords.edge.asr import make_recognizer
 
     with pytest.raises(DataError, match="speaker adaptation file not found"):
-        make_recognizer("pocketsphinx", mllr=tmp_path / "none.mllr")
+        make_recognizer("pocketsphinx", adaptation=tmp_path / "none.adapt")
+    (tmp_path / "other.adapt").write_bytes(b"s3\nversion 1.0\nendhdr\n" + bytes(100))  # another model
+    with pytest.raises(DataError, match="another acoustic model"):
+        make_recognizer("pocketsphinx", adaptation=tmp_path / "other.adapt")
+    (tmp_path / "junk.adapt").write_text("not an adaptation")
+    with pytest.raises(DataError, match="not a speaker adaptation"):
+        make_recognizer("pocketsphinx", adaptation=tmp_path / "junk.adapt")
 
 
 def test_adapt_command_writes_beside_the_memory_and_the_runtime_hears_through_it(sample, tmp_path):
-    """`firstwords adapt` on a session -> memory.speech.mllr; build_runtime's recogniser (and a pool's
+    """`firstwords adapt` on a session -> memory.speech.adapt; build_runtime's recogniser (and a pool's
     workers) then load it, and a memory without one hears unadapted."""
     from firstwords.edge.runtime import build_runtime
 
@@ -127,12 +137,12 @@ def test_adapt_command_writes_beside_the_memory_and_the_runtime_hears_through_it
     assert Path(info["path"]) == adaptation_path(memory) and adaptation_path(memory).is_file()
     assert "speech heard" in proc.stderr  # the progress bar
     with build_runtime("laptop", sample.bundle, memory, realtime=False, speech=True, asr_workers=1) as rt:
-        assert rt.recognizer.mllr == str(adaptation_path(memory))
+        assert rt.recognizer.adaptation == str(adaptation_path(memory))
     with build_runtime("laptop", sample.bundle, tmp_path / "other.db", realtime=False, speech=True,
                        asr_workers=1) as rt:
-        assert rt.recognizer.mllr is None
+        assert rt.recognizer.adaptation is None
     with build_runtime("laptop", sample.bundle, memory, realtime=False, speech=True, asr_workers=2) as rt:
-        assert rt.recognizer.spec.kwargs["mllr"] == str(adaptation_path(memory))
+        assert rt.recognizer.spec.kwargs["adaptation"] == str(adaptation_path(memory))
 
 
 def test_a_bare_recording_of_the_home_adapts_too(sample, tmp_path):
@@ -147,8 +157,8 @@ def test_a_bare_recording_of_the_home_adapts_too(sample, tmp_path):
     wav.write_bytes((sample.session / "session.wav").read_bytes())
     bundle = load_bundle(sample.bundle)
     try:
-        info = adapt_home([wav], bundle, tmp_path / "m.speech.mllr", max_minutes=1)
+        info = adapt_home([wav], bundle, tmp_path / "m.speech.adapt", max_minutes=1)
     finally:
         bundle.close()
-    assert info["sessions"] == 1 and info["speech_minutes"] >= 0.5 and (tmp_path / "m.speech.mllr").is_file()
+    assert info["sessions"] == 1 and info["speech_minutes"] >= 0.5 and (tmp_path / "m.speech.adapt").is_file()
     assert list(info["heard"]) == [str(wav)]

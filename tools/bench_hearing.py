@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="home (default): the device adapted to the voices from another draw of their speech "
                          "(unsupervised, edge.asr_adapt), measured beside the unadapted recogniser; none: "
                          "unadapted only")
+    ap.add_argument("--adapt-method", choices=("map", "mllr"), default="map",
+                    help="the adaptation's kind (edge.asr_adapt): map, the device's (default), or mllr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--show", type=int, default=3, help="misses / false alarms to print per voice")
     args = ap.parse_args(argv)
@@ -78,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-hearing-")
     if args.adapt == "home":
         find_tools()
-        mllr = Path(tmp.name) / "home.speech.mllr"
-        info = adapt_to_voices(bundle, voices, objects, NAMING, mllr, args.seed + 1, args.n_seen,
-                               args.n_unseen, args.n_off_topic)
-        print(f"home adaptation: from {info['speech_minutes']:g} min of other speech by the same voices "
-              f"(seed {args.seed + 1}, {info['utterances']} utterances, the unadapted recogniser's "
-              f"hypotheses), estimated in {info['seconds']:g} s")
-        recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle, mllr=mllr),
+        home = Path(tmp.name) / "home.speech.adapt"
+        info = adapt_to_voices(bundle, voices, objects, NAMING, home, args.seed + 1, args.n_seen,
+                               args.n_unseen, args.n_off_topic, args.adapt_method)
+        print(f"home adaptation ({info['method']}): from {info['speech_minutes']:g} min of other speech by "
+              f"the same voices (seed {args.seed + 1}, {info['utterances']} utterances, the unadapted "
+              f"recogniser's hypotheses), estimated in {info['seconds']:g} s")
+        recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle, adaptation=home),
                        "unadapted": recognizers["device"]}
     device = recognizers["device"]
     print(f"device recogniser: {device.lm_source}; vocal tract length normalisation: warp {device.max_warp} "

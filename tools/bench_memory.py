@@ -379,7 +379,7 @@ def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None)
         info = adapt_to_voices(b, voices, others, NAMING, adapt_to, seed=1)
         print(f"  home adaptation for the spoken few-shot: {info['speech_minutes']:g} min of the voices "
               f"naming the other objects, heard unadapted, estimated in {info['seconds']:g} s")
-    rec = make_recognizer("pocketsphinx", bundle=b, mllr=adapt_to)
+    rec = make_recognizer("pocketsphinx", bundle=b, adaptation=adapt_to)
     min_conf = load_device_config(resolve_device_config("laptop")).memory.min_word_confidence
 
     def run(mem: AssociativeMemory, data: BenchData, seed: int) -> dict:
@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
     spoken = None
     if args.spoken and not args.synthetic:
-        home = args.out / "home.speech.mllr" if args.adapt == "home" else None
+        home = args.out / "home.speech.adapt" if args.adapt == "home" else None
         spoken = spoken_few_shot(args.bundle, data.novel_word, home)
     runs = []
     for seed in range(args.seeds):

@@ -60,7 +60,7 @@ def load_eval(corpus: Path, limit_per_category: int | None) -> tuple[list[str], 
 
 
 def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: str, memory_path: Path,
-                asr_workers: int = 1, encode_workers: int = 1, mllr: Path | None = None):
+                asr_workers: int = 1, encode_workers: int = 1, adaptation: Path | None = None):
     """One replay into a fresh memory; returns (source, report, runtime, heard, session): close the
     runtime."""
     from firstwords.edge.replay import choose_words_source, discover_session, replay
@@ -71,7 +71,7 @@ def replay_once(session_path: Path, bundle, cfg, words_from: str, speed, bias: s
     heard = []
     rt = build_runtime(cfg, bundle, memory_path, realtime=speed is not None, speech=source == "audio",
                        bias=bias, asr_workers=asr_workers, encode_workers=encode_workers,
-                       speaker_adaptation=mllr)
+                       speaker_adaptation=adaptation)
     try:
         rep = replay(session, rt.encoder, rt.memory, words_from=source, speed=speed, options=rt.options,
                      vad=rt.vad, recognizer=rt.recognizer, recognizer_name=cfg.audio.recognizer,
@@ -166,9 +166,9 @@ def bench(args: argparse.Namespace) -> int:
     print(f"the bundle's own word embeddings: 4-way accuracy {enc_result.overall:.3f}")
 
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-bench-")
-    mllr = None
+    adaptation = None
     if args.adapt == "home" and not args.transcript_only:
-        mllr = adapt_to_session(session_path, bundle, cfg, Path(tmp.name) / "home.speech.mllr")
+        adaptation = adapt_to_session(session_path, bundle, cfg, Path(tmp.name) / "home.speech.adapt")
     default = default_workers()
     # (label, words_from, recognition workers): the first is the main row; audio with 1 and 2 workers
     runs = [("main", args.words_from, default)]
@@ -184,7 +184,7 @@ def bench(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         source, rep, rt, heard, session = replay_once(session_path, replay_encoder, cfg, wf, speed, args.bias,
                                                       mpath, workers if wf != "transcript" else 1,
-                                                      encode_workers, mllr)
+                                                      encode_workers, adaptation)
         wall = time.perf_counter() - t0
         with rt:
             vecs = rt.memory.word_vectors(cats)

@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bundle", required=True, help="model bundle directory or .zip (its speech model)")
     parser.add_argument("--memory", required=True, type=Path,
                         help="the home's memory file: the adaptation is written beside it "
-                             "(memory.db -> memory.speech.mllr) and used by every run and replay into it")
+                             "(memory.db -> memory.speech.adapt) and used by every run and replay into it")
     parser.add_argument("--minutes", type=float, default=30.0,
                         help="minutes of speech to hear at most (default: 30; ~10 s of estimation, after "
                              "hearing at ~5x real time per core)")
