@@ -112,6 +112,15 @@ def test_run_exit_codes(bundle, tmp_path, capsys):
     assert rc == 1 and any(line.startswith("FAIL") and "bundle" in line for line in out.splitlines())
 
 
+def test_the_homes_speaker_adaptation_is_checked(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    memory = tmp_path / "memory.db"
+    assert doctor.check_adaptation(str(memory)).status == "OK"  # none yet: says how to make one
+    (tmp_path / "memory.speech.adapt").write_text("garbage")
+    check = doctor.check_adaptation(str(memory))
+    assert check.status == "FAIL" and "firstwords adapt again" in check.message
+
+
 def test_devices_are_listed_or_explained():
     """Whatever this machine has: a verdict per device and, when something is missing, what to do."""
     cam = doctor.check_camera(config())

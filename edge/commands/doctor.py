@@ -258,7 +258,7 @@ def check_microphone(cfg: Any) -> Check:
                                    f"Inputs: {names}")
 
 
-def check_speech(cfg: Any) -> list[Check]:
+def check_speech(cfg: Any, memory: str | None = None) -> list[Check]:
     import importlib.util
 
     out = []
@@ -268,6 +268,7 @@ def check_speech(cfg: Any) -> list[Check]:
                                           "replay with transcripts still works"))
         else:
             out.append(Check(OK, "asr", "pocketsphinx is installed"))
+            out.append(check_adaptation(memory))
     if cfg.audio.vad == "silero":
         from firstwords.edge.errors import MissingExtraError
         from firstwords.edge.vad import silero_model_path
@@ -332,6 +333,30 @@ def check_latency(cfg: Any, bundle: Any, runs: int) -> list[Check]:
     return out
 
 
+def check_adaptation(memory: str | None) -> Check:
+    """The home's speaker adaptation beside the memory (edge.asr_adapt): usable, or what to do."""
+    from firstwords.edge.asr_adapt import adaptation_path, decoder_setting, find_tools
+    from firstwords.edge.errors import FirstwordsError
+
+    try:
+        find_tools()
+        tools = "`firstwords adapt` can fit recognition to the home's voices"
+    except FirstwordsError as e:
+        tools = f"`firstwords adapt` is unavailable ({e})"
+    path = adaptation_path(memory) if memory else None
+    if path is None or not path.exists():
+        where = f" beside {memory}" if memory else ""
+        return Check(OK, "adaptation", f"no speaker adaptation{where}: {tools}")
+    try:
+        from pocketsphinx import Config
+
+        kind, _ = decoder_setting(path, Config()["hmm"])
+    except FirstwordsError as e:
+        return Check(FAIL, "adaptation", f"{e}; or delete it to hear unadapted")
+    what = "adapted means (MAP)" if kind == "mean" else "an MLLR transform"
+    return Check(OK, "adaptation", f"hearing through the home's speaker adaptation {path} ({what})")
+
+
 def diagnose(args: argparse.Namespace) -> list[Check]:
     from firstwords.edge.config import load_device_config, resolve_device_config
     from firstwords.edge.errors import ConfigError
@@ -353,7 +378,7 @@ def diagnose(args: argparse.Namespace) -> list[Check]:
     if not args.no_devices:
         checks.append(check_camera(cfg))
         checks.append(check_microphone(cfg))
-    checks += check_speech(cfg)
+    checks += check_speech(cfg, getattr(args, "memory", None))
     if runtime_ok:
         bundle_checks, bundle = check_bundle(cfg, args.bundle)
         checks += bundle_checks
