@@ -17,7 +17,7 @@ Figures, measured in this one run:
 - prep_over_tower: frame preparation (a 640 x 480 frame to the tower's input) over the image tower, per
   frame at batch 1 on the same threads.
 - media_hours_per_wall_hour {"1": .., "2": ..}: a folder of --folder-copies copies of the session replayed
-  into one memory (edge.sessions) with 1 and 2 worker processes.
+  into one memory (edge.sessions) with 1 and 2 worker processes (through the home adaptation, beside it).
 - per-stage latencies per item (a frame, an utterance) and median per call, frames_dropped,
   audio_overflows.
 - object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD +
@@ -226,7 +226,7 @@ def bench(args: argparse.Namespace) -> int:
     out["asr_workers_speedup"] = (round(audio[2] / audio[1], 3) if audio.get(1) and audio.get(2) else None)
     out.setdefault("object_word_recovery", None)
     out.update(prep_over_tower(encoder, camera_frame()))
-    out["media_hours_per_wall_hour"] = folder_figures(args, session_path, Path(tmp.name))
+    out["media_hours_per_wall_hour"] = folder_figures(args, session_path, Path(tmp.name), adaptation)
     tmp.cleanup()
     load = os.getloadavg()
     print(f"\nrealtime factor, audio path: {audio}  (by recognition workers; speedup 2 over 1: "
@@ -242,8 +242,13 @@ def bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def folder_figures(args: argparse.Namespace, session_path: Path, tmp: Path) -> dict[str, float | None]:
-    """Media hours per wall hour of a folder replay (copies of the session) with 1 and 2 workers."""
+def folder_figures(args: argparse.Namespace, session_path: Path, tmp: Path,
+                   adaptation: Path | None = None) -> dict[str, float | None]:
+    """Media hours per wall hour of a folder replay (copies of the session) with 1 and 2 workers, hearing
+    through `adaptation` (put beside the folder's memory, where `firstwords adapt` puts a home's)."""
+    import shutil
+
+    from firstwords.edge.asr_adapt import adaptation_path
     from firstwords.edge.runtime import build_runtime
     from firstwords.edge.sessions import replay_folder
 
@@ -252,8 +257,11 @@ def folder_figures(args: argparse.Namespace, session_path: Path, tmp: Path) -> d
     folder = folder_of_copies(session_path, tmp / "folder", args.folder_copies)
     out = {}
     for workers in (1, 2):
+        memory = tmp / f"folder-{workers}.db"
+        if adaptation is not None:
+            shutil.copy(adaptation, adaptation_path(memory))
         t0 = time.perf_counter()
-        with build_runtime(args.config, args.bundle, tmp / f"folder-{workers}.db", realtime=False) as rt:
+        with build_runtime(args.config, args.bundle, memory, realtime=False) as rt:
             rep = replay_folder(folder, args.config, args.bundle, rt.memory, workers=workers,
                                 words_from=args.folder_words_from)
         wall = time.perf_counter() - t0
