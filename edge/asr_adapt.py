@@ -192,7 +192,9 @@ def estimate_adaptation(heard: Iterable[HeardUtterance], out: str | Path, model_
                         tau: float = MAP_TAU) -> dict:
     """Adapt the acoustic model to `heard` and write the adaptation to `out` (whole or not at all): MAP's
     adapted means, or (method "mllr") a transform. Utterances with no words, or a word the dictionary lacks,
-    are left out. Returns what went in and how long it took."""
+    are left out. `heard` is read once, after the programs and model are checked: a generator that hears
+    as it goes fails before any listening, and its audio goes to disk one utterance at a time. Returns what
+    went in and how long it took."""
     from pocketsphinx import Config
 
     if method not in METHODS:
@@ -208,7 +210,6 @@ def estimate_adaptation(heard: Iterable[HeardUtterance], out: str | Path, model_
     params = feat_params(model)
     fe_args = [x for k, v in params if k in _FE_KEYS for x in (k, v)]
     bw_args = [x for k, v in params if k not in _FE_KEYS and k != "-model" for x in (k, v)]
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="firstwords-adapt-") as tmp:
         wd = Path(tmp)
         for sub in ("raw", "mfc", "acc"):
@@ -234,6 +235,7 @@ def estimate_adaptation(heard: Iterable[HeardUtterance], out: str | Path, model_
             raise InputError(f"speaker adaptation needs at least {MIN_SPEECH_S:g} s of heard speech with "
                              f"words; got {seconds:.1f} s in {len(ids)} utterances ({left_out} left out): "
                              "adapt from a longer recording")
+        t0 = time.perf_counter()  # the estimation's own time, not the hearing's
         for warp, uids in sorted(by_warp.items()):
             ctl = wd / f"fe-{warp:g}.ctl"
             ctl.write_text("\n".join(uids) + "\n")
@@ -281,20 +283,35 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
                max_minutes: float = 30.0, on_utterance=None, method: str = "map") -> dict:
     """Hear the sessions' soundtracks (the device's VAD and recogniser, the unadapted model) up to
     `max_minutes` of speech, estimate the home's speaker adaptation (`method`) from the hypotheses and write
-    it to `out`. on_utterance(heard_so_far_s, budget_s, HeardUtterance, start_s): progress, per utterance.
-    Returns estimate_adaptation's account plus `sessions` and `heard`: per session, (start s,
-    HeardUtterance) of every utterance, what the unadapted recogniser heard."""
+    it to `out`; the audio is heard as estimate_adaptation reads it, never all held at once.
+    on_utterance(heard_so_far_s, budget_s, HeardUtterance, start_s): progress, per utterance.
+    Returns estimate_adaptation's account plus `sessions` and `heard`: per session, the utterances as the
+    unadapted recogniser heard them (edge.pair.TimedUtterance, words on the session's clock)."""
     from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.learner_stages import heard_words
+    from firstwords.edge.pair import TimedUtterance
+
+    rec = make_recognizer("pocketsphinx", bundle=bundle)
+    timeline: dict[str, list[TimedUtterance]] = {}
+
+    def utterances():
+        for path, start, end, u in _hear_sessions(rec, sessions, vad, max_minutes * 60, on_utterance):
+            timeline.setdefault(str(path), []).append(TimedUtterance(start, end, u.text,
+                                                                     words=heard_words(u, start)))
+            yield u
+
+    result = estimate_adaptation(utterances(), out, dictionary=rec.decoder.config["dict"], method=method)
+    return {**result, "sessions": len(timeline), "heard": timeline}
+
+
+def _hear_sessions(rec, sessions: Iterable[str | Path], vad: str, budget: float, on_utterance):
+    """(path, start s, end s, HeardUtterance) of every utterance of the sessions, in order, until `budget`
+    seconds of speech have been heard."""
     from firstwords.edge.hear import AudioFileSource
     from firstwords.edge.replay import discover_session
     from firstwords.edge.vad import make_vad
 
-    find_tools()  # before minutes of listening
-    rec = make_recognizer("pocketsphinx", bundle=bundle)
     segmenter = make_vad(vad)
-    budget = max_minutes * 60
-    heard: list[HeardUtterance] = []
-    timeline: dict[str, list[tuple[float, HeardUtterance]]] = {}
     total = 0.0
     for path in sessions:
         # a bare recording (.wav / .flac) is a soundtrack; anything else a session (its frames not needed)
@@ -309,11 +326,10 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
             try:
                 for seg in segmenter.segments(src):
                     u = hear(rec, seg.audio)
-                    heard.append(u)
-                    timeline.setdefault(str(path), []).append((seg.start, u))
                     total += seg.duration
                     if on_utterance is not None:
                         on_utterance(total, budget, u, seg.start)
+                    yield path, seg.start, seg.end, u
                     if total >= budget:
                         break
             finally:
@@ -323,5 +339,3 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
                 session.cleanup()
         if total >= budget:
             break
-    result = estimate_adaptation(heard, out, dictionary=rec.decoder.config["dict"], method=method)
-    return {**result, "sessions": len(timeline), "heard": timeline}

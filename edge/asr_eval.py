@@ -175,6 +175,6 @@ def adapt_to_voices(bundle, voices: Sequence[str], objects: Sequence[str], templ
     from firstwords.edge.asr_adapt import estimate_adaptation, hear
 
     rec = make_recognizer("pocketsphinx", bundle=bundle)
-    heard = [hear(rec, c.audio) for voice in voices
-             for c in make_clips(voice, objects, templates, n_seen, n_unseen, n_off_topic, seed)]
+    heard = (hear(rec, c.audio) for voice in voices  # heard as estimate_adaptation reads it
+             for c in make_clips(voice, objects, templates, n_seen, n_unseen, n_off_topic, seed))
     return estimate_adaptation(heard, out, dictionary=rec.decoder.config["dict"], method=method)

@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 from firstwords.edge.asr import make_recognizer
-from firstwords.edge.asr_adapt import find_tools
 from firstwords.edge.asr_eval import Tally, adapt_to_voices, make_clips, recognizer_peak_rss_mb, score
 from firstwords.edge.asr_warp import PITCH_SPLIT_HZ
 from firstwords.edge.bundle import load_bundle
@@ -79,7 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle)}
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-hearing-")
     if args.adapt == "home":
-        find_tools()
         home = Path(tmp.name) / "home.speech.adapt"
         info = adapt_to_voices(bundle, voices, objects, NAMING, home, args.seed + 1, args.n_seen,
                                args.n_unseen, args.n_off_topic, args.adapt_method)

@@ -86,13 +86,10 @@ def adapt_to_session(session_path: Path, bundle, cfg, out: Path) -> Path:
     """The home's speaker adaptation from the session's soundtrack (the unadapted recogniser's hypotheses);
     prints what that unadapted pass recovered."""
     from firstwords.edge.asr_adapt import adapt_home
-    from firstwords.edge.learner_stages import heard_words
-    from firstwords.edge.pair import TimedUtterance
     from firstwords.edge.replay import discover_session, load_utterances, object_word_recovery
 
     res = adapt_home([session_path], bundle, out, vad=cfg.audio.vad, max_minutes=60)
-    heard = [TimedUtterance(t, t + len(u.audio) / 16000, u.text, words=heard_words(u, t))
-             for t, u in res["heard"].get(str(session_path), [])]
+    heard = res["heard"].get(str(session_path), [])
     session = discover_session(session_path)
     spoken = load_utterances(session.transcript) if session.transcript else []
     rec = object_word_recovery(heard, spoken, session.meta.get("object_words") or [],
