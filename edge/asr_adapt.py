@@ -18,8 +18,10 @@ map_adapt (or mllr_solve) re-estimates: ~5 s for 8 minutes of speech here. bw re
 and float mixture weights, which pocketsphinx's wheel ships in binary (mdef) and 8-bit (sendump) form:
 `training_model` converts them (pocketsphinx_mdef_convert from Debian's pocketsphinx, `read_sendump`).
 
-A home's adaptation lives beside its memory (`adaptation_path`): `firstwords adapt` writes it, and the runtime
-hears through it whenever it is there.
+The words said can also come from a script the home's speakers read (edge.asr_enrol, `firstwords enrol`):
+then a word the recogniser always mishears for one voice is learned rather than kept misheard, and recognition
+gains more (measured there). A home's adaptation lives beside its memory (`adaptation_path`): `firstwords
+adapt` writes it, and the runtime hears through it whenever it is there.
 """
 
 from __future__ import annotations
@@ -280,28 +282,41 @@ def hear(recognizer, audio: np.ndarray) -> HeardUtterance:
 
 
 def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, *, vad: str = "energy",
-               max_minutes: float = 30.0, on_utterance=None, method: str = "map") -> dict:
-    """Hear the sessions' soundtracks (the device's VAD and recogniser, the unadapted model) up to
-    `max_minutes` of speech, estimate the home's speaker adaptation (`method`) from the hypotheses and write
-    it to `out`; the audio is heard as estimate_adaptation reads it, never all held at once.
-    on_utterance(heard_so_far_s, budget_s, HeardUtterance, start_s): progress, per utterance.
-    Returns estimate_adaptation's account plus `sessions` and `heard`: per session, the utterances as the
-    unadapted recogniser heard them (edge.pair.TimedUtterance, words on the session's clock)."""
-    from firstwords.edge.asr import make_recognizer
+               max_minutes: float = 30.0, on_utterance=None, method: str = "map",
+               enrolment: str | Path | None = None) -> dict:
+    """Estimate the home's speaker adaptation (`method`) and write it to `out`, from an enrolment folder
+    (edge.asr_enrol: the speakers' readings of a script, its prompts the words said) and/or the sessions'
+    soundtracks, heard by the device's VAD and unadapted recogniser up to `max_minutes` of speech, their
+    hypotheses the words said. Audio is read as estimate_adaptation takes it, never all held at once.
+    on_utterance(heard_so_far_s, budget_s, HeardUtterance, start_s): progress, per session utterance.
+    Returns estimate_adaptation's account plus `sessions`, `enrolment` (readings used) and `heard`: per
+    session, the utterances as the unadapted recogniser heard them (edge.pair.TimedUtterance, words on the
+    session's clock)."""
+    from firstwords.edge.asr import _open_lm, make_recognizer
+    from firstwords.edge.asr_enrol import readings
     from firstwords.edge.learner_stages import heard_words
     from firstwords.edge.pair import TimedUtterance
 
-    rec = make_recognizer("pocketsphinx", bundle=bundle)
+    sessions = list(sessions)
+    if not sessions and enrolment is None:
+        raise InputError("nothing to adapt from: give recordings of the home or an enrolment folder")
+    rec = make_recognizer("pocketsphinx", bundle=bundle) if sessions else None
     timeline: dict[str, list[TimedUtterance]] = {}
+    read = [0]
 
     def utterances():
+        if enrolment is not None:
+            for u in readings(enrolment):
+                read[0] += 1
+                yield u
         for path, start, end, u in _hear_sessions(rec, sessions, vad, max_minutes * 60, on_utterance):
             timeline.setdefault(str(path), []).append(TimedUtterance(start, end, u.text,
                                                                      words=heard_words(u, start)))
             yield u
 
-    result = estimate_adaptation(utterances(), out, dictionary=rec.decoder.config["dict"], method=method)
-    return {**result, "sessions": len(timeline), "heard": timeline}
+    dictionary = rec.decoder.config["dict"] if rec is not None else _open_lm(bundle, None, "")[1]
+    result = estimate_adaptation(utterances(), out, dictionary=dictionary, method=method)
+    return {**result, "sessions": len(timeline), "enrolment": read[0], "heard": timeline}
 
 
 def _hear_sessions(rec, sessions: Iterable[str | Path], vad: str, budget: float, on_utterance):

@@ -121,6 +121,13 @@ def _is_word(w: str) -> bool:
     return w[:1].isalpha() and all(c.isalpha() or c == "'" for c in w)
 
 
+def content_words(words: Iterable[str]) -> list[str]:
+    """The content words among `words` (FUNCTION_WORDS, one-letter words and non-words left out), in order,
+    lower-cased, each once: the words worth favouring (whisper) or rehearsing (edge.asr_enrol)."""
+    words = [w.strip().lower() for w in words if w and w.strip()]
+    return [w for w in dict.fromkeys(words) if _is_word(w) and len(w) > 1 and w not in FUNCTION_WORDS]
+
+
 class WhisperRecognizer:
     """Whisper tiny.en, offline, with the bundle's words favoured.
 
@@ -148,9 +155,7 @@ class WhisperRecognizer:
         if self.threads < 1:
             raise InputError(f"threads must be at least 1, got {threads}")
         words = list(vocabulary) if vocabulary is not None else (bundle_words(bundle) if bundle else [])
-        words = [w.strip().lower() for w in words if w and w.strip()] if bias == "open" else []
-        self.favoured = [w for w in dict.fromkeys(words)
-                         if _is_word(w) and len(w) > 1 and w not in FUNCTION_WORDS]
+        self.favoured = content_words(words) if bias == "open" else []
         self.beam_size = int(beam_size)
         root = verify_model_dir(model_dir if model_dir is not None else default_model_dir())
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the hub client never goes online, whatever it is asked

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "convert-cvcl": "firstwords.export.commands.convert_cvcl",
     "run": "firstwords.edge.commands.run",
     "replay": "firstwords.edge.commands.replay",
+    "enrol": "firstwords.edge.commands.enrol",
     "adapt": "firstwords.edge.commands.adapt",
     "ask": "firstwords.edge.commands.ask",
     "forget": "firstwords.edge.commands.forget",

@@ -359,12 +359,15 @@ def few_shot(mem: AssociativeMemory, data: BenchData, seed: int,
     return out
 
 
-def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None):
+def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None, how: str = "enrol"):
     """few_shot's teaching through the audio path (edge.asr_fewshot): each exposure spoken by the six voices
     in turn and heard by the bundle's device recogniser; None when pocketsphinx or the voices are missing.
     adapt_to: first adapt the recogniser to the voices (edge.asr_adapt, as `firstwords adapt` does for a
-    home) from other speech of theirs naming the other objects, and write the adaptation there."""
+    home) and write the adaptation there: `how` "enrol", from their readings of the enrolment script of the
+    bundle's content words (edge.asr_enrol), or "home", from other speech of theirs naming the other objects,
+    heard unadapted. The new word is never in it."""
     from firstwords.edge.asr import make_recognizer
+    from firstwords.edge.asr_enrol import adapt_from_voices, bundle_words
     from firstwords.edge.asr_eval import adapt_to_voices
     from firstwords.edge.asr_fewshot import spoken_shots
     from firstwords.edge.bundle import load_bundle
@@ -376,9 +379,17 @@ def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None)
     b = load_bundle(bundle)
     if adapt_to is not None and voices:
         others = sorted(set(CLASS_WORDS.values()) - {novel_word})  # the new word is never in it
-        info = adapt_to_voices(b, voices, others, NAMING, adapt_to, seed=1)
-        print(f"  home adaptation for the spoken few-shot: {info['speech_minutes']:g} min of the voices "
-              f"naming the other objects, heard unadapted, estimated in {info['seconds']:g} s")
+        if how == "enrol":  # the script of the bundle's content words (the new word is never in a bundle's)
+            words = [w for w in bundle_words(b) if w != novel_word]
+            with tempfile.TemporaryDirectory(prefix="firstwords-enrolment-") as folder:
+                info = adapt_from_voices(b, voices, adapt_to, folder, words)
+            print(f"  adaptation for the spoken few-shot: the voices' enrolment on the bundle's "
+                  f"{info['words']} content words ({info['speech_minutes']:g} min), estimated in "
+                  f"{info['seconds']:g} s")
+        else:
+            info = adapt_to_voices(b, voices, others, NAMING, adapt_to, seed=1)
+            print(f"  adaptation for the spoken few-shot: {info['speech_minutes']:g} min of the voices "
+                  f"naming the other objects, heard unadapted, estimated in {info['seconds']:g} s")
     rec = make_recognizer("pocketsphinx", bundle=b, adaptation=adapt_to)
     min_conf = load_device_config(resolve_device_config("laptop")).memory.min_word_confidence
 
@@ -508,9 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--spoken", action="store_true", help="also teach the novel word through the audio path "
                     "(six synthetic voices -> the bundle's device recogniser): few_shot_spoken")
-    ap.add_argument("--adapt", choices=("home", "none"), default="home",
+    ap.add_argument("--adapt", choices=("enrol", "home", "none"), default="enrol",
                     help="--spoken: the recogniser adapted to the voices first, as `firstwords adapt` does "
-                         "for a home (default), or none")
+                         "for a home: from their enrolment on the bundle's content words (enrol, default) "
+                         "or other speech of theirs naming the other objects (home); or none")
     ap.add_argument("--out", type=Path, default=REPO / "work" / "bench_memory")
     args = ap.parse_args(argv)
     if not args.synthetic and (args.bundle is None or args.corpus is None):
@@ -534,8 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     print("  (c) is the memory as shipped (re-entrant gate); (b) is the same learner with it off")
     spoken = None
     if args.spoken and not args.synthetic:
-        home = args.out / "home.speech.adapt" if args.adapt == "home" else None
-        spoken = spoken_few_shot(args.bundle, data.novel_word, home)
+        home = args.out / "home.speech.adapt" if args.adapt != "none" else None
+        spoken = spoken_few_shot(args.bundle, data.novel_word, home, args.adapt)
     runs = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()

@@ -22,10 +22,12 @@ Figures, measured in this one run:
   audio_overflows.
 - object_word_recovery (audio path): share of the object words spoken in the soundtrack that VAD +
   pocketsphinx recognised in speech overlapping them. A home's device hears through the speaker adaptation
-  `firstwords adapt` estimated from its recordings (edge.asr_adapt); with --adapt home (the default) the
-  bench does the same first, from the session's own soundtrack heard by the unadapted recogniser (its own
-  hypotheses, no transcript: two passes, as a laptop replay of recordings can), prints the unadapted
-  recovery from that pass, and replays with the adaptation.
+  `firstwords adapt` estimated (edge.asr_adapt). With --adapt enrol (the default) each of the soundtrack's
+  voices first reads the enrolment script of the bundle's content words (`firstwords enrol --bundle B
+  --voices ..`, edge.asr_enrol: two prompts a word, ~2.3 min a voice; the prompts are not the session's
+  phrases), and the adaptation is estimated from those readings. With --adapt home it is estimated from the
+  session's own soundtrack heard by the unadapted recogniser (its own hypotheses, no transcript: two passes,
+  as a laptop replay of recordings can), and the unadapted recovery from that pass is printed.
 Human-readable output, then ONE JSON object as the last line.
 """
 
@@ -101,6 +103,29 @@ def adapt_to_session(session_path: Path, bundle, cfg, out: Path) -> Path:
     return out
 
 
+def enrol_voices(session_path: Path, bundle, out: Path, folder: Path) -> Path:
+    """The home's speaker adaptation from an enrolment: each of the soundtrack's voices reads the script of
+    the bundle's content words (edge.asr_enrol), as the home's speakers would (firstwords enrol --bundle)."""
+    from firstwords.edge import asr_enrol
+    from firstwords.edge.errors import InputError
+    from firstwords.edge.replay import discover_session
+
+    session = discover_session(session_path)
+    try:
+        voices = ((session.meta.get("speech") or {}).get("voices")) or []
+    finally:
+        session.cleanup()
+    if not voices:
+        raise InputError(f"{session_path}: its session.json names no synthesiser voices to enrol; use "
+                         "--adapt home or none")
+    t0 = time.perf_counter()
+    res = asr_enrol.adapt_from_voices(bundle, voices, out, folder)
+    print(f"enrolment: {len(voices)} voices read {res['prompts']} prompts over the bundle's {res['words']} "
+          f"content words ({res['speech_minutes']:g} min of speech, synthesised and estimated in "
+          f"{time.perf_counter() - t0:.0f} s)")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -122,9 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="words source of the folder replay (default: auto)")
     ap.add_argument("--transcript-only", action="store_true", help="replay the transcript path only (a quick "
                     "measure of realtime_factor_transcript; the audio figures are null)")
-    ap.add_argument("--adapt", choices=("home", "none"), default="home",
-                    help="home (default): adapt the recogniser to the session's voices first (firstwords "
-                         "adapt, from its own soundtrack, unsupervised); none: the unadapted recogniser")
+    ap.add_argument("--adapt", choices=("enrol", "home", "none"), default="enrol",
+                    help="enrol (default): adapt the recogniser to the session's voices first, from their "
+                         "readings of an enrolment script (firstwords enrol / adapt --enrolment); home: from "
+                         "the session's own soundtrack (unsupervised); none: the unadapted recogniser")
     ap.add_argument("--trials", type=int, default=100, help="trials per category (default: 100)")
     ap.add_argument("--eval-per-category", type=int, help="use at most this many held-out images per "
                                                           "category")
@@ -166,6 +192,9 @@ def bench(args: argparse.Namespace) -> int:
     adaptation = None
     if args.adapt == "home" and not args.transcript_only:
         adaptation = adapt_to_session(session_path, bundle, cfg, Path(tmp.name) / "home.speech.adapt")
+    elif args.adapt == "enrol" and not args.transcript_only:
+        adaptation = enrol_voices(session_path, bundle, Path(tmp.name) / "home.speech.adapt",
+                                  Path(tmp.name) / "enrolment")
     default = default_workers()
     # (label, words_from, recognition workers): the first is the main row; audio with 1 and 2 workers
     runs = [("main", args.words_from, default)]

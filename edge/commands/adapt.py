@@ -1,8 +1,10 @@
 """`firstwords adapt`: fit the speech recogniser's acoustic model to the voices of one home (edge.asr_adapt).
 
-It hears recorded sessions of that home with the device's recogniser, takes its own best hypotheses as what
-was said (no transcript needed) and estimates a speaker adaptation, written beside the memory: every later
-`run` and `replay` into that memory hears through it.
+From an enrolment (`firstwords enrol`: the speakers' readings of a script, whose prompts say what was said)
+and/or recorded sessions of that home, heard with the device's recogniser, its own best hypotheses taken as
+what was said (no transcript needed), it estimates a speaker adaptation, written beside the memory: every
+later `run` and `replay` into that memory hears through it. An enrolment adapts better: the home's own speech
+keeps the words the recogniser mishears misheard (edge.asr_enrol).
 """
 
 from __future__ import annotations
@@ -12,14 +14,20 @@ import json
 import sys
 from pathlib import Path
 
-HELP = "fit speech recognition to a home's voices from its recordings (written beside the memory)"
-EXAMPLE = ("firstwords adapt work/session --bundle work/bundle --memory work/memory.db\n"
+HELP = "fit speech recognition to a home's voices from an enrolment or recordings (written beside the memory)"
+EXAMPLE = ("firstwords adapt --enrolment work/enrolment --bundle work/bundle --memory work/memory.db\n"
+           "  firstwords adapt work/session --bundle work/bundle --memory work/memory.db\n"
            "  firstwords adapt recordings/ --bundle work/bundle --memory work/memory.db --minutes 60")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session", help="a session (folder, video with a .wav beside it, or a .wav) or a "
-                                        "folder of session folders recorded in the home the memory learns in")
+    parser.add_argument("session", nargs="?",
+                        help="a session (folder, video with a .wav beside it, or a .wav) or a "
+                             "folder of session folders recorded in the home the memory learns in (optional "
+                             "with --enrolment)")
+    parser.add_argument("--enrolment", type=Path,
+                        help="an enrolment folder (firstwords enrol): the speakers' readings of a script, "
+                             "its prompts taken as what was said (better than recordings alone)")
     parser.add_argument("--bundle", required=True, help="model bundle directory or .zip (its speech model)")
     parser.add_argument("--memory", required=True, type=Path,
                         help="the home's memory file: the adaptation is written beside it "
@@ -34,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from firstwords.edge.asr_adapt import adapt_home, adaptation_path
+    from firstwords.edge.asr_enrol import summary
     from firstwords.edge.bundle import load_bundle
     from firstwords.edge.errors import InputError
     from firstwords.edge.runtime import load_config
@@ -41,8 +50,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.minutes > 0:
         raise InputError(f"--minutes must be positive, got {args.minutes}")
+    if args.session is None and args.enrolment is None:
+        raise InputError("give a recording of the home (SESSION) and/or --enrolment FOLDER to adapt from")
     cfg = load_config(args.config)
-    sessions = find_sessions(args.session) if is_session_folder_of_folders(args.session) else [args.session]
+    sessions = [] if args.session is None else (
+        find_sessions(args.session) if is_session_folder_of_folders(args.session) else [args.session])
     out = adaptation_path(args.memory)
     tty = sys.stderr.isatty()
     last = [-1.0]
@@ -58,16 +70,20 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.bundle)
     try:
-        print(f"hearing {len(sessions)} session(s) for up to {args.minutes:g} min of speech ...",
-              file=sys.stderr)
+        if args.enrolment is not None:
+            print(f"enrolment: {summary(args.enrolment)}", file=sys.stderr)
+        if sessions:
+            print(f"hearing {len(sessions)} session(s) for up to {args.minutes:g} min of speech ...",
+                  file=sys.stderr)
         result = adapt_home(sessions, bundle, out, vad=cfg.audio.vad, max_minutes=args.minutes,
-                            on_utterance=progress)
+                            on_utterance=progress, enrolment=args.enrolment)
     finally:
         bundle.close()
     if tty:
         print(file=sys.stderr)
     print(f"speaker adaptation written: {out}\n  from {result['speech_minutes']:g} min of speech in "
-          f"{result['utterances']} utterances of {result['sessions']} session(s) ({result['left_out']} left "
+          f"{result['utterances']} utterances: {result['enrolment']} enrolment readings and "
+          f"{result['sessions']} session(s) ({result['left_out']} left "
           f"out: no words the dictionary knows); estimated in {result['seconds']:g} s\n"
           f"  every run and replay into {args.memory} now hears through it (delete the file to stop)")
     print(json.dumps({k: v for k, v in result.items() if k != "heard"}))

@@ -107,11 +107,19 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.edge.asr_adapt import adaptation_path, find_tools
     from firstwords.edge.errors import MissingExtraError
 
+    meta = json.loads((session / "session.json").read_text())
+    voices = (meta.get("speech") or {}).get("voices")
     try:
         find_tools()
-        _step("6/7 fit speech recognition to the session's voices (its own hypotheses, no transcript)",
-              fw + ["adapt", str(session), "--bundle", str(bundle), "--memory", str(memory), "--config",
-                    args.device_config], adaptation_path(memory))
+        if not voices:
+            raise MissingExtraError("the session has no spoken soundtrack (no speech synthesiser installed)")
+        enrolment = work / "enrolment"
+        _step("6/7 the home's speakers (here: the session's synthetic voices) read a script of its words",
+              fw + ["enrol", str(enrolment), "--bundle", str(bundle), "--voices", ",".join(voices)],
+              adaptation_path(memory))
+        _step("6/7 fit speech recognition to their voices from those readings",
+              fw + ["adapt", "--enrolment", str(enrolment), "--bundle", str(bundle), "--memory", str(memory),
+                    "--config", args.device_config], adaptation_path(memory))
     except MissingExtraError as e:
         print(f"\n== 6/7 speaker adaptation skipped: {e}")
     if memory.exists():

@@ -340,7 +340,7 @@ def check_adaptation(memory: str | None) -> Check:
 
     try:
         find_tools()
-        tools = "`firstwords adapt` can fit recognition to the home's voices"
+        tools = "`firstwords enrol`, then `adapt --enrolment`, can fit recognition to the home's voices"
     except FirstwordsError as e:
         tools = f"`firstwords adapt` is unavailable ({e})"
     path = adaptation_path(memory) if memory else None

@@ -154,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
         adapted = home_adaptation(args.memory)
         print(f"hearing through the home's speaker adaptation {adapted}" if adapted else
-              "hearing unadapted (firstwords adapt fits recognition to the home's voices)", file=sys.stderr)
+              "hearing unadapted (firstwords enrol, then adapt, fit recognition to the home's voices)",
+              file=sys.stderr)
     t0 = time.perf_counter()
     with build_runtime(cfg, args.bundle, args.memory, realtime=speed is not None, speech=source == "audio",
                        threads=args.threads, bias=args.bias, keep_media=args.keep_media,

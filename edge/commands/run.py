@@ -60,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     cam = cfg.camera
     adapted = home_adaptation(args.memory)
     print(f"hearing through the home's speaker adaptation {adapted}" if adapted else
-          "hearing unadapted (firstwords adapt fits recognition to the home's voices)", file=sys.stderr)
+          "hearing unadapted (firstwords enrol, then adapt, fit recognition to the home's voices)",
+          file=sys.stderr)
     mic = MicrophoneSource(device=args.audio_device or cfg.audio.device or None,
                            device_rate=(None if cfg.audio.sample_rate == SAMPLE_RATE
                                         else cfg.audio.sample_rate),
