@@ -332,6 +332,68 @@ def _behaviour(root: Path, cpu: str, staged: dict[str, str], word: str, log: Log
             "doctor_ok": all(rc == 0 for rc in doctors.values()), "doctor_rc": doctors}
 
 
+ADAPT_PACKAGES = "sphinxtrain sphinxbase-utils pocketsphinx"  # Debian's, arm64 builds of the same packages
+ADAPT_VOICES = ("espeak:en-us+f3", "flite:awb")  # the enrolment's readers (a short script: ~3 min of speech)
+
+
+def compare_adaptation(root: Path, bundle: Path, work: Path, cpu: str, log: Log) -> dict:
+    """Speaker adaptation on arm64 (edge.asr_adapt): two synthesiser voices read the bundle's enrolment
+    script on the host; Debian's arm64 trainer packages are installed in the root; `firstwords adapt
+    --enrolment` there estimates the adaptation from the same readings, and its means are compared with the
+    host's. {"adapt_ok": None} (not measured) when the host lacks the programs or the voices."""
+    from firstwords.edge import asr_enrol
+    from firstwords.edge.asr_adapt import adapt_home, find_tools
+    from firstwords.edge.bundle import load_bundle
+    from firstwords.edge.synth import available_voices
+
+    voices = available_voices(list(ADAPT_VOICES))
+    try:
+        find_tools()
+    except FirstwordsError as e:
+        log(f"speaker adaptation not compared: {e}")
+        return {"adapt_ok": None}
+    if not voices:
+        log("speaker adaptation not compared: no speech synthesiser voice on the host")
+        return {"adapt_ok": None}
+    t = time.monotonic()
+    folder, host = work / "enrolment", work / "x86.speech.adapt"
+    shutil.rmtree(folder, ignore_errors=True)
+    b = load_bundle(bundle)
+    try:
+        asr_enrol.write_prompts(folder, asr_enrol.enrolment_prompts(asr_enrol.bundle_words(b)))
+        asr_enrol.synthesize(folder, voices)
+        adapt_home([], b, host, enrolment=folder)
+    finally:
+        b.close()
+    opt = root / OPT.lstrip("/")
+    shutil.rmtree(opt / "enrolment", ignore_errors=True)
+    shutil.copytree(folder, opt / "enrolment")
+    shutil.copy2("/etc/resolv.conf", root / "etc" / "resolv.conf")  # apt inside the root resolves names
+    log(f"installing {ADAPT_PACKAGES} in the root (apt-get) ...")
+    in_root(root, ["sh", "-c", f"dpkg -s {ADAPT_PACKAGES} >/dev/null 2>&1 || (apt-get update -qq && "
+                               f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {ADAPT_PACKAGES})"],
+            "apt-get install the adaptation's programs", timeout=2400)
+    log(f"[{cpu}] firstwords adapt --enrolment ({len(voices)} voices) ...")
+    mem = f"{OPT}/adapt/memory.db"
+    shutil.rmtree(opt / "adapt", ignore_errors=True)
+    (opt / "adapt").mkdir()
+    in_root(root, ["firstwords", "adapt", "--enrolment", f"{OPT}/enrolment", "--bundle",
+                   f"{OPT}/{bundle.name}", "--memory", mem], "adapt", cpu=cpu, timeout=3000)
+    x86, arm = (_s3_floats(p) for p in (host, opt / "adapt" / "memory.speech.adapt"))
+    diff = float(np.abs(x86 - arm).max()) if x86.shape == arm.shape else float("inf")
+    log(f"  adapted means, arm64 vs x86: largest difference {diff:.2g} ({time.monotonic() - t:.0f} s)")
+    return {"adapt_ok": diff <= 1e-3, "adapt_means_max_diff": diff,
+            "adapt_seconds": round(time.monotonic() - t)}
+
+
+def _s3_floats(path: Path) -> np.ndarray:
+    """The float32 body of a Sphinx s3 parameter file (header, byte-order word and dimensions skipped; the
+    trailing checksum too)."""
+    b = path.read_bytes()
+    body = np.frombuffer(b[b.index(b"endhdr\n") + 11:], dtype=np.uint8)
+    return body[:len(body) // 4 * 4].view(np.float32)[8:-1]
+
+
 def table(out: dict) -> str:
     lines = [f"arm64 install ok: {out.get('arm64_install_ok')}   torch absent: {out.get('torch_absent')}"]
     x86 = out.get("acc_4way_x86", {})
@@ -347,6 +409,10 @@ def table(out: dict) -> str:
                 lines.append(f"{cpu:<11} {q:<6} {r['image_cos_min']:>11.5f} {r['image_cos_mean']:>12.5f} "
                              f"{r['utterance_cos_min']:>11.5f} {arm:>8.3f} {x86[q]:>8.3f}  "
                              f"{row['replay_ok']!s:<6} {row['ask_ok']!s:<4} {row['doctor_ok']!s:<6}  {feats}")
+    if "adapt_ok" in out:
+        lines.append(f"speaker adaptation (adapt --enrolment): {out['adapt_ok']}"
+                     + (f", adapted means within {out['adapt_means_max_diff']:.2g} of x86's"
+                        if out.get("adapt_means_max_diff") is not None else " (not measured)"))
     lines.append(f"{out.get('seconds', 0):.0f} s in all (emulated timings say nothing about a board)")
     return "\n".join(lines)
 
@@ -356,7 +422,8 @@ def passed(out: dict) -> bool:
             for q, a in row.items()]
     return bool(out.get("arm64_install_ok") and out.get("torch_absent")
                 and out.get("image_cos_min", 0) >= 0.995 and accs and all(accs)
-                and out.get("replay_ok") and out.get("ask_ok") and out.get("doctor_ok"))
+                and out.get("replay_ok") and out.get("ask_ok") and out.get("doctor_ok")
+                and out.get("adapt_ok") is not False)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@ Builds (or reuses) an arm64 Debian root with debootstrap + qemu-user-static, ins
 device extras as a Pi user would (no torch), then under QEMU_CPU=cortex-a72 (Pi 4), cortex-a76 (Pi 5) and
 max: encodes fixed eval frames and words with U8S8 and S8S8 bundles and compares them with x86 (cosine,
 4-way accuracy on the same trials), replays a 1-minute session transcript into a memory, asks it, and runs
-`firstwords doctor --config rpi4` / `rpi5`. Emulated timings say nothing about a board and are not reported.
+`firstwords doctor --config rpi4` / `rpi5`; then installs Debian's arm64 sphinxtrain, sphinxbase-utils and
+pocketsphinx and runs `firstwords adapt --enrolment` on readings made on the host, comparing the adapted means
+with x86's. Emulated timings say nothing about a board and are not reported.
 Needs root and binfmt_misc. Human table, then one JSON line.
 
     sudo .venv/bin/python tools/check_arm64.py --ckpt work/ckpt --corpus work/corpus --root /work/arm64root
@@ -51,6 +53,7 @@ def main() -> int:
         out.update(em.install_wheel(root, work, log=print))
         if out["arm64_install_ok"]:
             out.update(em.compare_all(root, bundles, inputs, work, args.cpus.split(","), log=print))
+            out.update(em.compare_adaptation(root, bundles["u8s8"], work, args.cpus.split(",")[0], log=print))
     except em.EmulationError as e:
         print(f"error: {e}", file=sys.stderr)
         out["error"] = str(e).splitlines()[0][:300]
