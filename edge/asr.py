@@ -361,6 +361,18 @@ def _plain(word: str) -> str:
     return "" if not w or w in _FILLERS or w.startswith("[") else w
 
 
+def bundle_dictionary(bundle: Any) -> str | None:
+    """The pronouncing dictionary of the bundle's speech model (the words it can say), or None when the bundle
+    has none (the general dictionary then)."""
+    speech = (getattr(bundle, "manifest", None) or {}).get("speech") if bundle is not None else None
+    if not (isinstance(speech, dict) and speech.get("dict")):
+        return None
+    path = Path(bundle.path) / str(speech["dict"])
+    if not path.is_file():
+        raise DataError(f"the bundle's speech model file {path} is missing; re-export the bundle")
+    return str(path)
+
+
 def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str | None, str]:
     """(language model, dictionary or None, where they came from) of the open search: the bundle's, a given
     file, or the general English model (with a warning)."""
@@ -371,13 +383,11 @@ def _open_lm(bundle: Any, lm: str | Path | None, general: str) -> tuple[str, str
     speech = (getattr(bundle, "manifest", None) or {}).get("speech") if bundle is not None else None
     if isinstance(speech, dict) and speech.get("lm"):
         path = Path(bundle.path) / str(speech["lm"])
-        words = Path(bundle.path) / str(speech["dict"]) if speech.get("dict") else None
-        for p in (path, words):
-            if p is not None and not p.is_file():
-                raise DataError(f"the bundle's speech model file {p} is missing; re-export the bundle")
+        if not path.is_file():
+            raise DataError(f"the bundle's speech model file {path} is missing; re-export the bundle")
         source = (f"bundle ({speech.get('kind', 'interpolated')}, "
                   f"domain weight {speech.get('domain_weight', '?')})")
-        return str(path), str(words) if words else None, source
+        return str(path), bundle_dictionary(bundle), source
     log.warning("the bundle has no speech language model (exported before it was added): hearing with "
                 "the general English model only, which misses many object words — re-export the bundle "
                 "(firstwords export) to favour its words")

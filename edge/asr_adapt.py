@@ -292,7 +292,7 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
     Returns estimate_adaptation's account plus `sessions`, `enrolment` (readings used) and `heard`: per
     session, the utterances as the unadapted recogniser heard them (edge.pair.TimedUtterance, words on the
     session's clock)."""
-    from firstwords.edge.asr import _open_lm, make_recognizer
+    from firstwords.edge.asr import bundle_dictionary, make_recognizer
     from firstwords.edge.asr_enrol import readings
     from firstwords.edge.learner_stages import heard_words
     from firstwords.edge.pair import TimedUtterance
@@ -314,7 +314,7 @@ def adapt_home(sessions: Iterable[str | Path], bundle: object, out: str | Path, 
                                                                      words=heard_words(u, start)))
             yield u
 
-    dictionary = rec.decoder.config["dict"] if rec is not None else _open_lm(bundle, None, "")[1]
+    dictionary = rec.decoder.config["dict"] if rec is not None else bundle_dictionary(bundle)
     result = estimate_adaptation(utterances(), out, dictionary=dictionary, method=method)
     return {**result, "sessions": len(timeline), "enrolment": read[0], "heard": timeline}
 

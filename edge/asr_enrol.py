@@ -139,7 +139,7 @@ def record(folder: str | Path, speaker: str, blocks: Iterable, vad, *,
             if segs:
                 seg, ended = segs[0], False
                 break
-            if waited >= timeout_s and not vad.in_speech:  # a reading under way is waited for
+            if waited >= timeout_s and vad.open_start is None:  # a reading under way is waited for
                 ended = False
                 break
         if ended:  # the source has ended (the microphone closed): a reading under way is whole now
@@ -180,7 +180,7 @@ def synthesize(folder: str | Path, voices: list[str], *, noise_db: float | None 
             n += 1
             if on_prompt is not None:
                 on_prompt(n, len(prompts) * len(voices), f"{voice}: {text}")
-    return {"speakers": len(voices), "prompts": len(prompts), "readings": n}
+    return {"voices": len(voices), "prompts": len(prompts), "readings": n}
 
 
 def readings(folder: str | Path) -> Iterator[HeardUtterance]:
@@ -203,12 +203,11 @@ def readings(folder: str | Path) -> Iterator[HeardUtterance]:
 
 
 def summary(folder: str | Path) -> dict:
-    """Speakers and readings of an enrolment folder (what doctor and adapt report)."""
+    """Speakers and readings of an enrolment folder (what enrol and adapt report)."""
     prompts = read_prompts(folder)
     per = {p.name: sum((p / f"{uid}.wav").is_file() for uid in prompts)
            for p in sorted(Path(folder).iterdir()) if p.is_dir()}
     return {"prompts": len(prompts), "speakers": per}
-
 
 
 def adapt_from_voices(bundle: object, voices: list[str], out: str | Path, folder: str | Path,

@@ -108,6 +108,13 @@ def home_adaptation(memory_path: str | Path | None) -> Path | None:
     return path
 
 
+def adaptation_notice(memory_path: str | Path | None) -> str:
+    """What run and replay say about hearing: through the home's speaker adaptation, or unadapted."""
+    adapted = home_adaptation(memory_path)
+    return (f"hearing through the home's speaker adaptation {adapted}" if adapted else
+            "hearing unadapted (firstwords enrol, then adapt, fit recognition to the home's voices)")
+
+
 def default_encode_workers(realtime: bool, threads: int) -> int:
     """Frame batches encoded at once: a full-speed replay, where throughput counts, encodes two (each on
     threads // 2 onnxruntime threads; on 2 cores two batches of 1 thread beat one of 2, and nothing waits

@@ -79,11 +79,6 @@ class _Segmenter:
         self._reset_stream()
 
     @property
-    def in_speech(self) -> bool:
-        """An utterance has begun and not yet closed."""
-        return self._speech is not None
-
-    @property
     def open_start(self) -> float | None:
         """Start (padding included) of the utterance still being heard, or None in silence. Pairing waits for
         it: frames after this time may still belong to an utterance not yet emitted."""

@@ -15,9 +15,9 @@ A home's device hears through the speaker adaptation `firstwords adapt` estimate
 one ("unadapted"). --adapt enrol (the default): each voice first reads the enrolment script of the bundle's
 content words (edge.asr_enrol, as `firstwords enrol --bundle` records the home's speakers: carrier sentences,
 none of the measured phrases; "bag", never in the bundle, is not in it), and the adaptation is estimated from
-those readings. --adapt home: from another draw of clips by the
-same voices (seed + 1: other phrases, other prosody) heard by the unadapted recogniser, its own hypotheses
-taken as the words (no true text). --adapt none: the unadapted recogniser only.
+those readings. --adapt home: from another draw of clips by the same voices (seed + 1: other phrases, other
+prosody) heard by the unadapted recogniser, its own hypotheses taken as the words (no true text). --adapt
+none: the unadapted recogniser only.
 Last line: one JSON object with exactly
 offtopic_object_false_alarms_per_min, object_recall, object_recall_unseen_templates, offtopic_wer,
 asr_realtime_factor (pooled over the voices, the device's recogniser).
@@ -82,21 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     objects = sorted(set(CLASS_WORDS.values()))
     recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle)}
     tmp = tempfile.TemporaryDirectory(prefix="firstwords-hearing-")
+    home = Path(tmp.name) / "home.speech.adapt"
     if args.adapt == "enrol":
-        home = Path(tmp.name) / "home.speech.adapt"
         info = adapt_from_voices(bundle, voices, home, Path(tmp.name) / "enrolment")
         print(f"home adaptation (enrolment): each voice read {info['prompts']} prompts over the bundle's "
               f"{info['words']} content words ({info['speech_minutes']:g} min in all), estimated in "
               f"{info['seconds']:g} s")
-        recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle, adaptation=home),
-                       "unadapted": recognizers["device"]}
     elif args.adapt == "home":
-        home = Path(tmp.name) / "home.speech.adapt"
         info = adapt_to_voices(bundle, voices, objects, NAMING, home, args.seed + 1, args.n_seen,
                                args.n_unseen, args.n_off_topic, args.adapt_method)
         print(f"home adaptation ({info['method']}): from {info['speech_minutes']:g} min of other speech by "
               f"the same voices (seed {args.seed + 1}, {info['utterances']} utterances, the unadapted "
               f"recogniser's hypotheses), estimated in {info['seconds']:g} s")
+    if args.adapt != "none":
         recognizers = {"device": make_recognizer("pocketsphinx", bundle=bundle, adaptation=home),
                        "unadapted": recognizers["device"]}
     device = recognizers["device"]

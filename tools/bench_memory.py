@@ -378,7 +378,6 @@ def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None,
     voices = available_voices(list(DEFAULT_VOICES))
     b = load_bundle(bundle)
     if adapt_to is not None and voices:
-        others = sorted(set(CLASS_WORDS.values()) - {novel_word})  # the new word is never in it
         if how == "enrol":  # the script of the bundle's content words (the new word is never in a bundle's)
             words = [w for w in bundle_words(b) if w != novel_word]
             with tempfile.TemporaryDirectory(prefix="firstwords-enrolment-") as folder:
@@ -387,6 +386,7 @@ def spoken_few_shot(bundle: Path, novel_word: str, adapt_to: Path | None = None,
                   f"{info['words']} content words ({info['speech_minutes']:g} min), estimated in "
                   f"{info['seconds']:g} s")
         else:
+            others = sorted(set(CLASS_WORDS.values()) - {novel_word})  # the new word is never in it
             info = adapt_to_voices(b, voices, others, NAMING, adapt_to, seed=1)
             print(f"  adaptation for the spoken few-shot: {info['speech_minutes']:g} min of the voices "
                   f"naming the other objects, heard unadapted, estimated in {info['seconds']:g} s")

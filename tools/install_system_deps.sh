@@ -9,8 +9,8 @@
 #   ffmpeg          replay of a video's own soundtrack (optional: a .wav beside the video works without it)
 #   chromium        the report test renders `firstwords report`'s HTML headless to a PNG (tests/test_report.py)
 #   strace          the privacy test watches a replay's system calls: no internet socket (onnxruntime telemetry)
-#   sphinxtrain sphinxbase-utils pocketsphinx   speaker adaptation (`firstwords adapt`, edge.asr_adapt): bw and
-#                   mllr_solve, sphinx_fe, pocketsphinx_mdef_convert (the recogniser itself is the pip wheel)
+#   sphinxtrain sphinxbase-utils pocketsphinx   speaker adaptation (`firstwords adapt`, edge.asr_adapt): bw,
+#                   map_adapt and mllr_solve, sphinx_fe, pocketsphinx_mdef_convert (the recogniser itself is the pip wheel)
 # Elsewhere it prints what to install; everything still runs without them (transcript path, committed subset).
 set -u
 pkgs=(espeak-ng flite festival festvox-us-slt-hts libportaudio2 sox dataset-fashion-mnist pulseaudio libasound2-plugins

@@ -150,12 +150,9 @@ def run(args: argparse.Namespace) -> int:
                          "--recognizer")
     print(f"replaying {session.describe()}", file=sys.stderr)
     if source == "audio" and cfg.audio.recognizer == "pocketsphinx":
-        from firstwords.edge.runtime import home_adaptation
+        from firstwords.edge.runtime import adaptation_notice
 
-        adapted = home_adaptation(args.memory)
-        print(f"hearing through the home's speaker adaptation {adapted}" if adapted else
-              "hearing unadapted (firstwords enrol, then adapt, fit recognition to the home's voices)",
-              file=sys.stderr)
+        print(adaptation_notice(args.memory), file=sys.stderr)
     t0 = time.perf_counter()
     with build_runtime(cfg, args.bundle, args.memory, realtime=speed is not None, speech=source == "audio",
                        threads=args.threads, bias=args.bias, keep_media=args.keep_media,

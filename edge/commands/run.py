@@ -54,14 +54,11 @@ def run(args: argparse.Namespace) -> int:
     from firstwords.edge.learner import Learner
     from firstwords.edge.microphone import MicrophoneSource
     from firstwords.edge.outcome import exit_code, summary_text
-    from firstwords.edge.runtime import build_runtime, home_adaptation, load_config
+    from firstwords.edge.runtime import adaptation_notice, build_runtime, load_config
 
     cfg = load_config(args.config)
     cam = cfg.camera
-    adapted = home_adaptation(args.memory)
-    print(f"hearing through the home's speaker adaptation {adapted}" if adapted else
-          "hearing unadapted (firstwords enrol, then adapt, fit recognition to the home's voices)",
-          file=sys.stderr)
+    print(adaptation_notice(args.memory), file=sys.stderr)
     mic = MicrophoneSource(device=args.audio_device or cfg.audio.device or None,
                            device_rate=(None if cfg.audio.sample_rate == SAMPLE_RATE
                                         else cfg.audio.sample_rate),
